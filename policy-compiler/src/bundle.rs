@@ -1,0 +1,76 @@
+//! Writes an OCI bundle: `config.json` plus a copy of the skill under
+//! `skill/`, which the spec mounts read-only at `/skill`.
+
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::package::{EntryKind, SkillPackage};
+
+/// The bundle's directory holding the skill's code.
+pub const SKILL_DIR: &str = "skill";
+pub const CONFIG_JSON: &str = "config.json";
+
+fn write_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::WriteBundle {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Checks that `dir` can receive a bundle: absent, or an empty directory.
+/// Refusing anything else means a compile never mixes with old files.
+pub fn prepare_dir(dir: &Path) -> Result<()> {
+    match fs::read_dir(dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(Error::WriteBundle {
+                    path: dir.to_owned(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::AlreadyExists,
+                        "output directory is not empty; choose a new directory or remove it first",
+                    ),
+                });
+            }
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            fs::create_dir_all(dir).map_err(write_error(dir))?;
+        }
+        Err(source) => {
+            return Err(Error::WriteBundle {
+                path: dir.to_owned(),
+                source,
+            })
+        }
+    }
+    // The config holds passed environment values: keep the bundle private.
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(write_error(dir))
+}
+
+/// Copies the package into `<bundle>/skill`, read-only, and returns that path.
+pub fn copy_skill(bundle: &Path, package: &SkillPackage) -> Result<PathBuf> {
+    let root = bundle.join(SKILL_DIR);
+    fs::create_dir(&root).map_err(write_error(&root))?;
+    for entry in &package.entries {
+        let target = root.join(&entry.relative);
+        match &entry.kind {
+            EntryKind::Dir => fs::create_dir(&target).map_err(write_error(&target))?,
+            EntryKind::Symlink { target: link } => symlink(link, &target).map_err(write_error(&target))?,
+            EntryKind::File { executable, contents } => {
+                fs::write(&target, contents).map_err(write_error(&target))?;
+                let mode = if *executable { 0o555 } else { 0o444 };
+                fs::set_permissions(&target, fs::Permissions::from_mode(mode))
+                    .map_err(write_error(&target))?;
+            }
+        }
+    }
+    Ok(root)
+}
+
+/// Writes `config.json`, readable by its owner only.
+pub fn write_config(bundle: &Path, config_json: &str) -> Result<()> {
+    let path = bundle.join(CONFIG_JSON);
+    fs::write(&path, config_json).map_err(write_error(&path))?;
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).map_err(write_error(&path))
+}

@@ -1,0 +1,99 @@
+//! The compiler's front door: skill folder + node config → effective policy
+//! → OCI bundle and runsc flags.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use runsc_config::{NetworkMode, RunscFlags};
+
+use crate::bundle;
+use crate::effective::{resolve, EffectivePolicy};
+use crate::error::Result;
+use crate::node_config::NodeConfig;
+use crate::oci::{build_spec, render_spec, SpecInputs};
+use crate::package::{SkillPackage, SKILL_MD};
+
+/// Inputs of a compile besides the skill itself.
+#[derive(Debug, Clone)]
+pub struct CompileOptions<'a> {
+    pub node: &'a NodeConfig,
+    /// How the node config file is named in messages.
+    pub node_config_name: &'a str,
+    /// Absolute path of the base root filesystem.
+    pub base_rootfs: &'a Path,
+    /// Arguments appended to the entrypoint.
+    pub extra_args: &'a [String],
+    /// The invoking environment; only names in `env.pass` are read.
+    pub env: &'a BTreeMap<String, String>,
+    /// The cgroup to place the sandbox in.
+    pub cgroups_path: &'a str,
+}
+
+/// What a compile produced.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    pub policy: EffectivePolicy,
+    pub runsc_flags: RunscFlags,
+    pub warnings: Vec<String>,
+}
+
+/// The runsc flags a policy implies. Egress enforcement is a later layer:
+/// until it exists no policy gets a network stack, and the runtime refuses
+/// policies whose allow list needs one (`EffectivePolicy::has_egress`).
+pub fn runsc_flags(node: &NodeConfig) -> RunscFlags {
+    RunscFlags {
+        network: NetworkMode::None,
+        platform: node.runsc.platform,
+        overlay: false,
+    }
+}
+
+/// Resolves the package's effective policy on this node.
+pub fn effective_policy(
+    package: &SkillPackage,
+    options: &CompileOptions<'_>,
+) -> Result<(EffectivePolicy, Vec<String>)> {
+    let resolution = resolve(
+        &package.manifest,
+        &package.dir.join(SKILL_MD),
+        options.node,
+        options.node_config_name,
+    )?;
+    Ok((resolution.policy, resolution.warnings))
+}
+
+/// Compiles `package` into an OCI bundle at `bundle_dir` (absent or empty).
+pub fn compile(package: &SkillPackage, bundle_dir: &Path, options: &CompileOptions<'_>) -> Result<Compiled> {
+    let (policy, mut warnings) = effective_policy(package, options)?;
+    let flags = runsc_flags(options.node);
+    for name in &policy.env_pass {
+        if !options.env.contains_key(name.as_str()) {
+            warnings.push(format!(
+                "security_policy.env.pass: {} is not set in the invoking environment",
+                name.as_str()
+            ));
+        }
+    }
+    bundle::prepare_dir(bundle_dir)?;
+    let skill_source = bundle::copy_skill(bundle_dir, package)?;
+    let spec = build_spec(
+        &policy,
+        &SpecInputs {
+            skill_name: package.manifest.name.as_str(),
+            skill_version: package.manifest.version.as_deref(),
+            skill_digest: &package.digest,
+            base_rootfs: options.base_rootfs,
+            skill_source: &skill_source,
+            extra_args: options.extra_args,
+            env_values: options.env,
+            cgroups_path: options.cgroups_path,
+            runsc_flags: &flags,
+        },
+    )?;
+    bundle::write_config(bundle_dir, &render_spec(&spec))?;
+    Ok(Compiled {
+        policy,
+        runsc_flags: flags,
+        warnings,
+    })
+}

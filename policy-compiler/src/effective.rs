@@ -1,0 +1,290 @@
+//! The effective policy: the skill's policy (or the one derived from its
+//! coarse permissions, or the defaults) held within the node ceiling.
+//!
+//! This is what the sandbox enforces; it is serialized into the bundle's
+//! annotations so that the shim enforces exactly what was compiled.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::manifest::{
+    AuditLevel, EnvName, Frontmatter, Permission, PidCount, PolicyVersion, SecurityPolicy, WritableSpec,
+};
+use crate::network::{Cidr, Destination, NetworkRule};
+use crate::node_config::{CeilingMode, NodeConfig};
+use crate::quantity::{ByteSize, Cpus, Timeout};
+use crate::scratch_path::ScratchPath;
+
+/// Path of the scratch directory a coarse `write` permission grants.
+pub const COARSE_WRITE_DIR: &str = "/workspace";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EffectivePolicy {
+    /// Command run in `/skill`; empty when the skill declares none.
+    pub entrypoint: Vec<String>,
+    pub network: EffectiveNetwork,
+    pub writable: Vec<WritableDir>,
+    pub resources: Resources,
+    pub env_pass: Vec<EnvName>,
+    pub audit: AuditLevel,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EffectiveNetwork {
+    pub allow: Vec<NetworkRule>,
+    pub deny: Vec<NetworkRule>,
+    /// Node-wide ranges that win over every allow.
+    pub always_deny: Vec<Cidr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WritableDir {
+    pub path: ScratchPath,
+    pub size: ByteSize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    pub cpus: Cpus,
+    pub memory: ByteSize,
+    pub pids: PidCount,
+    pub timeout: Timeout,
+}
+
+/// The effective policy plus what was lowered or ignored to get there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolution {
+    pub policy: EffectivePolicy,
+    pub warnings: Vec<String>,
+}
+
+impl EffectivePolicy {
+    /// Whether the policy lets the skill reach anything over the network.
+    pub fn has_egress(&self) -> bool {
+        !self.network.allow.is_empty()
+    }
+}
+
+/// Holds values within the ceiling, rejecting or clamping per the node's mode.
+struct CeilingCheck<'a> {
+    config: &'a NodeConfig,
+    config_name: &'a str,
+    warnings: Vec<String>,
+}
+
+impl CeilingCheck<'_> {
+    fn cap<T: PartialOrd + ToString>(
+        &mut self,
+        field: &str,
+        asked: T,
+        ceiling: T,
+        ceiling_field: &str,
+    ) -> Result<T> {
+        if asked <= ceiling {
+            return Ok(asked);
+        }
+        match self.config.ceiling.mode {
+            CeilingMode::Reject => Err(Error::CeilingExceeded {
+                field: field.to_owned(),
+                asked: asked.to_string(),
+                ceiling: ceiling.to_string(),
+                ceiling_field: format!("ceiling.{ceiling_field}"),
+                config: self.config_name.to_owned(),
+            }),
+            CeilingMode::Clamp => {
+                self.warnings.push(format!(
+                    "{field}: lowered from {} to the node ceiling {}",
+                    asked.to_string(),
+                    ceiling.to_string()
+                ));
+                Ok(ceiling)
+            }
+        }
+    }
+
+    /// Drops (clamp) or refuses (reject) allow rules outside the admin's suffixes.
+    fn domain_allowed(&mut self, field: &str, rule: &NetworkRule) -> Result<bool> {
+        let (Destination::Domain(domain), Some(suffixes)) =
+            (&rule.destination, &self.config.ceiling.allowed_domain_suffixes)
+        else {
+            return Ok(true);
+        };
+        if suffixes.iter().any(|suffix| domain.is_within_suffix(suffix)) {
+            return Ok(true);
+        }
+        let allowed = suffixes.join(", ");
+        match self.config.ceiling.mode {
+            CeilingMode::Reject => Err(Error::CeilingExceeded {
+                field: field.to_owned(),
+                asked: domain.to_string(),
+                ceiling: format!("domains under {allowed}"),
+                ceiling_field: "ceiling.allowed_domain_suffixes".to_owned(),
+                config: self.config_name.to_owned(),
+            }),
+            CeilingMode::Clamp => {
+                self.warnings.push(format!(
+                    "{field}: {domain} is outside the node's allowed domains ({allowed}); rule dropped"
+                ));
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// The policy a skill without `security_policy` gets from its coarse permissions.
+fn from_permissions(permissions: &[Permission], warnings: &mut Vec<String>) -> SecurityPolicy {
+    let mut policy = SecurityPolicy {
+        version: PolicyVersion,
+        entrypoint: None,
+        network: Default::default(),
+        filesystem: Default::default(),
+        resources: Default::default(),
+        env: Default::default(),
+        audit: Default::default(),
+    };
+    if permissions.contains(&Permission::Write) {
+        policy.filesystem.writable.push(WritableSpec {
+            path: COARSE_WRITE_DIR
+                .parse()
+                .expect("the coarse write dir is a valid scratch path"),
+            size: None,
+        });
+    }
+    for (permission, what) in [
+        (
+            Permission::Network,
+            "network destinations (security_policy.network.allow)",
+        ),
+        (Permission::Env, "variables (security_policy.env.pass)"),
+    ] {
+        if permissions.contains(&permission) {
+            warnings.push(format!(
+                "permissions: {permission:?} grants nothing by itself; declare the {what} the skill needs"
+            ));
+        }
+    }
+    policy
+}
+
+/// Resolves the effective policy of the skill whose metadata `manifest` was
+/// read from `skill_md`, on a node whose config file is named `config_name`.
+pub fn resolve(
+    manifest: &Frontmatter,
+    skill_md: &Path,
+    config: &NodeConfig,
+    config_name: &str,
+) -> Result<Resolution> {
+    let mut check = CeilingCheck {
+        config,
+        config_name,
+        warnings: Vec::new(),
+    };
+    let policy = match (&manifest.security_policy, &manifest.permissions) {
+        (Some(policy), _) => policy.clone(),
+        (None, Some(permissions)) => from_permissions(permissions, &mut check.warnings),
+        (None, None) => from_permissions(&[], &mut check.warnings),
+    };
+    let defaults = &config.defaults;
+    let ceiling = &config.ceiling;
+    let res = &policy.resources;
+    let resources = Resources {
+        cpus: check.cap(
+            "security_policy.resources.cpus",
+            res.cpus.unwrap_or(defaults.cpus),
+            ceiling.cpus,
+            "cpus",
+        )?,
+        memory: check.cap(
+            "security_policy.resources.memory",
+            res.memory.unwrap_or(defaults.memory),
+            ceiling.memory,
+            "memory",
+        )?,
+        pids: check.cap(
+            "security_policy.resources.pids",
+            res.pids.unwrap_or(defaults.pids),
+            ceiling.pids,
+            "pids",
+        )?,
+        timeout: check.cap(
+            "security_policy.resources.timeout",
+            res.timeout.unwrap_or(defaults.timeout),
+            ceiling.timeout,
+            "timeout",
+        )?,
+    };
+
+    let mut writable = Vec::new();
+    let mut seen: BTreeSet<&str> = BTreeSet::new();
+    let declared = &policy.filesystem.writable;
+    if manifest.security_policy.is_none() || declared.is_empty() {
+        // /tmp is always there unless the skill declares its own scratch list.
+        writable.push(WritableDir {
+            path: "/tmp".parse().expect("/tmp is a valid scratch path"),
+            size: defaults.scratch_size,
+        });
+    }
+    for (index, dir) in declared.iter().enumerate() {
+        let field = format!("security_policy.filesystem.writable[{index}]");
+        let path = dir.path.as_str();
+        if let Some(other) = seen.iter().find(|other| {
+            path == **other
+                || path.starts_with(&format!("{other}/"))
+                || other.starts_with(&format!("{path}/"))
+        }) {
+            return Err(Error::InvalidField {
+                file: skill_md.to_owned(),
+                field: format!("{field}.path"),
+                message: format!("{path} overlaps the writable directory {other}; list each directory once"),
+            });
+        }
+        seen.insert(path);
+        let size = check.cap(
+            &format!("{field}.size"),
+            dir.size.unwrap_or(defaults.scratch_size),
+            ceiling.writable_size,
+            "writable_size",
+        )?;
+        writable.push(WritableDir {
+            path: dir.path.clone(),
+            size,
+        });
+    }
+    let mut allow = Vec::new();
+    for (index, rule) in policy.network.allow.iter().enumerate() {
+        if check.domain_allowed(&format!("security_policy.network.allow[{index}].domain"), rule)? {
+            if let Destination::Cidr(cidr) = &rule.destination {
+                for denied in ceiling.always_deny.iter().filter(|denied| denied.overlaps(cidr)) {
+                    check.warnings.push(format!(
+                        "security_policy.network.allow[{index}]: {cidr} overlaps the node's always-denied {denied}, which stays denied"
+                    ));
+                }
+            }
+            allow.push(rule.clone());
+        }
+    }
+
+    let policy = EffectivePolicy {
+        entrypoint: policy.entrypoint.map(|e| e.0).unwrap_or_default(),
+        network: EffectiveNetwork {
+            allow,
+            deny: policy.network.deny.clone(),
+            always_deny: ceiling.always_deny.clone(),
+        },
+        writable,
+        resources,
+        env_pass: policy.env.pass.clone(),
+        audit: policy.audit.syscalls,
+    };
+    Ok(Resolution {
+        policy,
+        warnings: check.warnings,
+    })
+}

@@ -1,0 +1,245 @@
+//! The node configuration (TOML) an administrator sets, shared by the CLI and
+//! the shim: the ceiling every skill policy is held within, the defaults for
+//! fields a skill leaves out, and how runsc is invoked.
+//!
+//! Every table is `deny_unknown_fields` with documented defaults, so a
+//! missing file gives the safe defaults and a typo is an error naming the
+//! file and the field.
+
+use std::path::{Path, PathBuf};
+
+use runsc_config::Platform;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::manifest::PidCount;
+use crate::network::Cidr;
+use crate::quantity::{ByteSize, Cpus, Timeout};
+
+/// Where the node config lives unless told otherwise.
+pub const DEFAULT_NODE_CONFIG: &str = "/etc/skillbox/config.toml";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    pub ceiling: Ceiling,
+    pub defaults: Defaults,
+    pub runsc: RunscSettings,
+}
+
+/// What to do with a skill that asks for more than the ceiling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CeilingMode {
+    /// Refuse the skill, naming the field, the value and the ceiling (default).
+    #[default]
+    Reject,
+    /// Lower the value to the ceiling and report a warning.
+    Clamp,
+}
+
+/// Upper bounds for every skill on this node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Ceiling {
+    /// Default `reject`.
+    pub mode: CeilingMode,
+    /// Default 2 CPUs.
+    pub cpus: Cpus,
+    /// Default 2Gi.
+    pub memory: ByteSize,
+    /// Default 256 processes.
+    pub pids: PidCount,
+    /// Default 10m.
+    pub timeout: Timeout,
+    /// Largest size of one writable directory. Default 1Gi.
+    pub writable_size: ByteSize,
+    /// Ranges no skill may reach, whatever it allows. Default: loopback,
+    /// link-local and cloud metadata, "this network" and multicast, v4 and v6.
+    pub always_deny: Vec<Cidr>,
+    /// When set, the only domain suffixes a skill may allow. Default: unset.
+    pub allowed_domain_suffixes: Option<Vec<String>>,
+}
+
+/// Values used where a skill's policy is silent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Defaults {
+    /// Default 0.5 CPUs.
+    pub cpus: Cpus,
+    /// Default 256Mi.
+    pub memory: ByteSize,
+    /// Default 64 processes.
+    pub pids: PidCount,
+    /// Default 30s.
+    pub timeout: Timeout,
+    /// Size of `/tmp` and of writable directories declared without a size. Default 64Mi.
+    pub scratch_size: ByteSize,
+}
+
+/// How runsc is invoked on this node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunscSettings {
+    /// Default `runsc` (looked up in PATH).
+    pub binary: PathBuf,
+    /// Default `ptrace`; `kvm` hung on this project's CI machines.
+    pub platform: Platform,
+}
+
+/// Built-in always-denied ranges.
+pub const BUILTIN_ALWAYS_DENY: &[&str] = &[
+    "0.0.0.0/8",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "224.0.0.0/4",
+    "::/128",
+    "::1/128",
+    "fe80::/10",
+    "fd00:ec2::254/128",
+    "ff00::/8",
+];
+
+impl Default for Ceiling {
+    fn default() -> Self {
+        Ceiling {
+            mode: CeilingMode::Reject,
+            cpus: Cpus::from_millis(2_000),
+            memory: ByteSize::mebibytes(2048),
+            pids: PidCount::new(256),
+            timeout: Timeout::from_secs(600),
+            writable_size: ByteSize::mebibytes(1024),
+            always_deny: BUILTIN_ALWAYS_DENY
+                .iter()
+                .map(|cidr| cidr.parse().expect("built-in ranges are valid"))
+                .collect(),
+            allowed_domain_suffixes: None,
+        }
+    }
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults {
+            cpus: Cpus::from_millis(500),
+            memory: ByteSize::mebibytes(256),
+            pids: PidCount::new(64),
+            timeout: Timeout::from_secs(30),
+            scratch_size: ByteSize::mebibytes(64),
+        }
+    }
+}
+
+impl Default for RunscSettings {
+    fn default() -> Self {
+        RunscSettings {
+            binary: PathBuf::from("runsc"),
+            platform: Platform::Ptrace,
+        }
+    }
+}
+
+fn field_error(file: &Path, field: &str, message: String) -> Error {
+    Error::InvalidField {
+        file: file.to_owned(),
+        field: field.to_owned(),
+        message,
+    }
+}
+
+impl NodeConfig {
+    /// Parses a node config; `origin` names the file in errors.
+    pub fn from_toml(origin: &Path, text: &str) -> Result<NodeConfig> {
+        let deserializer = toml::Deserializer::new(text);
+        let config: NodeConfig = serde_path_to_error::deserialize(deserializer).map_err(|err| {
+            let message = err.inner().message().to_owned();
+            field_error(origin, &err.path().to_string(), message)
+        })?;
+        config.check_defaults_within_ceiling(origin)?;
+        Ok(config)
+    }
+
+    /// Loads `path`; a missing file at the default location gives the
+    /// defaults, a missing file named explicitly is an error.
+    pub fn load(path: Option<&Path>) -> Result<NodeConfig> {
+        let (path, explicit) = match path {
+            Some(path) => (path, true),
+            None => (Path::new(DEFAULT_NODE_CONFIG), false),
+        };
+        match std::fs::read_to_string(path) {
+            Ok(text) => NodeConfig::from_toml(path, &text),
+            Err(err) if !explicit && err.kind() == std::io::ErrorKind::NotFound => Ok(NodeConfig::default()),
+            Err(source) => Err(Error::ReadNodeConfig {
+                config: path.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    fn check_defaults_within_ceiling(&self, origin: &Path) -> Result<()> {
+        let (d, c) = (&self.defaults, &self.ceiling);
+        let over = |field: &str, default: String, ceiling: String| {
+            Err(field_error(
+                origin,
+                &format!("defaults.{field}"),
+                format!("default {default} is above ceiling.{field} {ceiling}"),
+            ))
+        };
+        if d.cpus > c.cpus {
+            return over("cpus", d.cpus.to_string(), c.cpus.to_string());
+        }
+        if d.memory > c.memory {
+            return over("memory", d.memory.to_string(), c.memory.to_string());
+        }
+        if d.pids > c.pids {
+            return over("pids", d.pids.to_string(), c.pids.to_string());
+        }
+        if d.timeout > c.timeout {
+            return over("timeout", d.timeout.to_string(), c.timeout.to_string());
+        }
+        if d.scratch_size > c.writable_size {
+            return Err(field_error(
+                origin,
+                "defaults.scratch_size",
+                format!(
+                    "default {} is above ceiling.writable_size {}",
+                    d.scratch_size, c.writable_size
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let config = NodeConfig::from_toml(Path::new("n.toml"), "").unwrap();
+        assert_eq!(config, NodeConfig::default());
+    }
+
+    #[test]
+    fn unknown_field_names_file_and_field() {
+        let err = NodeConfig::from_toml(Path::new("n.toml"), "[ceiling]\nmemroy = \"1Gi\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("n.toml: ceiling.memroy: unknown field `memroy`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn defaults_must_fit_the_ceiling() {
+        let err = NodeConfig::from_toml(Path::new("n.toml"), "[ceiling]\nmemory = \"128Mi\"\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "n.toml: defaults.memory: default 256Mi is above ceiling.memory 128Mi"
+        );
+    }
+}
