@@ -13,7 +13,7 @@ use oci_spec::runtime::{
     LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimitBuilder,
     PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
-use runsc_config::{HostTaskBudget, RunscFlags};
+use runsc_config::{HostTaskBudget, Platform, RunscFlags};
 
 use crate::effective::EffectivePolicy;
 use crate::error::{Error, Result};
@@ -58,6 +58,29 @@ pub struct SpecInputs<'a> {
     /// The cgroup the sandbox is placed in.
     pub cgroups_path: &'a str,
     pub runsc_flags: &'a RunscFlags,
+}
+
+/// The sandbox cgroup's limits, shared by the spec and by runtimes that
+/// create the cgroup themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CgroupLimits {
+    pub memory_bytes: i64,
+    pub cpu_quota_us: i64,
+    pub cpu_period_us: u64,
+    /// The skill's quota plus gVisor's own threads (see `HostTaskBudget`).
+    pub pids: i64,
+}
+
+impl CgroupLimits {
+    pub fn for_policy(policy: &EffectivePolicy, platform: Platform) -> CgroupLimits {
+        let resources = &policy.resources;
+        CgroupLimits {
+            memory_bytes: i64::try_from(resources.memory.bytes()).unwrap_or(i64::MAX),
+            cpu_quota_us: i64::try_from(resources.cpus.millis() * CPU_PERIOD_US / 1_000).unwrap_or(i64::MAX),
+            cpu_period_us: CPU_PERIOD_US,
+            pids: HostTaskBudget::for_platform(platform).cgroup_pids_limit(resources.pids.get()),
+        }
+    }
 }
 
 fn spec_error(source: oci_spec::OciSpecError) -> Error {
@@ -165,10 +188,7 @@ pub fn build_spec(policy: &EffectivePolicy, inputs: &SpecInputs<'_>) -> Result<S
         .build()
         .map_err(spec_error)?;
 
-    let resources = &policy.resources;
-    let memory = i64::try_from(resources.memory.bytes()).unwrap_or(i64::MAX);
-    let cpu_quota = i64::try_from(resources.cpus.millis() * CPU_PERIOD_US / 1_000).unwrap_or(i64::MAX);
-    let budget = HostTaskBudget::for_platform(inputs.runsc_flags.platform);
+    let limits = CgroupLimits::for_policy(policy, inputs.runsc_flags.platform);
     let namespaces = [
         LinuxNamespaceType::Pid,
         LinuxNamespaceType::Ipc,
@@ -192,22 +212,22 @@ pub fn build_spec(policy: &EffectivePolicy, inputs: &SpecInputs<'_>) -> Result<S
                 .devices(Vec::new())
                 .memory(
                     LinuxMemoryBuilder::default()
-                        .limit(memory)
+                        .limit(limits.memory_bytes)
                         // Equal to the limit: no swap on top of it.
-                        .swap(memory)
+                        .swap(limits.memory_bytes)
                         .build()
                         .map_err(spec_error)?,
                 )
                 .cpu(
                     LinuxCpuBuilder::default()
-                        .quota(cpu_quota)
-                        .period(CPU_PERIOD_US)
+                        .quota(limits.cpu_quota_us)
+                        .period(limits.cpu_period_us)
                         .build()
                         .map_err(spec_error)?,
                 )
                 .pids(
                     LinuxPidsBuilder::default()
-                        .limit(budget.cgroup_pids_limit(resources.pids.get()))
+                        .limit(limits.pids)
                         .build()
                         .map_err(spec_error)?,
                 )

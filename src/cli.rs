@@ -1,0 +1,130 @@
+//! Command-line interface.
+//!
+//! Exit codes: `compile`, `policy`, `probe`: 0 success, 1 invalid input or
+//! failure, 2 usage error. `run`: the skill's own status; 124 when the
+//! timeout fired; 137 when the skill was killed (out of memory is reported
+//! on stderr); 125 when skillbox itself failed before or around the run;
+//! 128+N when skillbox was interrupted by signal N (SIGINT 130, SIGTERM 143).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "skillbox",
+    version,
+    about = "Run AI-agent skills in gVisor sandboxes under their security policy"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Compile a skill folder into an OCI runtime bundle for runsc.
+    Compile(CompileArgs),
+    /// Compile a skill into a temporary bundle and run it in gVisor.
+    Run(RunArgs),
+    /// Inspect policies.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Report the installed runsc version and which network modes work here.
+    Probe(ProbeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// Node config (TOML) holding the administrator ceiling and defaults.
+    /// Default: /etc/skillbox/config.toml if it exists, else built-in defaults.
+    #[arg(long, value_name = "FILE")]
+    pub node_config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompileArgs {
+    /// The skill folder (holding SKILL.md).
+    pub skill_dir: PathBuf,
+    /// Root filesystem mounted read-only as the sandbox's `/`.
+    #[arg(long, value_name = "DIR")]
+    pub base_rootfs: PathBuf,
+    /// Output bundle directory (must be absent or empty).
+    #[arg(short, long, value_name = "DIR")]
+    pub output: PathBuf,
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// Arguments appended to the skill's entrypoint.
+    #[arg(last = true)]
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The skill folder (holding SKILL.md).
+    pub skill_dir: PathBuf,
+    /// Root filesystem mounted read-only as the sandbox's `/`.
+    #[arg(long, value_name = "DIR", env = "SKILLBOX_BASE_ROOTFS")]
+    pub base_rootfs: PathBuf,
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// Write a JSON report of the execution (outcome, CPU time, memory peak).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// The runsc binary.
+    #[arg(long, value_name = "PATH", env = "SKILLBOX_RUNSC", default_value = "runsc")]
+    pub runsc: PathBuf,
+    /// Directory for temporary bundles and runsc state.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "SKILLBOX_STATE_DIR",
+        default_value = "/run/skillbox"
+    )]
+    pub state_dir: PathBuf,
+    /// Arguments appended to the skill's entrypoint.
+    #[arg(last = true)]
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Print the effective policy of a skill on this node.
+    Explain(ExplainArgs),
+    /// Print the JSON Schema of `security_policy`.
+    Schema,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    pub skill_dir: PathBuf,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// A root filesystem with /bin/true, used to try each network mode.
+    /// Without it only the version is reported.
+    #[arg(long, value_name = "DIR")]
+    pub base_rootfs: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    #[arg(long, value_name = "PATH", env = "SKILLBOX_RUNSC", default_value = "runsc")]
+    pub runsc: PathBuf,
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "SKILLBOX_STATE_DIR",
+        default_value = "/run/skillbox"
+    )]
+    pub state_dir: PathBuf,
+}

@@ -1,0 +1,36 @@
+//! `skillbox compile`: skill folder → OCI bundle.
+
+use std::process::ExitCode;
+
+use policy_compiler::CompileOptions;
+
+use super::{absolute, invoking_env, load_node, load_skill, print_warnings, Failure};
+use crate::cli::CompileArgs;
+
+pub fn compile(args: CompileArgs) -> Result<ExitCode, Failure> {
+    let package = load_skill(&args.skill_dir)?;
+    let node = load_node(&args.node)?;
+    let base_rootfs = absolute(&args.base_rootfs)?;
+    if !base_rootfs.is_dir() {
+        return Err(anyhow::anyhow!("--base-rootfs {}: not a directory", base_rootfs.display()).into());
+    }
+    let output = absolute(&args.output)?;
+    let env = invoking_env();
+    // A static bundle names a stable cgroup; `skillbox run` uses one per execution.
+    let cgroups_path = format!("/skillbox/{}", package.manifest.name);
+    let compiled = policy_compiler::compile(
+        &package,
+        &output,
+        &CompileOptions {
+            node: &node.config,
+            node_config_name: &node.name,
+            base_rootfs: &base_rootfs,
+            extra_args: &args.args,
+            env: &env,
+            cgroups_path: &cgroups_path,
+        },
+    )?;
+    print_warnings(&compiled.warnings);
+    println!("{}", output.display());
+    Ok(ExitCode::SUCCESS)
+}

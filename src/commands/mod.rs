@@ -1,0 +1,80 @@
+//! One module per subcommand; this one dispatches and holds what they share.
+
+mod compile;
+mod explain;
+mod probe;
+mod run;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use policy_compiler::node_config::DEFAULT_NODE_CONFIG;
+use policy_compiler::{NodeConfig, SkillPackage};
+
+use crate::cli::{Cli, Command, NodeArgs, PolicyCommand};
+
+/// An error and the exit code it maps to.
+pub struct Failure {
+    pub error: anyhow::Error,
+    pub exit_code: ExitCode,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(error: E) -> Self {
+        Failure {
+            error: error.into(),
+            exit_code: ExitCode::from(1),
+        }
+    }
+}
+
+pub fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
+    match cli.command {
+        Command::Compile(args) => compile::compile(args),
+        Command::Run(args) => run::run(args),
+        Command::Policy(PolicyCommand::Explain(args)) => explain::explain(args),
+        Command::Policy(PolicyCommand::Schema) => {
+            print!("{}", policy_compiler::schema::security_policy_schema());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Probe(args) => probe::probe(args),
+    }
+}
+
+/// The node config and how messages name it.
+pub struct Node {
+    pub config: NodeConfig,
+    pub name: String,
+}
+
+pub fn load_node(args: &NodeArgs) -> Result<Node, policy_compiler::Error> {
+    let config = NodeConfig::load(args.node_config.as_deref())?;
+    let name = match &args.node_config {
+        Some(path) => path.display().to_string(),
+        None if Path::new(DEFAULT_NODE_CONFIG).exists() => DEFAULT_NODE_CONFIG.to_owned(),
+        None => "the built-in node defaults".to_owned(),
+    };
+    Ok(Node { config, name })
+}
+
+pub fn load_skill(dir: &Path) -> Result<SkillPackage, policy_compiler::Error> {
+    policy_compiler::load(dir)
+}
+
+/// The invoking environment as a sorted map (only `env.pass` names are used).
+pub fn invoking_env() -> BTreeMap<String, String> {
+    std::env::vars().collect()
+}
+
+/// `path` made absolute against the current directory, as OCI specs need.
+pub fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    std::path::absolute(path).with_context(|| format!("{}: cannot resolve path", path.display()))
+}
+
+pub fn print_warnings(warnings: &[String]) {
+    for warning in warnings {
+        eprintln!("warning: {warning}");
+    }
+}

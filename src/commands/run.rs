@@ -1,0 +1,149 @@
+//! `skillbox run`: compile into a temporary bundle, run it with runsc,
+//! report how it ended, and leave nothing behind.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use policy_compiler::oci::CgroupLimits;
+use policy_compiler::{compile::runsc_flags, CompileOptions};
+use serde::Serialize;
+
+use super::{absolute, invoking_env, load_node, load_skill, print_warnings, Failure};
+use crate::cli::RunArgs;
+use crate::runtime::execution::{Ended, Execution, Interrupts, Outcome, Workspace};
+use crate::runtime::runsc::Runsc;
+
+/// skillbox failed before or around the run (as `docker run` does).
+const EXIT_SKILLBOX_FAILED: u8 = 125;
+/// The timeout fired (as `timeout(1)` does).
+const EXIT_TIMEOUT: u8 = 124;
+
+#[derive(Serialize)]
+struct Report<'a> {
+    execution_id: &'a str,
+    skill: &'a str,
+    outcome: Outcome,
+    exit_code: i32,
+    wall_ms: u128,
+    cpu_usage_ms: u128,
+    memory_peak_bytes: u64,
+    cgroup: &'a str,
+}
+
+/// A short random execution id: `<skill>-<16 hex digits>`.
+fn execution_id(skill: &str) -> String {
+    let random = RandomState::new().build_hasher().finish() ^ u64::from(std::process::id());
+    format!("{skill}-{random:016x}")
+}
+
+fn skillbox_failed(error: anyhow::Error) -> Failure {
+    Failure {
+        error,
+        exit_code: ExitCode::from(EXIT_SKILLBOX_FAILED),
+    }
+}
+
+pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
+    prepare_and_run(args).map_err(skillbox_failed)
+}
+
+fn prepare_and_run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let interrupts = Interrupts::install()?;
+    let package = load_skill(&args.skill_dir)?;
+    let node = load_node(&args.node)?;
+    let env = invoking_env();
+    let base_rootfs = absolute(&args.base_rootfs)?;
+    if !base_rootfs.is_dir() {
+        bail!("--base-rootfs {}: not a directory", base_rootfs.display());
+    }
+    let skill = package.manifest.name.as_str().to_owned();
+    let options_for = |cgroups_path| CompileOptions {
+        node: &node.config,
+        node_config_name: &node.name,
+        base_rootfs: &base_rootfs,
+        extra_args: &args.args,
+        env: &env,
+        cgroups_path,
+    };
+    let (policy, _) = policy_compiler::effective_policy(&package, &options_for(""))?;
+    if policy.has_egress() {
+        bail!(
+            "{}: the policy allows network egress ({} rule(s) in security_policy.network.allow), \
+             which this skillbox cannot enforce yet; refusing to run it rather than run it with open network",
+            args.skill_dir.display(),
+            policy.network.allow.len()
+        );
+    }
+
+    let id = execution_id(&skill);
+    let flags = runsc_flags(&node.config);
+    let limits = CgroupLimits::for_policy(&policy, flags.platform);
+    let workspace = Workspace::create(&args.state_dir, &id).with_context(|| {
+        format!(
+            "{}: cannot create the execution directory",
+            args.state_dir.display()
+        )
+    })?;
+    let cgroup = Execution::prepare_cgroup(&id, &limits)?;
+    let compiled = policy_compiler::compile(
+        &package,
+        &workspace.bundle(),
+        &options_for(&cgroup.cgroups_path()),
+    )?;
+    print_warnings(&compiled.warnings);
+
+    let runsc = Runsc::new(&args.runsc, workspace.runsc_root(), compiled.runsc_flags);
+    let mut execution = Execution::start(&id, runsc, cgroup, &workspace.bundle())?;
+    let ended = execution.wait(policy.resources.timeout.as_duration(), &interrupts)?;
+    let cgroups_path = execution.cgroups_path();
+    // Tear down the sandbox and its cgroup before reporting.
+    drop(execution);
+    drop(workspace);
+
+    if let Some(path) = &args.report {
+        let report = Report {
+            execution_id: &id,
+            skill: &skill,
+            outcome: ended.outcome,
+            exit_code: ended.status,
+            wall_ms: ended.wall.as_millis(),
+            cpu_usage_ms: ended.stats.cpu_usage.as_millis(),
+            memory_peak_bytes: ended.stats.memory_peak_bytes,
+            cgroup: &cgroups_path,
+        };
+        let json = serde_json::to_string_pretty(&report).expect("the report serializes");
+        std::fs::write(path, json + "\n")
+            .with_context(|| format!("{}: cannot write report", path.display()))?;
+    }
+    Ok(explain_end(&ended, &policy))
+}
+
+/// Tells the person what happened when it was not a plain exit, and picks
+/// the exit code.
+fn explain_end(ended: &Ended, policy: &policy_compiler::EffectivePolicy) -> ExitCode {
+    let resources = &policy.resources;
+    match ended.outcome {
+        Outcome::Exited => ExitCode::from(ended.status.clamp(0, 255) as u8),
+        Outcome::Oom => {
+            eprintln!(
+                "skillbox: out of memory: the sandbox exceeded its memory limit of {} and was killed (status 137)",
+                resources.memory
+            );
+            ExitCode::from(137)
+        }
+        Outcome::Timeout => {
+            eprintln!(
+                "skillbox: timeout of {} fired; the sandbox was killed",
+                resources.timeout
+            );
+            ExitCode::from(EXIT_TIMEOUT)
+        }
+        Outcome::Interrupted => {
+            let signal = ended.signal.unwrap_or(nix::sys::signal::SIGTERM as i32);
+            eprintln!("skillbox: interrupted by signal {signal}; the sandbox was removed");
+            ExitCode::from((128 + signal).clamp(0, 255) as u8)
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! One run of a compiled bundle under runsc, from start to a clean host.
+//!
+//! Lifecycle: `Execution::start` creates the cgroup and starts `runsc run`;
+//! `wait` returns when the skill exits, the timeout fires or a signal asks
+//! skillbox to stop (the sandbox is then killed); `Drop` always removes the
+//! sandbox's runsc state and cgroup, on every path.
+
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use policy_compiler::oci::CgroupLimits;
+use serde::Serialize;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::{Handle, Signals};
+use tracing::{info_span, warn};
+
+use super::cgroup::{CgroupError, CgroupFs, CgroupStats, ExecutionCgroup};
+use super::runsc::{Runsc, RunscError};
+
+/// The cgroup directory all executions are placed under.
+pub const CGROUP_PARENT: &str = "skillbox";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutionError {
+    #[error("cannot set up the sandbox cgroup: {0}")]
+    Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    Runsc(#[from] RunscError),
+    #[error("cannot wait for runsc: {0}")]
+    Wait(#[source] std::io::Error),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+}
+
+/// How an execution ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Exited,
+    Oom,
+    Timeout,
+    Interrupted,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Ended {
+    pub outcome: Outcome,
+    /// The skill's exit status (128 + signal when killed).
+    pub status: i32,
+    /// The signal that interrupted skillbox, if any.
+    pub signal: Option<i32>,
+    pub wall: Duration,
+    pub stats: CgroupStats,
+}
+
+enum Event {
+    Exited(std::io::Result<std::process::ExitStatus>),
+    Signal(i32),
+}
+
+/// A running sandbox and everything it holds on the host.
+pub struct Execution {
+    id: String,
+    runsc: Runsc,
+    cgroup: ExecutionCgroup,
+    /// Taken by `wait`; dropped (reaped) on every path.
+    child: Option<Child>,
+    started: Instant,
+    span: tracing::Span,
+}
+
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .or_else(|| status.signal().map(|signal| 128 + signal))
+        .unwrap_or(255)
+}
+
+impl Execution {
+    /// The cgroup must be created before the bundle is compiled, since the
+    /// spec names it: use `prepare_cgroup` first.
+    pub fn prepare_cgroup(id: &str, limits: &CgroupLimits) -> Result<ExecutionCgroup, ExecutionError> {
+        Ok(ExecutionCgroup::create(
+            CgroupFs::detect()?,
+            CGROUP_PARENT,
+            id,
+            limits,
+        )?)
+    }
+
+    pub fn start(
+        id: &str,
+        runsc: Runsc,
+        cgroup: ExecutionCgroup,
+        bundle: &Path,
+    ) -> Result<Self, ExecutionError> {
+        let span = info_span!("sandbox", id);
+        let started = Instant::now();
+        let mut execution = Execution {
+            id: id.to_owned(),
+            runsc,
+            cgroup,
+            child: None,
+            started,
+            span,
+        };
+        execution.child = Some(execution.runsc.spawn_run(bundle, id)?);
+        Ok(execution)
+    }
+
+    /// Waits for the skill, enforcing `timeout`; an interrupt (also one that
+    /// arrived while the sandbox was being set up) kills the sandbox.
+    pub fn wait(&mut self, timeout: Duration, interrupts: &Interrupts) -> Result<Ended, ExecutionError> {
+        let _entered = self.span.clone().entered();
+        let mut child = self.child.take().expect("wait is called once, after start");
+        let sender = interrupts.sender.clone();
+        // Waiting happens on a thread so that the main thread can block on
+        // one channel for exit, signal and timeout alike, without polling.
+        let waiter = std::thread::spawn(move || {
+            let status = child.wait();
+            let _ = sender.send(Event::Exited(status));
+        });
+        let events = &interrupts.events;
+        let deadline = self.started + timeout;
+        let (mut outcome, mut signal) = (Outcome::Exited, None);
+        let status = loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match events.recv_timeout(remaining) {
+                Ok(Event::Exited(status)) => break status.map_err(ExecutionError::Wait)?,
+                Ok(Event::Signal(number)) if signal.is_none() => {
+                    (outcome, signal) = (Outcome::Interrupted, Some(number));
+                    self.kill_sandbox();
+                }
+                Ok(Event::Signal(_)) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) if outcome == Outcome::Exited => {
+                    outcome = Outcome::Timeout;
+                    self.kill_sandbox();
+                }
+                Err(_) => {
+                    // Already killed: runsc exits right after the sandbox dies.
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        };
+        let _ = waiter.join();
+        let wall = self.started.elapsed();
+        let stats = self.cgroup.stats();
+        if outcome == Outcome::Exited && stats.oom_kills > 0 {
+            outcome = Outcome::Oom;
+        }
+        Ok(Ended {
+            outcome,
+            status: exit_code(status),
+            signal,
+            wall,
+            stats,
+        })
+    }
+
+    fn kill_sandbox(&self) {
+        if let Err(err) = self.runsc.kill(&self.id, nix::sys::signal::SIGKILL as i32) {
+            warn!(%err, "killing the sandbox failed; its cgroup will be emptied on cleanup");
+            // The cgroup holds the sandbox's processes: empty it directly.
+            let _ = self.cgroup.remove();
+        }
+    }
+
+    pub fn cgroups_path(&self) -> String {
+        self.cgroup.cgroups_path()
+    }
+}
+
+/// SIGINT, SIGTERM and SIGHUP, caught from the start of an execution so that
+/// skillbox always gets to clean up; delivered on the same channel as the
+/// sandbox's exit.
+pub struct Interrupts {
+    sender: mpsc::Sender<Event>,
+    events: mpsc::Receiver<Event>,
+    handle: Handle,
+}
+
+impl Interrupts {
+    pub fn install() -> Result<Interrupts, ExecutionError> {
+        let (sender, events) = mpsc::channel();
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(ExecutionError::Signals)?;
+        let handle = signals.handle();
+        let forward = sender.clone();
+        std::thread::spawn(move || {
+            for signal in signals.forever() {
+                if forward.send(Event::Signal(signal)).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Interrupts {
+            sender,
+            events,
+            handle,
+        })
+    }
+}
+
+impl Drop for Interrupts {
+    fn drop(&mut self) {
+        self.handle.close();
+    }
+}
+
+impl Drop for Execution {
+    fn drop(&mut self) {
+        let _entered = self.span.clone().entered();
+        if let Some(mut child) = self.child.take() {
+            let _ = self.runsc.kill(&self.id, nix::sys::signal::SIGKILL as i32);
+            let _ = child.wait();
+        }
+        // `runsc run` removes its state on a normal exit; after a kill it may
+        // not, so delete is always attempted and "not found" is fine.
+        let _ = self.runsc.delete_force(&self.id);
+        // The cgroup is removed when the `cgroup` field drops, after this.
+    }
+}
+
+/// Where an execution's bundle and runsc state live.
+#[derive(Debug)]
+pub struct Workspace {
+    dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    pub fn create(state_dir: &Path, id: &str) -> std::io::Result<Workspace> {
+        std::fs::create_dir_all(state_dir)?;
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{id}."))
+            .tempdir_in(state_dir)?;
+        Ok(Workspace { dir })
+    }
+    pub fn bundle(&self) -> PathBuf {
+        self.dir.path().join("bundle")
+    }
+    pub fn runsc_root(&self) -> PathBuf {
+        self.dir.path().join("runsc")
+    }
+}

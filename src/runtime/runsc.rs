@@ -1,0 +1,183 @@
+//! The only place that starts runsc. Argv comes from `runsc_config`; every
+//! failure carries the argv, exit status and output.
+
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+
+use runsc_config::{argv, GlobalOptions, HostCapabilities, RunscFlags, RunscVersion, Subcommand};
+
+/// A runsc invocation that could not start or did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunscError {
+    #[error("cannot start `{argv}`: {source}")]
+    Spawn {
+        argv: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{argv}` failed ({status}): {stderr}")]
+    Failed {
+        argv: String,
+        status: ExitStatus,
+        stdout: String,
+        stderr: String,
+    },
+    #[error("cannot parse `{argv}` output: {source}")]
+    Parse {
+        argv: String,
+        #[source]
+        source: runsc_config::Error,
+    },
+}
+
+/// runsc with one state root and one set of sandbox flags. runsc reads its
+/// configuration flags on every subcommand, so each call repeats them.
+#[derive(Debug, Clone)]
+pub struct Runsc {
+    binary: PathBuf,
+    global: GlobalOptions,
+    flags: RunscFlags,
+}
+
+fn render(binary: &Path, args: &[OsString]) -> String {
+    std::iter::once(binary.as_os_str())
+        .chain(args.iter().map(OsString::as_os_str))
+        .map(|arg| arg.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl Runsc {
+    pub fn new(binary: impl Into<PathBuf>, root: impl Into<PathBuf>, flags: RunscFlags) -> Runsc {
+        Runsc {
+            binary: binary.into(),
+            global: GlobalOptions::new(root),
+            flags,
+        }
+    }
+
+    fn command(&self, sub: &Subcommand) -> (Command, String) {
+        let args = argv(&self.global, &self.flags, sub);
+        let rendered = render(&self.binary, &args);
+        let mut command = Command::new(&self.binary);
+        command.args(&args);
+        (command, rendered)
+    }
+
+    /// Starts `runsc run` with the caller's stdio, in its own process group so
+    /// that a terminal's Ctrl-C reaches skillbox, which then tears down.
+    pub fn spawn_run(&self, bundle: &Path, id: &str) -> Result<Child, RunscError> {
+        let (mut command, rendered) = self.command(&Subcommand::Run {
+            bundle: bundle.to_owned(),
+            id: id.to_owned(),
+            detach: false,
+            pid_file: None,
+        });
+        command.process_group(0);
+        tracing::debug!(argv = %rendered, "starting sandbox");
+        command.spawn().map_err(|source| RunscError::Spawn {
+            argv: rendered,
+            source,
+        })
+    }
+
+    /// Runs a subcommand to completion and returns its stdout.
+    pub fn check(&self, sub: &Subcommand) -> Result<String, RunscError> {
+        let (mut command, rendered) = self.command(sub);
+        run_captured(&mut command, rendered)
+    }
+
+    pub fn kill(&self, id: &str, signal: i32) -> Result<String, RunscError> {
+        self.check(&Subcommand::Kill {
+            id: id.to_owned(),
+            signal,
+            all: true,
+        })
+    }
+
+    pub fn delete_force(&self, id: &str) -> Result<String, RunscError> {
+        self.check(&Subcommand::Delete {
+            id: id.to_owned(),
+            force: true,
+        })
+    }
+
+    /// `runsc --version`, parsed.
+    pub fn version(&self) -> Result<RunscVersion, RunscError> {
+        let mut command = Command::new(&self.binary);
+        command.arg("--version");
+        let rendered = format!("{} --version", self.binary.display());
+        let stdout = run_captured(&mut command, rendered.clone())?;
+        RunscVersion::parse(&stdout).map_err(|source| RunscError::Parse {
+            argv: rendered,
+            source,
+        })
+    }
+
+    /// Tries `bundle` under each network mode and reports what works here.
+    pub fn probe(&self, bundle: &Path) -> Result<HostCapabilities, RunscError> {
+        let version = self.version()?;
+        let trial = |mode| {
+            let runsc = Runsc {
+                flags: RunscFlags {
+                    network: mode,
+                    ..self.flags.clone()
+                },
+                ..self.clone()
+            };
+            let id = format!("skillbox-probe-{}-{}", mode.as_str(), std::process::id());
+            let (mut command, rendered) = runsc.command(&Subcommand::Run {
+                bundle: bundle.to_owned(),
+                id: id.clone(),
+                detach: false,
+                pid_file: None,
+            });
+            let outcome = command
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|source| RunscError::Spawn {
+                    argv: rendered,
+                    source,
+                });
+            let _ = runsc.delete_force(&id);
+            outcome.map(|out| {
+                runsc_config::classify_trial(
+                    mode,
+                    out.status.success(),
+                    &String::from_utf8_lossy(&out.stderr),
+                )
+            })
+        };
+        use runsc_config::NetworkMode;
+        Ok(HostCapabilities {
+            version,
+            network: runsc_config::NetworkSupport {
+                none: trial(NetworkMode::None)?,
+                sandbox: trial(NetworkMode::Sandbox)?,
+                host: trial(NetworkMode::Host)?,
+            },
+        })
+    }
+}
+
+fn run_captured(command: &mut Command, rendered: String) -> Result<String, RunscError> {
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| RunscError::Spawn {
+            argv: rendered.clone(),
+            source,
+        })?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !output.status.success() {
+        return Err(RunscError::Failed {
+            argv: rendered,
+            status: output.status,
+            stdout,
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
+    }
+    Ok(stdout)
+}
