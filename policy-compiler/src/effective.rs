@@ -288,3 +288,105 @@ pub fn resolve(
         warnings: check.warnings,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frontmatter;
+
+    fn resolve_yaml(frontmatter_yaml: &str, node_toml: &str) -> Result<Resolution> {
+        let text = format!("---\nname: t\ndescription: d\n{frontmatter_yaml}---\n");
+        let manifest = frontmatter::parse(Path::new("SKILL.md"), &text)?;
+        let node = NodeConfig::from_toml(Path::new("node.toml"), node_toml)?;
+        resolve(&manifest, Path::new("SKILL.md"), &node, "node.toml")
+    }
+
+    fn paths(policy: &EffectivePolicy) -> Vec<&str> {
+        policy.writable.iter().map(|dir| dir.path.as_str()).collect()
+    }
+
+    #[test]
+    fn no_policy_means_defaults() {
+        let resolution = resolve_yaml("", "").unwrap();
+        let policy = resolution.policy;
+        assert!(!policy.has_egress());
+        assert_eq!(paths(&policy), ["/tmp"]);
+        assert_eq!(policy.writable[0].size, ByteSize::mebibytes(64));
+        assert_eq!(policy.resources.cpus, Cpus::from_millis(500));
+        assert_eq!(policy.resources.memory, ByteSize::mebibytes(256));
+        assert_eq!(policy.resources.pids.get(), 64);
+        assert_eq!(policy.resources.timeout, Timeout::from_secs(30));
+        assert!(policy.env_pass.is_empty());
+        assert!(resolution.warnings.is_empty());
+    }
+
+    #[test]
+    fn coarse_permissions_grant_only_scratch() {
+        let resolution = resolve_yaml("permissions: [read, write, network]\n", "").unwrap();
+        assert_eq!(paths(&resolution.policy), ["/tmp", COARSE_WRITE_DIR]);
+        assert!(!resolution.policy.has_egress());
+        assert_eq!(resolution.warnings.len(), 1, "{:?}", resolution.warnings);
+        assert!(resolution.warnings[0].contains("security_policy.network.allow"));
+    }
+
+    #[test]
+    fn declared_scratch_replaces_tmp() {
+        let policy = resolve_yaml(
+            "security_policy:\n  version: 1\n  filesystem:\n    writable: [{ path: /out, size: 1Mi }]\n",
+            "",
+        )
+        .unwrap()
+        .policy;
+        assert_eq!(paths(&policy), ["/out"]);
+        assert_eq!(policy.writable[0].size, ByteSize::mebibytes(1));
+    }
+
+    #[test]
+    fn ceiling_rejects_or_clamps() {
+        let asks = "security_policy:\n  version: 1\n  resources: { memory: 4Gi }\n";
+        let err = resolve_yaml(asks, "").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "security_policy.resources.memory: asks for 4Gi, above the node ceiling 2Gi (ceiling.memory in node.toml)"
+        );
+        let resolution = resolve_yaml(asks, "[ceiling]\nmode = \"clamp\"\n").unwrap();
+        assert_eq!(resolution.policy.resources.memory, ByteSize::mebibytes(2048));
+        assert_eq!(
+            resolution.warnings,
+            ["security_policy.resources.memory: lowered from 4Gi to the node ceiling 2Gi"]
+        );
+    }
+
+    #[test]
+    fn domain_suffixes_are_enforced() {
+        let asks = "security_policy:\n  version: 1\n  network:\n    allow: [{ domain: a.example.com }, { domain: evil.test }]\n";
+        let node = "[ceiling]\nallowed_domain_suffixes = [\"example.com\"]\n";
+        let err = resolve_yaml(asks, node).unwrap_err().to_string();
+        assert!(
+            err.starts_with("security_policy.network.allow[1].domain: asks for evil.test"),
+            "{err}"
+        );
+        let clamped = resolve_yaml(asks, &format!("{node}mode = \"clamp\"\n")).unwrap();
+        assert_eq!(clamped.policy.network.allow.len(), 1);
+    }
+
+    #[test]
+    fn overlapping_scratch_dirs_are_rejected() {
+        let asks = "security_policy:\n  version: 1\n  filesystem:\n    writable: [{ path: /out }, { path: /out/sub }]\n";
+        let err = resolve_yaml(asks, "").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "SKILL.md: security_policy.filesystem.writable[1].path: /out/sub overlaps the writable directory /out; list each directory once"
+        );
+    }
+
+    #[test]
+    fn policy_round_trips_through_json() {
+        let asks = "security_policy:\n  version: 1\n  network:\n    allow: [{ domain: \"*.example.com\", ports: [443, 80, 443] }, { cidr: 10.0.0.0/8 }]\n";
+        let policy = resolve_yaml(asks, "").unwrap().policy;
+        assert_eq!(policy.network.allow[0].ports.as_ref().unwrap().len(), 2);
+        let json = serde_json::to_string(&policy).unwrap();
+        let back: EffectivePolicy = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, policy);
+    }
+}

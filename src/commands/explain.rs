@@ -114,7 +114,8 @@ fn render_text(e: &Explanation<'_>, node: &policy_compiler::NodeConfig) -> Strin
             format!(", {} (from the caller)", env.join(", "))
         }
     );
-    let _ = writeln!(out, "audit      {:?}", p.audit);
+    let audit = serde_json::to_value(p.audit).expect("audit level serializes");
+    let _ = writeln!(out, "audit      {}", audit.as_str().unwrap_or_default());
     for warning in e.warnings {
         let _ = writeln!(out, "\nwarning: {warning}");
     }

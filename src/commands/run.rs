@@ -51,6 +51,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
 
 fn prepare_and_run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let interrupts = Interrupts::install()?;
+    if !nix::unistd::Uid::effective().is_root() {
+        bail!("skillbox run needs root: it starts runsc and creates the sandbox's cgroup");
+    }
     let package = load_skill(&args.skill_dir)?;
     let node = load_node(&args.node)?;
     let env = invoking_env();
