@@ -74,3 +74,48 @@ pub fn write_config(bundle: &Path, config_json: &str) -> Result<()> {
     fs::write(&path, config_json).map_err(write_error(&path))?;
     fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).map_err(write_error(&path))
 }
+
+/// What a runtime reads back from a compiled bundle's annotations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompiledAnnotations {
+    pub skill_name: String,
+    pub skill_version: Option<String>,
+    pub skill_digest: String,
+    pub policy: crate::effective::EffectivePolicy,
+    pub runsc_flags: runsc_config::RunscFlags,
+}
+
+/// Reads the skill identity, effective policy and runsc flags that the
+/// compiler wrote into `<bundle>/config.json`.
+pub fn read_annotations(bundle: &Path) -> Result<CompiledAnnotations> {
+    use crate::oci::annotations as keys;
+    let path = bundle.join(CONFIG_JSON);
+    let invalid = |field: &str, message: String| Error::InvalidField {
+        file: path.clone(),
+        field: format!("annotations.\"{field}\""),
+        message,
+    };
+    let text = fs::read_to_string(&path).map_err(|source| Error::ReadSkill {
+        path: path.clone(),
+        source,
+    })?;
+    let spec: serde_json::Value =
+        serde_json::from_str(&text).map_err(|err| invalid("", format!("config.json is not JSON: {err}")))?;
+    let annotation = |key: &str| -> Result<String> {
+        spec["annotations"][key]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| invalid(key, "missing: the bundle was not compiled by skillbox".to_owned()))
+    };
+    let policy = serde_json::from_str(&annotation(keys::POLICY)?)
+        .map_err(|err| invalid(keys::POLICY, format!("not a valid effective policy: {err}")))?;
+    let runsc_flags = serde_json::from_str(&annotation(keys::RUNSC_FLAGS)?)
+        .map_err(|err| invalid(keys::RUNSC_FLAGS, format!("not valid runsc flags: {err}")))?;
+    Ok(CompiledAnnotations {
+        skill_name: annotation(keys::SKILL_NAME)?,
+        skill_version: annotation(keys::SKILL_VERSION).ok(),
+        skill_digest: annotation(keys::SKILL_DIGEST)?,
+        policy,
+        runsc_flags,
+    })
+}

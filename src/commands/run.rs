@@ -6,13 +6,15 @@ use std::hash::{BuildHasher, Hasher};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
+use policy_compiler::bundle::read_annotations;
 use policy_compiler::oci::CgroupLimits;
-use policy_compiler::{compile::runsc_flags, CompileOptions};
+use policy_compiler::CompileOptions;
 use serde::Serialize;
 
 use super::{absolute, invoking_env, load_node, load_skill, print_warnings, Failure};
 use crate::cli::RunArgs;
-use crate::runtime::execution::{Ended, Execution, Interrupts, Outcome, Workspace};
+use crate::runtime::cgroup::ExecutionCgroup;
+use crate::runtime::execution::{Ended, Execution, Interrupts, Outcome, Workspace, CGROUP_PARENT};
 use crate::runtime::runsc::Runsc;
 
 /// skillbox failed before or around the run (as `docker run` does).
@@ -62,15 +64,29 @@ fn prepare_and_run(args: RunArgs) -> anyhow::Result<ExitCode> {
         bail!("--base-rootfs {}: not a directory", base_rootfs.display());
     }
     let skill = package.manifest.name.as_str().to_owned();
-    let options_for = |cgroups_path| CompileOptions {
-        node: &node.config,
-        node_config_name: &node.name,
-        base_rootfs: &base_rootfs,
-        extra_args: &args.args,
-        env: &env,
-        cgroups_path,
-    };
-    let (policy, _) = policy_compiler::effective_policy(&package, &options_for(""))?;
+    let id = execution_id(&skill);
+    let workspace = Workspace::create(&args.state_dir, &id).with_context(|| {
+        format!(
+            "{}: cannot create the execution directory",
+            args.state_dir.display()
+        )
+    })?;
+    let compiled = policy_compiler::compile(
+        &package,
+        &workspace.bundle(),
+        &CompileOptions {
+            node: &node.config,
+            node_config_name: &node.name,
+            base_rootfs: &base_rootfs,
+            extra_args: &args.args,
+            env: &env,
+            cgroups_path: &ExecutionCgroup::cgroups_path_for(CGROUP_PARENT, &id),
+        },
+    )?;
+    print_warnings(&compiled.warnings);
+    // From here on, run what the bundle says, exactly as a shim reading it would.
+    let bundle = read_annotations(&workspace.bundle())?;
+    let policy = bundle.policy;
     if policy.has_egress() {
         bail!(
             "{}: the policy allows network egress ({} rule(s) in security_policy.network.allow), \
@@ -79,25 +95,9 @@ fn prepare_and_run(args: RunArgs) -> anyhow::Result<ExitCode> {
             policy.network.allow.len()
         );
     }
-
-    let id = execution_id(&skill);
-    let flags = runsc_flags(&node.config);
-    let limits = CgroupLimits::for_policy(&policy, flags.platform);
-    let workspace = Workspace::create(&args.state_dir, &id).with_context(|| {
-        format!(
-            "{}: cannot create the execution directory",
-            args.state_dir.display()
-        )
-    })?;
+    let limits = CgroupLimits::for_policy(&policy, bundle.runsc_flags.platform);
     let cgroup = Execution::prepare_cgroup(&id, &limits)?;
-    let compiled = policy_compiler::compile(
-        &package,
-        &workspace.bundle(),
-        &options_for(&cgroup.cgroups_path()),
-    )?;
-    print_warnings(&compiled.warnings);
-
-    let runsc = Runsc::new(&args.runsc, workspace.runsc_root(), compiled.runsc_flags);
+    let runsc = Runsc::new(&args.runsc, workspace.runsc_root(), bundle.runsc_flags);
     let mut execution = Execution::start(&id, runsc, cgroup, &workspace.bundle())?;
     let ended = execution.wait(policy.resources.timeout.as_duration(), &interrupts)?;
     let cgroups_path = execution.cgroups_path();

@@ -150,6 +150,11 @@ impl ExecutionCgroup {
         format!("/{}", self.relative.display())
     }
 
+    /// The `cgroups_path` that `create(_, parent, name, _)` will have.
+    pub fn cgroups_path_for(parent: &str, name: &str) -> String {
+        format!("/{parent}/{name}")
+    }
+
     fn dirs(&self) -> Vec<PathBuf> {
         match &self.fs {
             CgroupFs::V1 { hierarchies } => hierarchies.iter().map(|h| h.join(&self.relative)).collect(),
