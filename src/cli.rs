@@ -42,6 +42,22 @@ pub struct NodeArgs {
     pub node_config: Option<PathBuf>,
 }
 
+/// Where runsc is and where executions keep their state.
+#[derive(Debug, Args)]
+pub struct RuntimeArgs {
+    /// The runsc binary.
+    #[arg(long, value_name = "PATH", env = "SKILLBOX_RUNSC", default_value = "runsc")]
+    pub runsc: PathBuf,
+    /// Directory for temporary bundles and runsc state.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "SKILLBOX_STATE_DIR",
+        default_value = "/run/skillbox"
+    )]
+    pub state_dir: PathBuf,
+}
+
 #[derive(Debug, Args)]
 pub struct CompileArgs {
     /// The skill folder (holding SKILL.md).
@@ -71,17 +87,8 @@ pub struct RunArgs {
     /// Write a JSON report of the execution (outcome, CPU time, memory peak).
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
-    /// The runsc binary.
-    #[arg(long, value_name = "PATH", env = "SKILLBOX_RUNSC", default_value = "runsc")]
-    pub runsc: PathBuf,
-    /// Directory for temporary bundles and runsc state.
-    #[arg(
-        long,
-        value_name = "DIR",
-        env = "SKILLBOX_STATE_DIR",
-        default_value = "/run/skillbox"
-    )]
-    pub state_dir: PathBuf,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
     /// Arguments appended to the skill's entrypoint.
     #[arg(last = true)]
     pub args: Vec<String>,
@@ -118,13 +125,6 @@ pub struct ProbeArgs {
     pub base_rootfs: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
-    #[arg(long, value_name = "PATH", env = "SKILLBOX_RUNSC", default_value = "runsc")]
-    pub runsc: PathBuf,
-    #[arg(
-        long,
-        value_name = "DIR",
-        env = "SKILLBOX_STATE_DIR",
-        default_value = "/run/skillbox"
-    )]
-    pub state_dir: PathBuf,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }

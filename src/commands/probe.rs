@@ -27,9 +27,13 @@ fn trial_spec(rootfs: &std::path::Path) -> serde_json::Value {
 }
 
 pub fn probe(args: ProbeArgs) -> Result<ExitCode, Failure> {
-    let workspace = Workspace::create(&args.state_dir, "probe")
-        .with_context(|| format!("{}: cannot create a probe directory", args.state_dir.display()))?;
-    let runsc = Runsc::new(&args.runsc, workspace.runsc_root(), RunscFlags::default());
+    let workspace = Workspace::create(&args.runtime.state_dir, "probe").with_context(|| {
+        format!(
+            "{}: cannot create a probe directory",
+            args.runtime.state_dir.display()
+        )
+    })?;
+    let runsc = Runsc::new(&args.runtime.runsc, workspace.runsc_root(), RunscFlags::default());
     let Some(rootfs) = &args.base_rootfs else {
         let version = runsc.version()?;
         match args.format {

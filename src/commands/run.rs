@@ -65,10 +65,10 @@ fn prepare_and_run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let skill = package.manifest.name.as_str().to_owned();
     let id = execution_id(&skill);
-    let workspace = Workspace::create(&args.state_dir, &id).with_context(|| {
+    let workspace = Workspace::create(&args.runtime.state_dir, &id).with_context(|| {
         format!(
             "{}: cannot create the execution directory",
-            args.state_dir.display()
+            args.runtime.state_dir.display()
         )
     })?;
     let compiled = policy_compiler::compile(
@@ -97,7 +97,7 @@ fn prepare_and_run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let limits = CgroupLimits::for_policy(&policy, bundle.runsc_flags.platform);
     let cgroup = Execution::prepare_cgroup(&id, &limits)?;
-    let runsc = Runsc::new(&args.runsc, workspace.runsc_root(), bundle.runsc_flags);
+    let runsc = Runsc::new(&args.runtime.runsc, workspace.runsc_root(), bundle.runsc_flags);
     let mut execution = Execution::start(&id, runsc, cgroup, &workspace.bundle())?;
     let ended = execution.wait(policy.resources.timeout.as_duration(), &interrupts)?;
     let cgroups_path = execution.cgroups_path();
