@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{CeilingExceeded, DomainNotAllowed, Error, Result};
 use crate::manifest::{
     AuditLevel, EnvName, Frontmatter, Permission, PidCount, PolicyVersion, SecurityPolicy, WritableSpec,
 };
@@ -74,6 +74,7 @@ impl EffectivePolicy {
 
 /// Holds values within the ceiling, rejecting or clamping per the node's mode.
 struct CeilingCheck<'a> {
+    skill_md: &'a Path,
     config: &'a NodeConfig,
     config_name: &'a str,
     warnings: Vec<String>,
@@ -91,13 +92,14 @@ impl CeilingCheck<'_> {
             return Ok(asked);
         }
         match self.config.ceiling.mode {
-            CeilingMode::Reject => Err(Error::CeilingExceeded {
+            CeilingMode::Reject => Err(Error::CeilingExceeded(Box::new(CeilingExceeded {
+                file: self.skill_md.to_owned(),
                 field: field.to_owned(),
                 asked: asked.to_string(),
                 ceiling: ceiling.to_string(),
                 ceiling_field: format!("ceiling.{ceiling_field}"),
                 config: self.config_name.to_owned(),
-            }),
+            }))),
             CeilingMode::Clamp => {
                 self.warnings.push(format!(
                     "{field}: lowered from {} to the node ceiling {}",
@@ -121,13 +123,13 @@ impl CeilingCheck<'_> {
         }
         let allowed = suffixes.join(", ");
         match self.config.ceiling.mode {
-            CeilingMode::Reject => Err(Error::CeilingExceeded {
+            CeilingMode::Reject => Err(Error::DomainNotAllowed(Box::new(DomainNotAllowed {
+                file: self.skill_md.to_owned(),
                 field: field.to_owned(),
-                asked: domain.to_string(),
-                ceiling: format!("domains under {allowed}"),
-                ceiling_field: "ceiling.allowed_domain_suffixes".to_owned(),
+                domain: domain.to_string(),
+                allowed,
                 config: self.config_name.to_owned(),
-            }),
+            }))),
             CeilingMode::Clamp => {
                 self.warnings.push(format!(
                     "{field}: {domain} is outside the node's allowed domains ({allowed}); rule dropped"
@@ -182,6 +184,7 @@ pub fn resolve(
     config_name: &str,
 ) -> Result<Resolution> {
     let mut check = CeilingCheck {
+        skill_md,
         config,
         config_name,
         warnings: Vec::new(),
@@ -347,7 +350,7 @@ mod tests {
         let err = resolve_yaml(asks, "").unwrap_err().to_string();
         assert_eq!(
             err,
-            "security_policy.resources.memory: asks for 4Gi, above the node ceiling 2Gi (ceiling.memory in node.toml)"
+            "SKILL.md: security_policy.resources.memory: asks for 4Gi, above the node ceiling 2Gi (ceiling.memory in node.toml)"
         );
         let resolution = resolve_yaml(asks, "[ceiling]\nmode = \"clamp\"\n").unwrap();
         assert_eq!(resolution.policy.resources.memory, ByteSize::mebibytes(2048));
@@ -362,9 +365,9 @@ mod tests {
         let asks = "security_policy:\n  version: 1\n  network:\n    allow: [{ domain: a.example.com }, { domain: evil.test }]\n";
         let node = "[ceiling]\nallowed_domain_suffixes = [\"example.com\"]\n";
         let err = resolve_yaml(asks, node).unwrap_err().to_string();
-        assert!(
-            err.starts_with("security_policy.network.allow[1].domain: asks for evil.test"),
-            "{err}"
+        assert_eq!(
+            err,
+            "SKILL.md: security_policy.network.allow[1].domain: evil.test is outside the domains this node allows (example.com; ceiling.allowed_domain_suffixes in node.toml)"
         );
         let clamped = resolve_yaml(asks, &format!("{node}mode = \"clamp\"\n")).unwrap();
         assert_eq!(clamped.policy.network.allow.len(), 1);

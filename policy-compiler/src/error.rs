@@ -45,14 +45,10 @@ pub enum Error {
         field: String,
         message: String,
     },
-    #[error("{field}: asks for {asked}, above the node ceiling {ceiling} ({ceiling_field} in {config})")]
-    CeilingExceeded {
-        field: String,
-        asked: String,
-        ceiling: String,
-        ceiling_field: String,
-        config: String,
-    },
+    #[error(transparent)]
+    CeilingExceeded(Box<CeilingExceeded>),
+    #[error(transparent)]
+    DomainNotAllowed(Box<DomainNotAllowed>),
     #[error("{config}: cannot read node config: {source}")]
     ReadNodeConfig {
         config: PathBuf,
@@ -72,6 +68,31 @@ pub enum Error {
         #[source]
         source: oci_spec::OciSpecError,
     },
+}
+
+/// A skill asking for more than the node ceiling (in `reject` mode).
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {field}: asks for {asked}, above the node ceiling {ceiling} ({ceiling_field} in {config})")]
+pub struct CeilingExceeded {
+    pub file: PathBuf,
+    pub field: String,
+    pub asked: String,
+    pub ceiling: String,
+    pub ceiling_field: String,
+    pub config: String,
+}
+
+/// A skill allowing a domain outside the node's allowed suffixes.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{file}: {field}: {domain} is outside the domains this node allows ({allowed}; ceiling.allowed_domain_suffixes in {config})"
+)]
+pub struct DomainNotAllowed {
+    pub file: PathBuf,
+    pub field: String,
+    pub domain: String,
+    pub allowed: String,
+    pub config: String,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -8,51 +8,84 @@ use crate::manifest::Frontmatter;
 
 const FENCE: &str = "---";
 
-/// Returns the YAML between the opening `---` line and the closing `---`
-/// (or `...`) line.
-fn split(text: &str) -> Option<&str> {
+/// Where the frontmatter ends, if it does.
+enum Split {
+    /// The YAML, preceded by one empty line standing in for the opening
+    /// `---`, so that the parser's line numbers are SKILL.md's line numbers.
+    Found(String),
+    NoOpening,
+    NoClosing,
+}
+
+/// Finds the YAML between the opening `---` line and the closing `---` (or
+/// `...`) line.
+fn split(text: &str) -> Split {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let rest = text
+    let Some(rest) = text
         .strip_prefix(FENCE)
-        .and_then(|rest| rest.strip_prefix("\r\n").or_else(|| rest.strip_prefix('\n')))?;
+        .and_then(|rest| rest.strip_prefix("\r\n").or_else(|| rest.strip_prefix('\n')))
+    else {
+        return Split::NoOpening;
+    };
     let mut offset = 0;
     for line in rest.split_inclusive('\n') {
         let bare = line.trim_end_matches(['\r', '\n']);
         if bare == FENCE || bare == "..." {
-            return Some(&rest[..offset]);
+            return Split::Found(format!("\n{}", &rest[..offset]));
         }
         offset += line.len();
     }
-    None
+    Split::NoClosing
+}
+
+/// serde_yaml prefixes messages with its own, coarser path; the precise path
+/// is reported separately, so drop it.
+fn without_yaml_path(message: &str) -> &str {
+    match message.split_once(": ") {
+        Some((head, rest)) if !head.is_empty() && !head.contains(char::is_whitespace) => rest,
+        _ => message,
+    }
 }
 
 /// Parses the frontmatter of the `SKILL.md` at `file` whose text is `text`.
 pub fn parse(file: &Path, text: &str) -> Result<Frontmatter> {
-    let yaml = split(text).ok_or_else(|| Error::Frontmatter {
+    let frontmatter_error = |reason: &str| Error::Frontmatter {
         file: file.to_owned(),
-        reason: "expected YAML frontmatter: a first line '---', the metadata, then a closing '---' line"
-            .to_owned(),
-    })?;
+        reason: reason.to_owned(),
+    };
+    let yaml = match split(text) {
+        Split::Found(yaml) => yaml,
+        Split::NoOpening => {
+            return Err(frontmatter_error(
+                "expected YAML frontmatter: a first line '---', the metadata, then a closing '---' line",
+            ))
+        }
+        Split::NoClosing => {
+            return Err(frontmatter_error(
+                "the frontmatter opened by '---' on line 1 has no closing '---' line",
+            ))
+        }
+    };
     if yaml.trim().is_empty() {
-        return Err(Error::Frontmatter {
-            file: file.to_owned(),
-            reason: "frontmatter is empty: expected at least `name` and `description`".to_owned(),
-        });
+        return Err(frontmatter_error(
+            "frontmatter is empty: expected at least `name` and `description`",
+        ));
     }
-    let deserializer = serde_yaml_ng::Deserializer::from_str(yaml);
+    let deserializer = serde_yaml_ng::Deserializer::from_str(&yaml);
     serde_path_to_error::deserialize(deserializer).map_err(|err| {
         let field = err.path().to_string();
         let message = err.inner().to_string();
-        if field == "." {
-            Error::Frontmatter {
-                file: file.to_owned(),
-                reason: message,
-            }
+        // A position the parser never reached (`?`) means the YAML itself
+        // is malformed; the root (`.`) means the metadata as a whole is.
+        if field.contains('?') {
+            frontmatter_error(&format!("invalid YAML: {message}"))
+        } else if field == "." {
+            frontmatter_error(without_yaml_path(&message))
         } else {
             Error::InvalidField {
                 file: file.to_owned(),
                 field,
-                message,
+                message: without_yaml_path(&message).to_owned(),
             }
         }
     })
@@ -66,12 +99,32 @@ mod tests {
         parse(Path::new("SKILL.md"), text)
     }
 
+    fn found(text: &str) -> Option<String> {
+        match split(text) {
+            Split::Found(yaml) => Some(yaml),
+            _ => None,
+        }
+    }
+
     #[test]
     fn splits_frontmatter() {
-        assert_eq!(split("---\na: 1\n---\nbody"), Some("a: 1\n"));
-        assert_eq!(split("---\r\na: 1\r\n---\r\n"), Some("a: 1\r\n"));
-        assert_eq!(split("no frontmatter"), None);
-        assert_eq!(split("---\na: 1\n"), None);
+        assert_eq!(found("---\na: 1\n---\nbody").as_deref(), Some("\na: 1\n"));
+        assert_eq!(found("---\r\na: 1\r\n---\r\n").as_deref(), Some("\na: 1\r\n"));
+        assert!(matches!(split("no frontmatter"), Split::NoOpening));
+        assert!(matches!(split("---\na: 1\n"), Split::NoClosing));
+    }
+
+    #[test]
+    fn messages_name_the_precise_path_and_skill_md_line() {
+        let err =
+            parse_str("---\nname: a\ndescription: d\nsecurity_policy:\n  version: 1\n  netwrok: {}\n---\n")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.starts_with("SKILL.md: security_policy.netwrok: unknown field `netwrok`, expected one of"),
+            "{err}"
+        );
+        assert!(err.ends_with("at line 6 column 3"), "{err}");
     }
 
     #[test]

@@ -87,35 +87,51 @@ fn spec_error(source: oci_spec::OciSpecError) -> Error {
     Error::BuildSpec { source }
 }
 
+fn mount(destination: &str, typ: &str, source: &Path, options: &[&str]) -> Result<Mount> {
+    MountBuilder::default()
+        .destination(destination)
+        .typ(typ)
+        .source(source)
+        .options(options.iter().map(|o| o.to_string()).collect::<Vec<_>>())
+        .build()
+        .map_err(spec_error)
+}
+
+/// The sandbox's mounts. gVisor adds a writable, uncapped tmpfs at `/tmp`
+/// and a sysfs at `/sys` when the spec has none, so both are always listed:
+/// `/tmp` read-only unless the policy makes it writable, `/sys` read-only.
 fn mounts(policy: &EffectivePolicy, skill_source: &Path) -> Result<Vec<Mount>> {
-    let options = |list: &[&str]| list.iter().map(|o| o.to_string()).collect::<Vec<_>>();
     let mut mounts = vec![
-        MountBuilder::default()
-            .destination("/proc")
-            .typ("proc")
-            .source("proc")
-            .options(options(&["nosuid", "noexec", "nodev"]))
-            .build()
-            .map_err(spec_error)?,
-        MountBuilder::default()
-            .destination(SKILL_MOUNT)
-            .typ("bind")
-            .source(skill_source)
-            .options(options(&["rbind", "ro", "nosuid", "nodev"]))
-            .build()
-            .map_err(spec_error)?,
+        mount("/proc", "proc", Path::new("proc"), &["nosuid", "noexec", "nodev"])?,
+        mount(
+            "/sys",
+            "sysfs",
+            Path::new("sysfs"),
+            &["ro", "nosuid", "noexec", "nodev"],
+        )?,
+        mount(
+            SKILL_MOUNT,
+            "bind",
+            skill_source,
+            &["rbind", "ro", "nosuid", "nodev"],
+        )?,
     ];
+    if !policy.writable.iter().any(|dir| dir.path.as_str() == "/tmp") {
+        mounts.push(mount(
+            "/tmp",
+            "tmpfs",
+            Path::new("tmpfs"),
+            &["ro", "nosuid", "nodev", "noexec"],
+        )?);
+    }
     for dir in &policy.writable {
         let size = format!("size={}", dir.size.bytes());
-        mounts.push(
-            MountBuilder::default()
-                .destination(dir.path.as_str())
-                .typ("tmpfs")
-                .source("tmpfs")
-                .options(options(&["nosuid", "nodev", "mode=1777", &size]))
-                .build()
-                .map_err(spec_error)?,
-        );
+        mounts.push(mount(
+            dir.path.as_str(),
+            "tmpfs",
+            Path::new("tmpfs"),
+            &["nosuid", "nodev", "mode=1777", &size],
+        )?);
     }
     Ok(mounts)
 }

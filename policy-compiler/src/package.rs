@@ -189,7 +189,7 @@ pub fn load(dir: &Path) -> Result<SkillPackage> {
             files += 1;
             if files > MAX_FILES {
                 return Err(violation(
-                    path,
+                    dir,
                     PackageViolation::TooManyFiles { limit: MAX_FILES },
                 ));
             }
@@ -220,7 +220,7 @@ pub fn load(dir: &Path) -> Result<SkillPackage> {
         .expect("SKILL.md was checked to be a regular file");
     let text = std::str::from_utf8(skill_md_text).map_err(|_| Error::Frontmatter {
         file: skill_md.clone(),
-        reason: "SKILL.md is not valid UTF-8".to_owned(),
+        reason: "not valid UTF-8 text".to_owned(),
     })?;
     let manifest = frontmatter::parse(&skill_md, text)?;
     let digest = digest(&entries);

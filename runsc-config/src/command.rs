@@ -27,6 +27,10 @@ pub struct GlobalOptions {
     pub debug_log: Option<PathBuf>,
     /// `--debug`: raise runsc's log level to debug.
     pub debug: bool,
+    /// `--panic-log=FILE`: where the Go runtime writes a Sentry panic. A
+    /// crashed sandbox otherwise only shows as exit status 2, which a skill
+    /// can return too; a non-empty panic log tells the two apart.
+    pub panic_log: Option<PathBuf>,
 }
 
 impl GlobalOptions {
@@ -38,6 +42,7 @@ impl GlobalOptions {
             log_format_json: false,
             debug_log: None,
             debug: false,
+            panic_log: None,
         }
     }
 }
@@ -198,6 +203,9 @@ pub fn argv(global: &GlobalOptions, flags: &RunscFlags, sub: &Subcommand) -> Vec
     }
     if global.debug {
         out.push("--debug".into());
+    }
+    if let Some(panic_log) = &global.panic_log {
+        out.push(flag_path("--panic-log=", panic_log));
     }
     out.extend(flags.to_args().into_iter().map(OsString::from));
     sub.push_args(&mut out);

@@ -32,20 +32,24 @@ pub struct HostTaskBudget {
 
 impl HostTaskBudget {
     /// The budget for `platform`, with headroom above the measurements
-    /// (64 vs 35 idle, 10 vs 8 per process) because the Go runtime grows its
-    /// thread count under load.
+    /// (256 vs 35 idle, 32 vs 8 per process): the Go runtime grows its thread
+    /// count under load, and a skill that keeps creating and reaping
+    /// processes at its quota held up to 364 host tasks with a quota of 16
+    /// (stubs of reaped processes linger), crashing the Sentry under a
+    /// 64 + 10/process budget. This is a backstop against a runaway sandbox;
+    /// the skill's own quota is RLIMIT_NPROC.
     pub fn for_platform(platform: Platform) -> Self {
         match platform {
             Platform::Ptrace => HostTaskBudget {
-                base_tasks: 64,
-                tasks_per_process: 10,
+                base_tasks: 256,
+                tasks_per_process: 32,
             },
             // Not measured: systrap needs no per-process tracer threads and
             // kvm uses vCPU threads instead, so the ptrace numbers are
             // expected to be an over-estimate. Re-measure before tightening.
             Platform::Kvm | Platform::Systrap => HostTaskBudget {
-                base_tasks: 64,
-                tasks_per_process: 10,
+                base_tasks: 256,
+                tasks_per_process: 32,
             },
         }
     }
@@ -70,8 +74,8 @@ mod tests {
         assert_eq!(
             b,
             HostTaskBudget {
-                base_tasks: 64,
-                tasks_per_process: 10
+                base_tasks: 256,
+                tasks_per_process: 32
             }
         );
         assert!(b.base_tasks > MEASURED_IDLE_TASKS_PTRACE);
@@ -88,9 +92,9 @@ mod tests {
     #[test]
     fn limit_formula() {
         let b = HostTaskBudget::for_platform(Platform::Ptrace);
-        assert_eq!(b.cgroup_pids_limit(0), 64);
-        assert_eq!(b.cgroup_pids_limit(1), 74);
-        assert_eq!(b.cgroup_pids_limit(32), 384);
+        assert_eq!(b.cgroup_pids_limit(0), 256);
+        assert_eq!(b.cgroup_pids_limit(1), 288);
+        assert_eq!(b.cgroup_pids_limit(16), 768);
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use policy_compiler::CompileOptions;
 
-use super::{absolute, invoking_env, load_node, load_skill, print_warnings, Failure};
+use super::{absolute, emit, invoking_env, load_node, load_skill, print_warnings, Failure};
 use crate::cli::CompileArgs;
 
 pub fn compile(args: CompileArgs) -> Result<ExitCode, Failure> {
@@ -31,6 +31,6 @@ pub fn compile(args: CompileArgs) -> Result<ExitCode, Failure> {
         },
     )?;
     print_warnings(&compiled.warnings);
-    println!("{}", output.display());
+    emit(&format!("{}\n", output.display()))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -8,7 +8,7 @@ use policy_compiler::effective::EffectivePolicy;
 use policy_compiler::oci::CgroupLimits;
 use serde::Serialize;
 
-use super::{load_node, load_skill, Failure};
+use super::{emit, load_node, load_skill, pretty_json, Failure};
 use crate::cli::{ExplainArgs, Format};
 
 #[derive(Serialize)]
@@ -36,13 +36,10 @@ pub fn explain(args: ExplainArgs) -> Result<ExitCode, Failure> {
         policy: &resolution.policy,
         warnings: &resolution.warnings,
     };
-    match args.format {
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&explanation).expect("the explanation serializes")
-        ),
-        Format::Text => print!("{}", render_text(&explanation, &node.config)),
-    }
+    emit(&match args.format {
+        Format::Json => pretty_json(&explanation),
+        Format::Text => render_text(&explanation, &node.config),
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -36,7 +36,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Run(args) => run::run(args),
         Command::Policy(PolicyCommand::Explain(args)) => explain::explain(args),
         Command::Policy(PolicyCommand::Schema) => {
-            print!("{}", policy_compiler::schema::security_policy_schema());
+            emit(&policy_compiler::schema::security_policy_schema())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Probe(args) => probe::probe(args),
@@ -71,6 +71,22 @@ pub fn invoking_env() -> BTreeMap<String, String> {
 /// `path` made absolute against the current directory, as OCI specs need.
 pub fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
     std::path::absolute(path).with_context(|| format!("{}: cannot resolve path", path.display()))
+}
+
+/// Writes command output to stdout. A reader that went away (`| head`) is
+/// not an error: there is nobody left to tell.
+pub fn emit(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => Err(err),
+        _ => Ok(()),
+    }
+}
+
+/// Pretty JSON with a trailing newline.
+pub fn pretty_json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string_pretty(value).expect("command output serializes") + "\n"
 }
 
 pub fn print_warnings(warnings: &[String]) {

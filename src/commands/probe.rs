@@ -3,9 +3,9 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use runsc_config::RunscFlags;
+use runsc_config::{HostCapabilities, ModeSupport, NetworkMode, RunscFlags};
 
-use super::Failure;
+use super::{emit, pretty_json, Failure};
 use crate::cli::{Format, ProbeArgs};
 use crate::runtime::execution::Workspace;
 use crate::runtime::runsc::Runsc;
@@ -27,23 +27,20 @@ fn trial_spec(rootfs: &std::path::Path) -> serde_json::Value {
 }
 
 pub fn probe(args: ProbeArgs) -> Result<ExitCode, Failure> {
-    let workspace = Workspace::create(&args.runtime.state_dir, "probe").with_context(|| {
-        format!(
-            "{}: cannot create a probe directory",
-            args.runtime.state_dir.display()
-        )
-    })?;
+    let state_dir = &args.runtime.state_dir;
+    let workspace = Workspace::create(state_dir, "probe")
+        .with_context(|| format!("{}: cannot create a probe directory", state_dir.display()))?;
     let runsc = Runsc::new(&args.runtime.runsc, workspace.runsc_root(), RunscFlags::default());
     let Some(rootfs) = &args.base_rootfs else {
         let version = runsc.version()?;
-        match args.format {
-            Format::Json => println!("{}", serde_json::json!({ "version": version })),
-            Format::Text => println!(
-                "runsc {} (spec {})",
+        emit(&match args.format {
+            Format::Json => pretty_json(&serde_json::json!({ "version": version })),
+            Format::Text => format!(
+                "runsc {} (spec {})\n",
                 version.raw,
                 version.spec.as_deref().unwrap_or("?")
             ),
-        }
+        })?;
         return Ok(ExitCode::SUCCESS);
     };
     let bundle = workspace.bundle();
@@ -51,25 +48,25 @@ pub fn probe(args: ProbeArgs) -> Result<ExitCode, Failure> {
     let spec = trial_spec(&super::absolute(rootfs)?);
     std::fs::write(bundle.join("config.json"), spec.to_string()).context("writing the probe bundle")?;
     let capabilities = runsc.probe(&bundle)?;
-    match args.format {
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&capabilities).expect("capabilities serialize")
-        ),
-        Format::Text => {
-            println!("runsc {}", capabilities.version.raw);
-            for mode in runsc_config::NetworkMode::ALL {
-                println!(
-                    "  --network={:<8} {:?}",
-                    mode.as_str(),
-                    capabilities.network.get(mode)
-                );
-            }
-            match capabilities.network.best_for_egress() {
-                Some(mode) => println!("egress would use --network={}", mode.as_str()),
-                None => println!("no network mode usable for egress on this host"),
-            }
-        }
-    }
+    emit(&match args.format {
+        Format::Json => pretty_json(&capabilities),
+        Format::Text => render_text(&capabilities),
+    })?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn render_text(capabilities: &HostCapabilities) -> String {
+    let mut out = format!("runsc {}\n", capabilities.version.raw);
+    for mode in NetworkMode::ALL {
+        let support = match capabilities.network.get(mode) {
+            ModeSupport::Supported => "supported".to_owned(),
+            ModeSupport::Unsupported { reason } => format!("unsupported: {reason}"),
+        };
+        out += &format!("  --network={:<8} {support}\n", mode.as_str());
+    }
+    out += &match capabilities.network.best_for_egress() {
+        Some(mode) => format!("egress would use --network={}\n", mode.as_str()),
+        None => "no network mode usable for egress on this host\n".to_owned(),
+    };
+    out
 }

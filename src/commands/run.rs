@@ -97,7 +97,8 @@ fn prepare_and_run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let limits = CgroupLimits::for_policy(&policy, bundle.runsc_flags.platform);
     let cgroup = Execution::prepare_cgroup(&id, &limits)?;
-    let runsc = Runsc::new(&args.runtime.runsc, workspace.runsc_root(), bundle.runsc_flags);
+    let runsc = Runsc::new(&args.runtime.runsc, workspace.runsc_root(), bundle.runsc_flags)
+        .with_panic_log(workspace.panic_log());
     let mut execution = Execution::start(&id, runsc, cgroup, &workspace.bundle())?;
     let ended = execution.wait(policy.resources.timeout.as_duration(), &interrupts)?;
     let cgroups_path = execution.cgroups_path();
@@ -142,6 +143,14 @@ fn explain_end(ended: &Ended, policy: &policy_compiler::EffectivePolicy) -> Exit
                 resources.timeout
             );
             ExitCode::from(EXIT_TIMEOUT)
+        }
+        Outcome::SandboxFailed => {
+            eprintln!(
+                "skillbox: the sandbox failed, not the skill (runsc exited {}): {}",
+                ended.status,
+                ended.failure.as_deref().unwrap_or("no detail")
+            );
+            ExitCode::from(EXIT_SKILLBOX_FAILED)
         }
         Outcome::Interrupted => {
             let signal = ended.signal.unwrap_or(nix::sys::signal::SIGTERM as i32);

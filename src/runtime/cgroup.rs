@@ -37,6 +37,12 @@ pub enum CgroupError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot remove {path}: {source}")]
+    Remove {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("no cgroup filesystem found in /proc/self/mountinfo")]
     NotMounted,
     #[error("cannot remove {path}: still busy after killing its processes")]
@@ -324,8 +330,19 @@ fn remove_dir(dir: &Path) -> Result<(), CgroupError> {
         match fs::remove_dir(dir) {
             Ok(()) => return Ok(()),
             Err(err) if err.kind() == ErrorKind::NotFound => return Ok(()),
-            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-            Err(_) => return Err(CgroupError::Busy { path: dir.to_owned() }),
+            // EBUSY: processes are still leaving after the kill; retry.
+            Err(err) if err.raw_os_error() == Some(nix::errno::Errno::EBUSY as i32) => {
+                if Instant::now() >= deadline {
+                    return Err(CgroupError::Busy { path: dir.to_owned() });
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(source) => {
+                return Err(CgroupError::Remove {
+                    path: dir.to_owned(),
+                    source,
+                })
+            }
         }
     }
 }

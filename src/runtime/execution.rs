@@ -36,15 +36,17 @@ pub enum ExecutionError {
 
 /// How an execution ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Exited,
     Oom,
     Timeout,
     Interrupted,
+    /// The sandbox itself crashed (a Sentry panic), not the skill.
+    SandboxFailed,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Ended {
     pub outcome: Outcome,
     /// The skill's exit status (128 + signal when killed).
@@ -53,6 +55,8 @@ pub struct Ended {
     pub signal: Option<i32>,
     pub wall: Duration,
     pub stats: CgroupStats,
+    /// What the sandbox reported when it crashed.
+    pub failure: Option<String>,
 }
 
 enum Event {
@@ -148,8 +152,11 @@ impl Execution {
         let _ = waiter.join();
         let wall = self.started.elapsed();
         let stats = self.cgroup.stats();
+        let failure = self.runsc.panic_summary();
         if outcome == Outcome::Exited && stats.oom_kills > 0 {
             outcome = Outcome::Oom;
+        } else if outcome == Outcome::Exited && failure.is_some() {
+            outcome = Outcome::SandboxFailed;
         }
         Ok(Ended {
             outcome,
@@ -157,6 +164,7 @@ impl Execution {
             signal,
             wall,
             stats,
+            failure,
         })
     }
 
@@ -242,5 +250,8 @@ impl Workspace {
     }
     pub fn runsc_root(&self) -> PathBuf {
         self.dir.path().join("runsc")
+    }
+    pub fn panic_log(&self) -> PathBuf {
+        self.dir.path().join("runsc-panic.log")
     }
 }

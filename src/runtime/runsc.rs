@@ -58,6 +58,21 @@ impl Runsc {
         }
     }
 
+    /// Makes runsc write Go runtime panics (a crashed Sentry) to `path`.
+    pub fn with_panic_log(mut self, path: impl Into<PathBuf>) -> Runsc {
+        self.global.panic_log = Some(path.into());
+        self
+    }
+
+    /// The first line of the panic log, if the Sentry crashed.
+    pub fn panic_summary(&self) -> Option<String> {
+        let text = std::fs::read_to_string(self.global.panic_log.as_ref()?).ok()?;
+        text.lines()
+            .map(str::trim)
+            .find(|line| !line.is_empty())
+            .map(str::to_owned)
+    }
+
     fn command(&self, sub: &Subcommand) -> (Command, String) {
         let args = argv(&self.global, &self.flags, sub);
         let rendered = render(&self.binary, &args);

@@ -43,6 +43,7 @@ fn all_global_options_come_first_in_fixed_order() {
         log_format_json: true,
         debug_log: Some("/d".into()),
         debug: true,
+        panic_log: Some("/l/panic.log".into()),
     };
     let flags = RunscFlags {
         network: NetworkMode::Sandbox,
@@ -57,6 +58,7 @@ fn all_global_options_come_first_in_fixed_order() {
             "--log-format=json",
             "--debug-log=/d/",
             "--debug",
+            "--panic-log=/l/panic.log",
             "--network=sandbox",
             "--platform=systrap",
             "--overlay",

@@ -1,0 +1,283 @@
+//! Shared harness of the integration tests: prerequisites, cached base root
+//! filesystems, fixture skills, running the `skillbox` binary with a
+//! watchdog, and checking that a run left nothing behind on the host.
+//!
+//! Sandbox tests need root, runsc, busybox-static and cgroups. They never
+//! skip: a missing prerequisite is a panic naming it, so CI cannot go green
+//! without actually exercising the sandbox.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+pub mod sandbox;
+
+use std::ffi::OsStr;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The CLI under test.
+pub const SKILLBOX: &str = env!("CARGO_BIN_EXE_skillbox");
+
+/// The workspace root (the `skillbox` package).
+pub fn workspace_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Cargo's target directory, found from the binary's path so that
+/// `CARGO_TARGET_DIR` is honoured.
+pub fn target_dir() -> PathBuf {
+    let binary = Path::new(SKILLBOX);
+    // target/<profile>/skillbox
+    binary
+        .parent()
+        .and_then(Path::parent)
+        .expect("the binary lives in target/<profile>/")
+        .to_owned()
+}
+
+pub fn example_dir(name: &str) -> PathBuf {
+    workspace_dir().join("examples").join(name)
+}
+
+/// What a finished process did.
+#[derive(Debug)]
+pub struct Output {
+    /// The exit code, or 128 + signal when the process was killed.
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl Output {
+    /// A description for assertion messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "exit code {} after {:?}\n--- stdout ---\n{}--- stderr ---\n{}",
+            self.code, self.elapsed, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs `command` to completion, killing it and panicking if it takes longer
+/// than `limit`, so a hung CLI fails the test instead of hanging CI.
+pub fn run_with_watchdog(command: Command, limit: Duration) -> Output {
+    run_with_watchdog_signal(command, limit, None)
+}
+
+/// Like [`run_with_watchdog`], and sends `signal` (a name `kill` knows, e.g.
+/// "TERM") to the child once it has run for the given delay.
+pub fn run_with_watchdog_signal(
+    mut command: Command,
+    limit: Duration,
+    mut signal: Option<(Duration, &str)>,
+) -> Output {
+    use std::os::unix::process::ExitStatusExt;
+    let started = Instant::now();
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| panic!("cannot start {command:?}: {err}"));
+    // Read both pipes on threads so a chatty child cannot block on a full pipe.
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if let Some((_, name)) = signal.take_if(|(delay, _)| started.elapsed() >= *delay) {
+            // try_wait has not reaped the child, so its pid cannot be reused yet.
+            let _ = Command::new("kill")
+                .arg(format!("-{name}"))
+                .arg(child.id().to_string())
+                .status();
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{command:?} still running after {limit:?}; killed it\n--- stdout ---\n{}--- stderr ---\n{}",
+                stdout.join().unwrap(),
+                stderr.join().unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        code: status
+            .code()
+            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+        elapsed: started.elapsed(),
+    }
+}
+
+/// Runs `skillbox <args>` without a sandbox (compile, policy, …).
+pub fn skillbox<I, S>(args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut command = Command::new(SKILLBOX);
+    command.args(args).env_remove("SKILLBOX_BASE_ROOTFS");
+    run_with_watchdog(command, Duration::from_secs(60))
+}
+
+/// The runsc binary the CLI will use.
+pub fn runsc_binary() -> String {
+    std::env::var("SKILLBOX_RUNSC").unwrap_or_else(|_| "runsc".to_owned())
+}
+
+fn effective_uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
+fn command_works(program: &str, arg: &str) -> bool {
+    Command::new(program)
+        .arg(arg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// Panics, naming what is missing, unless this host can run sandboxes.
+pub fn require_sandbox_prerequisites() {
+    static CHECKED: OnceLock<()> = OnceLock::new();
+    CHECKED.get_or_init(|| {
+        let mut missing = Vec::new();
+        if effective_uid() != Some(0) {
+            missing.push(
+                "root (skillbox run starts runsc and creates cgroups; run the tests as root)".to_owned(),
+            );
+        }
+        let runsc = runsc_binary();
+        if !command_works(&runsc, "--version") {
+            missing.push(format!(
+                "runsc (`{runsc} --version` failed; install gVisor's runsc or set SKILLBOX_RUNSC)"
+            ));
+        }
+        if !Path::new("/bin/busybox").is_file() {
+            missing.push("busybox-static (/bin/busybox is missing)".to_owned());
+        }
+        if !Path::new("/sys/fs/cgroup").is_dir() {
+            missing.push("a cgroup filesystem at /sys/fs/cgroup".to_owned());
+        }
+        assert!(
+            missing.is_empty(),
+            "sandbox tests cannot run; missing prerequisites:\n  {}",
+            missing.join("\n  ")
+        );
+    });
+}
+
+/// Runs one of the base-rootfs scripts in `examples/rootfs/`.
+fn build_rootfs(script: &str, dir: &Path, limit: Duration) {
+    let mut command = Command::new(workspace_dir().join("examples/rootfs").join(script));
+    command.arg(dir);
+    let output = run_with_watchdog(command, limit);
+    assert!(
+        output.code == 0 && dir.join(".complete").exists(),
+        "{script} {} failed: {}",
+        dir.display(),
+        output.describe()
+    );
+}
+
+/// The busybox base rootfs, built once into `target/skillbox-test/`. The
+/// script builds into a temporary directory under a lock file and renames
+/// it into place, so parallel test binaries never see a partial tree.
+pub fn busybox_rootfs() -> &'static Path {
+    static ROOTFS: OnceLock<PathBuf> = OnceLock::new();
+    ROOTFS.get_or_init(|| {
+        require_sandbox_prerequisites();
+        let dir = target_dir().join("skillbox-test/busybox-rootfs");
+        build_rootfs("make-busybox-rootfs.sh", &dir, Duration::from_secs(120));
+        dir
+    })
+}
+
+/// The Debian bookworm + python3-minimal rootfs, cached in
+/// `target/skillbox-cache/` (debootstrap takes ~30 s and needs the mirror).
+pub fn python_rootfs() -> &'static Path {
+    static ROOTFS: OnceLock<PathBuf> = OnceLock::new();
+    ROOTFS.get_or_init(|| {
+        require_sandbox_prerequisites();
+        assert!(
+            command_works("debootstrap", "--version"),
+            "the python tests need debootstrap (apt-get install debootstrap)"
+        );
+        let dir = target_dir().join("skillbox-cache/debian-python3");
+        build_rootfs("make-debian-python-rootfs.sh", &dir, Duration::from_secs(900));
+        dir
+    })
+}
+
+/// A skill folder written by a test, removed when dropped.
+pub struct Skill {
+    dir: tempfile::TempDir,
+}
+
+impl Skill {
+    /// A busybox-sh skill named `name` whose entrypoint is `scripts/main.sh`
+    /// holding `script`. `policy_tail` is YAML appended inside
+    /// `security_policy` (indented by two spaces).
+    pub fn sh(name: &str, policy_tail: &str, script: &str) -> Skill {
+        let skill_md = format!(
+            "---\nname: {name}\ndescription: Test fixture {name}\nsecurity_policy:\n  version: 1\n  \
+             entrypoint: [\"sh\", \"scripts/main.sh\"]\n{policy_tail}---\n# {name}\n"
+        );
+        Skill::with_skill_md(&skill_md).file("scripts/main.sh", script)
+    }
+
+    pub fn with_skill_md(skill_md: &str) -> Skill {
+        let skill = Skill {
+            dir: tempfile::Builder::new()
+                .prefix("skillbox-fixture.")
+                .tempdir()
+                .unwrap(),
+        };
+        skill.file("SKILL.md", skill_md)
+    }
+
+    /// Adds a file (parents created) and returns the skill.
+    pub fn file(self, relative: &str, contents: &str) -> Skill {
+        let path = self.dir.path().join(relative);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, contents).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        self
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// A valid frontmatter whose `security_policy` ends with `policy_tail`
+/// (YAML indented by two spaces).
+pub fn with_policy(policy_tail: &str) -> String {
+    format!("---\nname: probe\ndescription: A test skill\nsecurity_policy:\n  version: 1\n{policy_tail}---\n# probe\n")
+}
+
+/// The value of `key=value` in `text`, panicking with the whole text if absent.
+pub fn field<'a>(text: &'a str, key: &str) -> &'a str {
+    let prefix = format!("{key}=");
+    text.lines()
+        .find_map(|line| line.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("no `{key}=` line in output:\n{text}"))
+}

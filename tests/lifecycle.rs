@@ -1,0 +1,68 @@
+//! How a run ends: the skill's status and output pass through unchanged, and
+//! an interrupted skillbox removes the sandbox before it exits. The harness
+//! checks after every run that no process, cgroup or runsc state is left.
+
+mod common;
+
+use std::time::Duration;
+
+use common::sandbox::SkillRun;
+use common::{busybox_rootfs, Skill};
+
+#[test]
+fn exit_status_and_streams_pass_through() {
+    let script = "echo to-stdout\necho to-stderr >&2\nexit 3\n";
+    let skill = Skill::sh("exit-three", "", script);
+    let run = SkillRun::new(skill.path(), busybox_rootfs()).run();
+    assert_eq!(run.output.code, 3, "{}", run.describe());
+    assert_eq!(run.output.stdout, "to-stdout\n");
+    assert!(run.output.stderr.contains("to-stderr\n"), "{}", run.describe());
+    assert!(!run.output.stderr.contains("to-stdout"), "{}", run.describe());
+    assert_eq!(run.outcome(), "exited");
+    assert_eq!(run.report_u64("exit_code"), 3);
+    let report = run.report();
+    assert_eq!(report["skill"], "exit-three");
+    let id = report["execution_id"].as_str().unwrap();
+    assert!(id.starts_with("exit-three-"), "{id}");
+    assert_eq!(report["cgroup"].as_str().unwrap(), format!("/skillbox/{id}"));
+}
+
+#[test]
+fn arguments_reach_the_entrypoint() {
+    let script = "for arg in \"$@\"; do echo \"[$arg]\"; done\n";
+    let skill = Skill::sh("args", "", script);
+    let run = SkillRun::new(skill.path(), busybox_rootfs())
+        .args(&["one", "two words", "--flag", ""])
+        .run();
+    run.assert_success();
+    assert_eq!(run.output.stdout, "[one]\n[two words]\n[--flag]\n[]\n");
+}
+
+fn interrupted_run(signal: &'static str) -> common::sandbox::RunResult {
+    let skill = Skill::sh(
+        "interrupted",
+        "  resources: { timeout: 60s }\n",
+        "echo started\nsleep 60\necho woke\n",
+    );
+    SkillRun::new(skill.path(), busybox_rootfs())
+        .signal_after(Duration::from_millis(2500), signal)
+        .run()
+}
+
+#[test]
+fn sigterm_removes_the_sandbox_and_exits_143() {
+    let run = interrupted_run("TERM");
+    assert_eq!(run.output.code, 143, "{}", run.describe());
+    assert_eq!(run.outcome(), "interrupted", "{}", run.describe());
+    assert!(run.output.stderr.contains("interrupted"), "{}", run.describe());
+    assert_eq!(run.output.stdout, "started\n");
+    assert!(run.output.elapsed < Duration::from_secs(10), "{}", run.describe());
+}
+
+#[test]
+fn sigint_removes_the_sandbox_and_exits_130() {
+    let run = interrupted_run("INT");
+    assert_eq!(run.output.code, 130, "{}", run.describe());
+    assert_eq!(run.outcome(), "interrupted", "{}", run.describe());
+    assert!(run.output.elapsed < Duration::from_secs(10), "{}", run.describe());
+}
