@@ -45,9 +45,9 @@ pub struct NodeArgs {
 /// Where runsc is and where executions keep their state.
 #[derive(Debug, Args)]
 pub struct RuntimeArgs {
-    /// The runsc binary.
-    #[arg(long, value_name = "PATH", env = "SKILLBOX_RUNSC", default_value = "runsc")]
-    pub runsc: PathBuf,
+    /// The runsc binary. Default: `[runsc] binary` from the node config (`runsc`).
+    #[arg(long, value_name = "PATH", env = "SKILLBOX_RUNSC")]
+    pub runsc: Option<PathBuf>,
     /// Directory for temporary bundles and runsc state.
     #[arg(
         long,
@@ -119,6 +119,8 @@ pub struct ExplainArgs {
 
 #[derive(Debug, Args)]
 pub struct ProbeArgs {
+    #[command(flatten)]
+    pub node: NodeArgs,
     /// A root filesystem with /bin/true, used to try each network mode.
     /// Without it only the version is reported.
     #[arg(long, value_name = "DIR")]

@@ -132,6 +132,8 @@ fn cases() -> Vec<Case> {
             "<skill>/SKILL.md: security_policy: missing field `version` at line 5 column 3",
         ),
         case("empty entrypoint", policy("  entrypoint: []\n"), "<skill>/SKILL.md: security_policy.entrypoint: entrypoint is empty: expected a command and its arguments at line 5 column 3"),
+        case("memory 0", policy("  resources: { memory: 0 }\n"), "<skill>/SKILL.md: security_policy.resources.memory: invalid size \"0\": must be greater than zero at line 6 column 24"),
+        case("writable size 0", policy("  filesystem:\n    writable: [{ path: /out, size: 0Mi }]\n"), "<skill>/SKILL.md: security_policy.filesystem.writable[0].size: invalid size \"0Mi\": must be greater than zero at line 7 column 36"),
         case("memory 64MB", policy("  resources: { memory: 64MB }\n"), "<skill>/SKILL.md: security_policy.resources.memory: invalid size \"64MB\": expected bytes as an integer or a whole number of bytes with a suffix Ki, Mi, Gi, Ti, k, M, G or T (e.g. 64Mi) at line 6 column 24"),
         case("cpus 0.0001", policy("  resources: { cpus: 0.0001 }\n"), "<skill>/SKILL.md: security_policy.resources.cpus: invalid CPU amount \"0.0001\": expected a number of CPUs with at most 3 decimals (e.g. 0.5) or millicores (e.g. 500m) at line 6 column 22"),
         case("cpus 0", policy("  resources: { cpus: 0 }\n"), "<skill>/SKILL.md: security_policy.resources.cpus: invalid CPU amount \"0\": must be greater than zero at line 6 column 22"),

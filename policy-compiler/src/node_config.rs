@@ -54,8 +54,8 @@ pub struct Ceiling {
     pub timeout: Timeout,
     /// Largest size of one writable directory. Default 1Gi.
     pub writable_size: ByteSize,
-    /// Ranges no skill may reach, whatever it allows. Default: loopback,
-    /// link-local and cloud metadata, "this network" and multicast, v4 and v6.
+    /// Ranges no skill may reach, whatever it allows. Default:
+    /// `BUILTIN_ALWAYS_DENY`; setting it replaces that list.
     pub always_deny: Vec<Cidr>,
     /// When set, the only domain suffixes a skill may allow. Default: unset.
     pub allowed_domain_suffixes: Option<Vec<String>>,
@@ -87,14 +87,21 @@ pub struct RunscSettings {
     pub platform: Platform,
 }
 
-/// Built-in always-denied ranges.
+/// Built-in always-denied ranges: "this network", loopback, link-local and
+/// cloud metadata, private and carrier-grade NAT ranges (where node and
+/// cluster-internal addresses live), multicast; v4 and v6.
 pub const BUILTIN_ALWAYS_DENY: &[&str] = &[
     "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
     "127.0.0.0/8",
     "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
     "224.0.0.0/4",
     "::/128",
     "::1/128",
+    "fc00::/7",
     "fe80::/10",
     "fd00:ec2::254/128",
     "ff00::/8",

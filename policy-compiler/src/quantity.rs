@@ -110,13 +110,17 @@ fn split_unit<'a>(text: &'a str, units: &[(&str, u64)]) -> (&'a str, Option<u64>
 
 impl FromStr for ByteSize {
     type Err = String;
+    /// Zero is refused: a zero memory limit kills the sandbox at boot and a
+    /// zero-sized tmpfs means "no limit" to Linux.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let (number, scale) = split_unit(text, BYTE_UNITS);
-        scaled_decimal(number, scale.unwrap_or(1))
-            .map(ByteSize)
-            .ok_or_else(|| {
-                format!("invalid size {text:?}: expected bytes as an integer or a whole number of bytes with a suffix Ki, Mi, Gi, Ti, k, M, G or T (e.g. 64Mi)")
-            })
+        match scaled_decimal(number, scale.unwrap_or(1)) {
+            Some(0) => Err(format!("invalid size {text:?}: must be greater than zero")),
+            Some(bytes) => Ok(ByteSize(bytes)),
+            None => Err(format!(
+                "invalid size {text:?}: expected bytes as an integer or a whole number of bytes with a suffix Ki, Mi, Gi, Ti, k, M, G or T (e.g. 64Mi)"
+            )),
+        }
     }
 }
 
@@ -261,6 +265,8 @@ mod tests {
         assert!("-1Mi".parse::<ByteSize>().is_err());
         assert!("Mi".parse::<ByteSize>().is_err());
         assert!("1.Mi".parse::<ByteSize>().is_err());
+        assert!("0".parse::<ByteSize>().is_err());
+        assert!("0Mi".parse::<ByteSize>().is_err());
     }
 
     #[test]

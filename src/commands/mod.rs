@@ -13,7 +13,7 @@ use anyhow::Context;
 use policy_compiler::node_config::DEFAULT_NODE_CONFIG;
 use policy_compiler::{NodeConfig, SkillPackage};
 
-use crate::cli::{Cli, Command, NodeArgs, PolicyCommand};
+use crate::cli::{Cli, Command, NodeArgs, PolicyCommand, RuntimeArgs};
 
 /// An error and the exit code it maps to.
 pub struct Failure {
@@ -57,6 +57,11 @@ pub fn load_node(args: &NodeArgs) -> Result<Node, policy_compiler::Error> {
         None => "the built-in node defaults".to_owned(),
     };
     Ok(Node { config, name })
+}
+
+/// The runsc binary: the command line's, else the node config's.
+pub fn runsc_binary(runtime: &RuntimeArgs, node: &NodeConfig) -> PathBuf {
+    runtime.runsc.clone().unwrap_or_else(|| node.runsc.binary.clone())
 }
 
 pub fn load_skill(dir: &Path) -> Result<SkillPackage, policy_compiler::Error> {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use runsc_config::{HostCapabilities, ModeSupport, NetworkMode, RunscFlags};
 
-use super::{emit, pretty_json, Failure};
+use super::{emit, load_node, pretty_json, runsc_binary, Failure};
 use crate::cli::{Format, ProbeArgs};
 use crate::runtime::execution::Workspace;
 use crate::runtime::runsc::Runsc;
@@ -30,7 +30,16 @@ pub fn probe(args: ProbeArgs) -> Result<ExitCode, Failure> {
     let state_dir = &args.runtime.state_dir;
     let workspace = Workspace::create(state_dir, "probe")
         .with_context(|| format!("{}: cannot create a probe directory", state_dir.display()))?;
-    let runsc = Runsc::new(&args.runtime.runsc, workspace.runsc_root(), RunscFlags::default());
+    let node = load_node(&args.node)?;
+    let flags = RunscFlags {
+        platform: node.config.runsc.platform,
+        ..RunscFlags::default()
+    };
+    let runsc = Runsc::new(
+        runsc_binary(&args.runtime, &node.config),
+        workspace.runsc_root(),
+        flags,
+    );
     let Some(rootfs) = &args.base_rootfs else {
         let version = runsc.version()?;
         emit(&match args.format {

@@ -11,7 +11,7 @@ use policy_compiler::oci::CgroupLimits;
 use policy_compiler::CompileOptions;
 use serde::Serialize;
 
-use super::{absolute, invoking_env, load_node, load_skill, print_warnings, Failure};
+use super::{absolute, invoking_env, load_node, load_skill, print_warnings, runsc_binary, Failure};
 use crate::cli::RunArgs;
 use crate::runtime::cgroup::ExecutionCgroup;
 use crate::runtime::execution::{Ended, Execution, Interrupts, Outcome, Workspace, CGROUP_PARENT};
@@ -97,8 +97,12 @@ fn prepare_and_run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let limits = CgroupLimits::for_policy(&policy, bundle.runsc_flags.platform);
     let cgroup = Execution::prepare_cgroup(&id, &limits)?;
-    let runsc = Runsc::new(&args.runtime.runsc, workspace.runsc_root(), bundle.runsc_flags)
-        .with_panic_log(workspace.panic_log());
+    let runsc = Runsc::new(
+        runsc_binary(&args.runtime, &node.config),
+        workspace.runsc_root(),
+        bundle.runsc_flags,
+    )
+    .with_panic_log(workspace.panic_log());
     let mut execution = Execution::start(&id, runsc, cgroup, &workspace.bundle())?;
     let ended = execution.wait(policy.resources.timeout.as_duration(), &interrupts)?;
     let cgroups_path = execution.cgroups_path();

@@ -1,0 +1,68 @@
+# shellcheck shell=bash
+# Helpers shared by scripts/*.sh, .ci/run and bench/run.sh. Source it; it
+# defines functions and variables only and changes no shell options.
+
+# Debian packages the demo, the tests and the benchmark need on the host:
+# runsc (gVisor), busybox-static (the tiny example base root filesystem) and
+# debootstrap (the Debian python3 base the python example runs on).
+# shellcheck disable=SC2034 # used by the scripts that source this file
+SKILLBOX_DEBIAN_PACKAGES=(runsc busybox-static debootstrap)
+
+# Where build caches live (the rootfs caches, the demo's files, bench output).
+# shellcheck disable=SC2034
+SKILLBOX_CACHE="target/skillbox-cache"
+
+# Prints a section header.
+section() {
+    if [ -t 1 ]; then
+        printf '\n\033[1m==== %s ====\033[0m\n' "$*"
+    else
+        printf '\n==== %s ====\n' "$*"
+    fi
+}
+
+# Prints a message to stderr and exits non-zero.
+die() {
+    printf 'error: %s\n' "$*" >&2
+    exit 1
+}
+
+# Moves to the repository root (the parent of this file's directory).
+cd_repo_root() {
+    cd "$(dirname "${BASH_SOURCE[0]}")/.." || die "cannot enter the repository root"
+}
+
+require_root() {
+    if [ "$(id -u)" -ne 0 ]; then
+        die "run this as root: runsc needs root to create sandboxes and cgroups"
+    fi
+}
+
+# Whether the Debian package $1 is installed.
+package_installed() {
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
+}
+
+# Installs the given Debian packages, running apt-get update and install only
+# when one of them is missing. Idempotent and non-interactive.
+ensure_debian_packages() {
+    local missing=() package
+    for package in "$@"; do
+        package_installed "$package" || missing+=("$package")
+    done
+    if [ "${#missing[@]}" -eq 0 ]; then
+        echo "Debian packages present: $*"
+        return 0
+    fi
+    echo "Installing missing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update
+    apt-get install -y "${missing[@]}"
+}
+
+# Checks that cargo is there; it comes from rustup, not from Debian
+# (bookworm's own cargo is older than the workspace's rust-version).
+require_cargo() {
+    command -v cargo >/dev/null 2>&1 ||
+        die "cargo not found: install a Rust toolchain >= 1.85 (rustup) and put ~/.cargo/bin on PATH"
+}

@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# The main job, end to end, on a Debian bookworm host as root:
+#   1. installs runsc, busybox-static and debootstrap if one is missing;
+#   2. builds the skillbox CLI (release);
+#   3. builds the busybox base root filesystem (cached under target/);
+#   4. prints the effective policy of examples/misbehaving;
+#   5. compiles it into an OCI bundle and shows what the policy became;
+#   6. runs it in gVisor with a host secret in the environment: the skill
+#      prints everything it tries and whether the policy blocked it.
+# Exits non-zero if anything fails unexpectedly (including a leaked secret).
+#
+#   bash scripts/demo.sh
+set -euo pipefail
+# shellcheck source=scripts/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+cd_repo_root
+
+skill="examples/misbehaving"
+skillbox="target/release/skillbox"
+rootfs="$PWD/$SKILLBOX_CACHE/busybox-rootfs"
+work="$PWD/$SKILLBOX_CACHE/demo"
+
+section "1. Host packages"
+bash scripts/setup.sh
+
+section "2. Build skillbox (cargo build --release -p skillbox)"
+cargo build --release -p skillbox
+ls -l "$skillbox"
+
+section "3. Base root filesystem (busybox-static)"
+bash examples/rootfs/make-busybox-rootfs.sh "$rootfs"
+echo "base rootfs: $rootfs"
+
+section "4. The skill's metadata ($skill/SKILL.md)"
+# The frontmatter: everything between the first two '---' lines.
+awk 'NR == 1 && $0 == "---" { inside = 1; print; next } inside { print } inside && $0 == "---" { exit }' \
+    "$skill/SKILL.md"
+
+section "5. Effective policy: skillbox policy explain $skill"
+"$skillbox" policy explain "$skill"
+
+section "6. Compiled bundle: skillbox compile $skill -o $work/bundle"
+rm -rf "$work"
+mkdir -p "$work"
+"$skillbox" compile "$skill" --base-rootfs "$rootfs" -o "$work/bundle"
+echo
+echo "bundle contents:"
+(cd "$work/bundle" && find . -mindepth 1 -printf '  %M  %p\n' | sort -k2)
+echo
+echo "config.json, the parts that enforce the policy:"
+if command -v python3 >/dev/null 2>&1; then
+    python3 - "$work/bundle/config.json" <<'PY'
+import json, sys
+spec = json.load(open(sys.argv[1]))
+proc, linux, res = spec["process"], spec["linux"], spec["linux"]["resources"]
+caps = proc.get("capabilities", {})
+rows = [
+    ("root", f'{spec["root"]["path"]} (readonly: {spec["root"]["readonly"]})'),
+    *[("mount", f'{m["destination"]:<8} {m["type"]:<6} {",".join(m.get("options", []))}') for m in spec["mounts"]],
+    ("process", " ".join(proc["args"]) + f'  (cwd {proc["cwd"]})'),
+    ("user", f'uid {proc["user"]["uid"]}, gid {proc["user"]["gid"]}, noNewPrivileges: {proc["noNewPrivileges"]}'),
+    ("capabilities", ", ".join(f"{k}: {len(v)}" for k, v in sorted(caps.items()))),
+    ("env", " ".join(proc["env"])),
+    ("rlimits", ", ".join(f'{r["type"]}={r["hard"]}' for r in proc["rlimits"])),
+    ("namespaces", " ".join(n["type"] for n in linux["namespaces"])),
+    ("cgroup", linux["cgroupsPath"]),
+    ("memory", f'limit {res["memory"]["limit"]} bytes, with swap {res["memory"]["swap"]}'),
+    ("cpu", f'quota {res["cpu"]["quota"]} us per {res["cpu"]["period"]} us'),
+    ("pids", f'cgroup limit {res["pids"]["limit"]} (gVisor threads + the skill\'s quota)'),
+    *[("annotation", f"{k} = {v}") for k, v in sorted(spec["annotations"].items())],
+]
+for key, value in rows:
+    print(f"  {key:<13} {value}")
+PY
+else
+    grep -nE '"(readonly|noNewPrivileges|uid|gid|limit|quota|swap)"|"size=|"io\.skillbox\.' \
+        "$work/bundle/config.json" | sed 's/^/  /'
+fi
+
+section "7. Run it: SECRET_TOKEN=… skillbox run $skill"
+# A host secret the skill's policy does not list in env.pass: the skill looks
+# for it and must not find it.
+secret="demo-secret-$RANDOM$RANDOM"
+echo "host environment: SECRET_TOKEN=$secret (not in the skill's env.pass)"
+echo "\$ $skillbox run $skill --base-rootfs $rootfs --report $work/report.json"
+echo "----- skill output -----"
+set +e
+SECRET_TOKEN="$secret" "$skillbox" run "$skill" --base-rootfs "$rootfs" --report "$work/report.json" \
+    2>&1 | tee "$work/output.txt"
+status="${PIPESTATUS[0]}"
+set -e
+echo "----- end of skill output -----"
+echo "exit status: $status"
+
+section "8. Execution report ($work/report.json)"
+if [ -s "$work/report.json" ]; then
+    if command -v python3 >/dev/null 2>&1; then
+        python3 -m json.tool "$work/report.json"
+    else
+        cat "$work/report.json"
+        echo
+    fi
+else
+    echo "(no report written)"
+fi
+
+section "Verdict"
+failed=0
+if grep -qF "$secret" "$work/output.txt"; then
+    echo "FAIL: the host's SECRET_TOKEN value appeared inside the sandbox"
+    failed=1
+else
+    echo "ok: SECRET_TOKEN's value never reached the skill"
+fi
+# The only thing this skill's policy allows is writing its scratch /tmp; it
+# must also run as a non-root user without capabilities.
+leaks="$(grep -E ': (allowed|VISIBLE)|^uid: 0$|^capabilities: [0-9a-f]' "$work/output.txt" |
+    grep -v '^write /tmp/scratch: allowed$' || true)"
+if [ -n "$leaks" ]; then
+    echo "FAIL: the policy let these through:"
+    while IFS= read -r line; do echo "  $line"; done <<<"$leaks"
+    failed=1
+else
+    blocked="$(grep -c -E ': (blocked|not visible)' "$work/output.txt" || true)"
+    echo "ok: the policy blocked all $blocked forbidden attempts; only the declared /tmp was writable"
+    echo "ok: the skill ran as a non-root user with no capabilities"
+fi
+case "$status" in
+    0) echo "ok: the skill ran to completion (exit status 0)" ;;
+    124) echo "FAIL: the skill's timeout fired (exit status 124)"; failed=1 ;;
+    125) echo "FAIL: skillbox itself failed (exit status 125)"; failed=1 ;;
+    *) echo "FAIL: unexpected exit status $status"; failed=1 ;;
+esac
+exit "$failed"

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: unit tests, golden tests and the integration
+# tests that start real gVisor sandboxes (they need root, runsc, busybox-static
+# and debootstrap; the rootfs caches they build live under target/).
+#
+#   bash scripts/test.sh [extra cargo test arguments]
+set -euo pipefail
+# shellcheck source=scripts/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+cd_repo_root
+
+section "Host packages"
+bash scripts/setup.sh
+
+section "cargo test --workspace"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$log"
+status="${PIPESTATUS[0]}"
+set -e
+
+section "Summary"
+# One "test result:" line per test binary (and per doc-test run); add them up.
+# "ignored" tests are reported as skipped.
+awk '
+    /^test result:/ {
+        runs++
+        for (i = 1; i < NF; i++) {
+            if ($(i + 1) ~ /^passed;?$/) passed += $i
+            if ($(i + 1) ~ /^failed;?$/) failed += $i
+            if ($(i + 1) ~ /^ignored;?$/) ignored += $i
+        }
+    }
+    END {
+        printf "%d test runs\n", runs
+        printf "total: %d passed, %d failed, %d skipped\n", passed, failed, ignored
+    }
+' "$log"
+if [ "$status" -ne 0 ]; then
+    grep -E '^test .* FAILED$' "$log" | sort -u || true
+    echo "cargo test failed with status $status" >&2
+fi
+exit "$status"
