@@ -76,24 +76,37 @@ pub fn compile(package: &SkillPackage, bundle_dir: &Path, options: &CompileOptio
     }
     bundle::prepare_dir(bundle_dir)?;
     let skill_source = bundle::copy_skill(bundle_dir, package)?;
-    let spec = build_spec(
-        &policy,
-        &SpecInputs {
-            skill_name: package.manifest.name.as_str(),
-            skill_version: package.manifest.version.as_deref(),
-            skill_digest: &package.digest,
-            base_rootfs: options.base_rootfs,
-            skill_source: &skill_source,
-            extra_args: options.extra_args,
-            env_values: options.env,
-            cgroups_path: options.cgroups_path,
-            runsc_flags: &flags,
-        },
-    )?;
-    bundle::write_config(bundle_dir, &render_spec(&spec))?;
+    let config = render_config(package, &policy, &flags, &skill_source, options)?;
+    bundle::write_config(bundle_dir, &config)?;
     Ok(Compiled {
         policy,
         runsc_flags: flags,
         warnings,
     })
+}
+
+/// The bundle's `config.json` text for `policy`, with the skill's copy at
+/// `skill_source`. Pure: the in-memory half of `compile`.
+pub fn render_config(
+    package: &SkillPackage,
+    policy: &EffectivePolicy,
+    flags: &RunscFlags,
+    skill_source: &Path,
+    options: &CompileOptions<'_>,
+) -> Result<String> {
+    let spec = build_spec(
+        policy,
+        &SpecInputs {
+            skill_name: package.manifest.name.as_str(),
+            skill_version: package.manifest.version.as_deref(),
+            skill_digest: &package.digest,
+            base_rootfs: options.base_rootfs,
+            skill_source,
+            extra_args: options.extra_args,
+            env_values: options.env,
+            cgroups_path: options.cgroups_path,
+            runsc_flags: flags,
+        },
+    )?;
+    Ok(render_spec(&spec))
 }

@@ -12,8 +12,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use policy_compiler::compile::runsc_flags;
-use policy_compiler::oci::{build_spec, render_spec, SpecInputs};
+use policy_compiler::compile::{render_config, runsc_flags};
 use policy_compiler::{compile, effective_policy, load, CompileOptions, NodeConfig};
 
 fn report(name: &str, mut samples: Vec<f64>) {
@@ -70,22 +69,7 @@ fn main() {
         let bundle_skill = scratch.join("skill");
         let rendered = time(&mut spec_t, || {
             let (policy, _warnings) = effective_policy(&package, &options).expect("policy resolves");
-            let spec = build_spec(
-                &policy,
-                &SpecInputs {
-                    skill_name: package.manifest.name.as_str(),
-                    skill_version: package.manifest.version.as_deref(),
-                    skill_digest: &package.digest,
-                    base_rootfs: &rootfs,
-                    skill_source: &bundle_skill,
-                    extra_args: &[],
-                    env_values: &env,
-                    cgroups_path: "/skillbox/bench",
-                    runsc_flags: &flags,
-                },
-            )
-            .expect("spec builds");
-            render_spec(&spec)
+            render_config(&package, &policy, &flags, &bundle_skill, &options).expect("config renders")
         });
         assert!(!rendered.is_empty());
 
