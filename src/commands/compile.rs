@@ -16,8 +16,10 @@ pub fn compile(args: CompileArgs) -> Result<ExitCode, Failure> {
     }
     let output = absolute(&args.output)?;
     let env = invoking_env();
-    // A static bundle names a stable cgroup; `skillbox run` uses one per execution.
-    let cgroups_path = format!("/skillbox/{}", package.manifest.name);
+    // A static bundle names a stable, top-level cgroup: runsc removes the
+    // cgroup it creates but not the parents, so nesting would leave an empty
+    // parent behind. `skillbox run` uses its own per-execution cgroup.
+    let cgroups_path = format!("/skillbox-{}", package.manifest.name);
     let compiled = policy_compiler::compile(
         &package,
         &output,
