@@ -39,13 +39,17 @@ fn arguments_reach_the_entrypoint() {
 }
 
 fn interrupted_run(signal: &'static str) -> common::sandbox::RunResult {
+    interrupted_after(Duration::from_millis(2500), signal)
+}
+
+fn interrupted_after(delay: Duration, signal: &'static str) -> common::sandbox::RunResult {
     let skill = Skill::sh(
         "interrupted",
         "  resources: { timeout: 60s }\n",
         "echo started\nsleep 60\necho woke\n",
     );
     SkillRun::new(skill.path(), busybox_rootfs())
-        .signal_after(Duration::from_millis(2500), signal)
+        .signal_after(delay, signal)
         .run()
 }
 
@@ -64,5 +68,15 @@ fn sigint_removes_the_sandbox_and_exits_130() {
     let run = interrupted_run("INT");
     assert_eq!(run.output.code, 130, "{}", run.describe());
     assert_eq!(run.outcome(), "interrupted", "{}", run.describe());
+    assert!(run.output.elapsed < Duration::from_secs(10), "{}", run.describe());
+}
+
+#[test]
+fn signal_during_setup_still_stops_the_sandbox() {
+    // 30 ms is before runsc has created the container: the first kill finds
+    // nothing, so skillbox must keep at it instead of letting the skill run.
+    let run = interrupted_after(Duration::from_millis(30), "TERM");
+    assert_eq!(run.output.code, 143, "{}", run.describe());
+    assert!(!run.output.stdout.contains("woke"), "{}", run.describe());
     assert!(run.output.elapsed < Duration::from_secs(10), "{}", run.describe());
 }

@@ -4,16 +4,13 @@ use std::process::ExitCode;
 
 use policy_compiler::CompileOptions;
 
-use super::{absolute, emit, invoking_env, load_node, load_skill, print_warnings, Failure};
+use super::{absolute, base_rootfs_dir, emit, invoking_env, load_node, load_skill, print_warnings, Failure};
 use crate::cli::CompileArgs;
 
 pub fn compile(args: CompileArgs) -> Result<ExitCode, Failure> {
     let package = load_skill(&args.skill_dir)?;
     let node = load_node(&args.node)?;
-    let base_rootfs = absolute(&args.base_rootfs)?;
-    if !base_rootfs.is_dir() {
-        return Err(anyhow::anyhow!("--base-rootfs {}: not a directory", base_rootfs.display()).into());
-    }
+    let base_rootfs = base_rootfs_dir(&args.base_rootfs)?;
     let output = absolute(&args.output)?;
     let env = invoking_env();
     // A static bundle names a stable, top-level cgroup: runsc removes the

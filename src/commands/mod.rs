@@ -94,6 +94,13 @@ pub fn pretty_json(value: &impl serde::Serialize) -> String {
     serde_json::to_string_pretty(value).expect("command output serializes") + "\n"
 }
 
+/// The `--base-rootfs` directory as an absolute path, checked to exist.
+pub fn base_rootfs_dir(path: &Path) -> anyhow::Result<PathBuf> {
+    let dir = absolute(path)?;
+    anyhow::ensure!(dir.is_dir(), "--base-rootfs {}: not a directory", dir.display());
+    Ok(dir)
+}
+
 pub fn print_warnings(warnings: &[String]) {
     for warning in warnings {
         eprintln!("warning: {warning}");

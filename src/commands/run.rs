@@ -11,7 +11,7 @@ use policy_compiler::oci::CgroupLimits;
 use policy_compiler::CompileOptions;
 use serde::Serialize;
 
-use super::{absolute, invoking_env, load_node, load_skill, print_warnings, runsc_binary, Failure};
+use super::{base_rootfs_dir, invoking_env, load_node, load_skill, print_warnings, runsc_binary, Failure};
 use crate::cli::RunArgs;
 use crate::runtime::cgroup::ExecutionCgroup;
 use crate::runtime::execution::{Ended, Execution, Interrupts, Outcome, Workspace, CGROUP_PARENT};
@@ -59,10 +59,7 @@ fn prepare_and_run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let package = load_skill(&args.skill_dir)?;
     let node = load_node(&args.node)?;
     let env = invoking_env();
-    let base_rootfs = absolute(&args.base_rootfs)?;
-    if !base_rootfs.is_dir() {
-        bail!("--base-rootfs {}: not a directory", base_rootfs.display());
-    }
+    let base_rootfs = base_rootfs_dir(&args.base_rootfs)?;
     let skill = package.manifest.name.as_str().to_owned();
     let id = execution_id(&skill);
     let workspace = Workspace::create(&args.runtime.state_dir, &id).with_context(|| {

@@ -21,6 +21,10 @@ use super::runsc::{Runsc, RunscError};
 
 /// The cgroup directory all executions are placed under.
 pub const CGROUP_PARENT: &str = "skillbox";
+/// How often a kill is repeated until runsc reports the sandbox gone.
+const KILL_RETRY: Duration = Duration::from_millis(200);
+/// How long runsc gets to exit after the sandbox was killed.
+const KILL_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecutionError {
@@ -120,6 +124,8 @@ impl Execution {
     pub fn wait(&mut self, timeout: Duration, interrupts: &Interrupts) -> Result<Ended, ExecutionError> {
         let _entered = self.span.clone().entered();
         let mut child = self.child.take().expect("wait is called once, after start");
+        // runsc runs in its own process group (see `Runsc::spawn_run`).
+        let runsc_group = nix::unistd::Pid::from_raw(child.id() as i32);
         let sender = interrupts.sender.clone();
         // Waiting happens on a thread so that the main thread can block on
         // one channel for exit, signal and timeout alike, without polling.
@@ -130,22 +136,38 @@ impl Execution {
         let events = &interrupts.events;
         let deadline = self.started + timeout;
         let (mut outcome, mut signal) = (Outcome::Exited, None);
+        let mut killed_at: Option<Instant> = None;
         let status = loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            match events.recv_timeout(remaining) {
+            let wake = match killed_at {
+                None => deadline.saturating_duration_since(Instant::now()),
+                Some(_) => KILL_RETRY,
+            };
+            match events.recv_timeout(wake) {
                 Ok(Event::Exited(status)) => break status.map_err(ExecutionError::Wait)?,
-                Ok(Event::Signal(number)) if signal.is_none() => {
+                Ok(Event::Signal(number)) if killed_at.is_none() => {
                     (outcome, signal) = (Outcome::Interrupted, Some(number));
+                    killed_at = Some(Instant::now());
                     self.kill_sandbox();
                 }
                 Ok(Event::Signal(_)) => {}
-                Err(mpsc::RecvTimeoutError::Timeout) if outcome == Outcome::Exited => {
-                    outcome = Outcome::Timeout;
-                    self.kill_sandbox();
-                }
-                Err(_) => {
-                    // Already killed: runsc exits right after the sandbox dies.
-                    std::thread::sleep(Duration::from_millis(10));
+                Err(mpsc::RecvTimeoutError::Timeout) => match killed_at {
+                    None => {
+                        outcome = Outcome::Timeout;
+                        killed_at = Some(Instant::now());
+                        self.kill_sandbox();
+                    }
+                    // A kill sent before runsc had created the container
+                    // finds nothing: repeat it, and past the grace period
+                    // stop runsc itself (the cgroup cleanup then takes the
+                    // sandbox's processes).
+                    Some(at) if at.elapsed() < KILL_GRACE => self.kill_sandbox(),
+                    Some(_) => {
+                        warn!("runsc did not exit after the sandbox was killed; killing runsc");
+                        let _ = nix::sys::signal::killpg(runsc_group, nix::sys::signal::SIGKILL);
+                    }
+                },
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    unreachable!("Interrupts holds a sender for as long as it lives")
                 }
             }
         };
@@ -170,9 +192,7 @@ impl Execution {
 
     fn kill_sandbox(&self) {
         if let Err(err) = self.runsc.kill(&self.id, nix::sys::signal::SIGKILL as i32) {
-            warn!(%err, "killing the sandbox failed; its cgroup will be emptied on cleanup");
-            // The cgroup holds the sandbox's processes: empty it directly.
-            let _ = self.cgroup.remove();
+            tracing::debug!(%err, "runsc kill failed; the sandbox may not exist yet");
         }
     }
 
