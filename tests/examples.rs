@@ -75,8 +75,8 @@ fn file_writer_writes_only_to_its_output_directory() {
 
 #[test]
 fn misbehaving_demo_is_contained() {
-    // TEST-NET-3 instead of the demo's default 1.1.1.1: tests never aim at
-    // real hosts, even though the sandbox has no network.
+    // TEST-NET-3 (also the demo's default): tests never aim at real hosts,
+    // even though the sandbox has no network.
     let run = SkillRun::new(&example_dir("misbehaving"), busybox_rootfs())
         .args(&["203.0.113.1"])
         .env("SECRET_TOKEN", "hunter2-from-the-host")

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Tries things a hostile skill would and prints one line per attempt.
 # Usage: misbehave.sh [HOST]   (the address it tries to reach on port 80)
-host=${1:-1.1.1.1}
+host=${1:-203.0.113.1}
 
 # Runs a command; prints "<label>: allowed" or "<label>: blocked (<reason>)",
 # the reason being the last part of the command's error message.
