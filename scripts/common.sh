@@ -6,7 +6,7 @@
 # runsc (gVisor), busybox-static (the tiny example base root filesystem) and
 # debootstrap (the Debian python3 base the python example runs on).
 # shellcheck disable=SC2034 # used by the scripts that source this file
-SKILLBOX_DEBIAN_PACKAGES=(runsc busybox-static debootstrap)
+SKILLBOX_DEBIAN_PACKAGES=(runsc busybox-static debootstrap procps util-linux)
 
 # Where build caches live (the rootfs caches, the demo's files, bench output).
 # shellcheck disable=SC2034
