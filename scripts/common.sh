@@ -4,7 +4,9 @@
 
 # Debian packages the demo, the tests and the benchmark need on the host:
 # runsc (gVisor), busybox-static (the tiny example base root filesystem) and
-# debootstrap (the Debian python3 base the python example runs on).
+# debootstrap (the Debian python3 base the python example runs on), procps
+# (kill, used by the test harness) and util-linux (flock, used by the rootfs
+# scripts).
 # shellcheck disable=SC2034 # used by the scripts that source this file
 SKILLBOX_DEBIAN_PACKAGES=(runsc busybox-static debootstrap procps util-linux)
 
