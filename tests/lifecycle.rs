@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use common::sandbox::SkillRun;
@@ -79,4 +80,39 @@ fn signal_during_setup_still_stops_the_sandbox() {
     assert_eq!(run.output.code, 143, "{}", run.describe());
     assert!(!run.output.stdout.contains("woke"), "{}", run.describe());
     assert!(run.output.elapsed < Duration::from_secs(10), "{}", run.describe());
+}
+
+#[test]
+fn a_crashed_sandbox_is_not_passed_off_as_the_skills_status() {
+    // A stand-in for runsc whose Sentry "panics": it writes the panic log it
+    // was given and exits 2, a status a skill could return as well. Every
+    // other subcommand (kill, delete) succeeds.
+    let dir = tempfile::tempdir().unwrap();
+    let fake_runsc = dir.path().join("runsc");
+    std::fs::write(
+        &fake_runsc,
+        "#!/bin/sh\n\
+         for arg; do\n\
+           case $arg in --panic-log=*) log=${arg#--panic-log=} ;; run) run=1 ;; esac\n\
+         done\n\
+         if [ -n \"$run\" ]; then\n\
+           echo 'panic: error initializing first thread: resource temporarily unavailable' >\"$log\"\n\
+           exit 2\n\
+         fi\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake_runsc, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let skill = Skill::sh("crashing", "", "exit 0\n");
+    let run = SkillRun::new(skill.path(), busybox_rootfs())
+        .env("SKILLBOX_RUNSC", fake_runsc.to_str().unwrap())
+        .run();
+    assert_eq!(run.output.code, 125, "{}", run.describe());
+    assert_eq!(run.outcome(), "sandbox_failed", "{}", run.describe());
+    assert!(
+        run.output.stderr.contains(
+            "the sandbox failed, not the skill (runsc exited 2): panic: error initializing first thread"
+        ),
+        "{}",
+        run.describe()
+    );
 }
