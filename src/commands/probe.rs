@@ -4,11 +4,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use runsc_config::{HostCapabilities, ModeSupport, NetworkMode, RunscFlags};
+use skillbox_shim::runsc::Runsc;
 
 use super::{emit, load_node, pretty_json, runsc_binary, Failure};
 use crate::cli::{Format, ProbeArgs};
 use crate::runtime::execution::Workspace;
-use crate::runtime::runsc::Runsc;
 
 /// A bundle running `/bin/true` as nobody with no capabilities.
 fn trial_spec(rootfs: &std::path::Path) -> serde_json::Value {

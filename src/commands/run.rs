@@ -10,12 +10,12 @@ use policy_compiler::bundle::read_annotations;
 use policy_compiler::oci::CgroupLimits;
 use policy_compiler::CompileOptions;
 use serde::Serialize;
+use skillbox_shim::cgroup::ExecutionCgroup;
+use skillbox_shim::runsc::Runsc;
 
 use super::{base_rootfs_dir, invoking_env, load_node, load_skill, print_warnings, runsc_binary, Failure};
 use crate::cli::RunArgs;
-use crate::runtime::cgroup::ExecutionCgroup;
 use crate::runtime::execution::{Ended, Execution, Interrupts, Outcome, Workspace, CGROUP_PARENT};
-use crate::runtime::runsc::Runsc;
 
 /// skillbox failed before or around the run (as `docker run` does).
 const EXIT_SKILLBOX_FAILED: u8 = 125;

@@ -14,10 +14,9 @@ use policy_compiler::oci::CgroupLimits;
 use serde::Serialize;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::{Handle, Signals};
+use skillbox_shim::cgroup::{CgroupError, CgroupFs, CgroupStats, ExecutionCgroup};
+use skillbox_shim::runsc::{Runsc, RunscError};
 use tracing::{info_span, warn};
-
-use super::cgroup::{CgroupError, CgroupFs, CgroupStats, ExecutionCgroup};
-use super::runsc::{Runsc, RunscError};
 
 /// The cgroup directory all executions are placed under.
 pub const CGROUP_PARENT: &str = "skillbox";

@@ -1,6 +1,4 @@
-//! Host side of an execution: the runsc driver, the sandbox cgroup and the
-//! lifecycle that ties them together with timeouts and signals.
+//! The lifecycle of one `skillbox run` execution; the runsc driver and the
+//! cgroup it uses live in the `skillbox-shim` library.
 
-pub mod cgroup;
 pub mod execution;
-pub mod runsc;
