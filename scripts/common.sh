@@ -4,11 +4,12 @@
 
 # Debian packages the demo, the tests and the benchmark need on the host:
 # runsc (gVisor), busybox-static (the tiny example base root filesystem) and
-# debootstrap (the Debian python3 base the python example runs on), procps
+# debootstrap (the Debian python3 base the python example runs on),
+# containerd (with ctr: the shim's tests run a private one), procps
 # (kill, used by the test harness) and util-linux (flock, used by the rootfs
 # scripts).
 # shellcheck disable=SC2034 # used by the scripts that source this file
-SKILLBOX_DEBIAN_PACKAGES=(runsc busybox-static debootstrap procps util-linux)
+SKILLBOX_DEBIAN_PACKAGES=(runsc busybox-static debootstrap containerd procps util-linux)
 
 # Where build caches live (the rootfs caches, the demo's files, bench output).
 # shellcheck disable=SC2034

@@ -1,6 +1,10 @@
-//! The host side of a skillbox sandbox, shared by the `skillbox` CLI and the
-//! containerd shim: the only code that starts runsc, and the sandbox cgroup
-//! skillbox owns.
+//! skillbox's containerd shim v2 (`containerd-shim-skillbox-v1`) and the host
+//! side of a sandbox shared with the `skillbox` CLI: the only code that
+//! starts runsc, and the sandbox cgroup skillbox owns.
 
 pub mod cgroup;
+pub mod container;
+pub mod reaper;
 pub mod runsc;
+pub mod service;
+pub mod task;

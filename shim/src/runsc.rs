@@ -98,17 +98,64 @@ impl Runsc {
         })
     }
 
+    /// `runsc create` with the container's stdio. runsc writes the sandbox's
+    /// pid to `pid_file`; that process exits with the container's status
+    /// (see docs/runsc-facts.md).
+    pub fn create(
+        &self,
+        bundle: &Path,
+        id: &str,
+        pid_file: &Path,
+        stdio: [Stdio; 3],
+    ) -> Result<(), RunscError> {
+        let (mut command, rendered) = self.command(&Subcommand::Create {
+            bundle: bundle.to_owned(),
+            id: id.to_owned(),
+            pid_file: Some(pid_file.to_owned()),
+            console_socket: None,
+        });
+        let [stdin, stdout, stderr] = stdio;
+        let output = command
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(stderr)
+            .status()
+            .map_err(|source| RunscError::Spawn {
+                argv: rendered.clone(),
+                source,
+            })?;
+        if !output.success() {
+            return Err(RunscError::Failed {
+                argv: rendered,
+                status: output,
+                stdout: String::new(),
+                stderr: "see the container's stderr".to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn start(&self, id: &str) -> Result<String, RunscError> {
+        self.check(&Subcommand::Start { id: id.to_owned() })
+    }
+
     /// Runs a subcommand to completion and returns its stdout.
     pub fn check(&self, sub: &Subcommand) -> Result<String, RunscError> {
         let (mut command, rendered) = self.command(sub);
         run_captured(&mut command, rendered)
     }
 
+    /// Sends `signal` to every process of the container.
     pub fn kill(&self, id: &str, signal: i32) -> Result<String, RunscError> {
+        self.kill_with(id, signal, true)
+    }
+
+    /// Sends `signal` to the container's init, or to all its processes.
+    pub fn kill_with(&self, id: &str, signal: i32, all: bool) -> Result<String, RunscError> {
         self.check(&Subcommand::Kill {
             id: id.to_owned(),
             signal,
-            all: true,
+            all,
         })
     }
 

@@ -1,0 +1,229 @@
+//! One container run by the shim: a runsc sandbox created from a bundle the
+//! policy compiler wrote, its stdio, its exit status.
+//!
+//! Lifecycle: `create` (runsc create, then a thread reaps the sandbox pid,
+//! whose exit status is the container's) → `start` → exit → `delete`.
+//! Illegal transitions are `ContainerError::State` errors.
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use policy_compiler::bundle::read_annotations;
+use tokio::sync::watch;
+
+use crate::reaper;
+use crate::runsc::{Runsc, RunscError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("{bundle}: not a skillbox bundle: {source}; compile it with `skillbox compile` (running containers under the node's default policy is not implemented yet)")]
+    NotSkillbox {
+        bundle: PathBuf,
+        #[source]
+        source: policy_compiler::Error,
+    },
+    #[error("{path}: cannot open container stdio: {source}")]
+    Stdio {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: cannot read the sandbox pid: {reason}")]
+    PidFile { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Runsc(#[from] RunscError),
+    #[error("container {id} is {state:?}; cannot {action}")]
+    State {
+        id: String,
+        state: Status,
+        action: &'static str,
+    },
+}
+
+/// Where a container is in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Created,
+    Running,
+    Stopped,
+}
+
+/// How the container ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exit {
+    pub status: u32,
+    pub at: SystemTime,
+}
+
+#[derive(Debug)]
+struct State {
+    status: Status,
+    exit: Option<Exit>,
+}
+
+/// The stdio paths containerd gave (FIFOs or empty).
+#[derive(Debug, Clone, Default)]
+pub struct StdioPaths {
+    pub stdin: String,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+#[derive(Debug)]
+pub struct Container {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub stdio: StdioPaths,
+    pub pid: u32,
+    runsc: Runsc,
+    state: Arc<Mutex<State>>,
+    exited: watch::Receiver<Option<Exit>>,
+}
+
+/// Opens a FIFO read-write, which never blocks on Linux whether or not the
+/// other end is open yet; an empty path means no stream.
+fn open_stdio(path: &str) -> Result<Stdio, ContainerError> {
+    if path.is_empty() {
+        return Ok(Stdio::null());
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|source| ContainerError::Stdio {
+            path: path.to_owned(),
+            source,
+        })?;
+    Ok(Stdio::from(file))
+}
+
+impl Container {
+    /// Creates the sandbox for the bundle at `bundle`. Blocking.
+    pub fn create(
+        id: &str,
+        bundle: &Path,
+        stdio: StdioPaths,
+        runsc_root: &Path,
+        runsc_binary: &Path,
+    ) -> Result<Container, ContainerError> {
+        // The compiled policy is the only source of runsc flags: a bundle
+        // without one is refused rather than run with defaults it never saw.
+        let compiled = read_annotations(bundle).map_err(|source| ContainerError::NotSkillbox {
+            bundle: bundle.to_owned(),
+            source,
+        })?;
+        let runsc = Runsc::new(runsc_binary, runsc_root, compiled.runsc_flags);
+        let pid_file = bundle.join("init.pid");
+        let streams = [
+            open_stdio(&stdio.stdin)?,
+            open_stdio(&stdio.stdout)?,
+            open_stdio(&stdio.stderr)?,
+        ];
+        runsc.create(bundle, id, &pid_file, streams)?;
+        let pid_text = std::fs::read_to_string(&pid_file).map_err(|err| ContainerError::PidFile {
+            path: pid_file.clone(),
+            reason: err.to_string(),
+        })?;
+        let pid: u32 = pid_text.trim().parse().map_err(|_| ContainerError::PidFile {
+            path: pid_file.clone(),
+            reason: format!("{:?} is not a pid", pid_text.trim()),
+        })?;
+
+        let state = Arc::new(Mutex::new(State {
+            status: Status::Created,
+            exit: None,
+        }));
+        let (sender, exited) = watch::channel(None);
+        let reaped_state = Arc::clone(&state);
+        std::thread::spawn(move || {
+            let exit = Exit {
+                status: reaper::wait_exit(pid as i32),
+                at: SystemTime::now(),
+            };
+            let mut state = reaped_state.lock().unwrap_or_else(|e| e.into_inner());
+            state.status = Status::Stopped;
+            state.exit = Some(exit);
+            let _ = sender.send(Some(exit));
+        });
+        Ok(Container {
+            id: id.to_owned(),
+            bundle: bundle.to_owned(),
+            stdio,
+            pid,
+            runsc,
+            state,
+            exited,
+        })
+    }
+
+    pub fn status(&self) -> (Status, Option<Exit>) {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        (state.status, state.exit)
+    }
+
+    /// Starts the container's process. Blocking.
+    pub fn start(&self) -> Result<(), ContainerError> {
+        match self.status().0 {
+            Status::Created => {}
+            other => {
+                return Err(ContainerError::State {
+                    id: self.id.clone(),
+                    state: other,
+                    action: "start",
+                })
+            }
+        }
+        self.runsc.start(&self.id)?;
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.status == Status::Created {
+            state.status = Status::Running;
+        }
+        Ok(())
+    }
+
+    /// Waits for the container to exit.
+    pub async fn wait(&self) -> Exit {
+        let mut exited = self.exited.clone();
+        let exit = exited
+            .wait_for(Option::is_some)
+            .await
+            .map(|exit| *exit)
+            .ok()
+            .flatten();
+        // The sender lives until the exit is recorded, so this is set.
+        exit.unwrap_or(Exit {
+            status: 255,
+            at: SystemTime::now(),
+        })
+    }
+
+    /// Sends `signal` to the container (all its processes with `all`). A
+    /// container that already stopped is not an error. Blocking.
+    pub fn kill(&self, signal: u32, all: bool) -> Result<(), ContainerError> {
+        match self.runsc.kill_with(&self.id, signal as i32, all) {
+            Err(_) if self.status().0 == Status::Stopped => Ok(()),
+            other => other.map(|_| ()).map_err(ContainerError::from),
+        }
+    }
+
+    /// Removes the sandbox. A running container is killed first. Blocking.
+    pub fn delete(&self) -> Result<Option<Exit>, ContainerError> {
+        if self.status().0 != Status::Stopped {
+            let _ = self.runsc.kill(&self.id, nix::sys::signal::SIGKILL as i32);
+        }
+        // Reap the helpers only once the sandbox pid has been collected, so
+        // that the reaper thread gets the container's status.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.status().0 != Status::Stopped && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        reaper::reap_orphans(Duration::from_secs(2));
+        if let Err(err) = self.runsc.delete_force(&self.id) {
+            tracing::warn!(%err, id = %self.id, "runsc delete failed");
+        }
+        Ok(self.status().1)
+    }
+}

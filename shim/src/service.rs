@@ -1,0 +1,87 @@
+//! The shim binary's lifecycle (`containerd_shim::asynchronous::Shim`):
+//! start a shim server per container, clean up in the `delete` subcommand.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use containerd_shim::asynchronous::util::write_str_to_file;
+use containerd_shim::asynchronous::{spawn, ExitSignal, Shim};
+use containerd_shim::protos::protobuf::MessageField;
+use containerd_shim::publisher::RemotePublisher;
+use containerd_shim::{Config, DeleteResponse, Error, Flags, StartOpts};
+
+use crate::reaper;
+use crate::runsc::Runsc;
+use crate::task::TaskService;
+
+/// The runtime type containerd knows this shim by.
+pub const RUNTIME_ID: &str = "io.containerd.skillbox.v1";
+/// Parent of the per-namespace runsc state roots.
+pub const RUNSC_STATE_DIR: &str = "/run/skillbox/shim";
+
+pub struct SkillboxShim {
+    id: String,
+    runsc_root: PathBuf,
+    runsc_binary: PathBuf,
+    exit: Arc<ExitSignal>,
+}
+
+/// The shim needs its own reaping: the sandbox pid's exit status is the
+/// container's, so the library's catch-all reaper must stay off. The shim
+/// stays a child subreaper so that the sandbox is re-parented to it.
+pub fn config() -> Config {
+    Config {
+        no_reaper: true,
+        ..Default::default()
+    }
+}
+
+#[async_trait]
+impl Shim for SkillboxShim {
+    type T = TaskService;
+
+    async fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
+        SkillboxShim {
+            id: args.id.clone(),
+            // One runsc root per containerd namespace, as containerd keeps
+            // container ids unique per namespace only.
+            runsc_root: PathBuf::from(RUNSC_STATE_DIR).join(&args.namespace),
+            runsc_binary: PathBuf::from("runsc"),
+            exit: Arc::new(ExitSignal::default()),
+        }
+    }
+
+    async fn start_shim(&mut self, opts: StartOpts) -> Result<String, Error> {
+        let grouping = opts.id.clone();
+        let address = spawn(opts, &grouping, Vec::new()).await?;
+        // containerd reads the address back from the bundle; without it the
+        // socket is left behind after the shim exits.
+        write_str_to_file("address", &address).await?;
+        Ok(address)
+    }
+
+    /// The `delete` subcommand, run by containerd after the shim is gone
+    /// (cwd = the bundle): remove whatever the dead shim left.
+    async fn delete_shim(&mut self) -> Result<DeleteResponse, Error> {
+        let runsc = Runsc::new(&self.runsc_binary, &self.runsc_root, Default::default());
+        let _ = runsc.kill(&self.id, nix::sys::signal::SIGKILL as i32);
+        reaper::reap_orphans(std::time::Duration::from_millis(500));
+        let _ = runsc.delete_force(&self.id);
+        Ok(DeleteResponse {
+            exit_status: 137,
+            exited_at: MessageField::some(
+                containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp::now(),
+            ),
+            ..Default::default()
+        })
+    }
+
+    async fn wait(&mut self) {
+        self.exit.wait().await;
+    }
+
+    async fn create_task_service(&self, _publisher: RemotePublisher) -> Self::T {
+        TaskService::new(&self.runsc_root, &self.runsc_binary, Arc::clone(&self.exit))
+    }
+}

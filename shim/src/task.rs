@@ -1,0 +1,207 @@
+//! The containerd task API (v2) over ttrpc. Each call finds the container
+//! and forwards to it; the work lives in `Container`. Blocking runsc calls
+//! run on tokio's blocking pool.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use containerd_shim::asynchronous::ExitSignal;
+use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
+use containerd_shim::protos::protobuf::{EnumOrUnknown, MessageField};
+use containerd_shim::protos::ttrpc::{Code, Error as TtrpcError, Status as RpcStatus};
+use containerd_shim::protos::types::task::Status as TaskStatus;
+use containerd_shim::{api, Task, TtrpcContext, TtrpcResult};
+
+use crate::container::{Container, ContainerError, Exit, Status, StdioPaths};
+
+/// The task service of one shim process.
+#[derive(Clone)]
+pub struct TaskService {
+    pub runsc_root: PathBuf,
+    pub runsc_binary: PathBuf,
+    container: Arc<Mutex<Option<Arc<Container>>>>,
+    exit: Arc<ExitSignal>,
+}
+
+fn rpc_error(code: Code, message: String) -> TtrpcError {
+    TtrpcError::RpcStatus(RpcStatus {
+        code: EnumOrUnknown::new(code),
+        message,
+        ..Default::default()
+    })
+}
+
+impl From<ContainerError> for TtrpcError {
+    fn from(err: ContainerError) -> Self {
+        let code = match err {
+            ContainerError::NotSkillbox { .. } | ContainerError::State { .. } => Code::FAILED_PRECONDITION,
+            ContainerError::Stdio { .. } | ContainerError::PidFile { .. } | ContainerError::Runsc(_) => {
+                Code::INTERNAL
+            }
+        };
+        rpc_error(code, err.to_string())
+    }
+}
+
+fn timestamp(at: SystemTime) -> Timestamp {
+    let since_epoch = at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let mut stamp = Timestamp::new();
+    stamp.seconds = since_epoch.as_secs() as i64;
+    stamp.nanos = since_epoch.subsec_nanos() as i32;
+    stamp
+}
+
+fn exited_at(exit: Option<Exit>) -> MessageField<Timestamp> {
+    MessageField::from_option(exit.map(|exit| timestamp(exit.at)))
+}
+
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> TtrpcResult<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|err| rpc_error(Code::INTERNAL, format!("shim worker failed: {err}")))
+}
+
+impl TaskService {
+    pub fn new(runsc_root: &Path, runsc_binary: &Path, exit: Arc<ExitSignal>) -> TaskService {
+        TaskService {
+            runsc_root: runsc_root.to_owned(),
+            runsc_binary: runsc_binary.to_owned(),
+            container: Arc::new(Mutex::new(None)),
+            exit,
+        }
+    }
+
+    fn container(&self, id: &str) -> TtrpcResult<Arc<Container>> {
+        let slot = self.container.lock().unwrap_or_else(|e| e.into_inner());
+        match slot.as_ref() {
+            Some(container) if container.id == id => Ok(Arc::clone(container)),
+            _ => Err(rpc_error(Code::NOT_FOUND, format!("container {id} not found"))),
+        }
+    }
+}
+
+#[async_trait]
+impl Task for TaskService {
+    async fn create(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::CreateTaskRequest,
+    ) -> TtrpcResult<api::CreateTaskResponse> {
+        tracing::info!(id = %req.id, bundle = %req.bundle, "create");
+        if !req.rootfs.is_empty() {
+            return Err(rpc_error(
+                Code::UNIMPLEMENTED,
+                format!(
+                    "{}: image root filesystems are not supported yet; run a bundle from `skillbox compile` (ctr run --config)",
+                    req.bundle
+                ),
+            ));
+        }
+        if req.terminal {
+            return Err(rpc_error(
+                Code::UNIMPLEMENTED,
+                "terminals are not supported yet".to_owned(),
+            ));
+        }
+        let stdio = StdioPaths {
+            stdin: req.stdin.clone(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+        };
+        let (id, bundle) = (req.id.clone(), PathBuf::from(&req.bundle));
+        let (root, binary) = (self.runsc_root.clone(), self.runsc_binary.clone());
+        let container = blocking(move || Container::create(&id, &bundle, stdio, &root, &binary)).await??;
+        let pid = container.pid;
+        *self.container.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(container));
+        Ok(api::CreateTaskResponse {
+            pid,
+            ..Default::default()
+        })
+    }
+
+    async fn start(&self, _ctx: &TtrpcContext, req: api::StartRequest) -> TtrpcResult<api::StartResponse> {
+        let container = self.container(&req.id)?;
+        let pid = container.pid;
+        blocking(move || container.start()).await??;
+        Ok(api::StartResponse {
+            pid,
+            ..Default::default()
+        })
+    }
+
+    async fn state(&self, _ctx: &TtrpcContext, req: api::StateRequest) -> TtrpcResult<api::StateResponse> {
+        let container = self.container(&req.id)?;
+        let (status, exit) = container.status();
+        let status = match status {
+            Status::Created => TaskStatus::CREATED,
+            Status::Running => TaskStatus::RUNNING,
+            Status::Stopped => TaskStatus::STOPPED,
+        };
+        Ok(api::StateResponse {
+            id: container.id.clone(),
+            bundle: container.bundle.display().to_string(),
+            pid: container.pid,
+            status: EnumOrUnknown::new(status),
+            stdin: container.stdio.stdin.clone(),
+            stdout: container.stdio.stdout.clone(),
+            stderr: container.stdio.stderr.clone(),
+            exit_status: exit.map(|exit| exit.status).unwrap_or_default(),
+            exited_at: exited_at(exit),
+            ..Default::default()
+        })
+    }
+
+    async fn wait(&self, _ctx: &TtrpcContext, req: api::WaitRequest) -> TtrpcResult<api::WaitResponse> {
+        let container = self.container(&req.id)?;
+        let exit = container.wait().await;
+        Ok(api::WaitResponse {
+            exit_status: exit.status,
+            exited_at: exited_at(Some(exit)),
+            ..Default::default()
+        })
+    }
+
+    async fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<api::Empty> {
+        let container = self.container(&req.id)?;
+        let (signal, all) = (req.signal, req.all);
+        blocking(move || container.kill(signal, all)).await??;
+        Ok(api::Empty::new())
+    }
+
+    async fn delete(&self, _ctx: &TtrpcContext, req: api::DeleteRequest) -> TtrpcResult<api::DeleteResponse> {
+        let container = self.container(&req.id)?;
+        let pid = container.pid;
+        let exit = blocking(move || container.delete()).await??;
+        *self.container.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        Ok(api::DeleteResponse {
+            pid,
+            exit_status: exit.map(|exit| exit.status).unwrap_or(137),
+            exited_at: exited_at(exit),
+            ..Default::default()
+        })
+    }
+
+    async fn connect(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::ConnectRequest,
+    ) -> TtrpcResult<api::ConnectResponse> {
+        let task_pid = self.container(&req.id).map(|c| c.pid).unwrap_or_default();
+        Ok(api::ConnectResponse {
+            shim_pid: std::process::id(),
+            task_pid,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            ..Default::default()
+        })
+    }
+
+    async fn shutdown(&self, _ctx: &TtrpcContext, _req: api::ShutdownRequest) -> TtrpcResult<api::Empty> {
+        // One container per shim: once it is gone the shim may exit.
+        if self.container.lock().unwrap_or_else(|e| e.into_inner()).is_none() {
+            self.exit.signal();
+        }
+        Ok(api::Empty::new())
+    }
+}

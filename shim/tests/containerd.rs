@@ -1,0 +1,300 @@
+//! The shim under a real, private containerd (Debian's 1.6.20): compiled
+//! skill bundles run through `ctr run --runtime io.containerd.skillbox.v1
+//! --config <bundle>/config.json`, and nothing is left behind.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use policy_compiler::{compile, load, CompileOptions, NodeConfig};
+
+const SHIM: &str = env!("CARGO_BIN_EXE_containerd-shim-skillbox-v1");
+const RUNTIME: &str = "io.containerd.skillbox.v1";
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}
+
+fn require(program: &str, package: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .map(|out| out.status.success())
+        .unwrap_or(false);
+    assert!(
+        found,
+        "prerequisite missing: `{program}` (install Debian's {package})"
+    );
+}
+
+/// The busybox base, built once by the same script the CLI tests use.
+fn busybox_rootfs() -> &'static Path {
+    static ROOTFS: OnceLock<PathBuf> = OnceLock::new();
+    ROOTFS.get_or_init(|| {
+        assert!(
+            nix::unistd::Uid::effective().is_root(),
+            "prerequisite missing: these tests run as root"
+        );
+        for (program, package) in [
+            ("containerd", "containerd"),
+            ("ctr", "containerd"),
+            ("runsc", "runsc"),
+        ] {
+            require(program, package);
+        }
+        let root = workspace_root();
+        let dir = root.join("target/skillbox-test/busybox-rootfs");
+        let status = Command::new("bash")
+            .arg(root.join("examples/rootfs/make-busybox-rootfs.sh"))
+            .arg(&dir)
+            .status()
+            .expect("running make-busybox-rootfs.sh");
+        assert!(status.success(), "make-busybox-rootfs.sh failed");
+        dir
+    })
+}
+
+/// A containerd with its own config, root, state and sockets in a temp dir,
+/// started from a neutral directory, stopped on drop.
+struct Containerd {
+    dir: tempfile::TempDir,
+    process: Child,
+}
+
+impl Containerd {
+    fn start() -> Containerd {
+        busybox_rootfs();
+        let dir = tempfile::Builder::new()
+            .prefix("skillbox-ctrd.")
+            .tempdir()
+            .unwrap();
+        let path = dir.path();
+        let bin = path.join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        std::os::unix::fs::symlink(SHIM, bin.join("containerd-shim-skillbox-v1")).unwrap();
+        let config = format!(
+            "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n\
+             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+             [grpc]\n  address = \"{0}/containerd.sock\"\n\
+             [ttrpc]\n  address = \"{0}/containerd.sock.ttrpc\"\n",
+            path.display()
+        );
+        std::fs::write(path.join("config.toml"), config).unwrap();
+        let log = std::fs::File::create(path.join("containerd.log")).unwrap();
+        let process = Command::new("containerd")
+            .arg("--config")
+            .arg(path.join("config.toml"))
+            // containerd looks for shims in its cwd before PATH.
+            .current_dir("/")
+            .env(
+                "PATH",
+                format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()),
+            )
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting containerd");
+        let containerd = Containerd { dir, process };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !containerd.socket().exists() {
+            assert!(
+                Instant::now() < deadline,
+                "containerd did not start: {}",
+                containerd.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        containerd
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("containerd.sock")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
+    }
+
+    fn ctr(&self, namespace: &str, args: &[&str]) -> Output {
+        Command::new("ctr")
+            .arg("--address")
+            .arg(self.socket())
+            .args(["--namespace", namespace])
+            .args(args)
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .output()
+            .expect("running ctr")
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.process.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGTERM);
+        let _ = self.process.wait();
+    }
+}
+
+/// Compiles a busybox skill whose entrypoint is `sh -c script` into a bundle.
+fn compile_skill(dir: &Path, name: &str, script: &str) -> PathBuf {
+    let skill = dir.join(name);
+    std::fs::create_dir_all(&skill).unwrap();
+    let escaped = script.replace('\'', "''");
+    std::fs::write(
+        skill.join("SKILL.md"),
+        format!(
+            "---\nname: {name}\ndescription: test\nsecurity_policy:\n  version: 1\n  entrypoint: [sh, -c, '{escaped}']\n---\n"
+        ),
+    )
+    .unwrap();
+    let bundle = dir.join(format!("{name}-bundle"));
+    let env = BTreeMap::new();
+    compile(
+        &load(&skill).unwrap(),
+        &bundle,
+        &CompileOptions {
+            node: &NodeConfig::default(),
+            node_config_name: "defaults",
+            base_rootfs: busybox_rootfs(),
+            extra_args: &[],
+            env: &env,
+            cgroups_path: &format!("/skillbox-test-{name}"),
+        },
+    )
+    .unwrap();
+    bundle
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Nothing of container `id` in `namespace` remains: no container, no runsc
+/// state, no shim or runsc process, no cgroup.
+fn assert_nothing_left(containerd: &Containerd, namespace: &str, id: &str, cgroup: &str) {
+    let listed = text(
+        &containerd
+            .ctr(namespace, &["containers", "list", "--quiet"])
+            .stdout,
+    );
+    assert!(
+        !listed.lines().any(|line| line == id),
+        "container {id} still listed"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let runsc_root = Path::new("/run/skillbox/shim").join(namespace);
+        let state: Vec<_> = std::fs::read_dir(&runsc_root)
+            .map(|entries| entries.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        let cgroups: Vec<_> = std::fs::read_dir("/sys/fs/cgroup")
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|hierarchy| hierarchy.path().join(cgroup.trim_start_matches('/')))
+            .filter(|path| path.exists())
+            .collect();
+        let processes = Command::new("pgrep")
+            .args(["-f", &format!("-namespace {namespace} .*-id {id}")])
+            .output()
+            .unwrap();
+        let shims = text(&processes.stdout);
+        if state.is_empty() && cgroups.is_empty() && shims.trim().is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left behind: runsc state {state:?}, cgroups {cgroups:?}, shim processes {shims:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn compiled_skills_run_through_containerd_with_their_status() {
+    let containerd = Containerd::start();
+    let work = tempfile::tempdir().unwrap();
+    let namespace = "skillbox-test-status";
+
+    let hello = compile_skill(
+        work.path(),
+        "hello",
+        "echo hello from $(id -u); echo to-stderr >&2",
+    );
+    let config = hello.join("config.json");
+    let out = containerd.ctr(
+        namespace,
+        &[
+            "run",
+            "--rm",
+            "--runtime",
+            RUNTIME,
+            "--config",
+            config.to_str().unwrap(),
+            "hello-1",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "ctr run failed: {}\n{}",
+        text(&out.stderr),
+        containerd.log()
+    );
+    assert_eq!(text(&out.stdout), "hello from 65534\n");
+    assert!(text(&out.stderr).contains("to-stderr"), "{}", text(&out.stderr));
+    assert_nothing_left(&containerd, namespace, "hello-1", "/skillbox-test-hello");
+
+    let failing = compile_skill(work.path(), "three", "exit 3");
+    let config = failing.join("config.json");
+    let out = containerd.ctr(
+        namespace,
+        &[
+            "run",
+            "--rm",
+            "--runtime",
+            RUNTIME,
+            "--config",
+            config.to_str().unwrap(),
+            "three-1",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_nothing_left(&containerd, namespace, "three-1", "/skillbox-test-three");
+}
+
+#[test]
+fn bundles_without_a_compiled_policy_are_refused() {
+    let containerd = Containerd::start();
+    let work = tempfile::tempdir().unwrap();
+    let namespace = "skillbox-test-refuse";
+    let bundle = compile_skill(work.path(), "plain", "echo should-not-run");
+    let mut spec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle.join("config.json")).unwrap()).unwrap();
+    spec.as_object_mut().unwrap().remove("annotations");
+    let config = work.path().join("plain.json");
+    std::fs::write(&config, spec.to_string()).unwrap();
+    let out = containerd.ctr(
+        namespace,
+        &[
+            "run",
+            "--rm",
+            "--runtime",
+            RUNTIME,
+            "--config",
+            config.to_str().unwrap(),
+            "plain-1",
+        ],
+    );
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(!text(&out.stdout).contains("should-not-run"));
+    assert!(
+        stderr.contains("not a skillbox bundle")
+            && stderr.contains("io.skillbox.policy")
+            && stderr.contains("failed precondition"),
+        "{stderr}"
+    );
+    assert_nothing_left(&containerd, namespace, "plain-1", "/skillbox-test-plain");
+}
