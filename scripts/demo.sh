@@ -6,7 +6,9 @@
 #   4. prints the effective policy of examples/misbehaving;
 #   5. compiles it into an OCI bundle and shows what the policy became;
 #   6. runs it in gVisor with a host secret in the environment: the skill
-#      prints everything it tries and whether the policy blocked it.
+#      prints everything it tries and whether the policy blocked it;
+#   7. runs the same compiled bundle through a private containerd and
+#      skillbox's shim (ctr run --runtime io.containerd.skillbox.v1).
 # Exits non-zero if anything fails unexpectedly (including a leaked secret).
 #
 #   bash scripts/demo.sh
@@ -23,9 +25,9 @@ work="$PWD/$SKILLBOX_CACHE/demo"
 section "1. Host packages"
 bash scripts/setup.sh
 
-section "2. Build skillbox (cargo build --release -p skillbox)"
-cargo build --release -p skillbox
-ls -l "$skillbox"
+section "2. Build skillbox and its shim (cargo build --release -p skillbox -p skillbox-shim)"
+cargo build --release -p skillbox -p skillbox-shim
+ls -l "$skillbox" target/release/containerd-shim-skillbox-v1
 
 section "3. Base root filesystem (busybox-static)"
 bash examples/rootfs/make-busybox-rootfs.sh "$rootfs"
@@ -92,7 +94,42 @@ set -e
 echo "----- end of skill output -----"
 echo "exit status: $status"
 
-section "8. Execution report ($work/report.json)"
+section "8. The same bundle through containerd and skillbox's shim"
+# A private containerd (own config, root, state and socket under $work),
+# started from / because containerd looks for shims in its cwd first, with the
+# shim first on its PATH; stopped on exit.
+ctrd="$work/containerd"
+mkdir -p "$ctrd/bin"
+ln -sf "$PWD/target/release/containerd-shim-skillbox-v1" "$ctrd/bin/"
+cat >"$ctrd/config.toml" <<TOML
+version = 2
+root = "$ctrd/root"
+state = "$ctrd/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "$ctrd/containerd.sock"
+[ttrpc]
+  address = "$ctrd/containerd.sock.ttrpc"
+TOML
+(cd / && PATH="$ctrd/bin:$PATH" exec containerd --config "$ctrd/config.toml" >"$ctrd/containerd.log" 2>&1) &
+ctrd_pid=$!
+trap 'kill "$ctrd_pid" 2>/dev/null; wait "$ctrd_pid" 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+    [ -S "$ctrd/containerd.sock" ] && break
+    sleep 0.1
+done
+echo "\$ ctr run --rm --runtime io.containerd.skillbox.v1 --config $work/bundle/config.json misbehaving-demo"
+echo "----- skill output (through containerd) -----"
+set +e
+(cd / && SECRET_TOKEN="$secret" ctr --address "$ctrd/containerd.sock" --namespace skillbox-demo \
+    run --rm --runtime io.containerd.skillbox.v1 --config "$work/bundle/config.json" misbehaving-demo) \
+    2>&1 | tee "$work/output-containerd.txt"
+ctr_status="${PIPESTATUS[0]}"
+set -e
+echo "----- end of skill output -----"
+echo "exit status: $ctr_status"
+
+section "9. Execution report ($work/report.json)"
 if [ -s "$work/report.json" ]; then
     if command -v python3 >/dev/null 2>&1; then
         python3 -m json.tool "$work/report.json"
@@ -106,7 +143,7 @@ fi
 
 section "Verdict"
 failed=0
-if grep -qF "$secret" "$work/output.txt"; then
+if grep -qF "$secret" "$work/output.txt" "$work/output-containerd.txt"; then
     echo "FAIL: the host's SECRET_TOKEN value appeared inside the sandbox"
     failed=1
 else
@@ -114,7 +151,7 @@ else
 fi
 # The only thing this skill's policy allows is writing its scratch /tmp; it
 # must also run as a non-root user without capabilities.
-leaks="$(grep -E ': (allowed|VISIBLE)|^uid: 0$|^capabilities: [0-9a-f]' "$work/output.txt" |
+leaks="$(grep -h -E ': (allowed|VISIBLE)|^uid: 0$|^capabilities: [0-9a-f]' "$work/output.txt" "$work/output-containerd.txt" |
     grep -v '^write /tmp/scratch: allowed$' || true)"
 if [ -n "$leaks" ]; then
     echo "FAIL: the policy let these through:"
@@ -124,6 +161,12 @@ else
     blocked="$(grep -c -E ': (blocked|not visible)' "$work/output.txt" || true)"
     echo "ok: the policy blocked all $blocked forbidden attempts; only the declared /tmp was writable"
     echo "ok: the skill ran as a non-root user with no capabilities"
+fi
+if [ "$ctr_status" -eq 0 ]; then
+    echo "ok: through containerd and the shim, the same bundle ran to completion"
+else
+    echo "FAIL: ctr run through the shim exited $ctr_status"
+    failed=1
 fi
 case "$status" in
     0) echo "ok: the skill ran to completion (exit status 0)" ;;
