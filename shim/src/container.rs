@@ -48,6 +48,7 @@ pub enum ContainerError {
 pub enum Status {
     Created,
     Running,
+    Paused,
     Stopped,
 }
 
@@ -65,7 +66,7 @@ struct State {
 }
 
 /// The stdio paths containerd gave (FIFOs or empty).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StdioPaths {
     pub stdin: String,
     pub stdout: String,
@@ -180,6 +181,34 @@ impl Container {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if state.status == Status::Created {
             state.status = Status::Running;
+        }
+        Ok(())
+    }
+
+    /// Freezes (`pause`) or thaws (`resume`) every process of the container.
+    /// Blocking.
+    pub fn set_paused(&self, paused: bool) -> Result<(), ContainerError> {
+        let (from, to, action) = if paused {
+            (Status::Running, Status::Paused, "pause")
+        } else {
+            (Status::Paused, Status::Running, "resume")
+        };
+        let current = self.status().0;
+        if current != from {
+            return Err(ContainerError::State {
+                id: self.id.clone(),
+                state: current,
+                action,
+            });
+        }
+        if paused {
+            self.runsc.pause(&self.id)?;
+        } else {
+            self.runsc.resume(&self.id)?;
+        }
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.status == from {
+            state.status = to;
         }
         Ok(())
     }

@@ -4,6 +4,7 @@
 
 pub mod cgroup;
 pub mod container;
+pub mod events;
 pub mod reaper;
 pub mod runsc;
 pub mod service;

@@ -139,6 +139,14 @@ impl Runsc {
         self.check(&Subcommand::Start { id: id.to_owned() })
     }
 
+    pub fn pause(&self, id: &str) -> Result<String, RunscError> {
+        self.check(&Subcommand::Pause { id: id.to_owned() })
+    }
+
+    pub fn resume(&self, id: &str) -> Result<String, RunscError> {
+        self.check(&Subcommand::Resume { id: id.to_owned() })
+    }
+
     /// Runs a subcommand to completion and returns its stdout.
     pub fn check(&self, sub: &Subcommand) -> Result<String, RunscError> {
         let (mut command, rendered) = self.command(sub);

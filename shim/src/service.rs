@@ -11,6 +11,7 @@ use containerd_shim::protos::protobuf::MessageField;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{Config, DeleteResponse, Error, Flags, StartOpts};
 
+use crate::events::ContainerdEvents;
 use crate::reaper;
 use crate::runsc::Runsc;
 use crate::task::TaskService;
@@ -22,6 +23,7 @@ pub const RUNSC_STATE_DIR: &str = "/run/skillbox/shim";
 
 pub struct SkillboxShim {
     id: String,
+    namespace: String,
     runsc_root: PathBuf,
     runsc_binary: PathBuf,
     exit: Arc<ExitSignal>,
@@ -44,6 +46,7 @@ impl Shim for SkillboxShim {
     async fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
         SkillboxShim {
             id: args.id.clone(),
+            namespace: args.namespace.clone(),
             // One runsc root per containerd namespace, as containerd keeps
             // container ids unique per namespace only.
             runsc_root: PathBuf::from(RUNSC_STATE_DIR).join(&args.namespace),
@@ -81,7 +84,13 @@ impl Shim for SkillboxShim {
         self.exit.wait().await;
     }
 
-    async fn create_task_service(&self, _publisher: RemotePublisher) -> Self::T {
-        TaskService::new(&self.runsc_root, &self.runsc_binary, Arc::clone(&self.exit))
+    async fn create_task_service(&self, publisher: RemotePublisher) -> Self::T {
+        let events = Arc::new(ContainerdEvents::new(publisher, &self.namespace));
+        TaskService::new(
+            &self.runsc_root,
+            &self.runsc_binary,
+            Arc::clone(&self.exit),
+            events,
+        )
     }
 }

@@ -4,17 +4,16 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 
 use async_trait::async_trait;
 use containerd_shim::asynchronous::ExitSignal;
-use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::protos::protobuf::{EnumOrUnknown, MessageField};
 use containerd_shim::protos::ttrpc::{Code, Error as TtrpcError, Status as RpcStatus};
 use containerd_shim::protos::types::task::Status as TaskStatus;
 use containerd_shim::{api, Task, TtrpcContext, TtrpcResult};
 
 use crate::container::{Container, ContainerError, Exit, Status, StdioPaths};
+use crate::events::{timestamp, EventSink, TaskEvent};
 
 /// The task service of one shim process.
 #[derive(Clone)]
@@ -23,6 +22,7 @@ pub struct TaskService {
     pub runsc_binary: PathBuf,
     container: Arc<Mutex<Option<Arc<Container>>>>,
     exit: Arc<ExitSignal>,
+    events: Arc<dyn EventSink>,
 }
 
 fn rpc_error(code: Code, message: String) -> TtrpcError {
@@ -45,15 +45,9 @@ impl From<ContainerError> for TtrpcError {
     }
 }
 
-fn timestamp(at: SystemTime) -> Timestamp {
-    let since_epoch = at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    let mut stamp = Timestamp::new();
-    stamp.seconds = since_epoch.as_secs() as i64;
-    stamp.nanos = since_epoch.subsec_nanos() as i32;
-    stamp
-}
-
-fn exited_at(exit: Option<Exit>) -> MessageField<Timestamp> {
+fn exited_at(
+    exit: Option<Exit>,
+) -> MessageField<containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp> {
     MessageField::from_option(exit.map(|exit| timestamp(exit.at)))
 }
 
@@ -64,12 +58,18 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
 }
 
 impl TaskService {
-    pub fn new(runsc_root: &Path, runsc_binary: &Path, exit: Arc<ExitSignal>) -> TaskService {
+    pub fn new(
+        runsc_root: &Path,
+        runsc_binary: &Path,
+        exit: Arc<ExitSignal>,
+        events: Arc<dyn EventSink>,
+    ) -> TaskService {
         TaskService {
             runsc_root: runsc_root.to_owned(),
             runsc_binary: runsc_binary.to_owned(),
             container: Arc::new(Mutex::new(None)),
             exit,
+            events,
         }
     }
 
@@ -113,8 +113,30 @@ impl Task for TaskService {
         let (id, bundle) = (req.id.clone(), PathBuf::from(&req.bundle));
         let (root, binary) = (self.runsc_root.clone(), self.runsc_binary.clone());
         let container = blocking(move || Container::create(&id, &bundle, stdio, &root, &binary)).await??;
+        let container = Arc::new(container);
         let pid = container.pid;
-        *self.container.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(container));
+        *self.container.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&container));
+        self.events
+            .send(TaskEvent::Create {
+                id: req.id.clone(),
+                bundle: req.bundle.clone(),
+                pid,
+                stdio: container.stdio.clone(),
+            })
+            .await;
+        // TaskExit goes out as soon as the sandbox pid is reaped.
+        let events = Arc::clone(&self.events);
+        tokio::spawn(async move {
+            let exit = container.wait().await;
+            events
+                .send(TaskEvent::Exit {
+                    id: container.id.clone(),
+                    pid,
+                    status: exit.status,
+                    at: exit.at,
+                })
+                .await;
+        });
         Ok(api::CreateTaskResponse {
             pid,
             ..Default::default()
@@ -125,6 +147,12 @@ impl Task for TaskService {
         let container = self.container(&req.id)?;
         let pid = container.pid;
         blocking(move || container.start()).await??;
+        self.events
+            .send(TaskEvent::Start {
+                id: req.id.clone(),
+                pid,
+            })
+            .await;
         Ok(api::StartResponse {
             pid,
             ..Default::default()
@@ -137,6 +165,7 @@ impl Task for TaskService {
         let status = match status {
             Status::Created => TaskStatus::CREATED,
             Status::Running => TaskStatus::RUNNING,
+            Status::Paused => TaskStatus::PAUSED,
             Status::Stopped => TaskStatus::STOPPED,
         };
         Ok(api::StateResponse {
@@ -175,12 +204,37 @@ impl Task for TaskService {
         let pid = container.pid;
         let exit = blocking(move || container.delete()).await??;
         *self.container.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        let (status, at) = exit
+            .map(|exit| (exit.status, exit.at))
+            .unwrap_or((137, std::time::SystemTime::now()));
+        self.events
+            .send(TaskEvent::Delete {
+                id: req.id.clone(),
+                pid,
+                status,
+                at,
+            })
+            .await;
         Ok(api::DeleteResponse {
             pid,
-            exit_status: exit.map(|exit| exit.status).unwrap_or(137),
-            exited_at: exited_at(exit),
+            exit_status: status,
+            exited_at: MessageField::some(timestamp(at)),
             ..Default::default()
         })
+    }
+
+    async fn pause(&self, _ctx: &TtrpcContext, req: api::PauseRequest) -> TtrpcResult<api::Empty> {
+        let container = self.container(&req.id)?;
+        blocking(move || container.set_paused(true)).await??;
+        self.events.send(TaskEvent::Paused { id: req.id.clone() }).await;
+        Ok(api::Empty::new())
+    }
+
+    async fn resume(&self, _ctx: &TtrpcContext, req: api::ResumeRequest) -> TtrpcResult<api::Empty> {
+        let container = self.container(&req.id)?;
+        blocking(move || container.set_paused(false)).await??;
+        self.events.send(TaskEvent::Resumed { id: req.id.clone() }).await;
+        Ok(api::Empty::new())
     }
 
     async fn connect(

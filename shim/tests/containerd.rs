@@ -298,3 +298,100 @@ fn bundles_without_a_compiled_policy_are_refused() {
     );
     assert_nothing_left(&containerd, namespace, "plain-1", "/skillbox-test-plain");
 }
+
+/// The status column of `ctr task ls` for `id`.
+fn task_status(containerd: &Containerd, namespace: &str, id: &str) -> String {
+    let out = text(&containerd.ctr(namespace, &["tasks", "list"]).stdout);
+    out.lines()
+        .find(|line| line.split_whitespace().next() == Some(id))
+        .and_then(|line| line.split_whitespace().nth(2))
+        .unwrap_or("")
+        .to_owned()
+}
+
+#[test]
+fn pause_resume_kill_and_events_reach_containerd() {
+    let containerd = Containerd::start();
+    let work = tempfile::tempdir().unwrap();
+    let namespace = "skillbox-test-events";
+    let events_log = work.path().join("events.txt");
+    let mut events = Command::new("ctr")
+        .arg("--address")
+        .arg(containerd.socket())
+        .arg("events")
+        .current_dir("/")
+        .stdout(std::fs::File::create(&events_log).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let bundle = compile_skill(work.path(), "sleeper", "sleep 30");
+    let config = bundle.join("config.json");
+    let id = "sleeper-1";
+    let out = containerd.ctr(
+        namespace,
+        &[
+            "run",
+            "-d",
+            "--runtime",
+            RUNTIME,
+            "--config",
+            config.to_str().unwrap(),
+            id,
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(task_status(&containerd, namespace, id), "RUNNING");
+    assert!(containerd
+        .ctr(namespace, &["tasks", "pause", id])
+        .status
+        .success());
+    assert_eq!(task_status(&containerd, namespace, id), "PAUSED");
+    assert!(containerd
+        .ctr(namespace, &["tasks", "resume", id])
+        .status
+        .success());
+    assert_eq!(task_status(&containerd, namespace, id), "RUNNING");
+    assert!(containerd
+        .ctr(namespace, &["tasks", "kill", "--signal", "SIGKILL", id])
+        .status
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while task_status(&containerd, namespace, id) != "STOPPED" {
+        assert!(Instant::now() < deadline, "task never stopped");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(containerd
+        .ctr(namespace, &["tasks", "delete", id])
+        .status
+        .success());
+    assert!(containerd
+        .ctr(namespace, &["containers", "delete", id])
+        .status
+        .success());
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = events.kill();
+    let _ = events.wait();
+
+    let log = std::fs::read_to_string(&events_log).unwrap();
+    let topics: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains(&format!(" {namespace} /tasks/")))
+        .filter_map(|line| line.split_whitespace().find(|word| word.starts_with("/tasks/")))
+        .collect();
+    assert_eq!(
+        topics,
+        [
+            "/tasks/create",
+            "/tasks/start",
+            "/tasks/paused",
+            "/tasks/resumed",
+            "/tasks/exit",
+            "/tasks/delete"
+        ],
+        "{log}"
+    );
+    assert!(log.contains("\"exit_status\":137"), "{log}");
+    assert_nothing_left(&containerd, namespace, id, "/skillbox-test-sleeper");
+}

@@ -1,0 +1,166 @@
+//! Task events the shim reports to containerd (TaskCreate, TaskStart,
+//! TaskExit, TaskDelete, TaskPaused, TaskResumed). The task service sends
+//! `TaskEvent`s to an `EventSink`; the real sink publishes them over
+//! containerd's ttrpc socket, tests can collect them.
+
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use containerd_shim::protos::events::task::{
+    TaskCreate, TaskDelete, TaskExit, TaskIO, TaskPaused, TaskResumed, TaskStart,
+};
+use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
+use containerd_shim::protos::protobuf::{MessageDyn, MessageField};
+use containerd_shim::protos::topics;
+use containerd_shim::protos::ttrpc::context::Context;
+use containerd_shim::publisher::RemotePublisher;
+
+use crate::container::StdioPaths;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskEvent {
+    Create {
+        id: String,
+        bundle: String,
+        pid: u32,
+        stdio: StdioPaths,
+    },
+    Start {
+        id: String,
+        pid: u32,
+    },
+    Exit {
+        id: String,
+        pid: u32,
+        status: u32,
+        at: SystemTime,
+    },
+    Delete {
+        id: String,
+        pid: u32,
+        status: u32,
+        at: SystemTime,
+    },
+    Paused {
+        id: String,
+    },
+    Resumed {
+        id: String,
+    },
+}
+
+#[async_trait]
+pub trait EventSink: Send + Sync {
+    async fn send(&self, event: TaskEvent);
+}
+
+/// A protobuf timestamp for `at`.
+pub fn timestamp(at: SystemTime) -> Timestamp {
+    let since_epoch = at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let mut stamp = Timestamp::new();
+    stamp.seconds = since_epoch.as_secs() as i64;
+    stamp.nanos = since_epoch.subsec_nanos() as i32;
+    stamp
+}
+
+impl TaskEvent {
+    /// containerd's topic and message for this event.
+    fn into_message(self) -> (&'static str, Box<dyn MessageDyn>) {
+        match self {
+            TaskEvent::Create {
+                id,
+                bundle,
+                pid,
+                stdio,
+            } => (
+                topics::TASK_CREATE_EVENT_TOPIC,
+                Box::new(TaskCreate {
+                    container_id: id,
+                    bundle,
+                    pid,
+                    io: MessageField::some(TaskIO {
+                        stdin: stdio.stdin,
+                        stdout: stdio.stdout,
+                        stderr: stdio.stderr,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            ),
+            TaskEvent::Start { id, pid } => (
+                topics::TASK_START_EVENT_TOPIC,
+                Box::new(TaskStart {
+                    container_id: id,
+                    pid,
+                    ..Default::default()
+                }),
+            ),
+            TaskEvent::Exit { id, pid, status, at } => (
+                topics::TASK_EXIT_EVENT_TOPIC,
+                Box::new(TaskExit {
+                    // The init process's exec id is the container id.
+                    id: id.clone(),
+                    container_id: id,
+                    pid,
+                    exit_status: status,
+                    exited_at: MessageField::some(timestamp(at)),
+                    ..Default::default()
+                }),
+            ),
+            TaskEvent::Delete { id, pid, status, at } => (
+                topics::TASK_DELETE_EVENT_TOPIC,
+                Box::new(TaskDelete {
+                    id: id.clone(),
+                    container_id: id,
+                    pid,
+                    exit_status: status,
+                    exited_at: MessageField::some(timestamp(at)),
+                    ..Default::default()
+                }),
+            ),
+            TaskEvent::Paused { id } => (
+                topics::TASK_PAUSED_EVENT_TOPIC,
+                Box::new(TaskPaused {
+                    container_id: id,
+                    ..Default::default()
+                }),
+            ),
+            TaskEvent::Resumed { id } => (
+                topics::TASK_RESUMED_EVENT_TOPIC,
+                Box::new(TaskResumed {
+                    container_id: id,
+                    ..Default::default()
+                }),
+            ),
+        }
+    }
+}
+
+/// Publishes to containerd in the shim's namespace.
+pub struct ContainerdEvents {
+    publisher: RemotePublisher,
+    namespace: String,
+}
+
+impl ContainerdEvents {
+    pub fn new(publisher: RemotePublisher, namespace: &str) -> ContainerdEvents {
+        ContainerdEvents {
+            publisher,
+            namespace: namespace.to_owned(),
+        }
+    }
+}
+
+#[async_trait]
+impl EventSink for ContainerdEvents {
+    async fn send(&self, event: TaskEvent) {
+        let (topic, message) = event.into_message();
+        if let Err(err) = self
+            .publisher
+            .publish(Context::default(), topic, &self.namespace, message)
+            .await
+        {
+            tracing::warn!(%err, topic, "publishing an event to containerd failed");
+        }
+    }
+}
