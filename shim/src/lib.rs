@@ -5,6 +5,7 @@
 pub mod cgroup;
 pub mod container;
 pub mod events;
+pub mod introspection;
 pub mod reaper;
 pub mod runsc;
 pub mod service;
