@@ -55,6 +55,9 @@ pub struct CgroupStats {
     pub oom_kills: u64,
     pub cpu_usage: Duration,
     pub memory_peak_bytes: u64,
+    pub memory_usage_bytes: u64,
+    /// Host tasks in the cgroup (gVisor's own threads included).
+    pub pids: u64,
 }
 
 /// Finds the cgroup mounts in `/proc/self/mountinfo` text. v1 wins when both
@@ -83,6 +86,50 @@ pub fn parse_mountinfo(text: &str) -> Option<CgroupFs> {
 }
 
 impl CgroupFs {
+    /// The directory of cgroup `relative` for `controller` (v1), or its
+    /// unified directory (v2).
+    pub fn controller_dir(&self, relative: &Path, controller: &str) -> Option<PathBuf> {
+        let relative = relative.strip_prefix("/").unwrap_or(relative);
+        match self {
+            CgroupFs::V1 { hierarchies } => hierarchies
+                .iter()
+                .find(|h| {
+                    h.file_name()
+                        .and_then(|name| name.to_str())
+                        .is_some_and(|name| name.split(',').any(|c| c == controller))
+                })
+                .map(|h| h.join(relative)),
+            CgroupFs::V2 { root } => Some(root.join(relative)),
+        }
+    }
+
+    /// What cgroup `relative` (a `cgroupsPath`) recorded; missing files read
+    /// as zero, so a cgroup that is already gone reads as all zeros.
+    pub fn stats(&self, relative: &Path) -> CgroupStats {
+        let read = |controller: &str, file: &str| {
+            self.controller_dir(relative, controller)
+                .and_then(|dir| fs::read_to_string(dir.join(file)).ok())
+        };
+        let number = |text: Option<String>| text.and_then(|t| t.trim().parse::<u64>().ok()).unwrap_or(0);
+        let keyed = |text: Option<String>, key: &str| text.and_then(|t| keyed_value(&t, key)).unwrap_or(0);
+        match self {
+            CgroupFs::V1 { .. } => CgroupStats {
+                oom_kills: keyed(read("memory", "memory.oom_control"), "oom_kill"),
+                cpu_usage: Duration::from_nanos(number(read("cpuacct", "cpuacct.usage"))),
+                memory_peak_bytes: number(read("memory", "memory.max_usage_in_bytes")),
+                memory_usage_bytes: number(read("memory", "memory.usage_in_bytes")),
+                pids: number(read("pids", "pids.current")),
+            },
+            CgroupFs::V2 { .. } => CgroupStats {
+                oom_kills: keyed(read("memory", "memory.events"), "oom_kill"),
+                cpu_usage: Duration::from_micros(keyed(read("cpu", "cpu.stat"), "usage_usec")),
+                memory_peak_bytes: number(read("memory", "memory.peak")),
+                memory_usage_bytes: number(read("memory", "memory.current")),
+                pids: number(read("pids", "pids.current")),
+            },
+        }
+    }
+
     pub fn detect() -> Result<CgroupFs, CgroupError> {
         let path = Path::new("/proc/self/mountinfo");
         let text = fs::read_to_string(path).map_err(|source| CgroupError::Read {
@@ -202,19 +249,13 @@ impl ExecutionCgroup {
         Ok(())
     }
 
-    /// The directory of `controller` (v1) or the unified directory (v2).
     fn controller_dir(&self, controller: &str) -> Option<PathBuf> {
-        match &self.fs {
-            CgroupFs::V1 { hierarchies } => hierarchies
-                .iter()
-                .find(|h| {
-                    h.file_name()
-                        .and_then(|name| name.to_str())
-                        .is_some_and(|name| name.split(',').any(|c| c == controller))
-                })
-                .map(|h| h.join(&self.relative)),
-            CgroupFs::V2 { root } => Some(root.join(&self.relative)),
-        }
+        self.fs.controller_dir(&self.relative, controller)
+    }
+
+    /// Reads what the cgroup recorded; missing files read as zero.
+    pub fn stats(&self) -> CgroupStats {
+        self.fs.stats(&self.relative)
     }
 
     fn apply(&self, limits: &CgroupLimits) -> Result<(), CgroupError> {
@@ -260,41 +301,6 @@ impl ExecutionCgroup {
             write(&dir.join("pids.max"), limits.pids.to_string())?;
         }
         Ok(())
-    }
-
-    /// Reads what the cgroup recorded; missing files read as zero.
-    pub fn stats(&self) -> CgroupStats {
-        let read_opt =
-            |dir: Option<PathBuf>, file: &str| dir.and_then(|d| fs::read_to_string(d.join(file)).ok());
-        let memory = self.controller_dir("memory");
-        match &self.fs {
-            CgroupFs::V1 { .. } => CgroupStats {
-                oom_kills: read_opt(memory.clone(), "memory.oom_control")
-                    .and_then(|text| keyed_value(&text, "oom_kill"))
-                    .unwrap_or(0),
-                cpu_usage: Duration::from_nanos(
-                    read_opt(self.controller_dir("cpuacct"), "cpuacct.usage")
-                        .and_then(|text| text.trim().parse().ok())
-                        .unwrap_or(0),
-                ),
-                memory_peak_bytes: read_opt(memory, "memory.max_usage_in_bytes")
-                    .and_then(|text| text.trim().parse().ok())
-                    .unwrap_or(0),
-            },
-            CgroupFs::V2 { .. } => CgroupStats {
-                oom_kills: read_opt(memory.clone(), "memory.events")
-                    .and_then(|text| keyed_value(&text, "oom_kill"))
-                    .unwrap_or(0),
-                cpu_usage: Duration::from_micros(
-                    read_opt(memory.clone(), "cpu.stat")
-                        .and_then(|text| keyed_value(&text, "usage_usec"))
-                        .unwrap_or(0),
-                ),
-                memory_peak_bytes: read_opt(memory, "memory.peak")
-                    .and_then(|text| text.trim().parse().ok())
-                    .unwrap_or(0),
-            },
-        }
     }
 
     /// Kills whatever is left in the cgroup and removes its directories (and

@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 use policy_compiler::bundle::read_annotations;
 use tokio::sync::watch;
 
+use crate::cgroup::CgroupFs;
 use crate::reaper;
 use crate::runsc::{Runsc, RunscError};
 
@@ -57,6 +58,8 @@ pub enum Status {
 pub struct Exit {
     pub status: u32,
     pub at: SystemTime,
+    /// The sandbox cgroup recorded an OOM kill.
+    pub oom: bool,
 }
 
 #[derive(Debug)]
@@ -101,6 +104,15 @@ fn open_stdio(path: &str) -> Result<Stdio, ContainerError> {
     Ok(Stdio::from(file))
 }
 
+/// The host cgroup filesystem and the bundle's `linux.cgroupsPath`, if both
+/// can be known.
+fn cgroups_path(bundle: &Path) -> Option<(CgroupFs, PathBuf)> {
+    let text = std::fs::read_to_string(bundle.join("config.json")).ok()?;
+    let spec: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let path = spec["linux"]["cgroupsPath"].as_str()?;
+    Some((CgroupFs::detect().ok()?, PathBuf::from(path)))
+}
+
 impl Container {
     /// Creates the sandbox for the bundle at `bundle`. Blocking.
     pub fn create(
@@ -139,10 +151,18 @@ impl Container {
         }));
         let (sender, exited) = watch::channel(None);
         let reaped_state = Arc::clone(&state);
+        let cgroup = cgroups_path(bundle);
         std::thread::spawn(move || {
+            let status = reaper::wait_exit(pid as i32);
+            // runsc removes the cgroup only at delete: its OOM count is
+            // still there when the sandbox has just died.
+            let oom = cgroup
+                .map(|(fs, path)| fs.stats(&path).oom_kills > 0)
+                .unwrap_or(false);
             let exit = Exit {
-                status: reaper::wait_exit(pid as i32),
+                status,
                 at: SystemTime::now(),
+                oom,
             };
             let mut state = reaped_state.lock().unwrap_or_else(|e| e.into_inner());
             state.status = Status::Stopped;
@@ -226,6 +246,7 @@ impl Container {
         exit.unwrap_or(Exit {
             status: 255,
             at: SystemTime::now(),
+            oom: false,
         })
     }
 

@@ -1,5 +1,5 @@
 //! Task events the shim reports to containerd (TaskCreate, TaskStart,
-//! TaskExit, TaskDelete, TaskPaused, TaskResumed). The task service sends
+//! TaskOOM, TaskExit, TaskDelete, TaskPaused, TaskResumed). The task service sends
 //! `TaskEvent`s to an `EventSink`; the real sink publishes them over
 //! containerd's ttrpc socket, tests can collect them.
 
@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use containerd_shim::protos::events::task::{
-    TaskCreate, TaskDelete, TaskExit, TaskIO, TaskPaused, TaskResumed, TaskStart,
+    TaskCreate, TaskDelete, TaskExit, TaskIO, TaskOOM, TaskPaused, TaskResumed, TaskStart,
 };
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::protos::protobuf::{MessageDyn, MessageField};
@@ -40,6 +40,9 @@ pub enum TaskEvent {
         pid: u32,
         status: u32,
         at: SystemTime,
+    },
+    Oom {
+        id: String,
     },
     Paused {
         id: String,
@@ -115,6 +118,13 @@ impl TaskEvent {
                     pid,
                     exit_status: status,
                     exited_at: MessageField::some(timestamp(at)),
+                    ..Default::default()
+                }),
+            ),
+            TaskEvent::Oom { id } => (
+                topics::TASK_OOM_EVENT_TOPIC,
+                Box::new(TaskOOM {
+                    container_id: id,
                     ..Default::default()
                 }),
             ),

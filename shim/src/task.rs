@@ -124,10 +124,18 @@ impl Task for TaskService {
                 stdio: container.stdio.clone(),
             })
             .await;
-        // TaskExit goes out as soon as the sandbox pid is reaped.
+        // TaskExit goes out as soon as the sandbox pid is reaped, preceded
+        // by TaskOOM when the memory limit killed it.
         let events = Arc::clone(&self.events);
         tokio::spawn(async move {
             let exit = container.wait().await;
+            if exit.oom {
+                events
+                    .send(TaskEvent::Oom {
+                        id: container.id.clone(),
+                    })
+                    .await;
+            }
             events
                 .send(TaskEvent::Exit {
                     id: container.id.clone(),

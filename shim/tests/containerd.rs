@@ -140,14 +140,18 @@ impl Drop for Containerd {
 
 /// Compiles a busybox skill whose entrypoint is `sh -c script` into a bundle.
 fn compile_skill(dir: &Path, name: &str, script: &str) -> PathBuf {
+    let escaped = script.replace('\'', "''");
+    compile_skill_md(dir, name, &format!("  entrypoint: [sh, -c, '{escaped}']\n"))
+}
+
+/// Compiles a skill whose `security_policy` body (after `version: 1`) is
+/// `policy` into a bundle next to it.
+fn compile_skill_md(dir: &Path, name: &str, policy: &str) -> PathBuf {
     let skill = dir.join(name);
     std::fs::create_dir_all(&skill).unwrap();
-    let escaped = script.replace('\'', "''");
     std::fs::write(
         skill.join("SKILL.md"),
-        format!(
-            "---\nname: {name}\ndescription: test\nsecurity_policy:\n  version: 1\n  entrypoint: [sh, -c, '{escaped}']\n---\n"
-        ),
+        format!("---\nname: {name}\ndescription: test\nsecurity_policy:\n  version: 1\n{policy}---\n"),
     )
     .unwrap();
     let bundle = dir.join(format!("{name}-bundle"));
@@ -299,6 +303,46 @@ fn bundles_without_a_compiled_policy_are_refused() {
     assert_nothing_left(&containerd, namespace, "plain-1", "/skillbox-test-plain");
 }
 
+/// `ctr events` running in the background, collecting into a file.
+struct EventWatch {
+    process: Child,
+    log: PathBuf,
+}
+
+impl EventWatch {
+    fn start(containerd: &Containerd, dir: &Path) -> EventWatch {
+        let log = dir.join("events.txt");
+        let process = Command::new("ctr")
+            .arg("--address")
+            .arg(containerd.socket())
+            .arg("events")
+            .current_dir("/")
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Give the subscription time to reach containerd.
+        std::thread::sleep(Duration::from_millis(300));
+        EventWatch { process, log }
+    }
+
+    /// Stops watching; returns the task topics seen in `namespace`, in
+    /// order, and the whole log.
+    fn topics(mut self, namespace: &str) -> (Vec<String>, String) {
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+        let log = std::fs::read_to_string(&self.log).unwrap();
+        let topics = log
+            .lines()
+            .filter(|line| line.contains(&format!(" {namespace} /tasks/")))
+            .filter_map(|line| line.split_whitespace().find(|word| word.starts_with("/tasks/")))
+            .map(str::to_owned)
+            .collect();
+        (topics, log)
+    }
+}
+
 /// The status column of `ctr task ls` for `id`.
 fn task_status(containerd: &Containerd, namespace: &str, id: &str) -> String {
     let out = text(&containerd.ctr(namespace, &["tasks", "list"]).stdout);
@@ -314,17 +358,7 @@ fn pause_resume_kill_and_events_reach_containerd() {
     let containerd = Containerd::start();
     let work = tempfile::tempdir().unwrap();
     let namespace = "skillbox-test-events";
-    let events_log = work.path().join("events.txt");
-    let mut events = Command::new("ctr")
-        .arg("--address")
-        .arg(containerd.socket())
-        .arg("events")
-        .current_dir("/")
-        .stdout(std::fs::File::create(&events_log).unwrap())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    let events = EventWatch::start(&containerd, work.path());
 
     let bundle = compile_skill(work.path(), "sleeper", "sleep 30");
     let config = bundle.join("config.json");
@@ -370,16 +404,7 @@ fn pause_resume_kill_and_events_reach_containerd() {
         .ctr(namespace, &["containers", "delete", id])
         .status
         .success());
-    std::thread::sleep(Duration::from_millis(300));
-    let _ = events.kill();
-    let _ = events.wait();
-
-    let log = std::fs::read_to_string(&events_log).unwrap();
-    let topics: Vec<&str> = log
-        .lines()
-        .filter(|line| line.contains(&format!(" {namespace} /tasks/")))
-        .filter_map(|line| line.split_whitespace().find(|word| word.starts_with("/tasks/")))
-        .collect();
+    let (topics, log) = events.topics(namespace);
     assert_eq!(
         topics,
         [
@@ -394,4 +419,45 @@ fn pause_resume_kill_and_events_reach_containerd() {
     );
     assert!(log.contains("\"exit_status\":137"), "{log}");
     assert_nothing_left(&containerd, namespace, id, "/skillbox-test-sleeper");
+}
+
+#[test]
+fn out_of_memory_reports_task_oom_then_exit_137() {
+    let containerd = Containerd::start();
+    let work = tempfile::tempdir().unwrap();
+    let namespace = "skillbox-test-oom";
+    let events = EventWatch::start(&containerd, work.path());
+    let bundle = compile_skill_md(
+        work.path(),
+        "hog",
+        "  entrypoint: [sh, -c, 'dd if=/dev/zero of=/dev/null bs=300M count=1; echo survived']\n  resources: { memory: 64Mi }\n",
+    );
+    let config = bundle.join("config.json");
+    let out = containerd.ctr(
+        namespace,
+        &[
+            "run",
+            "--rm",
+            "--runtime",
+            RUNTIME,
+            "--config",
+            config.to_str().unwrap(),
+            "hog-1",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(137), "{}", text(&out.stderr));
+    assert!(!text(&out.stdout).contains("survived"));
+    let (topics, log) = events.topics(namespace);
+    assert_eq!(
+        topics,
+        [
+            "/tasks/create",
+            "/tasks/start",
+            "/tasks/oom",
+            "/tasks/exit",
+            "/tasks/delete"
+        ],
+        "{log}"
+    );
+    assert_nothing_left(&containerd, namespace, "hog-1", "/skillbox-test-hog");
 }
