@@ -56,8 +56,12 @@ pub struct CgroupStats {
     pub cpu_usage: Duration,
     pub memory_peak_bytes: u64,
     pub memory_usage_bytes: u64,
+    /// 0 when unlimited.
+    pub memory_limit_bytes: u64,
     /// Host tasks in the cgroup (gVisor's own threads included).
     pub pids: u64,
+    /// 0 when unlimited.
+    pub pids_limit: u64,
 }
 
 /// Finds the cgroup mounts in `/proc/self/mountinfo` text. v1 wins when both
@@ -118,14 +122,18 @@ impl CgroupFs {
                 cpu_usage: Duration::from_nanos(number(read("cpuacct", "cpuacct.usage"))),
                 memory_peak_bytes: number(read("memory", "memory.max_usage_in_bytes")),
                 memory_usage_bytes: number(read("memory", "memory.usage_in_bytes")),
+                memory_limit_bytes: number(read("memory", "memory.limit_in_bytes")),
                 pids: number(read("pids", "pids.current")),
+                pids_limit: number(read("pids", "pids.max")),
             },
             CgroupFs::V2 { .. } => CgroupStats {
                 oom_kills: keyed(read("memory", "memory.events"), "oom_kill"),
                 cpu_usage: Duration::from_micros(keyed(read("cpu", "cpu.stat"), "usage_usec")),
                 memory_peak_bytes: number(read("memory", "memory.peak")),
                 memory_usage_bytes: number(read("memory", "memory.current")),
+                memory_limit_bytes: number(read("memory", "memory.max")),
                 pids: number(read("pids", "pids.current")),
+                pids_limit: number(read("pids", "pids.max")),
             },
         }
     }

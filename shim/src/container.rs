@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use policy_compiler::bundle::read_annotations;
 use tokio::sync::watch;
 
-use crate::cgroup::CgroupFs;
+use crate::cgroup::{CgroupFs, CgroupStats};
 use crate::reaper;
 use crate::runsc::{Runsc, RunscError};
 
@@ -83,6 +83,8 @@ pub struct Container {
     pub stdio: StdioPaths,
     pub pid: u32,
     runsc: Runsc,
+    /// The host cgroup filesystem and the bundle's cgroupsPath.
+    cgroup: Option<(CgroupFs, PathBuf)>,
     state: Arc<Mutex<State>>,
     exited: watch::Receiver<Option<Exit>>,
 }
@@ -152,11 +154,12 @@ impl Container {
         let (sender, exited) = watch::channel(None);
         let reaped_state = Arc::clone(&state);
         let cgroup = cgroups_path(bundle);
+        let reaped_cgroup = cgroup.clone();
         std::thread::spawn(move || {
             let status = reaper::wait_exit(pid as i32);
             // runsc removes the cgroup only at delete: its OOM count is
             // still there when the sandbox has just died.
-            let oom = cgroup
+            let oom = reaped_cgroup
                 .map(|(fs, path)| fs.stats(&path).oom_kills > 0)
                 .unwrap_or(false);
             let exit = Exit {
@@ -175,6 +178,7 @@ impl Container {
             stdio,
             pid,
             runsc,
+            cgroup,
             state,
             exited,
         })
@@ -231,6 +235,14 @@ impl Container {
             state.status = to;
         }
         Ok(())
+    }
+
+    /// What the sandbox cgroup has recorded (all zeros if it is unknown).
+    pub fn stats(&self) -> CgroupStats {
+        self.cgroup
+            .as_ref()
+            .map(|(fs, path)| fs.stats(path))
+            .unwrap_or_default()
     }
 
     /// Waits for the container to exit.

@@ -9,4 +9,5 @@ pub mod introspection;
 pub mod reaper;
 pub mod runsc;
 pub mod service;
+pub mod stats;
 pub mod task;

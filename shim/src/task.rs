@@ -14,6 +14,7 @@ use containerd_shim::{api, Task, TtrpcContext, TtrpcResult};
 
 use crate::container::{Container, ContainerError, Exit, Status, StdioPaths};
 use crate::events::{timestamp, EventSink, TaskEvent};
+use crate::stats::metrics_any;
 
 /// The task service of one shim process.
 #[derive(Clone)]
@@ -243,6 +244,15 @@ impl Task for TaskService {
         blocking(move || container.set_paused(false)).await??;
         self.events.send(TaskEvent::Resumed { id: req.id.clone() }).await;
         Ok(api::Empty::new())
+    }
+
+    async fn stats(&self, _ctx: &TtrpcContext, req: api::StatsRequest) -> TtrpcResult<api::StatsResponse> {
+        let container = self.container(&req.id)?;
+        let stats = blocking(move || container.stats()).await?;
+        Ok(api::StatsResponse {
+            stats: MessageField::some(metrics_any(&stats)),
+            ..Default::default()
+        })
     }
 
     async fn connect(

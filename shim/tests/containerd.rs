@@ -461,3 +461,68 @@ fn out_of_memory_reports_task_oom_then_exit_137() {
     );
     assert_nothing_left(&containerd, namespace, "hog-1", "/skillbox-test-hog");
 }
+
+/// The value of `metric` in `ctr task metrics` output.
+fn metric(output: &str, metric: &str) -> u64 {
+    output
+        .lines()
+        .find(|line| line.split_whitespace().next() == Some(metric))
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no {metric} in:\n{output}"))
+}
+
+#[test]
+fn stats_are_the_sandbox_cgroups_real_figures() {
+    let containerd = Containerd::start();
+    let work = tempfile::tempdir().unwrap();
+    let namespace = "skillbox-test-stats";
+    let bundle = compile_skill_md(
+        work.path(),
+        "spinner",
+        "  entrypoint: [sh, -c, 'while :; do :; done']\n  resources: { memory: 128Mi, cpus: 0.5, pids: 16 }\n",
+    );
+    let config = bundle.join("config.json");
+    let id = "spinner-1";
+    let out = containerd.ctr(
+        namespace,
+        &[
+            "run",
+            "-d",
+            "--runtime",
+            RUNTIME,
+            "--config",
+            config.to_str().unwrap(),
+            id,
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = containerd.ctr(namespace, &["tasks", "metrics", id]);
+    let metrics = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(metric(&metrics, "cpuacct.usage") > 100_000_000, "{metrics}");
+    assert!(metric(&metrics, "memory.usage_in_bytes") > 1 << 20, "{metrics}");
+    assert_eq!(metric(&metrics, "memory.limit_in_bytes"), 128 << 20, "{metrics}");
+    assert!(metric(&metrics, "pids.current") > 0, "{metrics}");
+    // The sandbox cgroup's budget: 256 + 32 per process of the skill's quota.
+    assert_eq!(metric(&metrics, "pids.limit"), 256 + 32 * 16, "{metrics}");
+    assert!(containerd
+        .ctr(namespace, &["tasks", "kill", "--signal", "SIGKILL", id])
+        .status
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while task_status(&containerd, namespace, id) != "STOPPED" {
+        assert!(Instant::now() < deadline, "task never stopped");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(containerd
+        .ctr(namespace, &["tasks", "delete", id])
+        .status
+        .success());
+    assert!(containerd
+        .ctr(namespace, &["containers", "delete", id])
+        .status
+        .success());
+    assert_nothing_left(&containerd, namespace, id, "/skillbox-test-spinner");
+}
