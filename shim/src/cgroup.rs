@@ -49,6 +49,15 @@ pub enum CgroupError {
     Busy { path: PathBuf },
 }
 
+/// Limits to change; `None` leaves a limit as it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimitUpdate {
+    pub memory_bytes: Option<i64>,
+    /// CFS quota and period in microseconds.
+    pub cpu: Option<(i64, u64)>,
+    pub pids: Option<i64>,
+}
+
 /// What the cgroup recorded about the execution.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CgroupStats {
@@ -136,6 +145,55 @@ impl CgroupFs {
                 pids_limit: number(read("pids", "pids.max")),
             },
         }
+    }
+
+    /// Writes the limits that are set in `update` to cgroup `relative`.
+    pub fn set_limits(&self, relative: &Path, update: &LimitUpdate) -> Result<(), CgroupError> {
+        let dir = |controller| self.controller_dir(relative, controller);
+        if let (Some(bytes), Some(dir)) = (update.memory_bytes, dir("memory")) {
+            match self {
+                CgroupFs::V1 { .. } => {
+                    // memory+swap must stay >= memory: raise it first when
+                    // raising, lower it last when lowering.
+                    let limit = dir.join("memory.limit_in_bytes");
+                    let memsw = dir.join("memory.memsw.limit_in_bytes");
+                    let current: i64 = fs::read_to_string(&limit)
+                        .ok()
+                        .and_then(|text| text.trim().parse().ok())
+                        .unwrap_or(i64::MAX);
+                    let order: [&Path; 2] = if bytes > current {
+                        [&memsw, &limit]
+                    } else {
+                        [&limit, &memsw]
+                    };
+                    for file in order {
+                        if file == limit.as_path() || memsw.exists() {
+                            write(file, bytes.to_string())?;
+                        }
+                    }
+                }
+                CgroupFs::V2 { .. } => {
+                    write(&dir.join("memory.max"), bytes.to_string())?;
+                    let swap = dir.join("memory.swap.max");
+                    if swap.exists() {
+                        write(&swap, "0")?;
+                    }
+                }
+            }
+        }
+        if let (Some((quota, period)), Some(dir)) = (update.cpu, dir("cpu")) {
+            match self {
+                CgroupFs::V1 { .. } => {
+                    write(&dir.join("cpu.cfs_period_us"), period.to_string())?;
+                    write(&dir.join("cpu.cfs_quota_us"), quota.to_string())?;
+                }
+                CgroupFs::V2 { .. } => write(&dir.join("cpu.max"), format!("{quota} {period}"))?,
+            }
+        }
+        if let (Some(pids), Some(dir)) = (update.pids, dir("pids")) {
+            write(&dir.join("pids.max"), pids.to_string())?;
+        }
+        Ok(())
     }
 
     pub fn detect() -> Result<CgroupFs, CgroupError> {
@@ -257,58 +315,20 @@ impl ExecutionCgroup {
         Ok(())
     }
 
-    fn controller_dir(&self, controller: &str) -> Option<PathBuf> {
-        self.fs.controller_dir(&self.relative, controller)
-    }
-
     /// Reads what the cgroup recorded; missing files read as zero.
     pub fn stats(&self) -> CgroupStats {
         self.fs.stats(&self.relative)
     }
 
     fn apply(&self, limits: &CgroupLimits) -> Result<(), CgroupError> {
-        let (memory, cpu, pids) = (
-            self.controller_dir("memory"),
-            self.controller_dir("cpu"),
-            self.controller_dir("pids"),
-        );
-        match &self.fs {
-            CgroupFs::V1 { .. } => {
-                if let Some(dir) = memory {
-                    write(
-                        &dir.join("memory.limit_in_bytes"),
-                        limits.memory_bytes.to_string(),
-                    )?;
-                    let memsw = dir.join("memory.memsw.limit_in_bytes");
-                    if memsw.exists() {
-                        write(&memsw, limits.memory_bytes.to_string())?;
-                    }
-                }
-                if let Some(dir) = cpu {
-                    write(&dir.join("cpu.cfs_period_us"), limits.cpu_period_us.to_string())?;
-                    write(&dir.join("cpu.cfs_quota_us"), limits.cpu_quota_us.to_string())?;
-                }
-            }
-            CgroupFs::V2 { .. } => {
-                if let Some(dir) = memory {
-                    write(&dir.join("memory.max"), limits.memory_bytes.to_string())?;
-                    let swap = dir.join("memory.swap.max");
-                    if swap.exists() {
-                        write(&swap, "0")?;
-                    }
-                }
-                if let Some(dir) = cpu {
-                    write(
-                        &dir.join("cpu.max"),
-                        format!("{} {}", limits.cpu_quota_us, limits.cpu_period_us),
-                    )?;
-                }
-            }
-        }
-        if let Some(dir) = pids {
-            write(&dir.join("pids.max"), limits.pids.to_string())?;
-        }
-        Ok(())
+        self.fs.set_limits(
+            &self.relative,
+            &LimitUpdate {
+                memory_bytes: Some(limits.memory_bytes),
+                cpu: Some((limits.cpu_quota_us, limits.cpu_period_us)),
+                pids: Some(limits.pids),
+            },
+        )
     }
 
     /// Kills whatever is left in the cgroup and removes its directories (and

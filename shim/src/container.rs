@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use policy_compiler::bundle::read_annotations;
 use tokio::sync::watch;
 
-use crate::cgroup::{CgroupFs, CgroupStats};
+use crate::cgroup::{CgroupFs, CgroupStats, LimitUpdate};
 use crate::reaper;
 use crate::runsc::{Runsc, RunscError};
 
@@ -36,6 +36,10 @@ pub enum ContainerError {
     PidFile { path: PathBuf, reason: String },
     #[error(transparent)]
     Runsc(#[from] RunscError),
+    #[error("{bundle}: config.json names no cgroup (linux.cgroupsPath) to update")]
+    NoCgroup { bundle: PathBuf },
+    #[error("cannot update the sandbox cgroup: {0}")]
+    Cgroup(#[from] crate::cgroup::CgroupError),
     #[error("container {id} is {state:?}; cannot {action}")]
     State {
         id: String,
@@ -243,6 +247,16 @@ impl Container {
             .as_ref()
             .map(|(fs, path)| fs.stats(path))
             .unwrap_or_default()
+    }
+
+    /// Changes the sandbox cgroup's limits. Blocking.
+    pub fn update(&self, update: &LimitUpdate) -> Result<(), ContainerError> {
+        let Some((fs, path)) = &self.cgroup else {
+            return Err(ContainerError::NoCgroup {
+                bundle: self.bundle.clone(),
+            });
+        };
+        Ok(fs.set_limits(path, update)?)
     }
 
     /// Waits for the container to exit.

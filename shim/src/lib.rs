@@ -11,3 +11,4 @@ pub mod runsc;
 pub mod service;
 pub mod stats;
 pub mod task;
+pub mod update;

@@ -11,10 +11,12 @@ use containerd_shim::protos::protobuf::{EnumOrUnknown, MessageField};
 use containerd_shim::protos::ttrpc::{Code, Error as TtrpcError, Status as RpcStatus};
 use containerd_shim::protos::types::task::Status as TaskStatus;
 use containerd_shim::{api, Task, TtrpcContext, TtrpcResult};
+use policy_compiler::node_config::{NodeConfig, DEFAULT_NODE_CONFIG};
 
 use crate::container::{Container, ContainerError, Exit, Status, StdioPaths};
 use crate::events::{timestamp, EventSink, TaskEvent};
 use crate::stats::metrics_any;
+use crate::update::limits_within_ceiling;
 
 /// The task service of one shim process.
 #[derive(Clone)]
@@ -37,10 +39,13 @@ fn rpc_error(code: Code, message: String) -> TtrpcError {
 impl From<ContainerError> for TtrpcError {
     fn from(err: ContainerError) -> Self {
         let code = match err {
-            ContainerError::NotSkillbox { .. } | ContainerError::State { .. } => Code::FAILED_PRECONDITION,
-            ContainerError::Stdio { .. } | ContainerError::PidFile { .. } | ContainerError::Runsc(_) => {
-                Code::INTERNAL
-            }
+            ContainerError::NotSkillbox { .. }
+            | ContainerError::State { .. }
+            | ContainerError::NoCgroup { .. } => Code::FAILED_PRECONDITION,
+            ContainerError::Stdio { .. }
+            | ContainerError::PidFile { .. }
+            | ContainerError::Runsc(_)
+            | ContainerError::Cgroup(_) => Code::INTERNAL,
         };
         rpc_error(code, err.to_string())
     }
@@ -253,6 +258,17 @@ impl Task for TaskService {
             stats: MessageField::some(metrics_any(&stats)),
             ..Default::default()
         })
+    }
+
+    async fn update(&self, _ctx: &TtrpcContext, req: api::UpdateTaskRequest) -> TtrpcResult<api::Empty> {
+        let container = self.container(&req.id)?;
+        let path = PathBuf::from(DEFAULT_NODE_CONFIG);
+        let node =
+            NodeConfig::load(None).map_err(|err| rpc_error(Code::FAILED_PRECONDITION, err.to_string()))?;
+        let update = limits_within_ceiling(&req.resources.value, &node, &path.display().to_string())
+            .map_err(|message| rpc_error(Code::FAILED_PRECONDITION, message))?;
+        blocking(move || container.update(&update)).await??;
+        Ok(api::Empty::new())
     }
 
     async fn connect(

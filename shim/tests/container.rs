@@ -1,0 +1,92 @@
+//! `Container` driven directly with real runsc, for the calls `ctr` 1.6
+//! cannot make (it has no `task update`). The test process becomes a child
+//! subreaper, as the shim is, so that it can reap the sandbox.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use policy_compiler::{compile, load, CompileOptions, NodeConfig};
+use skillbox_shim::cgroup::{CgroupFs, LimitUpdate};
+use skillbox_shim::container::{Container, Status, StdioPaths};
+
+fn busybox_rootfs() -> PathBuf {
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "prerequisite missing: these tests run as root"
+    );
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned();
+    let dir = root.join("target/skillbox-test/busybox-rootfs");
+    let status = Command::new("bash")
+        .arg(root.join("examples/rootfs/make-busybox-rootfs.sh"))
+        .arg(&dir)
+        .status()
+        .expect("running make-busybox-rootfs.sh (needs busybox-static)");
+    assert!(status.success(), "make-busybox-rootfs.sh failed");
+    dir
+}
+
+#[test]
+fn update_changes_the_sandbox_cgroup_limits() {
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let skill = work.path().join("sleeper");
+    std::fs::create_dir_all(&skill).unwrap();
+    std::fs::write(
+        skill.join("SKILL.md"),
+        "---\nname: sleeper\ndescription: t\nsecurity_policy:\n  version: 1\n  entrypoint: [sleep, '30']\n---\n",
+    )
+    .unwrap();
+    let bundle = work.path().join("bundle");
+    let cgroup = "/skillbox-test-update";
+    compile(
+        &load(&skill).unwrap(),
+        &bundle,
+        &CompileOptions {
+            node: &NodeConfig::default(),
+            node_config_name: "defaults",
+            base_rootfs: &busybox_rootfs(),
+            extra_args: &[],
+            env: &BTreeMap::new(),
+            cgroups_path: cgroup,
+        },
+    )
+    .unwrap();
+
+    let runsc_root = work.path().join("runsc");
+    let container = Container::create(
+        "update-1",
+        &bundle,
+        StdioPaths::default(),
+        &runsc_root,
+        Path::new("runsc"),
+    )
+    .unwrap();
+    container.start().unwrap();
+    assert_eq!(container.status().0, Status::Running);
+    let fs = CgroupFs::detect().unwrap();
+    assert_eq!(fs.stats(Path::new(cgroup)).memory_limit_bytes, 256 << 20);
+
+    container
+        .update(&LimitUpdate {
+            memory_bytes: Some(64 << 20),
+            pids: Some(600),
+            ..Default::default()
+        })
+        .unwrap();
+    let stats = fs.stats(Path::new(cgroup));
+    assert_eq!(stats.memory_limit_bytes, 64 << 20);
+    assert_eq!(stats.pids_limit, 600);
+
+    container.kill(nix::sys::signal::SIGKILL as u32, true).unwrap();
+    let exit = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), container.wait())
+            .await
+            .unwrap()
+    });
+    assert_eq!(exit.status, 137);
+    container.delete().unwrap();
+    let left = fs.controller_dir(Path::new(cgroup), "memory").unwrap();
+    assert!(!left.exists(), "{} left behind", left.display());
+}
