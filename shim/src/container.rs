@@ -249,6 +249,11 @@ impl Container {
             .unwrap_or_default()
     }
 
+    /// The container's processes (sandbox pids). Blocking.
+    pub fn pids(&self) -> Result<Vec<u32>, ContainerError> {
+        Ok(self.runsc.pids(&self.id)?)
+    }
+
     /// Changes the sandbox cgroup's limits. Blocking.
     pub fn update(&self, update: &LimitUpdate) -> Result<(), ContainerError> {
         let Some((fs, path)) = &self.cgroup else {

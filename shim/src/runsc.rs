@@ -24,6 +24,8 @@ pub enum RunscError {
         stdout: String,
         stderr: String,
     },
+    #[error("cannot read `{argv}` output: {reason}")]
+    Output { argv: String, reason: String },
     #[error("cannot parse `{argv}` output: {source}")]
     Parse {
         argv: String,
@@ -137,6 +139,19 @@ impl Runsc {
 
     pub fn start(&self, id: &str) -> Result<String, RunscError> {
         self.check(&Subcommand::Start { id: id.to_owned() })
+    }
+
+    /// The container's process ids, as the sandbox numbers them.
+    pub fn pids(&self, id: &str) -> Result<Vec<u32>, RunscError> {
+        let sub = Subcommand::Ps {
+            id: id.to_owned(),
+            json: true,
+        };
+        let stdout = self.check(&sub)?;
+        serde_json::from_str(stdout.trim()).map_err(|err| RunscError::Output {
+            argv: render(&self.binary, &argv(&self.global, &self.flags, &sub)),
+            reason: format!("expected a JSON list of pids: {err}"),
+        })
     }
 
     pub fn pause(&self, id: &str) -> Result<String, RunscError> {

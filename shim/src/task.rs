@@ -260,6 +260,21 @@ impl Task for TaskService {
         })
     }
 
+    async fn pids(&self, _ctx: &TtrpcContext, req: api::PidsRequest) -> TtrpcResult<api::PidsResponse> {
+        let container = self.container(&req.id)?;
+        let pids = blocking(move || container.pids()).await??;
+        Ok(api::PidsResponse {
+            processes: pids
+                .into_iter()
+                .map(|pid| containerd_shim::protos::types::task::ProcessInfo {
+                    pid,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })
+    }
+
     async fn update(&self, _ctx: &TtrpcContext, req: api::UpdateTaskRequest) -> TtrpcResult<api::Empty> {
         let container = self.container(&req.id)?;
         let path = PathBuf::from(DEFAULT_NODE_CONFIG);

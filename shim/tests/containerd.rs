@@ -354,7 +354,7 @@ fn task_status(containerd: &Containerd, namespace: &str, id: &str) -> String {
 }
 
 #[test]
-fn pause_resume_kill_and_events_reach_containerd() {
+fn pids_pause_resume_kill_and_events_reach_containerd() {
     let containerd = Containerd::start();
     let work = tempfile::tempdir().unwrap();
     let namespace = "skillbox-test-events";
@@ -377,6 +377,14 @@ fn pause_resume_kill_and_events_reach_containerd() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(task_status(&containerd, namespace, id), "RUNNING");
+    // Pids lists the sandbox's processes: the skill's `sleep` is its pid 1.
+    let ps = text(&containerd.ctr(namespace, &["tasks", "ps", id]).stdout);
+    assert!(
+        ps.lines()
+            .skip(1)
+            .any(|line| line.split_whitespace().next() == Some("1")),
+        "{ps}"
+    );
     assert!(containerd
         .ctr(namespace, &["tasks", "pause", id])
         .status
