@@ -3,29 +3,14 @@
 //! subreaper, as the shim is, so that it can reap the sandbox.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
 use policy_compiler::{compile, load, CompileOptions, NodeConfig};
 use skillbox_shim::cgroup::{CgroupFs, LimitUpdate};
 use skillbox_shim::container::{Container, Status, StdioPaths};
 
-fn busybox_rootfs() -> PathBuf {
-    assert!(
-        nix::unistd::Uid::effective().is_root(),
-        "prerequisite missing: these tests run as root"
-    );
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned();
-    let dir = root.join("target/skillbox-test/busybox-rootfs");
-    let status = Command::new("bash")
-        .arg(root.join("examples/rootfs/make-busybox-rootfs.sh"))
-        .arg(&dir)
-        .status()
-        .expect("running make-busybox-rootfs.sh (needs busybox-static)");
-    assert!(status.success(), "make-busybox-rootfs.sh failed");
-    dir
-}
+mod common;
 
 #[test]
 fn update_changes_the_sandbox_cgroup_limits() {
@@ -46,7 +31,7 @@ fn update_changes_the_sandbox_cgroup_limits() {
         &CompileOptions {
             node: &NodeConfig::default(),
             node_config_name: "defaults",
-            base_rootfs: &busybox_rootfs(),
+            base_rootfs: &common::busybox_rootfs(),
             extra_args: &[],
             env: &BTreeMap::new(),
             cgroups_path: cgroup,

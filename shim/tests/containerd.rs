@@ -10,49 +10,19 @@ use std::time::{Duration, Instant};
 
 use policy_compiler::{compile, load, CompileOptions, NodeConfig};
 
+mod common;
+
 const SHIM: &str = env!("CARGO_BIN_EXE_containerd-shim-skillbox-v1");
 const RUNTIME: &str = "io.containerd.skillbox.v1";
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
-}
-
-fn require(program: &str, package: &str) {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .output()
-        .map(|out| out.status.success())
-        .unwrap_or(false);
-    assert!(
-        found,
-        "prerequisite missing: `{program}` (install Debian's {package})"
-    );
-}
-
-/// The busybox base, built once by the same script the CLI tests use.
+/// The busybox base, with containerd's prerequisites checked first.
 fn busybox_rootfs() -> &'static Path {
     static ROOTFS: OnceLock<PathBuf> = OnceLock::new();
     ROOTFS.get_or_init(|| {
-        assert!(
-            nix::unistd::Uid::effective().is_root(),
-            "prerequisite missing: these tests run as root"
-        );
-        for (program, package) in [
-            ("containerd", "containerd"),
-            ("ctr", "containerd"),
-            ("runsc", "runsc"),
-        ] {
-            require(program, package);
+        for (program, package) in [("containerd", "containerd"), ("ctr", "containerd")] {
+            common::require(program, package);
         }
-        let root = workspace_root();
-        let dir = root.join("target/skillbox-test/busybox-rootfs");
-        let status = Command::new("bash")
-            .arg(root.join("examples/rootfs/make-busybox-rootfs.sh"))
-            .arg(&dir)
-            .status()
-            .expect("running make-busybox-rootfs.sh");
-        assert!(status.success(), "make-busybox-rootfs.sh failed");
-        dir
+        common::busybox_rootfs()
     })
 }
 
@@ -395,23 +365,7 @@ fn pids_pause_resume_kill_and_events_reach_containerd() {
         .status
         .success());
     assert_eq!(task_status(&containerd, namespace, id), "RUNNING");
-    assert!(containerd
-        .ctr(namespace, &["tasks", "kill", "--signal", "SIGKILL", id])
-        .status
-        .success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while task_status(&containerd, namespace, id) != "STOPPED" {
-        assert!(Instant::now() < deadline, "task never stopped");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(containerd
-        .ctr(namespace, &["tasks", "delete", id])
-        .status
-        .success());
-    assert!(containerd
-        .ctr(namespace, &["containers", "delete", id])
-        .status
-        .success());
+    kill_and_remove(&containerd, namespace, id);
     let (topics, log) = events.topics(namespace);
     assert_eq!(
         topics,
@@ -470,6 +424,22 @@ fn out_of_memory_reports_task_oom_then_exit_137() {
     assert_nothing_left(&containerd, namespace, "hog-1", "/skillbox-test-hog");
 }
 
+/// SIGKILLs task `id`, waits until containerd sees it stopped, and deletes
+/// the task and the container.
+fn kill_and_remove(containerd: &Containerd, namespace: &str, id: &str) {
+    let kill = containerd.ctr(namespace, &["tasks", "kill", "--signal", "SIGKILL", id]);
+    assert!(kill.status.success(), "{}", text(&kill.stderr));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while task_status(containerd, namespace, id) != "STOPPED" {
+        assert!(Instant::now() < deadline, "task {id} never stopped");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for args in [["tasks", "delete", id], ["containers", "delete", id]] {
+        let out = containerd.ctr(namespace, &args);
+        assert!(out.status.success(), "ctr {args:?}: {}", text(&out.stderr));
+    }
+}
+
 /// The value of `metric` in `ctr task metrics` output.
 fn metric(output: &str, metric: &str) -> u64 {
     output
@@ -515,22 +485,6 @@ fn stats_are_the_sandbox_cgroups_real_figures() {
     assert!(metric(&metrics, "pids.current") > 0, "{metrics}");
     // The sandbox cgroup's budget: 256 + 32 per process of the skill's quota.
     assert_eq!(metric(&metrics, "pids.limit"), 256 + 32 * 16, "{metrics}");
-    assert!(containerd
-        .ctr(namespace, &["tasks", "kill", "--signal", "SIGKILL", id])
-        .status
-        .success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while task_status(&containerd, namespace, id) != "STOPPED" {
-        assert!(Instant::now() < deadline, "task never stopped");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(containerd
-        .ctr(namespace, &["tasks", "delete", id])
-        .status
-        .success());
-    assert!(containerd
-        .ctr(namespace, &["containers", "delete", id])
-        .status
-        .success());
+    kill_and_remove(&containerd, namespace, id);
     assert_nothing_left(&containerd, namespace, id, "/skillbox-test-spinner");
 }

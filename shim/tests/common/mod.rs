@@ -1,0 +1,39 @@
+//! Prerequisites and the base root filesystem shared by the shim's tests.
+//! A missing prerequisite fails the test and names what to install.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub fn require(program: &str, package: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .map(|out| out.status.success())
+        .unwrap_or(false);
+    assert!(
+        found,
+        "prerequisite missing: `{program}` (install Debian's {package})"
+    );
+}
+
+/// The busybox base built by the same script the CLI's tests use (cached,
+/// safe to call from parallel tests).
+pub fn busybox_rootfs() -> PathBuf {
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "prerequisite missing: these tests run as root"
+    );
+    require("runsc", "runsc");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned();
+    let dir = root.join("target/skillbox-test/busybox-rootfs");
+    let status = Command::new("bash")
+        .arg(root.join("examples/rootfs/make-busybox-rootfs.sh"))
+        .arg(&dir)
+        .status()
+        .expect("running make-busybox-rootfs.sh");
+    assert!(
+        status.success(),
+        "make-busybox-rootfs.sh failed (needs busybox-static)"
+    );
+    dir
+}
