@@ -93,20 +93,32 @@ pub struct Container {
     exited: watch::Receiver<Option<Exit>>,
 }
 
-/// Opens a FIFO read-write, which never blocks on Linux whether or not the
-/// other end is open yet; an empty path means no stream.
+/// Opens one of the container's streams as containerd named it: a FIFO
+/// path (opened read-write, which never blocks on Linux whether or not the
+/// other end is open yet), a `file://` log URI (appended to, created 0600),
+/// or nothing.
 fn open_stdio(path: &str) -> Result<Stdio, ContainerError> {
     if path.is_empty() {
         return Ok(Stdio::null());
     }
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(|source| ContainerError::Stdio {
-            path: path.to_owned(),
-            source,
-        })?;
+    let error = |source| ContainerError::Stdio {
+        path: path.to_owned(),
+        source,
+    };
+    let file = match path.strip_prefix("file://") {
+        Some(log) => {
+            use std::os::unix::fs::OpenOptionsExt;
+            OpenOptions::new().create(true).append(true).mode(0o600).open(log)
+        }
+        None if path.contains("://") => {
+            return Err(error(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "only FIFOs and file:// log URIs are supported (binary:// is not yet)",
+            )))
+        }
+        None => OpenOptions::new().read(true).write(true).open(path),
+    }
+    .map_err(error)?;
     Ok(Stdio::from(file))
 }
 

@@ -488,3 +488,43 @@ fn stats_are_the_sandbox_cgroups_real_figures() {
     kill_and_remove(&containerd, namespace, id);
     assert_nothing_left(&containerd, namespace, id, "/skillbox-test-spinner");
 }
+
+#[test]
+fn file_log_uri_receives_stdout_and_stderr() {
+    let containerd = Containerd::start();
+    let work = tempfile::tempdir().unwrap();
+    let namespace = "skillbox-test-logs";
+    let bundle = compile_skill(
+        work.path(),
+        "logger",
+        "echo to-stdout; echo to-stderr >&2; exit 3",
+    );
+    let config = bundle.join("config.json");
+    let log = work.path().join("logger.log");
+    let uri = format!("file://{}", log.display());
+    let out = containerd.ctr(
+        namespace,
+        &[
+            "run",
+            "--rm",
+            "--log-uri",
+            &uri,
+            "--runtime",
+            RUNTIME,
+            "--config",
+            config.to_str().unwrap(),
+            "logger-1",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stdout).contains("to-stdout"),
+        "output went to ctr, not the log"
+    );
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("to-stdout\n") && logged.contains("to-stderr\n"),
+        "{logged}"
+    );
+    assert_nothing_left(&containerd, namespace, "logger-1", "/skillbox-test-logger");
+}
