@@ -71,6 +71,7 @@ impl Shim for SkillboxShim {
         let _ = runsc.kill(&self.id, nix::sys::signal::SIGKILL as i32);
         reaper::reap_orphans(std::time::Duration::from_millis(500));
         let _ = runsc.delete_force(&self.id);
+        let _ = std::fs::remove_dir(&self.runsc_root);
         Ok(DeleteResponse {
             exit_status: 137,
             exited_at: MessageField::some(

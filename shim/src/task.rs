@@ -218,6 +218,8 @@ impl Task for TaskService {
         let pid = container.pid;
         let exit = blocking(move || container.delete()).await??;
         *self.container.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        // The namespace's runsc root goes with its last container.
+        let _ = std::fs::remove_dir(&self.runsc_root);
         let (status, at) = exit
             .map(|exit| (exit.status, exit.at))
             .unwrap_or((137, std::time::SystemTime::now()));

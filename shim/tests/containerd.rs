@@ -161,9 +161,13 @@ fn assert_nothing_left(containerd: &Containerd, namespace: &str, id: &str, cgrou
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let runsc_root = Path::new("/run/skillbox/shim").join(namespace);
-        let state: Vec<_> = std::fs::read_dir(&runsc_root)
-            .map(|entries| entries.filter_map(Result::ok).map(|e| e.path()).collect())
-            .unwrap_or_default();
+        // Each test uses its own namespace, so its runsc root must be gone.
+        let state: Vec<_> = match std::fs::read_dir(&runsc_root) {
+            Ok(entries) => std::iter::once(runsc_root.clone())
+                .chain(entries.filter_map(Result::ok).map(|e| e.path()))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
         let cgroups: Vec<_> = std::fs::read_dir("/sys/fs/cgroup")
             .unwrap()
             .filter_map(Result::ok)
