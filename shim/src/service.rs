@@ -11,6 +11,7 @@ use containerd_shim::protos::protobuf::MessageField;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{Config, DeleteResponse, Error, Flags, StartOpts};
 
+use crate::config;
 use crate::events::ContainerdEvents;
 use crate::reaper;
 use crate::runsc::Runsc;
@@ -25,7 +26,6 @@ pub struct SkillboxShim {
     id: String,
     namespace: String,
     runsc_root: PathBuf,
-    runsc_binary: PathBuf,
     exit: Arc<ExitSignal>,
 }
 
@@ -50,7 +50,6 @@ impl Shim for SkillboxShim {
             // One runsc root per containerd namespace, as containerd keeps
             // container ids unique per namespace only.
             runsc_root: PathBuf::from(RUNSC_STATE_DIR).join(&args.namespace),
-            runsc_binary: PathBuf::from("runsc"),
             exit: Arc::new(ExitSignal::default()),
         }
     }
@@ -67,7 +66,12 @@ impl Shim for SkillboxShim {
     /// The `delete` subcommand, run by containerd after the shim is gone
     /// (cwd = the bundle): remove whatever the dead shim left.
     async fn delete_shim(&mut self) -> Result<DeleteResponse, Error> {
-        let runsc = Runsc::new(&self.runsc_binary, &self.runsc_root, Default::default());
+        // The task's config path is not known here: use the node's default
+        // config for the runsc binary, falling back to `runsc` in PATH.
+        let binary = config::load(None)
+            .map(|config| config.node.runsc.binary)
+            .unwrap_or_else(|_| PathBuf::from("runsc"));
+        let runsc = Runsc::new(binary, &self.runsc_root, Default::default());
         let _ = runsc.kill(&self.id, nix::sys::signal::SIGKILL as i32);
         reaper::reap_orphans(std::time::Duration::from_millis(500));
         let _ = runsc.delete_force(&self.id);
@@ -87,11 +91,6 @@ impl Shim for SkillboxShim {
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> Self::T {
         let events = Arc::new(ContainerdEvents::new(publisher, &self.namespace));
-        TaskService::new(
-            &self.runsc_root,
-            &self.runsc_binary,
-            Arc::clone(&self.exit),
-            events,
-        )
+        TaskService::new(&self.runsc_root, Arc::clone(&self.exit), events)
     }
 }

@@ -11,8 +11,8 @@ use containerd_shim::protos::protobuf::{EnumOrUnknown, MessageField};
 use containerd_shim::protos::ttrpc::{Code, Error as TtrpcError, Status as RpcStatus};
 use containerd_shim::protos::types::task::Status as TaskStatus;
 use containerd_shim::{api, Task, TtrpcContext, TtrpcResult};
-use policy_compiler::node_config::{NodeConfig, DEFAULT_NODE_CONFIG};
 
+use crate::config::{self, ShimConfig};
 use crate::container::{Container, ContainerError, Exit, Status, StdioPaths};
 use crate::events::{timestamp, EventSink, TaskEvent};
 use crate::stats::metrics_any;
@@ -22,7 +22,8 @@ use crate::update::limits_within_ceiling;
 #[derive(Clone)]
 pub struct TaskService {
     pub runsc_root: PathBuf,
-    pub runsc_binary: PathBuf,
+    /// The config the current task was created under (used by Update).
+    config: Arc<Mutex<Option<ShimConfig>>>,
     container: Arc<Mutex<Option<Arc<Container>>>>,
     exit: Arc<ExitSignal>,
     events: Arc<dyn EventSink>,
@@ -64,15 +65,10 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
 }
 
 impl TaskService {
-    pub fn new(
-        runsc_root: &Path,
-        runsc_binary: &Path,
-        exit: Arc<ExitSignal>,
-        events: Arc<dyn EventSink>,
-    ) -> TaskService {
+    pub fn new(runsc_root: &Path, exit: Arc<ExitSignal>, events: Arc<dyn EventSink>) -> TaskService {
         TaskService {
             runsc_root: runsc_root.to_owned(),
-            runsc_binary: runsc_binary.to_owned(),
+            config: Arc::new(Mutex::new(None)),
             container: Arc::new(Mutex::new(None)),
             exit,
             events,
@@ -117,7 +113,12 @@ impl Task for TaskService {
             stderr: req.stderr.clone(),
         };
         let (id, bundle) = (req.id.clone(), PathBuf::from(&req.bundle));
-        let (root, binary) = (self.runsc_root.clone(), self.runsc_binary.clone());
+        let config_path = config::config_path(req.options.as_ref())
+            .map_err(|message| rpc_error(Code::INVALID_ARGUMENT, message))?;
+        let shim_config = config::load(config_path.as_deref())
+            .map_err(|message| rpc_error(Code::FAILED_PRECONDITION, message))?;
+        let (root, binary) = (self.runsc_root.clone(), shim_config.node.runsc.binary.clone());
+        *self.config.lock().unwrap_or_else(|e| e.into_inner()) = Some(shim_config);
         let container = blocking(move || Container::create(&id, &bundle, stdio, &root, &binary)).await??;
         let container = Arc::new(container);
         let pid = container.pid;
@@ -279,10 +280,12 @@ impl Task for TaskService {
 
     async fn update(&self, _ctx: &TtrpcContext, req: api::UpdateTaskRequest) -> TtrpcResult<api::Empty> {
         let container = self.container(&req.id)?;
-        let path = PathBuf::from(DEFAULT_NODE_CONFIG);
-        let node =
-            NodeConfig::load(None).map_err(|err| rpc_error(Code::FAILED_PRECONDITION, err.to_string()))?;
-        let update = limits_within_ceiling(&req.resources.value, &node, &path.display().to_string())
+        let shim_config = self.config.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let shim_config = match shim_config {
+            Some(loaded) => loaded,
+            None => config::load(None).map_err(|message| rpc_error(Code::FAILED_PRECONDITION, message))?,
+        };
+        let update = limits_within_ceiling(&req.resources.value, &shim_config.node, &shim_config.origin)
             .map_err(|message| rpc_error(Code::FAILED_PRECONDITION, message))?;
         blocking(move || container.update(&update)).await??;
         Ok(api::Empty::new())

@@ -532,3 +532,83 @@ fn file_log_uri_receives_stdout_and_stderr() {
     );
     assert_nothing_left(&containerd, namespace, "logger-1", "/skillbox-test-logger");
 }
+
+#[test]
+fn the_config_path_from_runtime_options_is_honoured() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let containerd = Containerd::start();
+    let work = tempfile::tempdir().unwrap();
+    let namespace = "skillbox-test-config";
+    let bundle = compile_skill(work.path(), "configured", "echo configured");
+    let config = bundle.join("config.json");
+
+    // A bad config refuses the task and names the file and the field.
+    let bad = work.path().join("bad.toml");
+    std::fs::write(&bad, "[runsc]\nbinray = \"runsc\"\n").unwrap();
+    let out = containerd.ctr(
+        namespace,
+        &[
+            "run",
+            "--rm",
+            "--runtime",
+            RUNTIME,
+            "--runtime-config-path",
+            bad.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "configured-1",
+        ],
+    );
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("bad.toml: runsc.binray: unknown field `binray`"),
+        "{stderr}"
+    );
+    assert_nothing_left(
+        &containerd,
+        namespace,
+        "configured-1",
+        "/skillbox-test-configured",
+    );
+
+    // A good one is used: its [runsc] binary is a wrapper that leaves a mark.
+    let marker = work.path().join("wrapper-ran");
+    let wrapper = work.path().join("runsc-wrapper");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho \"$@\" >> {}\nexec runsc \"$@\"\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let good = work.path().join("good.toml");
+    std::fs::write(&good, format!("[runsc]\nbinary = \"{}\"\n", wrapper.display())).unwrap();
+    let out = containerd.ctr(
+        namespace,
+        &[
+            "run",
+            "--rm",
+            "--runtime",
+            RUNTIME,
+            "--runtime-config-path",
+            good.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "configured-2",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "configured\n");
+    let calls = std::fs::read_to_string(&marker).unwrap();
+    assert!(calls.contains("create") && calls.contains("start"), "{calls}");
+    assert_nothing_left(
+        &containerd,
+        namespace,
+        "configured-2",
+        "/skillbox-test-configured",
+    );
+}
