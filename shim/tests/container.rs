@@ -2,11 +2,9 @@
 //! cannot make (it has no `task update`). The test process becomes a child
 //! subreaper, as the shim is, so that it can reap the sandbox.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use policy_compiler::{compile, load, CompileOptions, NodeConfig};
 use skillbox_shim::cgroup::{CgroupFs, LimitUpdate};
 use skillbox_shim::container::{Container, Status, StdioPaths};
 
@@ -16,28 +14,8 @@ mod common;
 fn update_changes_the_sandbox_cgroup_limits() {
     nix::sys::prctl::set_child_subreaper(true).unwrap();
     let work = tempfile::tempdir().unwrap();
-    let skill = work.path().join("sleeper");
-    std::fs::create_dir_all(&skill).unwrap();
-    std::fs::write(
-        skill.join("SKILL.md"),
-        "---\nname: sleeper\ndescription: t\nsecurity_policy:\n  version: 1\n  entrypoint: [sleep, '30']\n---\n",
-    )
-    .unwrap();
-    let bundle = work.path().join("bundle");
+    let bundle = common::compile_skill(work.path(), "update", "  entrypoint: [sleep, '30']\n");
     let cgroup = "/skillbox-test-update";
-    compile(
-        &load(&skill).unwrap(),
-        &bundle,
-        &CompileOptions {
-            node: &NodeConfig::default(),
-            node_config_name: "defaults",
-            base_rootfs: &common::busybox_rootfs(),
-            extra_args: &[],
-            env: &BTreeMap::new(),
-            cgroups_path: cgroup,
-        },
-    )
-    .unwrap();
 
     let runsc_root = work.path().join("runsc");
     let container = Container::create(

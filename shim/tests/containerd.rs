@@ -2,13 +2,10 @@
 //! skill bundles run through `ctr run --runtime io.containerd.skillbox.v1
 //! --config <bundle>/config.json`, and nothing is left behind.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-
-use policy_compiler::{compile, load, CompileOptions, NodeConfig};
 
 mod common;
 
@@ -87,6 +84,16 @@ impl Containerd {
         std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
     }
 
+    /// `ctr run [extra…] --runtime io.containerd.skillbox.v1 --config <config> <id>`.
+    fn run_bundle(&self, namespace: &str, config: &Path, id: &str, extra: &[&str]) -> Output {
+        let config = config.to_str().unwrap();
+        let args: Vec<&str> = std::iter::once("run")
+            .chain(extra.iter().copied())
+            .chain(["--runtime", RUNTIME, "--config", config, id])
+            .collect();
+        self.ctr(namespace, &args)
+    }
+
     fn ctr(&self, namespace: &str, args: &[&str]) -> Output {
         Command::new("ctr")
             .arg("--address")
@@ -114,32 +121,11 @@ fn compile_skill(dir: &Path, name: &str, script: &str) -> PathBuf {
     compile_skill_md(dir, name, &format!("  entrypoint: [sh, -c, '{escaped}']\n"))
 }
 
-/// Compiles a skill whose `security_policy` body (after `version: 1`) is
-/// `policy` into a bundle next to it.
+/// Compiles a skill (cgroup `/skillbox-test-<name>`) once containerd's
+/// prerequisites are checked.
 fn compile_skill_md(dir: &Path, name: &str, policy: &str) -> PathBuf {
-    let skill = dir.join(name);
-    std::fs::create_dir_all(&skill).unwrap();
-    std::fs::write(
-        skill.join("SKILL.md"),
-        format!("---\nname: {name}\ndescription: test\nsecurity_policy:\n  version: 1\n{policy}---\n"),
-    )
-    .unwrap();
-    let bundle = dir.join(format!("{name}-bundle"));
-    let env = BTreeMap::new();
-    compile(
-        &load(&skill).unwrap(),
-        &bundle,
-        &CompileOptions {
-            node: &NodeConfig::default(),
-            node_config_name: "defaults",
-            base_rootfs: busybox_rootfs(),
-            extra_args: &[],
-            env: &env,
-            cgroups_path: &format!("/skillbox-test-{name}"),
-        },
-    )
-    .unwrap();
-    bundle
+    busybox_rootfs();
+    common::compile_skill(dir, name, policy)
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -202,18 +188,7 @@ fn compiled_skills_run_through_containerd_with_their_status() {
         "echo hello from $(id -u); echo to-stderr >&2",
     );
     let config = hello.join("config.json");
-    let out = containerd.ctr(
-        namespace,
-        &[
-            "run",
-            "--rm",
-            "--runtime",
-            RUNTIME,
-            "--config",
-            config.to_str().unwrap(),
-            "hello-1",
-        ],
-    );
+    let out = containerd.run_bundle(namespace, &config, "hello-1", &["--rm"]);
     assert!(
         out.status.success(),
         "ctr run failed: {}\n{}",
@@ -226,18 +201,7 @@ fn compiled_skills_run_through_containerd_with_their_status() {
 
     let failing = compile_skill(work.path(), "three", "exit 3");
     let config = failing.join("config.json");
-    let out = containerd.ctr(
-        namespace,
-        &[
-            "run",
-            "--rm",
-            "--runtime",
-            RUNTIME,
-            "--config",
-            config.to_str().unwrap(),
-            "three-1",
-        ],
-    );
+    let out = containerd.run_bundle(namespace, &config, "three-1", &["--rm"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert_nothing_left(&containerd, namespace, "three-1", "/skillbox-test-three");
 }
@@ -253,18 +217,7 @@ fn bundles_without_a_compiled_policy_are_refused() {
     spec.as_object_mut().unwrap().remove("annotations");
     let config = work.path().join("plain.json");
     std::fs::write(&config, spec.to_string()).unwrap();
-    let out = containerd.ctr(
-        namespace,
-        &[
-            "run",
-            "--rm",
-            "--runtime",
-            RUNTIME,
-            "--config",
-            config.to_str().unwrap(),
-            "plain-1",
-        ],
-    );
+    let out = containerd.run_bundle(namespace, &config, "plain-1", &["--rm"]);
     assert!(!out.status.success());
     let stderr = text(&out.stderr);
     assert!(!text(&out.stdout).contains("should-not-run"));
@@ -337,18 +290,7 @@ fn pids_pause_resume_kill_and_events_reach_containerd() {
     let bundle = compile_skill(work.path(), "sleeper", "sleep 30");
     let config = bundle.join("config.json");
     let id = "sleeper-1";
-    let out = containerd.ctr(
-        namespace,
-        &[
-            "run",
-            "-d",
-            "--runtime",
-            RUNTIME,
-            "--config",
-            config.to_str().unwrap(),
-            id,
-        ],
-    );
+    let out = containerd.run_bundle(namespace, &config, id, &["-d"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(task_status(&containerd, namespace, id), "RUNNING");
     // Pids lists the sandbox's processes: the skill's `sleep` is its pid 1.
@@ -399,18 +341,7 @@ fn out_of_memory_reports_task_oom_then_exit_137() {
         "  entrypoint: [sh, -c, 'dd if=/dev/zero of=/dev/null bs=300M count=1; echo survived']\n  resources: { memory: 64Mi }\n",
     );
     let config = bundle.join("config.json");
-    let out = containerd.ctr(
-        namespace,
-        &[
-            "run",
-            "--rm",
-            "--runtime",
-            RUNTIME,
-            "--config",
-            config.to_str().unwrap(),
-            "hog-1",
-        ],
-    );
+    let out = containerd.run_bundle(namespace, &config, "hog-1", &["--rm"]);
     assert_eq!(out.status.code(), Some(137), "{}", text(&out.stderr));
     assert!(!text(&out.stdout).contains("survived"));
     let (topics, log) = events.topics(namespace);
@@ -466,18 +397,7 @@ fn stats_are_the_sandbox_cgroups_real_figures() {
     );
     let config = bundle.join("config.json");
     let id = "spinner-1";
-    let out = containerd.ctr(
-        namespace,
-        &[
-            "run",
-            "-d",
-            "--runtime",
-            RUNTIME,
-            "--config",
-            config.to_str().unwrap(),
-            id,
-        ],
-    );
+    let out = containerd.run_bundle(namespace, &config, id, &["-d"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     std::thread::sleep(Duration::from_millis(1500));
     let out = containerd.ctr(namespace, &["tasks", "metrics", id]);
@@ -506,20 +426,7 @@ fn file_log_uri_receives_stdout_and_stderr() {
     let config = bundle.join("config.json");
     let log = work.path().join("logger.log");
     let uri = format!("file://{}", log.display());
-    let out = containerd.ctr(
-        namespace,
-        &[
-            "run",
-            "--rm",
-            "--log-uri",
-            &uri,
-            "--runtime",
-            RUNTIME,
-            "--config",
-            config.to_str().unwrap(),
-            "logger-1",
-        ],
-    );
+    let out = containerd.run_bundle(namespace, &config, "logger-1", &["--rm", "--log-uri", &uri]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert!(
         !text(&out.stdout).contains("to-stdout"),
@@ -546,19 +453,11 @@ fn the_config_path_from_runtime_options_is_honoured() {
     // A bad config refuses the task and names the file and the field.
     let bad = work.path().join("bad.toml");
     std::fs::write(&bad, "[runsc]\nbinray = \"runsc\"\n").unwrap();
-    let out = containerd.ctr(
+    let out = containerd.run_bundle(
         namespace,
-        &[
-            "run",
-            "--rm",
-            "--runtime",
-            RUNTIME,
-            "--runtime-config-path",
-            bad.to_str().unwrap(),
-            "--config",
-            config.to_str().unwrap(),
-            "configured-1",
-        ],
+        &config,
+        "configured-1",
+        &["--rm", "--runtime-config-path", bad.to_str().unwrap()],
     );
     assert!(!out.status.success());
     let stderr = text(&out.stderr);
@@ -587,19 +486,11 @@ fn the_config_path_from_runtime_options_is_honoured() {
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
     let good = work.path().join("good.toml");
     std::fs::write(&good, format!("[runsc]\nbinary = \"{}\"\n", wrapper.display())).unwrap();
-    let out = containerd.ctr(
+    let out = containerd.run_bundle(
         namespace,
-        &[
-            "run",
-            "--rm",
-            "--runtime",
-            RUNTIME,
-            "--runtime-config-path",
-            good.to_str().unwrap(),
-            "--config",
-            config.to_str().unwrap(),
-            "configured-2",
-        ],
+        &config,
+        "configured-2",
+        &["--rm", "--runtime-config-path", good.to_str().unwrap()],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "configured\n");
