@@ -7,6 +7,10 @@ use std::process::Command;
 
 use policy_compiler::{compile, load, CompileOptions, NodeConfig};
 
+/// Used by some test files only.
+#[allow(dead_code)]
+pub mod containerd;
+
 pub fn require(program: &str, package: &str) {
     let found = Command::new("sh")
         .args(["-c", &format!("command -v {program}")])
