@@ -292,6 +292,79 @@ pub fn resolve(
     })
 }
 
+/// The policy of a container that brings none (not compiled by skillbox):
+/// the node's `[defaults]`, no network, a writable `/tmp` of the default
+/// scratch size, no entrypoint, no variables passed.
+pub fn node_default(config: &NodeConfig) -> EffectivePolicy {
+    let defaults = &config.defaults;
+    EffectivePolicy {
+        entrypoint: Vec::new(),
+        network: EffectiveNetwork {
+            allow: Vec::new(),
+            deny: Vec::new(),
+            always_deny: config.ceiling.always_deny.clone(),
+        },
+        writable: vec![WritableDir {
+            path: "/tmp".parse().expect("/tmp is a valid scratch path"),
+            size: defaults.scratch_size,
+        }],
+        resources: Resources {
+            cpus: defaults.cpus,
+            memory: defaults.memory,
+            pids: defaults.pids,
+            timeout: defaults.timeout,
+        },
+        env_pass: Vec::new(),
+        audit: AuditLevel::default(),
+    }
+}
+
+/// Holds an already resolved policy (read back from a bundle, where anyone
+/// could have written it) within this node's ceiling again. Errors and
+/// warnings name `file` and the field as `{field_prefix}.resources.memory`.
+pub fn within_ceiling(
+    policy: &EffectivePolicy,
+    file: &Path,
+    field_prefix: &str,
+    config: &NodeConfig,
+    config_name: &str,
+) -> Result<Resolution> {
+    let mut check = CeilingCheck {
+        skill_md: file,
+        config,
+        config_name,
+        warnings: Vec::new(),
+    };
+    let ceiling = &config.ceiling;
+    let (res, field) = (&policy.resources, |name: &str| format!("{field_prefix}.{name}"));
+    let resources = Resources {
+        cpus: check.cap(&field("resources.cpus"), res.cpus, ceiling.cpus, "cpus")?,
+        memory: check.cap(&field("resources.memory"), res.memory, ceiling.memory, "memory")?,
+        pids: check.cap(&field("resources.pids"), res.pids, ceiling.pids, "pids")?,
+        timeout: check.cap(&field("resources.timeout"), res.timeout, ceiling.timeout, "timeout")?,
+    };
+    let mut writable = Vec::new();
+    for (index, dir) in policy.writable.iter().enumerate() {
+        writable.push(WritableDir {
+            path: dir.path.clone(),
+            size: check.cap(
+                &field(&format!("writable[{index}].size")),
+                dir.size,
+                ceiling.writable_size,
+                "writable_size",
+            )?,
+        });
+    }
+    Ok(Resolution {
+        policy: EffectivePolicy {
+            resources,
+            writable,
+            ..policy.clone()
+        },
+        warnings: check.warnings,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,6 +454,37 @@ mod tests {
             err,
             "SKILL.md: security_policy.filesystem.writable[1].path: /out/sub overlaps the writable directory /out; list each directory once"
         );
+    }
+
+    #[test]
+    fn node_default_is_what_a_skill_without_policy_gets() {
+        let node = NodeConfig::from_toml(Path::new("node.toml"), "[defaults]\nmemory = \"128Mi\"\n").unwrap();
+        let text = "---\nname: t\ndescription: d\n---\n";
+        let manifest = frontmatter::parse(Path::new("SKILL.md"), text).unwrap();
+        let resolved = resolve(&manifest, Path::new("SKILL.md"), &node, "node.toml").unwrap();
+        assert_eq!(node_default(&node), resolved.policy);
+        assert_eq!(node_default(&node).resources.memory, ByteSize::mebibytes(128));
+    }
+
+    #[test]
+    fn a_read_back_policy_is_held_within_the_ceiling_again() {
+        let mut policy = node_default(&NodeConfig::default());
+        policy.resources.memory = ByteSize::mebibytes(4096);
+        let prefix = "annotations.\"io.skillbox.policy\"";
+        let err = within_ceiling(&policy, Path::new("b/config.json"), prefix, &NodeConfig::default(), "n.toml")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "b/config.json: annotations.\"io.skillbox.policy\".resources.memory: asks for 4Gi, above the node ceiling 2Gi (ceiling.memory in n.toml)"
+        );
+        let clamp = NodeConfig::from_toml(Path::new("n.toml"), "[ceiling]\nmode = \"clamp\"\n").unwrap();
+        let held = within_ceiling(&policy, Path::new("b/config.json"), prefix, &clamp, "n.toml").unwrap();
+        assert_eq!(held.policy.resources.memory, ByteSize::mebibytes(2048));
+        assert_eq!(held.warnings.len(), 1);
+        let fine = node_default(&NodeConfig::default());
+        let held = within_ceiling(&fine, Path::new("b"), prefix, &NodeConfig::default(), "n.toml").unwrap();
+        assert_eq!((held.policy, held.warnings.len()), (fine, 0));
     }
 
     #[test]

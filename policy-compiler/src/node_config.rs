@@ -59,6 +59,12 @@ pub struct Ceiling {
     pub always_deny: Vec<Cidr>,
     /// When set, the only domain suffixes a skill may allow. Default: unset.
     pub allowed_domain_suffixes: Option<Vec<String>>,
+    /// Host directories the containerd shim lets a container bind-mount
+    /// from, besides its own bundle directory: a bind mount whose source
+    /// is elsewhere is refused. Absolute paths; a source matches when it is
+    /// the directory itself or below it (whole path components). Default:
+    /// `BUILTIN_BIND_MOUNT_SOURCES`; setting it replaces that list.
+    pub bind_mount_sources: Vec<PathBuf>,
 }
 
 /// Values used where a skill's policy is silent.
@@ -86,6 +92,15 @@ pub struct RunscSettings {
     /// Default `ptrace`; `kvm` hung on this project's CI machines.
     pub platform: Platform,
 }
+
+/// Built-in bind mount sources: where the kubelet keeps a pod's volumes,
+/// and where containerd's CRI plugin keeps the files it mounts into every
+/// container (`/etc/hosts`, `/etc/resolv.conf`, `/dev/shm`, `/dev/termination-log`).
+pub const BUILTIN_BIND_MOUNT_SOURCES: &[&str] = &[
+    "/var/lib/kubelet/pods",
+    "/run/containerd/io.containerd.grpc.v1.cri",
+    "/var/lib/containerd/io.containerd.grpc.v1.cri",
+];
 
 /// Built-in always-denied ranges: "this network", loopback, link-local and
 /// cloud metadata, private and carrier-grade NAT ranges (where node and
@@ -121,6 +136,7 @@ impl Default for Ceiling {
                 .map(|cidr| cidr.parse().expect("built-in ranges are valid"))
                 .collect(),
             allowed_domain_suffixes: None,
+            bind_mount_sources: BUILTIN_BIND_MOUNT_SOURCES.iter().map(PathBuf::from).collect(),
         }
     }
 }
@@ -163,6 +179,7 @@ impl NodeConfig {
             field_error(origin, &err.path().to_string(), message)
         })?;
         config.check_defaults_within_ceiling(origin)?;
+        config.check_bind_mount_sources(origin)?;
         Ok(config)
     }
 
@@ -181,6 +198,31 @@ impl NodeConfig {
                 source,
             }),
         }
+    }
+
+    /// Each bind mount source must be absolute and normalised, so that
+    /// prefix matching by path components means what it says.
+    fn check_bind_mount_sources(&self, origin: &Path) -> Result<()> {
+        use std::path::Component;
+        for (index, source) in self.ceiling.bind_mount_sources.iter().enumerate() {
+            let normal = source.is_absolute()
+                && source
+                    .components()
+                    .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+                && !source.as_os_str().as_encoded_bytes().ends_with(b"/")
+                && !source.as_os_str().as_encoded_bytes().windows(2).any(|w| w == b"//");
+            if !normal || source == Path::new("/") {
+                return Err(field_error(
+                    origin,
+                    &format!("ceiling.bind_mount_sources[{index}]"),
+                    format!(
+                        "{:?} is not an absolute, normalised directory other than / (no `.`, `..`, `//` or trailing `/`)",
+                        source.display().to_string()
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn check_defaults_within_ceiling(&self, origin: &Path) -> Result<()> {
@@ -237,6 +279,28 @@ mod tests {
             err.starts_with("n.toml: ceiling.memroy: unknown field `memroy`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn bind_mount_sources_must_be_absolute_and_normalised() {
+        let config = NodeConfig::from_toml(
+            Path::new("n.toml"),
+            "[ceiling]\nbind_mount_sources = [\"/srv/skills\"]\n",
+        )
+        .unwrap();
+        assert_eq!(config.ceiling.bind_mount_sources, [PathBuf::from("/srv/skills")]);
+        for bad in ["srv", "/srv/../etc", "/srv/", "/", "/srv//x"] {
+            let err = NodeConfig::from_toml(
+                Path::new("n.toml"),
+                &format!("[ceiling]\nbind_mount_sources = [\"/ok\", \"{bad}\"]\n"),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.starts_with("n.toml: ceiling.bind_mount_sources[1]: "),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]
