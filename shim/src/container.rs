@@ -1,7 +1,8 @@
-//! One container run by the shim: a runsc sandbox created from a bundle the
-//! policy compiler wrote, its stdio, its exit status.
+//! One container run by the shim: a runsc sandbox created from a bundle
+//! (compiled by skillbox or not) under its enforced policy, its stdio, its
+//! exit status.
 //!
-//! Lifecycle: `create` (runsc create, then a thread reaps the sandbox pid,
+//! Lifecycle: `create` (policy enforced on the bundle, then runsc create, then a thread reaps the sandbox pid,
 //! whose exit status is the container's) → `start` → exit → `delete`.
 //! Illegal transitions are `ContainerError::State` errors.
 
@@ -11,21 +12,19 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use policy_compiler::bundle::read_annotations;
 use tokio::sync::watch;
 
 use crate::cgroup::{CgroupFs, CgroupStats, LimitUpdate};
+use crate::config::ShimConfig;
+use crate::enforce::{prepare_bundle, EnforceError};
 use crate::reaper;
 use crate::runsc::{Runsc, RunscError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
-    #[error("{bundle}: not a skillbox bundle: {source}; compile it with `skillbox compile` (running containers under the node's default policy is not implemented yet)")]
-    NotSkillbox {
-        bundle: PathBuf,
-        #[source]
-        source: policy_compiler::Error,
-    },
+    /// The spec was refused, or could not be brought within its policy.
+    #[error(transparent)]
+    Enforce(#[from] EnforceError),
     #[error("{path}: cannot open container stdio: {source}")]
     Stdio {
         path: String,
@@ -132,21 +131,19 @@ fn cgroups_path(bundle: &Path) -> Option<(CgroupFs, PathBuf)> {
 }
 
 impl Container {
-    /// Creates the sandbox for the bundle at `bundle`. Blocking.
+    /// Creates the sandbox for the bundle at `bundle` under the node config
+    /// `config`. Blocking.
     pub fn create(
         id: &str,
         bundle: &Path,
         stdio: StdioPaths,
         runsc_root: &Path,
-        runsc_binary: &Path,
+        config: &ShimConfig,
     ) -> Result<Container, ContainerError> {
-        // The compiled policy is the only source of runsc flags: a bundle
-        // without one is refused rather than run with defaults it never saw.
-        let compiled = read_annotations(bundle).map_err(|source| ContainerError::NotSkillbox {
-            bundle: bundle.to_owned(),
-            source,
-        })?;
-        let runsc = Runsc::new(runsc_binary, runsc_root, compiled.runsc_flags);
+        // The spec is rewritten (or refused) before runsc reads it, and the
+        // runsc flags are the shim's, never the bundle's.
+        let prepared = prepare_bundle(id, bundle, config)?;
+        let runsc = Runsc::new(&config.node.runsc.binary, runsc_root, prepared.runsc_flags);
         let pid_file = bundle.join("init.pid");
         let streams = [
             open_stdio(&stdio.stdin)?,

@@ -5,6 +5,7 @@
 pub mod cgroup;
 pub mod config;
 pub mod container;
+pub mod enforce;
 pub mod events;
 pub mod introspection;
 pub mod reaper;

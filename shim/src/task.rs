@@ -14,6 +14,7 @@ use containerd_shim::{api, Task, TtrpcContext, TtrpcResult};
 
 use crate::config::{self, ShimConfig};
 use crate::container::{Container, ContainerError, Exit, Status, StdioPaths};
+use crate::enforce::EnforceError;
 use crate::events::{timestamp, EventSink, TaskEvent};
 use crate::stats::metrics_any;
 use crate::update::limits_within_ceiling;
@@ -40,9 +41,12 @@ fn rpc_error(code: Code, message: String) -> TtrpcError {
 impl From<ContainerError> for TtrpcError {
     fn from(err: ContainerError) -> Self {
         let code = match err {
-            ContainerError::NotSkillbox { .. }
-            | ContainerError::State { .. }
-            | ContainerError::NoCgroup { .. } => Code::FAILED_PRECONDITION,
+            ContainerError::Enforce(EnforceError::ReadSpec { .. } | EnforceError::WriteSpec { .. }) => {
+                Code::INTERNAL
+            }
+            ContainerError::Enforce(_) | ContainerError::State { .. } | ContainerError::NoCgroup { .. } => {
+                Code::FAILED_PRECONDITION
+            }
             ContainerError::Stdio { .. }
             | ContainerError::PidFile { .. }
             | ContainerError::Runsc(_)
@@ -96,7 +100,7 @@ impl Task for TaskService {
             return Err(rpc_error(
                 Code::UNIMPLEMENTED,
                 format!(
-                    "{}: image root filesystems are not supported yet; run a bundle from `skillbox compile` (ctr run --config)",
+                    "{}: image root filesystems (snapshot mounts) are not supported yet; give the root as a directory (ctr run --rootfs) or run a bundle from `skillbox compile` (ctr run --config)",
                     req.bundle
                 ),
             ));
@@ -117,9 +121,10 @@ impl Task for TaskService {
             .map_err(|message| rpc_error(Code::INVALID_ARGUMENT, message))?;
         let shim_config = config::load(config_path.as_deref())
             .map_err(|message| rpc_error(Code::FAILED_PRECONDITION, message))?;
-        let (root, binary) = (self.runsc_root.clone(), shim_config.node.runsc.binary.clone());
-        *self.config.lock().unwrap_or_else(|e| e.into_inner()) = Some(shim_config);
-        let container = blocking(move || Container::create(&id, &bundle, stdio, &root, &binary)).await??;
+        let root = self.runsc_root.clone();
+        *self.config.lock().unwrap_or_else(|e| e.into_inner()) = Some(shim_config.clone());
+        let container =
+            blocking(move || Container::create(&id, &bundle, stdio, &root, &shim_config)).await??;
         let container = Arc::new(container);
         let pid = container.pid;
         *self.container.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&container));

@@ -5,7 +5,9 @@
 use std::path::Path;
 use std::time::Duration;
 
+use policy_compiler::NodeConfig;
 use skillbox_shim::cgroup::{CgroupFs, LimitUpdate};
+use skillbox_shim::config::ShimConfig;
 use skillbox_shim::container::{Container, Status, StdioPaths};
 
 mod common;
@@ -23,7 +25,10 @@ fn update_changes_the_sandbox_cgroup_limits() {
         &bundle,
         StdioPaths::default(),
         &runsc_root,
-        Path::new("runsc"),
+        &ShimConfig {
+            node: NodeConfig::default(),
+            origin: "the built-in defaults".to_owned(),
+        },
     )
     .unwrap();
     container.start().unwrap();

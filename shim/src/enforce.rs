@@ -1,0 +1,289 @@
+//! What the shim does with a bundle before runsc sees it: the sandbox never
+//! runs looser than its effective policy, whatever the incoming spec asks.
+//!
+//! In order, on every Create:
+//!
+//! 1. **The effective policy.** The bundle's `io.skillbox.policy` annotation
+//!    (written by the policy compiler) if there is one, held within the node
+//!    ceiling again, since anyone can write an annotation: `reject` mode
+//!    refuses a value above it, `clamp` lowers it. Without the annotation,
+//!    the node's default policy (`[defaults]`, no network).
+//! 2. **Refusals** (see [`refuse`]): host devices, a missing namespace, a
+//!    namespace path that is the host's own, a bind mount from outside the
+//!    bundle and `ceiling.bind_mount_sources`, a mount type skillbox does not
+//!    know, OCI hooks. Every refusal is collected, then reported at once in
+//!    one error naming each field and value.
+//! 3. **Rewrites** (see [`tighten`]): read-only root, no capabilities,
+//!    `noNewPrivileges`, cgroup limits no higher than the policy's, read-only
+//!    `/sys` and cgroup mounts, a `/tmp` as the policy says, a cgroup path.
+//!    Each is logged with `tracing::warn!` and listed in the
+//!    `io.skillbox.enforced` annotation of the rewritten `config.json`.
+//! 4. **runsc flags** computed by the shim (`--network=none`, the node's
+//!    platform); an `io.skillbox.runsc.flags` annotation is replaced by them.
+//!
+//! The decisions are pure functions of the spec, the node config and two
+//! host facts behind [`HostPaths`]; [`prepare_bundle`] adds the file I/O.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use policy_compiler::effective::{node_default, within_ceiling};
+use policy_compiler::oci::annotations;
+use policy_compiler::EffectivePolicy;
+use runsc_config::RunscFlags;
+use serde_json::Value;
+
+use crate::config::ShimConfig;
+
+mod refuse;
+mod tighten;
+
+/// The annotation listing what the shim changed in the spec (a JSON array
+/// of `"field: from -> to"` strings; `[]` when nothing was changed).
+pub const ENFORCED: &str = "io.skillbox.enforced";
+
+/// Where the effective policy came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicySource {
+    /// The bundle's `io.skillbox.policy` annotation.
+    Bundle,
+    /// The node's defaults: the bundle had no policy.
+    NodeDefault,
+}
+
+/// One change the shim made to the spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub field: String,
+    pub from: String,
+    pub to: String,
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {} -> {}", self.field, self.from, self.to)
+    }
+}
+
+/// One thing in the spec the shim will not run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub field: String,
+    pub value: String,
+    /// What was expected instead.
+    pub expected: String,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}: {}", self.field, self.value, self.expected)
+    }
+}
+
+/// The refusals of one spec, shown `; `-separated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusals(pub Vec<Refusal>);
+
+impl fmt::Display for Refusals {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, refusal) in self.0.iter().enumerate() {
+            if index > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{refusal}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnforceError {
+    #[error("{path}: cannot read the bundle's spec: {source}")]
+    ReadSpec {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: the bundle's spec is not JSON: {source}")]
+    ParseSpec {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A malformed policy annotation, or one above the node ceiling in
+    /// `reject` mode.
+    #[error(transparent)]
+    Policy(#[from] policy_compiler::Error),
+    #[error("{path}: refused, the sandbox would run looser than its policy: {refusals}")]
+    Refused { path: PathBuf, refusals: Refusals },
+    #[error("{path}: cannot write the enforced spec: {source}")]
+    WriteSpec {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The two facts about the host the decisions need.
+pub trait HostPaths {
+    /// `path` with symlinks resolved, or `None` if it cannot be resolved
+    /// (for instance because it does not exist).
+    fn canonical(&self, path: &Path) -> Option<PathBuf>;
+    /// Whether the namespace file `path` is the shim's own namespace of
+    /// that kind (`proc_name` as in `/proc/self/ns/<proc_name>`), i.e. the
+    /// host's.
+    fn is_own_namespace(&self, proc_name: &str, path: &Path) -> bool;
+}
+
+/// The real host.
+pub struct RealHost;
+
+impl HostPaths for RealHost {
+    fn canonical(&self, path: &Path) -> Option<PathBuf> {
+        std::fs::canonicalize(path).ok()
+    }
+
+    fn is_own_namespace(&self, proc_name: &str, path: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let own = std::fs::metadata(Path::new("/proc/self/ns").join(proc_name));
+        match (own, std::fs::metadata(path)) {
+            (Ok(own), Ok(other)) => own.dev() == other.dev() && own.ino() == other.ino(),
+            _ => false,
+        }
+    }
+}
+
+/// What a bundle runs under once enforced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    pub policy: EffectivePolicy,
+    pub source: PolicySource,
+    pub runsc_flags: RunscFlags,
+    pub changes: Vec<Change>,
+}
+
+/// The effective policy of `spec` (read from `path`) on this node, with the
+/// changes a clamping ceiling made.
+fn effective_policy(
+    spec: &Value,
+    path: &Path,
+    config: &ShimConfig,
+) -> Result<(EffectivePolicy, PolicySource, Vec<Change>), EnforceError> {
+    let Some(text) = spec["annotations"][annotations::POLICY].as_str() else {
+        return Ok((node_default(&config.node), PolicySource::NodeDefault, Vec::new()));
+    };
+    let field = format!("annotations.\"{}\"", annotations::POLICY);
+    let claimed: EffectivePolicy =
+        serde_json::from_str(text).map_err(|err| policy_compiler::Error::InvalidField {
+            file: path.to_owned(),
+            field: field.clone(),
+            message: format!("not a valid effective policy: {err}"),
+        })?;
+    let held = within_ceiling(&claimed, path, &field, &config.node, &config.origin)?;
+    let changes = held
+        .warnings
+        .into_iter()
+        .map(|warning| Change {
+            field: field.clone(),
+            from: "above the node ceiling".to_owned(),
+            to: warning,
+        })
+        .collect();
+    Ok((held.policy, PolicySource::Bundle, changes))
+}
+
+/// Enforces the effective policy on `spec`, the `config.json` of container
+/// `id` in `bundle` (both canonical), rewriting it in place. Pure but for
+/// `host`.
+pub fn enforce_spec(
+    id: &str,
+    spec: &mut Value,
+    bundle: &Path,
+    config: &ShimConfig,
+    host: &dyn HostPaths,
+) -> Result<Prepared, EnforceError> {
+    let path = bundle.join(policy_compiler::bundle::CONFIG_JSON);
+    if !spec.is_object() {
+        return Err(EnforceError::Refused {
+            path,
+            refusals: Refusals(vec![Refusal {
+                field: "(spec)".to_owned(),
+                value: "not a JSON object".to_owned(),
+                expected: "an OCI runtime spec".to_owned(),
+            }]),
+        });
+    }
+    let (policy, source, mut changes) = effective_policy(spec, &path, config)?;
+    let refusals = refuse::refusals(spec, bundle, config, host);
+    if !refusals.is_empty() {
+        return Err(EnforceError::Refused {
+            path,
+            refusals: Refusals(refusals),
+        });
+    }
+    let runsc_flags = policy_compiler::compile::runsc_flags(&config.node);
+    changes.extend(tighten::tighten(id, spec, &policy, &runsc_flags));
+    if policy.has_egress() {
+        changes.push(Change {
+            field: "network".to_owned(),
+            from: format!("{} allow rule(s) in the policy", policy.network.allow.len()),
+            to: "runsc --network=none (egress enforcement is not implemented yet)".to_owned(),
+        });
+    }
+    let notes = spec["annotations"].as_object_mut();
+    let notes = match notes {
+        Some(notes) => notes,
+        None => {
+            spec["annotations"] = Value::Object(Default::default());
+            spec["annotations"].as_object_mut().expect("just set")
+        }
+    };
+    notes.insert(
+        annotations::POLICY.to_owned(),
+        Value::String(serde_json::to_string(&policy).expect("the effective policy serializes")),
+    );
+    let rendered: Vec<Value> = changes.iter().map(|c| Value::String(c.to_string())).collect();
+    notes.insert(
+        ENFORCED.to_owned(),
+        Value::String(Value::Array(rendered).to_string()),
+    );
+    Ok(Prepared {
+        policy,
+        source,
+        runsc_flags,
+        changes,
+    })
+}
+
+/// Reads `<bundle>/config.json`, enforces the effective policy on it and
+/// writes it back for runsc. Nothing is written when the spec is refused.
+pub fn prepare_bundle(id: &str, bundle: &Path, config: &ShimConfig) -> Result<Prepared, EnforceError> {
+    let path = bundle.join(policy_compiler::bundle::CONFIG_JSON);
+    let text = std::fs::read_to_string(&path).map_err(|source| EnforceError::ReadSpec {
+        path: path.clone(),
+        source,
+    })?;
+    let mut spec: Value = serde_json::from_str(&text).map_err(|source| EnforceError::ParseSpec {
+        path: path.clone(),
+        source,
+    })?;
+    let canonical = RealHost.canonical(bundle).unwrap_or_else(|| bundle.to_owned());
+    let prepared = match enforce_spec(id, &mut spec, &canonical, config, &RealHost) {
+        Ok(prepared) => prepared,
+        Err(err) => {
+            tracing::warn!(%id, %err, "spec refused");
+            return Err(err);
+        }
+    };
+    for change in &prepared.changes {
+        tracing::warn!(%id, field = %change.field, from = %change.from, to = %change.to, "spec tightened");
+    }
+    tracing::info!(%id, source = ?prepared.source, flags = ?prepared.runsc_flags.to_args(), "policy enforced");
+    let text = serde_json::to_string_pretty(&spec).expect("a JSON value serializes");
+    // Rewriting in place keeps containerd's mode and owner on the file.
+    std::fs::write(&path, text).map_err(|source| EnforceError::WriteSpec { path, source })?;
+    Ok(prepared)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,183 @@
+//! What the shim refuses to run, because no rewrite could make it safe
+//! without changing what the container is: host devices, host namespaces,
+//! host bind mounts, unknown mount types and OCI hooks (which runsc would
+//! run on the host, outside the sandbox).
+
+use std::path::{Component, Path, PathBuf};
+
+use serde_json::Value;
+
+use super::{HostPaths, Refusal};
+use crate::config::ShimConfig;
+
+/// The namespaces a sandbox must not share with the host, with their
+/// `/proc/self/ns` names.
+const REQUIRED_NAMESPACES: [(&str, &str); 5] = [
+    ("network", "net"),
+    ("pid", "pid"),
+    ("ipc", "ipc"),
+    ("uts", "uts"),
+    ("mount", "mnt"),
+];
+
+/// Mount types gVisor serves from inside the sandbox, plus `bind`.
+const MOUNT_TYPES: [&str; 8] = [
+    "bind", "tmpfs", "proc", "sysfs", "devpts", "mqueue", "cgroup", "cgroup2",
+];
+
+/// OCI hook lists; runsc runs hooks on the host.
+const HOOKS: [&str; 6] = [
+    "prestart",
+    "createRuntime",
+    "createContainer",
+    "startContainer",
+    "poststart",
+    "poststop",
+];
+
+fn refusal(field: impl Into<String>, value: impl Into<String>, expected: impl Into<String>) -> Refusal {
+    Refusal {
+        field: field.into(),
+        value: value.into(),
+        expected: expected.into(),
+    }
+}
+
+/// Every refusal of `spec` (the `config.json` of the canonical `bundle`).
+pub(super) fn refusals(
+    spec: &Value,
+    bundle: &Path,
+    config: &ShimConfig,
+    host: &dyn HostPaths,
+) -> Vec<Refusal> {
+    let mut found = Vec::new();
+    devices(spec, &mut found);
+    namespaces(spec, host, &mut found);
+    mounts(spec, bundle, config, host, &mut found);
+    hooks(spec, &mut found);
+    found
+}
+
+fn devices(spec: &Value, found: &mut Vec<Refusal>) {
+    let Some(devices) = spec["linux"]["devices"].as_array().filter(|d| !d.is_empty()) else {
+        return;
+    };
+    let mut paths: Vec<&str> = devices
+        .iter()
+        .filter_map(|d| d["path"].as_str())
+        .take(3)
+        .collect();
+    if devices.len() > paths.len() {
+        paths.push("…");
+    }
+    found.push(refusal(
+        "linux.devices",
+        format!("{} host device(s) ({})", devices.len(), paths.join(", ")),
+        "a sandbox gets no host devices (`ctr run --privileged` and `--device` add them)",
+    ));
+}
+
+fn namespaces(spec: &Value, host: &dyn HostPaths, found: &mut Vec<Refusal>) {
+    let empty = Vec::new();
+    let listed = spec["linux"]["namespaces"].as_array().unwrap_or(&empty);
+    for (kind, proc_name) in REQUIRED_NAMESPACES {
+        let entry = listed
+            .iter()
+            .enumerate()
+            .find(|(_, ns)| ns["type"].as_str() == Some(kind));
+        match entry {
+            None => found.push(refusal(
+                "linux.namespaces",
+                format!("no {kind} namespace"),
+                format!(
+                    "the sandbox may not share the host's {kind} namespace; expected a {kind} entry, new (no path) or joining another's (a pod's)"
+                ),
+            )),
+            Some((index, ns)) => {
+                if let Some(path) = ns["path"].as_str().filter(|p| !p.is_empty()) {
+                    if host.is_own_namespace(proc_name, Path::new(path)) {
+                        found.push(refusal(
+                            format!("linux.namespaces[{index}].path"),
+                            path,
+                            format!("this is the host's {kind} namespace; expected a new one or a pod's"),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn is_bind(mount: &Value) -> bool {
+    mount["type"].as_str() == Some("bind")
+        || mount["options"].as_array().is_some_and(|options| {
+            options
+                .iter()
+                .any(|o| matches!(o.as_str(), Some("bind" | "rbind")))
+        })
+}
+
+/// `source` as the mount will see it: relative to the bundle, symlinks
+/// resolved when it exists, `..` never trusted.
+fn resolved_source(source: &str, bundle: &Path, host: &dyn HostPaths) -> Option<PathBuf> {
+    let joined = bundle.join(source);
+    let resolved = host.canonical(&joined).unwrap_or(joined);
+    let plain = resolved
+        .components()
+        .all(|c| matches!(c, Component::RootDir | Component::Normal(_) | Component::CurDir));
+    plain.then_some(resolved)
+}
+
+fn mounts(spec: &Value, bundle: &Path, config: &ShimConfig, host: &dyn HostPaths, found: &mut Vec<Refusal>) {
+    let Some(mounts) = spec["mounts"].as_array() else {
+        return;
+    };
+    let allowed = &config.node.ceiling.bind_mount_sources;
+    for (index, mount) in mounts.iter().enumerate() {
+        let destination = mount["destination"].as_str().unwrap_or("");
+        let field = |name: &str| format!("mounts[{index}].{name} ({destination})");
+        if !is_bind(mount) {
+            let kind = mount["type"].as_str().unwrap_or("");
+            if !MOUNT_TYPES.contains(&kind) {
+                found.push(refusal(
+                    field("type"),
+                    format!("{kind:?}"),
+                    format!("expected one of {}", MOUNT_TYPES.join(", ")),
+                ));
+            }
+            continue;
+        }
+        let source = mount["source"].as_str().unwrap_or("");
+        let inside = |resolved: &Path| {
+            resolved.starts_with(bundle) || allowed.iter().any(|prefix| resolved.starts_with(prefix))
+        };
+        if resolved_source(source, bundle, host).is_some_and(|resolved| inside(&resolved)) {
+            continue;
+        }
+        let prefixes: Vec<String> = allowed.iter().map(|p| p.display().to_string()).collect();
+        found.push(refusal(
+            field("source"),
+            format!("host path {source}"),
+            format!(
+                "a bind mount's source must be inside the bundle ({}) or under ceiling.bind_mount_sources [{}] in {}",
+                bundle.display(),
+                prefixes.join(", "),
+                config.origin
+            ),
+        ));
+    }
+}
+
+fn hooks(spec: &Value, found: &mut Vec<Refusal>) {
+    for kind in HOOKS {
+        let Some(hooks) = spec["hooks"][kind].as_array().filter(|h| !h.is_empty()) else {
+            continue;
+        };
+        let paths: Vec<&str> = hooks.iter().filter_map(|h| h["path"].as_str()).collect();
+        found.push(refusal(
+            format!("hooks.{kind}"),
+            paths.join(", "),
+            "hooks run on the host, outside the sandbox; expected none",
+        ));
+    }
+}

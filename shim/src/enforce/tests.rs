@@ -1,0 +1,372 @@
+use std::path::{Path, PathBuf};
+
+use policy_compiler::effective::node_default;
+use policy_compiler::node_config::NodeConfig;
+use policy_compiler::quantity::ByteSize;
+use serde_json::{json, Value};
+
+use super::*;
+
+/// Paths resolve to themselves; the host's namespaces are `/proc/1/ns/*`.
+struct FakeHost;
+
+impl HostPaths for FakeHost {
+    fn canonical(&self, path: &Path) -> Option<PathBuf> {
+        Some(path.to_owned())
+    }
+
+    fn is_own_namespace(&self, proc_name: &str, path: &Path) -> bool {
+        path == Path::new("/proc/1/ns").join(proc_name)
+    }
+}
+
+const BUNDLE: &str = "/run/ctrd/io.containerd.runtime.v2.task/ns/c1";
+
+fn config(toml: &str) -> ShimConfig {
+    ShimConfig {
+        node: NodeConfig::from_toml(Path::new("node.toml"), toml).unwrap(),
+        origin: "node.toml".to_owned(),
+    }
+}
+
+/// The spec `ctr run --rootfs` gives a plain container (abridged).
+fn plain() -> Value {
+    json!({
+        "ociVersion": "1.0.2-dev",
+        "process": {
+            "user": {"uid": 0, "gid": 0},
+            "args": ["sh"],
+            "cwd": "/",
+            "capabilities": {
+                "bounding": ["CAP_CHOWN", "CAP_KILL"],
+                "effective": ["CAP_CHOWN", "CAP_KILL"],
+                "permitted": ["CAP_CHOWN", "CAP_KILL"]
+            },
+            "noNewPrivileges": true
+        },
+        "root": {"path": "/srv/rootfs"},
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["size=65536k"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "ro"]}
+        ],
+        "linux": {
+            "resources": {"devices": [{"allow": false, "access": "rwm"}]},
+            "cgroupsPath": "/ns/c1",
+            "namespaces": [
+                {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "network"}
+            ]
+        }
+    })
+}
+
+fn enforce(spec: &mut Value, config: &ShimConfig) -> Result<Prepared, EnforceError> {
+    enforce_spec("c1", spec, Path::new(BUNDLE), config, &FakeHost)
+}
+
+fn refused(mut spec: Value, config: &ShimConfig) -> String {
+    let before = spec.clone();
+    let err = enforce(&mut spec, config).unwrap_err();
+    assert!(matches!(err, EnforceError::Refused { .. }), "{err}");
+    assert_eq!(spec, before, "a refused spec is left alone");
+    err.to_string()
+}
+
+fn fields(prepared: &Prepared) -> Vec<&str> {
+    prepared.changes.iter().map(|c| c.field.as_str()).collect()
+}
+
+#[test]
+fn a_plain_container_gets_the_node_default_policy() {
+    let config = config("");
+    let mut spec = plain();
+    let prepared = enforce(&mut spec, &config).unwrap();
+    assert_eq!(prepared.source, PolicySource::NodeDefault);
+    assert_eq!(prepared.policy, node_default(&config.node));
+    assert_eq!(
+        prepared.runsc_flags.to_args(),
+        ["--network=none", "--platform=ptrace"]
+    );
+    assert_eq!(spec["root"]["readonly"], json!(true));
+    for set in ["bounding", "effective", "inheritable", "permitted", "ambient"] {
+        assert_eq!(spec["process"]["capabilities"][set], json!([]), "{set}");
+    }
+    let resources = &spec["linux"]["resources"];
+    assert_eq!(
+        resources["memory"],
+        json!({"limit": 256 << 20, "swap": 256 << 20})
+    );
+    assert_eq!(resources["cpu"], json!({"quota": 50_000, "period": 100_000}));
+    assert_eq!(resources["pids"], json!({"limit": 256 + 32 * 64}));
+    // The cgroup device rules containerd wrote are kept.
+    assert_eq!(resources["devices"], plain()["linux"]["resources"]["devices"]);
+    let tmp = spec["mounts"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        tmp,
+        json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+               "options": ["nosuid", "nodev", "mode=1777", "size=67108864"]})
+    );
+    assert_eq!(spec["linux"]["cgroupsPath"], json!("/ns/c1"));
+    assert_eq!(
+        fields(&prepared),
+        [
+            "root.readonly",
+            "process.capabilities",
+            "linux.resources.memory.limit",
+            "linux.resources.memory.swap",
+            "linux.resources.cpu",
+            "linux.resources.pids.limit",
+            "mounts (/tmp)",
+        ]
+    );
+    assert_eq!(
+        prepared.changes[1].to_string(),
+        "process.capabilities: CAP_CHOWN CAP_KILL -> none"
+    );
+    let enforced: Vec<String> =
+        serde_json::from_str(spec["annotations"][ENFORCED].as_str().unwrap()).unwrap();
+    assert_eq!(enforced.len(), prepared.changes.len());
+    assert_eq!(enforced[0], "root.readonly: unset -> true");
+    let policy: EffectivePolicy =
+        serde_json::from_str(spec["annotations"][annotations::POLICY].as_str().unwrap()).unwrap();
+    assert_eq!(policy, prepared.policy);
+}
+
+#[test]
+fn enforcing_twice_changes_nothing_more() {
+    let config = config("");
+    let mut spec = plain();
+    enforce(&mut spec, &config).unwrap();
+    let once = spec.clone();
+    let again = enforce(&mut spec, &config).unwrap();
+    assert_eq!(again.source, PolicySource::Bundle);
+    assert_eq!(again.changes, []);
+    assert_eq!(spec["linux"], once["linux"]);
+    assert_eq!(spec["mounts"], once["mounts"]);
+}
+
+#[test]
+fn lower_limits_are_kept_and_higher_ones_lowered() {
+    let config = config("");
+    let mut spec = plain();
+    spec["linux"]["resources"]["memory"] = json!({"limit": 64 << 20, "swap": 1i64 << 40});
+    spec["linux"]["resources"]["cpu"] = json!({"quota": 20_000, "period": 50_000});
+    spec["linux"]["resources"]["pids"] = json!({"limit": 100_000});
+    spec["linux"]["resources"]["unified"] = json!({"memory.max": "max"});
+    let prepared = enforce(&mut spec, &config).unwrap();
+    let resources = &spec["linux"]["resources"];
+    assert_eq!(resources["memory"], json!({"limit": 64 << 20, "swap": 64 << 20}));
+    // 0.4 CPU is below the default 0.5: kept as asked.
+    assert_eq!(resources["cpu"], json!({"quota": 20_000, "period": 50_000}));
+    assert_eq!(resources["pids"], json!({"limit": 256 + 32 * 64}));
+    assert!(resources.get("unified").is_none());
+    assert!(fields(&prepared).contains(&"linux.resources.unified"));
+
+    spec["linux"]["resources"]["memory"] = json!({"limit": 1i64 << 40});
+    spec["linux"]["resources"]["cpu"] = json!({"quota": 60_000, "period": 100_000});
+    enforce(&mut spec, &config).unwrap();
+    let resources = &spec["linux"]["resources"];
+    assert_eq!(resources["memory"]["limit"], json!(256 << 20));
+    assert_eq!(resources["cpu"], json!({"quota": 50_000, "period": 100_000}));
+}
+
+#[test]
+fn privileged_is_refused_naming_the_devices() {
+    let mut spec = plain();
+    spec["linux"]["devices"] = json!([
+        {"path": "/dev/autofs", "type": "c", "major": 10, "minor": 235},
+        {"path": "/dev/kvm", "type": "c", "major": 10, "minor": 232},
+        {"path": "/dev/sda", "type": "b", "major": 8, "minor": 0},
+        {"path": "/dev/mem", "type": "c", "major": 1, "minor": 1}
+    ]);
+    let err = refused(spec, &config(""));
+    assert_eq!(
+        err,
+        format!(
+            "{BUNDLE}/config.json: refused, the sandbox would run looser than its policy: linux.devices: 4 host device(s) (/dev/autofs, /dev/kvm, /dev/sda, …): a sandbox gets no host devices (`ctr run --privileged` and `--device` add them)"
+        )
+    );
+}
+
+#[test]
+fn host_namespaces_are_refused() {
+    let mut spec = plain();
+    spec["linux"]["namespaces"] =
+        json!([{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}]);
+    let err = refused(spec, &config(""));
+    assert!(
+        err.ends_with("linux.namespaces: no network namespace: the sandbox may not share the host's network namespace; expected a network entry, new (no path) or joining another's (a pod's)"),
+        "{err}"
+    );
+
+    let mut spec = plain();
+    spec["linux"]["namespaces"][4] = json!({"type": "network", "path": "/proc/1/ns/net"});
+    spec["linux"]["namespaces"][0] = json!({"type": "pid", "path": "/proc/1/ns/pid"});
+    let err = refused(spec, &config(""));
+    assert!(
+        err.contains("linux.namespaces[4].path: /proc/1/ns/net: this is the host's network namespace")
+            && err.contains("; linux.namespaces[0].path: /proc/1/ns/pid: this is the host's pid namespace"),
+        "{err}"
+    );
+
+    // A pod's namespace is joined as usual.
+    let mut spec = plain();
+    spec["linux"]["namespaces"][4] = json!({"type": "network", "path": "/var/run/netns/cni-1234"});
+    enforce(&mut spec, &config("")).unwrap();
+}
+
+#[test]
+fn host_bind_mounts_are_refused_and_allowed_ones_kept() {
+    let bind = |source: &str| json!({"destination": "/x", "type": "bind", "source": source, "options": ["rbind", "ro"]});
+    let mut spec = plain();
+    spec["mounts"].as_array_mut().unwrap().push(bind("/etc"));
+    let err = refused(spec, &config(""));
+    assert!(
+        err.ends_with("mounts[3].source (/x): host path /etc: a bind mount's source must be inside the bundle (/run/ctrd/io.containerd.runtime.v2.task/ns/c1) or under ceiling.bind_mount_sources [/var/lib/kubelet/pods, /run/containerd/io.containerd.grpc.v1.cri, /var/lib/containerd/io.containerd.grpc.v1.cri] in node.toml"),
+        "{err}"
+    );
+
+    for (source, allowed) in [
+        (
+            "/var/lib/kubelet/pods/uid/volumes/kubernetes.io~empty-dir/data",
+            true,
+        ),
+        ("/var/lib/kubelet/podsX/evil", false),
+        ("/var/lib/kubelet/pods/../../../../etc", false),
+        (
+            "/run/containerd/io.containerd.grpc.v1.cri/sandboxes/abc/hosts",
+            true,
+        ),
+        (&format!("{BUNDLE}/skill"), true),
+        ("skill", true),
+        ("../../etc", false),
+        ("/srv/skills/hello/skill", false),
+    ] {
+        let mut spec = plain();
+        spec["mounts"].as_array_mut().unwrap().push(bind(source));
+        assert_eq!(enforce(&mut spec, &config("")).is_ok(), allowed, "{source}");
+    }
+    // A bind written as type "none" with a bind option is a bind too.
+    let mut spec = plain();
+    spec["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"destination": "/x", "type": "none", "source": "/", "options": ["bind"]}));
+    assert!(refused(spec, &config("")).contains("host path /"));
+
+    let admin = config("[ceiling]\nbind_mount_sources = [\"/srv/skills\"]\n");
+    let mut spec = plain();
+    spec["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(bind("/srv/skills/hello/skill"));
+    enforce(&mut spec, &admin).unwrap();
+}
+
+#[test]
+fn unknown_mount_types_and_hooks_are_refused() {
+    let mut spec = plain();
+    spec["mounts"].as_array_mut().unwrap().push(
+        json!({"destination": "/x", "type": "overlay", "source": "overlay", "options": ["lowerdir=/"]}),
+    );
+    spec["hooks"] = json!({"prestart": [{"path": "/usr/bin/evil"}], "poststop": []});
+    let err = refused(spec, &config(""));
+    assert!(
+        err.ends_with("mounts[3].type (/x): \"overlay\": expected one of bind, tmpfs, proc, sysfs, devpts, mqueue, cgroup, cgroup2; hooks.prestart: /usr/bin/evil: hooks run on the host, outside the sandbox; expected none"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sys_and_cgroup_mounts_are_made_read_only() {
+    let mut spec = plain();
+    spec["mounts"][2]["options"] = json!(["nosuid", "rw"]);
+    spec["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup"}));
+    let prepared = enforce(&mut spec, &config("")).unwrap();
+    assert_eq!(spec["mounts"][2]["options"], json!(["nosuid", "ro"]));
+    assert_eq!(spec["mounts"][3]["options"], json!(["ro"]));
+    let rendered: Vec<String> = prepared.changes.iter().map(ToString::to_string).collect();
+    assert!(rendered.contains(&"mounts[2].options (/sys): nosuid,rw -> nosuid,ro".to_owned()));
+}
+
+#[test]
+fn missing_pieces_are_filled_in() {
+    let mut spec = json!({"process": {"args": ["sh"]}, "root": {"path": "rootfs", "readonly": false}});
+    let err = refused(spec.clone(), &config(""));
+    assert_eq!(err.matches("linux.namespaces: no ").count(), 5, "{err}");
+    spec["linux"] = json!({"namespaces": plain()["linux"]["namespaces"]});
+    let prepared = enforce(&mut spec, &config("")).unwrap();
+    assert_eq!(spec["linux"]["cgroupsPath"], json!("/skillbox/c1"));
+    assert_eq!(spec["process"]["noNewPrivileges"], json!(true));
+    assert!(fields(&prepared).contains(&"linux.cgroupsPath"));
+    assert!(!fields(&prepared).contains(&"process.capabilities"));
+    assert!(refused(json!([1]), &config("")).contains("not a JSON object"));
+}
+
+/// A compiled skill's spec: the policy in the annotation, limits already
+/// the policy's.
+fn compiled(policy: &EffectivePolicy) -> Value {
+    let mut spec = plain();
+    let config = config("");
+    enforce(&mut spec, &config).unwrap();
+    spec["annotations"] = json!({
+        annotations::POLICY: serde_json::to_string(policy).unwrap(),
+        annotations::RUNSC_FLAGS: "{\"network\":\"host\",\"platform\":\"kvm\",\"overlay\":false}",
+    });
+    spec
+}
+
+#[test]
+fn a_compiled_policy_is_used_and_held_within_the_ceiling() {
+    let mut policy = node_default(&NodeConfig::default());
+    policy.resources.memory = ByteSize::mebibytes(512);
+    let mut spec = compiled(&policy);
+    let prepared = enforce(&mut spec, &config("")).unwrap();
+    assert_eq!(prepared.source, PolicySource::Bundle);
+    assert_eq!(prepared.policy, policy);
+    // The bundle cannot choose its runsc flags.
+    assert_eq!(
+        prepared.runsc_flags.to_args(),
+        ["--network=none", "--platform=ptrace"]
+    );
+    assert_eq!(fields(&prepared), ["annotations.\"io.skillbox.runsc.flags\""]);
+    // The spec's memory (256Mi from the plain default) is below the policy's 512Mi.
+    assert_eq!(spec["linux"]["resources"]["memory"]["limit"], json!(256 << 20));
+
+    policy.resources.memory = ByteSize::mebibytes(4096);
+    let err = enforce(&mut compiled(&policy), &config(""))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        format!("{BUNDLE}/config.json: annotations.\"io.skillbox.policy\".resources.memory: asks for 4Gi, above the node ceiling 2Gi (ceiling.memory in node.toml)")
+    );
+    let clamp = config("[ceiling]\nmode = \"clamp\"\n");
+    let mut spec = compiled(&policy);
+    spec["linux"]["resources"]["memory"]["limit"] = json!(4i64 << 30);
+    let prepared = enforce(&mut spec, &clamp).unwrap();
+    assert_eq!(prepared.policy.resources.memory, ByteSize::mebibytes(2048));
+    assert_eq!(spec["linux"]["resources"]["memory"]["limit"], json!(2i64 << 30));
+
+    let mut spec = compiled(&policy);
+    spec["annotations"][annotations::POLICY] = json!("{\"entrypoint\": 3}");
+    let err = enforce(&mut spec, &config("")).unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!(
+            "{BUNDLE}/config.json: annotations.\"io.skillbox.policy\": not a valid effective policy: "
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn egress_in_a_policy_still_gets_no_network() {
+    let mut policy = node_default(&NodeConfig::default());
+    policy.network.allow = vec![serde_json::from_value(json!({"domain": "example.com"})).unwrap()];
+    let prepared = enforce(&mut compiled(&policy), &config("")).unwrap();
+    assert_eq!(prepared.runsc_flags.network, runsc_config::NetworkMode::None);
+    assert!(fields(&prepared).contains(&"network"));
+}
