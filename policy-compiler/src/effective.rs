@@ -341,7 +341,12 @@ pub fn within_ceiling(
         cpus: check.cap(&field("resources.cpus"), res.cpus, ceiling.cpus, "cpus")?,
         memory: check.cap(&field("resources.memory"), res.memory, ceiling.memory, "memory")?,
         pids: check.cap(&field("resources.pids"), res.pids, ceiling.pids, "pids")?,
-        timeout: check.cap(&field("resources.timeout"), res.timeout, ceiling.timeout, "timeout")?,
+        timeout: check.cap(
+            &field("resources.timeout"),
+            res.timeout,
+            ceiling.timeout,
+            "timeout",
+        )?,
     };
     let mut writable = Vec::new();
     for (index, dir) in policy.writable.iter().enumerate() {
@@ -471,9 +476,15 @@ mod tests {
         let mut policy = node_default(&NodeConfig::default());
         policy.resources.memory = ByteSize::mebibytes(4096);
         let prefix = "annotations.\"io.skillbox.policy\"";
-        let err = within_ceiling(&policy, Path::new("b/config.json"), prefix, &NodeConfig::default(), "n.toml")
-            .unwrap_err()
-            .to_string();
+        let err = within_ceiling(
+            &policy,
+            Path::new("b/config.json"),
+            prefix,
+            &NodeConfig::default(),
+            "n.toml",
+        )
+        .unwrap_err()
+        .to_string();
         assert_eq!(
             err,
             "b/config.json: annotations.\"io.skillbox.policy\".resources.memory: asks for 4Gi, above the node ceiling 2Gi (ceiling.memory in n.toml)"

@@ -210,7 +210,11 @@ impl NodeConfig {
                     .components()
                     .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
                 && !source.as_os_str().as_encoded_bytes().ends_with(b"/")
-                && !source.as_os_str().as_encoded_bytes().windows(2).any(|w| w == b"//");
+                && !source
+                    .as_os_str()
+                    .as_encoded_bytes()
+                    .windows(2)
+                    .any(|w| w == b"//");
             if !normal || source == Path::new("/") {
                 return Err(field_error(
                     origin,
