@@ -39,30 +39,6 @@ fn compiled_skills_run_through_containerd_with_their_status() {
 }
 
 #[test]
-fn bundles_without_a_compiled_policy_are_refused() {
-    let containerd = Containerd::start();
-    let work = tempfile::tempdir().unwrap();
-    let namespace = "skillbox-test-refuse";
-    let bundle = compile_skill(work.path(), "plain", "echo should-not-run");
-    let mut spec: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(bundle.join("config.json")).unwrap()).unwrap();
-    spec.as_object_mut().unwrap().remove("annotations");
-    let config = work.path().join("plain.json");
-    std::fs::write(&config, spec.to_string()).unwrap();
-    let out = containerd.run_bundle(namespace, &config, "plain-1", &["--rm"]);
-    assert!(!out.status.success());
-    let stderr = text(&out.stderr);
-    assert!(!text(&out.stdout).contains("should-not-run"));
-    assert!(
-        stderr.contains("not a skillbox bundle")
-            && stderr.contains("io.skillbox.policy")
-            && stderr.contains("failed precondition"),
-        "{stderr}"
-    );
-    assert_nothing_left(&containerd, namespace, "plain-1", "/skillbox-test-plain");
-}
-
-#[test]
 fn pids_pause_resume_kill_and_events_reach_containerd() {
     let containerd = Containerd::start();
     let work = tempfile::tempdir().unwrap();
@@ -251,7 +227,16 @@ fn the_config_path_from_runtime_options_is_honoured() {
     .unwrap();
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
     let good = work.path().join("good.toml");
-    std::fs::write(&good, format!("[runsc]\nbinary = \"{}\"\n", wrapper.display())).unwrap();
+    // The compiled bundle's /skill mount comes from the work dir.
+    std::fs::write(
+        &good,
+        format!(
+            "[runsc]\nbinary = \"{}\"\n[ceiling]\nbind_mount_sources = [\"{}\"]\n",
+            wrapper.display(),
+            work.path().display()
+        ),
+    )
+    .unwrap();
     let out = containerd.run_bundle(
         namespace,
         &config,

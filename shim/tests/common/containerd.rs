@@ -46,6 +46,18 @@ impl Containerd {
             path.display()
         );
         std::fs::write(path.join("config.toml"), config).unwrap();
+        // Compiled test bundles live in temp dirs: let their /skill mounts
+        // through, besides the built-in sources.
+        let mut sources: Vec<String> = policy_compiler::node_config::BUILTIN_BIND_MOUNT_SOURCES
+            .iter()
+            .map(|source| format!("{source:?}"))
+            .collect();
+        sources.push(format!("{:?}", std::env::temp_dir().display().to_string()));
+        std::fs::write(
+            path.join("node.toml"),
+            format!("[ceiling]\nbind_mount_sources = [{}]\n", sources.join(", ")),
+        )
+        .unwrap();
         let log = std::fs::File::create(path.join("containerd.log")).unwrap();
         let process = Command::new("containerd")
             .arg("--config")
@@ -81,12 +93,56 @@ impl Containerd {
         std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
     }
 
-    /// `ctr run [extra…] --runtime io.containerd.skillbox.v1 --config <config> <id>`.
+    /// The node config `run_bundle` passes unless told another: built-in
+    /// values, plus the temp dir in `ceiling.bind_mount_sources`.
+    pub fn node_config(&self) -> PathBuf {
+        self.dir.path().join("node.toml")
+    }
+
+    /// The bundle directory containerd gives container `id` (while its task exists).
+    pub fn bundle_dir(&self, namespace: &str, id: &str) -> PathBuf {
+        self.dir
+            .path()
+            .join("state/io.containerd.runtime.v2.task")
+            .join(namespace)
+            .join(id)
+    }
+
+    /// `ctr run [extra…] --runtime io.containerd.skillbox.v1 --config <config> <id>`,
+    /// with `--runtime-config-path <node_config()>` unless `extra` has one.
     pub fn run_bundle(&self, namespace: &str, config: &Path, id: &str, extra: &[&str]) -> Output {
         let config = config.to_str().unwrap();
+        let node_config = self.node_config();
+        let node_config = node_config.to_str().unwrap();
+        let default_config = ["--runtime-config-path", node_config];
+        let default_config = if extra.contains(&"--runtime-config-path") {
+            &default_config[..0]
+        } else {
+            &default_config[..]
+        };
         let args: Vec<&str> = std::iter::once("run")
             .chain(extra.iter().copied())
+            .chain(default_config.iter().copied())
             .chain(["--runtime", RUNTIME, "--config", config, id])
+            .collect();
+        self.ctr(namespace, &args)
+    }
+
+    /// `ctr run [extra…] --runtime io.containerd.skillbox.v1 --rootfs <rootfs> <id> <command…>`:
+    /// a plain container, no skillbox policy, no node config.
+    pub fn run_rootfs(
+        &self,
+        namespace: &str,
+        rootfs: &Path,
+        id: &str,
+        extra: &[&str],
+        command: &[&str],
+    ) -> Output {
+        let rootfs = rootfs.to_str().unwrap();
+        let args: Vec<&str> = std::iter::once("run")
+            .chain(extra.iter().copied())
+            .chain(["--runtime", RUNTIME, "--rootfs", rootfs, id])
+            .chain(command.iter().copied())
             .collect();
         self.ctr(namespace, &args)
     }
@@ -123,6 +179,21 @@ pub fn compile_skill(dir: &Path, name: &str, script: &str) -> PathBuf {
 pub fn compile_skill_md(dir: &Path, name: &str, policy: &str) -> PathBuf {
     busybox_rootfs();
     super::compile_skill(dir, name, policy)
+}
+
+/// A private copy of the busybox base in `dir`, for containers that are
+/// given a root directory (`ctr run --rootfs`): should a test's write to
+/// `/` get through, it lands in the copy, never in the shared base.
+pub fn private_rootfs(dir: &Path) -> PathBuf {
+    let copy = dir.join("rootfs");
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(busybox_rootfs())
+        .arg(&copy)
+        .status()
+        .expect("running cp");
+    assert!(status.success(), "copying the busybox rootfs failed");
+    copy
 }
 
 pub fn text(bytes: &[u8]) -> String {
