@@ -118,11 +118,19 @@ for _ in $(seq 1 100); do
     [ -S "$ctrd/containerd.sock" ] && break
     sleep 0.1
 done
-echo "\$ ctr run --rm --runtime io.containerd.skillbox.v1 --config $work/bundle/config.json misbehaving-demo"
+# The shim refuses bind mounts from outside containerd's bundle directory
+# unless the node config allows their source: the compiled bundle's /skill
+# comes from $work/bundle.
+cat >"$ctrd/node.toml" <<TOML
+[ceiling]
+bind_mount_sources = ["$work/bundle"]
+TOML
+echo "\$ ctr run --rm --runtime io.containerd.skillbox.v1 --runtime-config-path $ctrd/node.toml --config $work/bundle/config.json misbehaving-demo"
 echo "----- skill output (through containerd) -----"
 set +e
 (cd / && SECRET_TOKEN="$secret" ctr --address "$ctrd/containerd.sock" --namespace skillbox-demo \
-    run --rm --runtime io.containerd.skillbox.v1 --config "$work/bundle/config.json" misbehaving-demo) \
+    run --rm --runtime io.containerd.skillbox.v1 --runtime-config-path "$ctrd/node.toml" \
+    --config "$work/bundle/config.json" misbehaving-demo) \
     2>&1 | tee "$work/output-containerd.txt"
 ctr_status="${PIPESTATUS[0]}"
 set -e

@@ -133,6 +133,11 @@ fn mounts(spec: &Value, bundle: &Path, config: &ShimConfig, host: &dyn HostPaths
         return;
     };
     let allowed = &config.node.ceiling.bind_mount_sources;
+    // Sources are compared with symlinks resolved, so the prefixes are too.
+    let resolved_allowed: Vec<PathBuf> = allowed
+        .iter()
+        .map(|prefix| host.canonical(prefix).unwrap_or_else(|| prefix.clone()))
+        .collect();
     for (index, mount) in mounts.iter().enumerate() {
         let destination = mount["destination"].as_str().unwrap_or("");
         let field = |name: &str| format!("mounts[{index}].{name} ({destination})");
@@ -149,7 +154,7 @@ fn mounts(spec: &Value, bundle: &Path, config: &ShimConfig, host: &dyn HostPaths
         }
         let source = mount["source"].as_str().unwrap_or("");
         let inside = |resolved: &Path| {
-            resolved.starts_with(bundle) || allowed.iter().any(|prefix| resolved.starts_with(prefix))
+            resolved.starts_with(bundle) || resolved_allowed.iter().any(|prefix| resolved.starts_with(prefix))
         };
         if resolved_source(source, bundle, host).is_some_and(|resolved| inside(&resolved)) {
             continue;
