@@ -68,7 +68,7 @@ fn cli_reports_errors_with_exit_code_1() {
     ]);
     let expected = format!(
         "error: {}: ceiling.memroy: unknown field `memroy`, expected one of `mode`, `cpus`, `memory`, `pids`, \
-         `timeout`, `writable_size`, `always_deny`, `allowed_domain_suffixes`\n",
+         `timeout`, `writable_size`, `always_deny`, `allowed_domain_suffixes`, `bind_mount_sources`\n",
         node.display()
     );
     assert_eq!(
