@@ -370,3 +370,10 @@ fn egress_in_a_policy_still_gets_no_network() {
     assert_eq!(prepared.runsc_flags.network, runsc_config::NetworkMode::None);
     assert!(fields(&prepared).contains(&"network"));
 }
+
+#[test]
+fn the_real_host_knows_its_own_namespaces() {
+    assert!(RealHost.is_own_namespace("net", Path::new("/proc/self/ns/net")));
+    assert!(!RealHost.is_own_namespace("net", Path::new("/proc/self/ns/pid")));
+    assert!(!RealHost.is_own_namespace("net", Path::new("/nonexistent/ns")));
+}
