@@ -196,6 +196,40 @@ impl CgroupFs {
         Ok(())
     }
 
+    fn roots(&self) -> Vec<&Path> {
+        match self {
+            CgroupFs::V1 { hierarchies } => hierarchies.iter().map(PathBuf::as_path).collect(),
+            CgroupFs::V2 { root } => vec![root.as_path()],
+        }
+    }
+
+    /// The ancestors of cgroup `relative` (a `cgroupsPath`) that exist in
+    /// no hierarchy yet, outermost first: runsc creates them and removes
+    /// only the leaf.
+    pub fn missing_ancestors(&self, relative: &Path) -> Vec<PathBuf> {
+        let relative = relative.strip_prefix("/").unwrap_or(relative);
+        let mut missing: Vec<PathBuf> = relative
+            .ancestors()
+            .skip(1)
+            .filter(|ancestor| !ancestor.as_os_str().is_empty())
+            .filter(|ancestor| !self.roots().iter().any(|root| root.join(ancestor).exists()))
+            .map(Path::to_owned)
+            .collect();
+        missing.reverse();
+        missing
+    }
+
+    /// Removes cgroups `relatives` (outermost first, as `missing_ancestors`
+    /// gives them) from every hierarchy, innermost first. `rmdir` of a cgroup
+    /// with children or tasks fails, so one still in use stays.
+    pub fn remove_if_empty(&self, relatives: &[PathBuf]) {
+        for relative in relatives.iter().rev() {
+            for root in self.roots() {
+                let _ = fs::remove_dir(root.join(relative));
+            }
+        }
+    }
+
     pub fn detect() -> Result<CgroupFs, CgroupError> {
         let path = Path::new("/proc/self/mountinfo");
         let text = fs::read_to_string(path).map_err(|source| CgroupError::Read {
@@ -416,6 +450,31 @@ mod tests {
             })
         );
         assert_eq!(parse_mountinfo("1 2 0:1 / / rw - ext4 /dev/vda rw\n"), None);
+    }
+
+    #[test]
+    fn parents_runsc_creates_are_found_and_removed_when_empty() {
+        let root = tempfile::tempdir().unwrap();
+        let (memory, pids) = (root.path().join("memory"), root.path().join("pids"));
+        fs::create_dir_all(memory.join("kept")).unwrap();
+        fs::create_dir_all(&pids).unwrap();
+        let fs = CgroupFs::V1 {
+            hierarchies: vec![memory.clone(), pids.clone()],
+        };
+        assert_eq!(
+            fs.missing_ancestors(Path::new("/ns/sub/c1")),
+            [PathBuf::from("ns"), PathBuf::from("ns/sub")]
+        );
+        assert_eq!(fs.missing_ancestors(Path::new("/kept/c1")), Vec::<PathBuf>::new());
+        for hierarchy in [&memory, &pids] {
+            fs::create_dir_all(hierarchy.join("ns/sub")).unwrap();
+        }
+        // Another container still under ns/other keeps ns in memory.
+        fs::create_dir_all(memory.join("ns/other")).unwrap();
+        fs.remove_if_empty(&fs.missing_ancestors(Path::new("/absent/x")));
+        fs.remove_if_empty(&[PathBuf::from("ns"), PathBuf::from("ns/sub")]);
+        assert!(!memory.join("ns/sub").exists() && memory.join("ns/other").exists());
+        assert!(!pids.join("ns").exists());
     }
 
     #[test]

@@ -88,6 +88,9 @@ pub struct Container {
     runsc: Runsc,
     /// The host cgroup filesystem and the bundle's cgroupsPath.
     cgroup: Option<(CgroupFs, PathBuf)>,
+    /// Ancestors of the cgroupsPath that did not exist before create
+    /// (`/<namespace>` for `ctr run`), removed at delete when empty.
+    created_cgroups: Vec<PathBuf>,
     state: Arc<Mutex<State>>,
     exited: watch::Receiver<Option<Exit>>,
 }
@@ -144,6 +147,9 @@ impl Container {
         // runsc flags are the shim's, never the bundle's.
         let prepared = prepare_bundle(id, bundle, config)?;
         let runsc = Runsc::new(&config.node.runsc.binary, runsc_root, prepared.runsc_flags);
+        let created_cgroups = cgroups_path(bundle)
+            .map(|(fs, path)| fs.missing_ancestors(&path))
+            .unwrap_or_default();
         let pid_file = bundle.join("init.pid");
         let streams = [
             open_stdio(&stdio.stdin)?,
@@ -192,6 +198,7 @@ impl Container {
             pid,
             runsc,
             cgroup,
+            created_cgroups,
             state,
             exited,
         })
@@ -313,6 +320,9 @@ impl Container {
         reaper::reap_orphans(Duration::from_secs(2));
         if let Err(err) = self.runsc.delete_force(&self.id) {
             tracing::warn!(%err, id = %self.id, "runsc delete failed");
+        }
+        if let Some((fs, _)) = &self.cgroup {
+            fs.remove_if_empty(&self.created_cgroups);
         }
         Ok(self.status().1)
     }
