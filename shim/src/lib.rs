@@ -7,6 +7,7 @@ pub mod config;
 pub mod container;
 pub mod events;
 pub mod introspection;
+pub mod publisher;
 pub mod reaper;
 pub mod runsc;
 pub mod service;

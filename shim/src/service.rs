@@ -2,7 +2,7 @@
 //! start a shim server per container, clean up in the `delete` subcommand.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use containerd_shim::asynchronous::util::write_str_to_file;
@@ -27,7 +27,13 @@ pub struct SkillboxShim {
     namespace: String,
     runsc_root: PathBuf,
     exit: Arc<ExitSignal>,
+    /// The task service's events, flushed before the shim exits.
+    events: OnceLock<Arc<ContainerdEvents>>,
 }
+
+/// How long an exiting shim waits for its last events (TaskExit,
+/// TaskDelete) to reach containerd.
+const EVENT_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The shim needs its own reaping: the sandbox pid's exit status is the
 /// container's, so the library's catch-all reaper must stay off. The shim
@@ -51,6 +57,7 @@ impl Shim for SkillboxShim {
             // container ids unique per namespace only.
             runsc_root: PathBuf::from(RUNSC_STATE_DIR).join(&args.namespace),
             exit: Arc::new(ExitSignal::default()),
+            events: OnceLock::new(),
         }
     }
 
@@ -87,10 +94,16 @@ impl Shim for SkillboxShim {
 
     async fn wait(&mut self) {
         self.exit.wait().await;
+        if let Some(events) = self.events.get() {
+            if !events.flush(EVENT_FLUSH_TIMEOUT).await {
+                tracing::warn!("exiting with events containerd has not received");
+            }
+        }
     }
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> Self::T {
         let events = Arc::new(ContainerdEvents::new(publisher, &self.namespace));
+        let _ = self.events.set(Arc::clone(&events));
         TaskService::new(&self.runsc_root, Arc::clone(&self.exit), events)
     }
 }

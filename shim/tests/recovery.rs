@@ -180,9 +180,23 @@ fn a_task_survives_a_containerd_restart_and_can_be_removed() {
             "{}",
             containerd.log()
         );
+        let events = EventWatch::start(&containerd, work.path());
         let removed = Instant::now();
         kill_and_remove(&containerd, namespace, id);
         eprintln!("kill and remove after the restart took {:?}", removed.elapsed());
+        // The shim's events reach the new containerd.
+        wait_until(
+            Duration::from_secs(10),
+            &format!("no TaskExit after the restart: {}", containerd.log()),
+            || exit_status(&events.log_so_far(), namespace, id).is_some(),
+        );
+        let (topics, log) = events.topics(namespace);
+        assert_eq!(
+            topics,
+            ["/tasks/exit", "/tasks/delete"],
+            "{log}\n{}",
+            containerd.log()
+        );
         assert_no_leftovers(&containerd, namespace, id, "/skillbox-test-rec-survivor");
     }
 }
@@ -224,4 +238,76 @@ fn a_crashed_sandbox_exits_non_zero_and_leaves_nothing() {
     let status = exit_status(&log, namespace, id).expect("a TaskExit for the task");
     assert_ne!(status, 0, "{log}");
     assert_no_leftovers(&containerd, namespace, id, "/skillbox-test-rec-crash");
+}
+
+#[test]
+fn a_shim_killed_while_paused_or_after_its_sandbox_died_is_cleaned_up() {
+    let containerd = Containerd::start();
+    let work = tempfile::tempdir().unwrap();
+    let namespace = "skillbox-test-rec-shimkill2";
+    let bundle = compile_skill(work.path(), "rec-paused", "sleep 60");
+    let config = bundle.join("config.json");
+    let events = EventWatch::start(&containerd, work.path());
+
+    // Paused: the sandbox's processes are frozen when the shim dies.
+    let id = "rec-paused-1";
+    run_sleeper(&containerd, namespace, &config, id);
+    let out = containerd.ctr(namespace, &["tasks", "pause", id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(task_status(&containerd, namespace, id), "PAUSED");
+    let shim = shim_pid(namespace, id).expect("the task's shim runs");
+    kill(Pid::from_raw(shim), Signal::SIGKILL).unwrap();
+    let noticed = wait_until(Duration::from_secs(20), "no TaskExit for the paused task", || {
+        exit_status(&events.log_so_far(), namespace, id).is_some()
+    });
+    eprintln!("paused task: TaskExit after {noticed:?}");
+    remove_stopped(&containerd, namespace, id);
+    assert_no_leftovers(&containerd, namespace, id, "/skillbox-test-rec-paused");
+
+    // The sandbox crashed first, then the shim was killed before Delete.
+    let id = "rec-paused-2";
+    run_sleeper(&containerd, namespace, &config, id);
+    let shim = shim_pid(namespace, id).expect("the task's shim runs");
+    for (pid, _) in task_processes(&containerd, namespace, id) {
+        if pid != shim {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+    wait_until(Duration::from_secs(10), "the crashed task never stopped", || {
+        task_status(&containerd, namespace, id) == "STOPPED"
+    });
+    kill(Pid::from_raw(shim), Signal::SIGKILL).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    remove_stopped(&containerd, namespace, id);
+    assert_no_leftovers(&containerd, namespace, id, "/skillbox-test-rec-paused");
+    let (_, log) = events.topics(namespace);
+    assert!(
+        exit_status(&log, namespace, id).is_some_and(|status| status != 0),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_task_that_ends_while_containerd_is_down_can_be_removed() {
+    let mut containerd = Containerd::start();
+    let work = tempfile::tempdir().unwrap();
+    let namespace = "skillbox-test-rec-down";
+    let id = "rec-brief-1";
+    let bundle = compile_skill(work.path(), "rec-brief", "sleep 2; exit 7");
+    run_sleeper(&containerd, namespace, &bundle.join("config.json"), id);
+    containerd.restart_after(Signal::SIGKILL, Duration::from_secs(4));
+    let events = EventWatch::start(&containerd, work.path());
+    wait_until(Duration::from_secs(10), "the task never showed STOPPED", || {
+        task_status(&containerd, namespace, id) == "STOPPED"
+    });
+    let out = containerd.ctr(namespace, &["tasks", "delete", id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("exit code 7"), "{}", text(&out.stderr));
+    let out = containerd.ctr(namespace, &["containers", "delete", id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (topics, log) = events.topics(namespace);
+    eprintln!("events after the restart:\n{log}");
+    assert!(topics.contains(&"/tasks/delete".to_owned()), "{log}");
+    assert!(log.contains("\"exit_status\":7"), "{log}");
+    assert_no_leftovers(&containerd, namespace, id, "/skillbox-test-rec-brief");
 }

@@ -67,6 +67,11 @@ impl Containerd {
     /// Stops containerd with `signal` (its shims and tasks live on) and
     /// starts it again on the same config, root and state.
     pub fn restart(&mut self, signal: nix::sys::signal::Signal) {
+        self.restart_after(signal, Duration::ZERO);
+    }
+
+    /// `restart`, with containerd down for `down`.
+    pub fn restart_after(&mut self, signal: nix::sys::signal::Signal, down: Duration) {
         let pid = nix::unistd::Pid::from_raw(self.process.id() as i32);
         nix::sys::signal::kill(pid, signal).unwrap();
         self.process.wait().unwrap();
@@ -74,6 +79,7 @@ impl Containerd {
         for socket in ["containerd.sock", "containerd.sock.ttrpc"] {
             let _ = std::fs::remove_file(self.dir.path().join(socket));
         }
+        std::thread::sleep(down);
         self.process = launch(self.dir.path());
         self.wait_for_socket();
     }
