@@ -311,3 +311,69 @@ fn a_task_that_ends_while_containerd_is_down_can_be_removed() {
     assert!(log.contains("\"exit_status\":7"), "{log}");
     assert_no_leftovers(&containerd, namespace, id, "/skillbox-test-rec-brief");
 }
+
+#[test]
+fn a_shim_that_died_while_containerd_was_down_is_cleaned_up_on_restart() {
+    let mut containerd = Containerd::start();
+    let work = tempfile::tempdir().unwrap();
+    let namespace = "skillbox-test-rec-bothdown";
+    let id = "rec-lost-1";
+    let bundle = compile_skill(work.path(), "rec-lost", "sleep 60");
+    run_sleeper(&containerd, namespace, &bundle.join("config.json"), id);
+    let shim = shim_pid(namespace, id).expect("the task's shim runs");
+    let sandbox: Vec<i32> = task_processes(&containerd, namespace, id)
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .filter(|pid| *pid != shim)
+        .collect();
+    containerd.stop(Signal::SIGKILL);
+    kill(Pid::from_raw(shim), Signal::SIGKILL).unwrap();
+    containerd.start_again();
+    let gone = wait_until(
+        Duration::from_secs(20),
+        "the dead shim's task is still listed",
+        || {
+            let out = containerd.ctr(namespace, &["tasks", "list"]);
+            out.status.success() && !text(&out.stdout).contains(id)
+        },
+    );
+    eprintln!("task of the dead shim gone after {gone:?}");
+    remove_stopped(&containerd, namespace, id);
+    assert_no_leftovers(&containerd, namespace, id, "/skillbox-test-rec-lost");
+    let alive: Vec<i32> = sandbox
+        .into_iter()
+        .filter(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+        .collect();
+    assert!(alive.is_empty(), "sandbox processes survived: {alive:?}");
+}
+
+#[test]
+fn a_dead_shim_whose_runsc_state_is_lost_still_leaves_nothing() {
+    let containerd = Containerd::start();
+    let work = tempfile::tempdir().unwrap();
+    let namespace = "skillbox-test-rec-nostate";
+    let id = "rec-nostate-1";
+    let bundle = compile_skill(work.path(), "rec-nostate", "sleep 60");
+    let events = EventWatch::start(&containerd, work.path());
+    run_sleeper(&containerd, namespace, &bundle.join("config.json"), id);
+    let shim = shim_pid(namespace, id).expect("the task's shim runs");
+    // runsc can no longer find the container: only the processes and the
+    // cgroup remain to be found.
+    let runsc_root = std::path::Path::new("/run/skillbox/shim").join(namespace);
+    for entry in std::fs::read_dir(&runsc_root).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path).unwrap();
+        } else {
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+    kill(Pid::from_raw(shim), Signal::SIGKILL).unwrap();
+    wait_until(
+        Duration::from_secs(20),
+        "containerd never reported the exit",
+        || exit_status(&events.log_so_far(), namespace, id).is_some(),
+    );
+    remove_stopped(&containerd, namespace, id);
+    assert_no_leftovers(&containerd, namespace, id, "/skillbox-test-rec-nostate");
+}

@@ -72,14 +72,25 @@ impl Containerd {
 
     /// `restart`, with containerd down for `down`.
     pub fn restart_after(&mut self, signal: nix::sys::signal::Signal, down: Duration) {
+        self.stop(signal);
+        std::thread::sleep(down);
+        self.start_again();
+    }
+
+    /// Stops containerd with `signal` and waits for it to exit; its shims
+    /// and tasks live on. `start_again` brings it back.
+    pub fn stop(&mut self, signal: nix::sys::signal::Signal) {
         let pid = nix::unistd::Pid::from_raw(self.process.id() as i32);
         nix::sys::signal::kill(pid, signal).unwrap();
         self.process.wait().unwrap();
+    }
+
+    /// Starts containerd again on the same config, root and state.
+    pub fn start_again(&mut self) {
         // A SIGKILLed containerd leaves its sockets behind; wait for new ones.
         for socket in ["containerd.sock", "containerd.sock.ttrpc"] {
             let _ = std::fs::remove_file(self.dir.path().join(socket));
         }
-        std::thread::sleep(down);
         self.process = launch(self.dir.path());
         self.wait_for_socket();
     }
