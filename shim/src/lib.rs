@@ -3,6 +3,7 @@
 //! starts runsc, and the sandbox cgroup skillbox owns.
 
 pub mod cgroup;
+pub mod cleanup;
 pub mod config;
 pub mod container;
 pub mod events;
