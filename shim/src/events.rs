@@ -12,10 +12,10 @@ use containerd_shim::protos::events::task::{
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::protos::protobuf::{MessageDyn, MessageField};
 use containerd_shim::protos::topics;
-use containerd_shim::protos::ttrpc::context::Context;
 use containerd_shim::publisher::RemotePublisher;
 
 use crate::container::StdioPaths;
+use crate::publisher::Publisher;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TaskEvent {
@@ -146,18 +146,26 @@ impl TaskEvent {
     }
 }
 
-/// Publishes to containerd in the shim's namespace.
+/// Publishes to containerd in the shim's namespace, in order and across a
+/// containerd restart (see `publisher.rs`).
 pub struct ContainerdEvents {
-    publisher: RemotePublisher,
+    publisher: Publisher,
     namespace: String,
 }
 
 impl ContainerdEvents {
+    /// Publishes to the ttrpc address `publisher` was made for; the crate's
+    /// own queue is not used (it loses events across a restart).
     pub fn new(publisher: RemotePublisher, namespace: &str) -> ContainerdEvents {
         ContainerdEvents {
-            publisher,
+            publisher: Publisher::new(&publisher.address),
             namespace: namespace.to_owned(),
         }
+    }
+
+    /// Waits up to `timeout` for the queued events to reach containerd.
+    pub async fn flush(&self, timeout: std::time::Duration) -> bool {
+        self.publisher.flush(timeout).await
     }
 }
 
@@ -165,12 +173,6 @@ impl ContainerdEvents {
 impl EventSink for ContainerdEvents {
     async fn send(&self, event: TaskEvent) {
         let (topic, message) = event.into_message();
-        if let Err(err) = self
-            .publisher
-            .publish(Context::default(), topic, &self.namespace, message)
-            .await
-        {
-            tracing::warn!(%err, topic, "publishing an event to containerd failed");
-        }
+        self.publisher.publish(topic, &self.namespace, message);
     }
 }

@@ -3,11 +3,13 @@
 //! starts runsc, and the sandbox cgroup skillbox owns.
 
 pub mod cgroup;
+pub mod cleanup;
 pub mod config;
 pub mod container;
 pub mod enforce;
 pub mod events;
 pub mod introspection;
+pub mod publisher;
 pub mod reaper;
 pub mod runsc;
 pub mod service;

@@ -2,7 +2,7 @@
 //! start a shim server per container, clean up in the `delete` subcommand.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use containerd_shim::asynchronous::util::write_str_to_file;
@@ -11,10 +11,8 @@ use containerd_shim::protos::protobuf::MessageField;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{Config, DeleteResponse, Error, Flags, StartOpts};
 
-use crate::config;
+use crate::cleanup::DeadShim;
 use crate::events::ContainerdEvents;
-use crate::reaper;
-use crate::runsc::Runsc;
 use crate::task::TaskService;
 
 /// The runtime type containerd knows this shim by.
@@ -25,9 +23,17 @@ pub const RUNSC_STATE_DIR: &str = "/run/skillbox/shim";
 pub struct SkillboxShim {
     id: String,
     namespace: String,
+    /// `-bundle`, given to the `delete` subcommand (else the cwd).
+    bundle: PathBuf,
     runsc_root: PathBuf,
     exit: Arc<ExitSignal>,
+    /// The task service's events, flushed before the shim exits.
+    events: OnceLock<Arc<ContainerdEvents>>,
 }
+
+/// How long an exiting shim waits for its last events (TaskExit,
+/// TaskDelete) to reach containerd.
+const EVENT_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The shim needs its own reaping: the sandbox pid's exit status is the
 /// container's, so the library's catch-all reaper must stay off. The shim
@@ -47,10 +53,12 @@ impl Shim for SkillboxShim {
         SkillboxShim {
             id: args.id.clone(),
             namespace: args.namespace.clone(),
+            bundle: PathBuf::from(&args.bundle),
             // One runsc root per containerd namespace, as containerd keeps
             // container ids unique per namespace only.
             runsc_root: PathBuf::from(RUNSC_STATE_DIR).join(&args.namespace),
             exit: Arc::new(ExitSignal::default()),
+            events: OnceLock::new(),
         }
     }
 
@@ -64,18 +72,27 @@ impl Shim for SkillboxShim {
     }
 
     /// The `delete` subcommand, run by containerd after the shim is gone
-    /// (cwd = the bundle): remove whatever the dead shim left.
+    /// (cwd = the bundle): remove whatever the dead shim left (see
+    /// `cleanup.rs`).
     async fn delete_shim(&mut self) -> Result<DeleteResponse, Error> {
-        // The task's config path is not known here: use the node's default
-        // config for the runsc binary, falling back to `runsc` in PATH.
-        let binary = config::load(None)
-            .map(|config| config.node.runsc.binary)
-            .unwrap_or_else(|_| PathBuf::from("runsc"));
-        let runsc = Runsc::new(binary, &self.runsc_root, Default::default());
-        let _ = runsc.kill(&self.id, nix::sys::signal::SIGKILL as i32);
-        reaper::reap_orphans(std::time::Duration::from_millis(500));
-        let _ = runsc.delete_force(&self.id);
-        let _ = std::fs::remove_dir(&self.runsc_root);
+        let bundle = if self.bundle.as_os_str().is_empty() {
+            std::env::current_dir().map_err(|err| Error::Other(format!("no bundle directory: {err}")))?
+        } else {
+            self.bundle.clone()
+        };
+        let dead = DeadShim {
+            id: self.id.clone(),
+            bundle,
+            runsc_root: self.runsc_root.clone(),
+        };
+        let failures = tokio::task::spawn_blocking(move || dead.clean_up())
+            .await
+            .map_err(|err| Error::Other(format!("cleanup failed: {err}")))?;
+        // containerd logs what the subcommand writes to stderr.
+        for failure in &failures {
+            eprintln!("skillbox cleanup: {failure}");
+        }
+        // The dead shim took the real status with it: report a kill.
         Ok(DeleteResponse {
             exit_status: 137,
             exited_at: MessageField::some(
@@ -87,10 +104,16 @@ impl Shim for SkillboxShim {
 
     async fn wait(&mut self) {
         self.exit.wait().await;
+        if let Some(events) = self.events.get() {
+            if !events.flush(EVENT_FLUSH_TIMEOUT).await {
+                tracing::warn!("exiting with events containerd has not received");
+            }
+        }
     }
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> Self::T {
         let events = Arc::new(ContainerdEvents::new(publisher, &self.namespace));
+        let _ = self.events.set(Arc::clone(&events));
         TaskService::new(&self.runsc_root, Arc::clone(&self.exit), events)
     }
 }

@@ -58,31 +58,67 @@ impl Containerd {
             format!("[ceiling]\nbind_mount_sources = [{}]\n", sources.join(", ")),
         )
         .unwrap();
-        let log = std::fs::File::create(path.join("containerd.log")).unwrap();
-        let process = Command::new("containerd")
-            .arg("--config")
-            .arg(path.join("config.toml"))
-            // containerd looks for shims in its cwd before PATH.
-            .current_dir("/")
-            .env(
-                "PATH",
-                format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()),
-            )
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting containerd");
+        let process = launch(path);
         let containerd = Containerd { dir, process };
+        containerd.wait_for_socket();
+        containerd
+    }
+
+    fn wait_for_socket(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !containerd.socket().exists() {
+        while !self.socket().exists() {
             assert!(
                 Instant::now() < deadline,
                 "containerd did not start: {}",
-                containerd.log()
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        containerd
+    }
+
+    /// Stops containerd with `signal` (its shims and tasks live on) and
+    /// starts it again on the same config, root and state.
+    pub fn restart(&mut self, signal: nix::sys::signal::Signal) {
+        self.restart_after(signal, Duration::ZERO);
+    }
+
+    /// `restart`, with containerd down for `down`.
+    pub fn restart_after(&mut self, signal: nix::sys::signal::Signal, down: Duration) {
+        self.stop(signal);
+        std::thread::sleep(down);
+        self.start_again();
+    }
+
+    /// Stops containerd with `signal` and waits for it to exit; its shims
+    /// and tasks live on. `start_again` brings it back.
+    pub fn stop(&mut self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.process.id() as i32);
+        nix::sys::signal::kill(pid, signal).unwrap();
+        self.process.wait().unwrap();
+    }
+
+    /// Starts containerd again on the same config, root and state.
+    pub fn start_again(&mut self) {
+        // A SIGKILLed containerd leaves its sockets behind; wait for new ones.
+        for socket in ["containerd.sock", "containerd.sock.ttrpc"] {
+            let _ = std::fs::remove_file(self.dir.path().join(socket));
+        }
+        self.process = launch(self.dir.path());
+        self.wait_for_socket();
+    }
+
+    /// containerd's own pid.
+    pub fn pid(&self) -> u32 {
+        self.process.id()
+    }
+
+    /// The bundle directory containerd makes for task `id` in `namespace`.
+    pub fn bundle_dir(&self, namespace: &str, id: &str) -> PathBuf {
+        self.dir
+            .path()
+            .join("state/io.containerd.runtime.v2.task")
+            .join(namespace)
+            .join(id)
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -97,15 +133,6 @@ impl Containerd {
     /// values, plus the temp dir in `ceiling.bind_mount_sources`.
     pub fn node_config(&self) -> PathBuf {
         self.dir.path().join("node.toml")
-    }
-
-    /// The bundle directory containerd gives container `id` (while its task exists).
-    pub fn bundle_dir(&self, namespace: &str, id: &str) -> PathBuf {
-        self.dir
-            .path()
-            .join("state/io.containerd.runtime.v2.task")
-            .join(namespace)
-            .join(id)
     }
 
     /// `ctr run [extra…] --runtime io.containerd.skillbox.v1 --config <config> <id>`,
@@ -158,6 +185,33 @@ impl Containerd {
             .output()
             .expect("running ctr")
     }
+}
+
+/// Starts containerd on the config in `dir`, logging to `dir/containerd.log`
+/// (appended, so that a restart keeps the first run's log).
+fn launch(dir: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("containerd.log"))
+        .unwrap();
+    Command::new("containerd")
+        .arg("--config")
+        .arg(dir.join("config.toml"))
+        // containerd looks for shims in its cwd before PATH.
+        .current_dir("/")
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                dir.join("bin").display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("starting containerd")
 }
 
 impl Drop for Containerd {
@@ -267,6 +321,11 @@ impl EventWatch {
         EventWatch { process, log }
     }
 
+    /// The events seen so far, one a line, while watching goes on.
+    pub fn log_so_far(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// Stops watching; returns the task topics seen in `namespace`, in
     /// order, and the whole log.
     pub fn topics(mut self, namespace: &str) -> (Vec<String>, String) {
@@ -307,5 +366,137 @@ pub fn kill_and_remove(containerd: &Containerd, namespace: &str, id: &str) {
     for args in [["tasks", "delete", id], ["containers", "delete", id]] {
         let out = containerd.ctr(namespace, &args);
         assert!(out.status.success(), "ctr {args:?}: {}", text(&out.stderr));
+    }
+}
+
+/// The pid of the shim serving `id` in `namespace`, if one runs.
+pub fn shim_pid(namespace: &str, id: &str) -> Option<i32> {
+    processes()
+        .into_iter()
+        .find(|(_, args)| {
+            args.first()
+                .is_some_and(|arg0| arg0.ends_with("containerd-shim-skillbox-v1"))
+                && args.windows(2).any(|w| w[0] == "-namespace" && w[1] == namespace)
+                && args.windows(2).any(|w| w[0] == "-id" && w[1] == id)
+        })
+        .map(|(pid, _)| pid)
+}
+
+/// Every process but this one, with its arguments (zombies have none).
+pub fn processes() -> Vec<(i32, Vec<String>)> {
+    let me = std::process::id() as i32;
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| *pid != me)
+        .filter_map(|pid| {
+            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let args = raw
+                .split(|byte| *byte == 0)
+                .filter(|arg| !arg.is_empty())
+                .map(|arg| String::from_utf8_lossy(arg).into_owned())
+                .collect();
+            Some((pid, args))
+        })
+        .collect()
+}
+
+/// Whether `arg` names `path` or something under it (`--root=<path>` too),
+/// so that `/run/x/ns-a` does not match `/run/x/ns-ab`.
+fn names_path(arg: &str, path: &str) -> bool {
+    arg.match_indices(path).any(|(at, _)| {
+        let rest = &arg[at + path.len()..];
+        rest.is_empty() || rest.starts_with('/')
+    })
+}
+
+/// The processes of the task `id` in `namespace`: its shim, and any process
+/// whose arguments name the namespace's runsc root or the task's bundle
+/// (runsc's sandbox, gofer and commands).
+pub fn task_processes(containerd: &Containerd, namespace: &str, id: &str) -> Vec<(i32, Vec<String>)> {
+    let runsc_root = format!("/run/skillbox/shim/{namespace}");
+    let bundle = containerd.bundle_dir(namespace, id).display().to_string();
+    let shim = shim_pid(namespace, id);
+    processes()
+        .into_iter()
+        .filter(|(pid, args)| {
+            Some(*pid) == shim
+                || args
+                    .iter()
+                    .any(|arg| names_path(arg, &runsc_root) || names_path(arg, &bundle))
+        })
+        .collect()
+}
+
+/// Everything `assert_nothing_left` checks, and also, for up to 5 s: no
+/// container in `runsc list` under the namespace's root, no process of the
+/// task (`task_processes`), no mount naming the task's bundle or id, no
+/// network namespace named after the id, no bundle directory in containerd's
+/// state, and no task listed.
+pub fn assert_no_leftovers(containerd: &Containerd, namespace: &str, id: &str, cgroup: &str) {
+    assert_nothing_left(containerd, namespace, id, cgroup);
+    let runsc_root = Path::new("/run/skillbox/shim").join(namespace);
+    let bundle = containerd.bundle_dir(namespace, id);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut left = Vec::new();
+        if runsc_root.exists() {
+            let list = Command::new("runsc")
+                .arg("--root")
+                .arg(&runsc_root)
+                .args(["list", "--quiet"])
+                .output()
+                .unwrap();
+            left.push(format!(
+                "runsc root {} (runsc list: {:?})",
+                runsc_root.display(),
+                text(&list.stdout)
+            ));
+        }
+        let processes = task_processes(containerd, namespace, id);
+        if !processes.is_empty() {
+            left.push(format!("processes {processes:?}"));
+        }
+        let bundle_text = bundle.display().to_string();
+        let mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter(|line| {
+                line.split_whitespace()
+                    .any(|field| names_path(field, &bundle_text) || field.ends_with(&format!("/{id}")))
+            })
+            .map(str::to_owned)
+            .collect();
+        if !mounts.is_empty() {
+            left.push(format!("mounts {mounts:?}"));
+        }
+        let netns: Vec<String> = std::fs::read_dir("/run/netns")
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter_map(|entry| entry.file_name().to_str().map(str::to_owned))
+                    .filter(|name| name.contains(id))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !netns.is_empty() {
+            left.push(format!("network namespaces {netns:?}"));
+        }
+        if bundle.exists() {
+            left.push(format!("bundle {}", bundle.display()));
+        }
+        if !task_status(containerd, namespace, id).is_empty() {
+            left.push(format!("task {id} still listed"));
+        }
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left behind by {namespace}/{id}: {}",
+            left.join("; ")
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
