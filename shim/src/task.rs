@@ -2,6 +2,7 @@
 //! and forwards to it; the work lives in `Container`. Blocking runsc calls
 //! run on tokio's blocking pool.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -25,7 +26,8 @@ pub struct TaskService {
     pub runsc_root: PathBuf,
     /// The config the current task was created under (used by Update).
     config: Arc<Mutex<Option<ShimConfig>>>,
-    container: Arc<Mutex<Option<Arc<Container>>>>,
+    /// Every container of this shim: one, or a pod's (see service.rs).
+    containers: Arc<Mutex<HashMap<String, Arc<Container>>>>,
     exit: Arc<ExitSignal>,
     events: Arc<dyn EventSink>,
 }
@@ -73,18 +75,18 @@ impl TaskService {
         TaskService {
             runsc_root: runsc_root.to_owned(),
             config: Arc::new(Mutex::new(None)),
-            container: Arc::new(Mutex::new(None)),
+            containers: Arc::new(Mutex::new(HashMap::new())),
             exit,
             events,
         }
     }
 
     fn container(&self, id: &str) -> TtrpcResult<Arc<Container>> {
-        let slot = self.container.lock().unwrap_or_else(|e| e.into_inner());
-        match slot.as_ref() {
-            Some(container) if container.id == id => Ok(Arc::clone(container)),
-            _ => Err(rpc_error(Code::NOT_FOUND, format!("container {id} not found"))),
-        }
+        let containers = self.containers.lock().unwrap_or_else(|e| e.into_inner());
+        containers
+            .get(id)
+            .map(Arc::clone)
+            .ok_or_else(|| rpc_error(Code::NOT_FOUND, format!("container {id} not found")))
     }
 }
 
@@ -96,6 +98,12 @@ impl Task for TaskService {
         req: api::CreateTaskRequest,
     ) -> TtrpcResult<api::CreateTaskResponse> {
         tracing::info!(id = %req.id, bundle = %req.bundle, "create");
+        if self.container(&req.id).is_ok() {
+            return Err(rpc_error(
+                Code::ALREADY_EXISTS,
+                format!("container {} already exists in this shim", req.id),
+            ));
+        }
         if !req.rootfs.is_empty() {
             return Err(rpc_error(
                 Code::UNIMPLEMENTED,
@@ -127,7 +135,10 @@ impl Task for TaskService {
             blocking(move || Container::create(&id, &bundle, stdio, &root, &shim_config)).await??;
         let container = Arc::new(container);
         let pid = container.pid;
-        *self.container.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&container));
+        self.containers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(req.id.clone(), Arc::clone(&container));
         self.events
             .send(TaskEvent::Create {
                 id: req.id.clone(),
@@ -223,9 +234,16 @@ impl Task for TaskService {
         let container = self.container(&req.id)?;
         let pid = container.pid;
         let exit = blocking(move || container.delete()).await??;
-        *self.container.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        // The namespace's runsc root goes with its last container.
-        let _ = std::fs::remove_dir(&self.runsc_root);
+        let last = {
+            let mut containers = self.containers.lock().unwrap_or_else(|e| e.into_inner());
+            containers.remove(&req.id);
+            containers.is_empty()
+        };
+        // The namespace's runsc root goes with its last container (a root
+        // other shims still use is not empty, and stays).
+        if last {
+            let _ = std::fs::remove_dir(&self.runsc_root);
+        }
         let (status, at) = exit
             .map(|exit| (exit.status, exit.at))
             .unwrap_or((137, std::time::SystemTime::now()));
@@ -311,8 +329,8 @@ impl Task for TaskService {
     }
 
     async fn shutdown(&self, _ctx: &TtrpcContext, _req: api::ShutdownRequest) -> TtrpcResult<api::Empty> {
-        // One container per shim: once it is gone the shim may exit.
-        if self.container.lock().unwrap_or_else(|e| e.into_inner()).is_none() {
+        // Once its last container is gone the shim may exit.
+        if self.containers.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
             self.exit.signal();
         }
         Ok(api::Empty::new())
