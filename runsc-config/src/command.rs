@@ -73,6 +73,20 @@ pub enum Subcommand {
     /// `kill [--all] <id> <signal>`; the signal is passed as a number so no
     /// name table is needed on either side.
     Kill { id: String, signal: i32, all: bool },
+    /// `kill --pid=<pid> <id> <signal>`: one process, numbered as in the
+    /// sandbox's root pid namespace.
+    KillProcess { id: String, pid: u32, signal: i32 },
+    /// `exec --detach --process=FILE --pid-file=FILE --internal-pid-file=FILE
+    /// [--console-socket=SOCK] <id>`: runsc forks a `runsc exec` child that
+    /// waits for the process and exits with its status; its host pid goes
+    /// to `pid_file`, the process's sandbox pid to `internal_pid_file`.
+    Exec {
+        id: String,
+        process: PathBuf,
+        pid_file: PathBuf,
+        internal_pid_file: PathBuf,
+        console_socket: Option<PathBuf>,
+    },
     /// `delete [--force] <id>`.
     Delete { id: String, force: bool },
     /// `pause <id>`.
@@ -96,7 +110,8 @@ impl Subcommand {
             Subcommand::Start { .. } => "start",
             Subcommand::State { .. } => "state",
             Subcommand::Wait { .. } => "wait",
-            Subcommand::Kill { .. } => "kill",
+            Subcommand::Kill { .. } | Subcommand::KillProcess { .. } => "kill",
+            Subcommand::Exec { .. } => "exec",
             Subcommand::Delete { .. } => "delete",
             Subcommand::Pause { .. } => "pause",
             Subcommand::Resume { .. } => "resume",
@@ -115,6 +130,8 @@ impl Subcommand {
             | Subcommand::State { id }
             | Subcommand::Wait { id }
             | Subcommand::Kill { id, .. }
+            | Subcommand::KillProcess { id, .. }
+            | Subcommand::Exec { id, .. }
             | Subcommand::Delete { id, .. }
             | Subcommand::Pause { id }
             | Subcommand::Resume { id }
@@ -157,6 +174,22 @@ impl Subcommand {
                 }
             }
             Subcommand::Kill { all: true, .. } => out.push("--all".into()),
+            Subcommand::KillProcess { pid, .. } => out.push(format!("--pid={pid}").into()),
+            Subcommand::Exec {
+                process,
+                pid_file,
+                internal_pid_file,
+                console_socket,
+                ..
+            } => {
+                out.push("--detach".into());
+                out.push(flag_path("--process=", process));
+                out.push(flag_path("--pid-file=", pid_file));
+                out.push(flag_path("--internal-pid-file=", internal_pid_file));
+                if let Some(s) = console_socket {
+                    out.push(flag_path("--console-socket=", s));
+                }
+            }
             Subcommand::Delete { force: true, .. } => out.push("--force".into()),
             Subcommand::Events { stats: true, .. } => out.push("--stats".into()),
             Subcommand::Ps { json: true, .. } => out.push("--format=json".into()),
@@ -165,7 +198,7 @@ impl Subcommand {
         if let Some(id) = self.id() {
             out.push(id.into());
         }
-        if let Subcommand::Kill { signal, .. } = self {
+        if let Subcommand::Kill { signal, .. } | Subcommand::KillProcess { signal, .. } = self {
             out.push(signal.to_string().into());
         }
     }

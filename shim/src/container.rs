@@ -6,19 +6,26 @@
 //! whose exit status is the container's) → `start` → exit → `delete`.
 //! Illegal transitions are `ContainerError::State` errors.
 
+use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
 
 use tokio::sync::watch;
 
 use crate::cgroup::{CgroupFs, CgroupStats, LimitUpdate};
 use crate::config::ShimConfig;
+use crate::console::{Console, ConsoleSocket};
 use crate::enforce::{prepare_bundle, EnforceError};
+use crate::exec::{ExecProcess, OUTPUT_DRAIN};
 use crate::reaper;
 use crate::runsc::{Runsc, RunscError};
+use crate::stdin::StdinPipe;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
@@ -39,6 +46,14 @@ pub enum ContainerError {
     NoCgroup { bundle: PathBuf },
     #[error("cannot update the sandbox cgroup: {0}")]
     Cgroup(#[from] crate::cgroup::CgroupError),
+    #[error("exec {exec_id}: bad process spec: {reason}")]
+    ExecSpec { exec_id: String, reason: String },
+    #[error("container {id} has no exec process {exec_id}")]
+    NoExec { id: String, exec_id: String },
+    #[error("exec {exec_id} already exists in container {id}")]
+    ExecExists { id: String, exec_id: String },
+    #[error("container {id} has no terminal")]
+    NoTerminal { id: String },
     #[error("container {id} is {state:?}; cannot {action}")]
     State {
         id: String,
@@ -93,13 +108,21 @@ pub struct Container {
     created_cgroups: Vec<PathBuf>,
     state: Arc<Mutex<State>>,
     exited: watch::Receiver<Option<Exit>>,
+    /// The init process's terminal, when the spec asks for one.
+    console: Option<Console>,
+    /// The init process's stdin, when containerd gave one.
+    stdin: Option<StdinPipe>,
+    /// The enforced spec's `process`, which every exec is held within.
+    init_process: Value,
+    execs: Mutex<HashMap<String, Arc<ExecProcess>>>,
+    next_exec: AtomicU64,
 }
 
-/// Opens one of the container's streams as containerd named it: a FIFO
+/// Opens a process's stdout or stderr as containerd named it: a FIFO
 /// path (opened read-write, which never blocks on Linux whether or not the
 /// other end is open yet), a `file://` log URI (appended to, created 0600),
 /// or nothing.
-fn open_stdio(path: &str) -> Result<Stdio, ContainerError> {
+pub(crate) fn open_output(path: &str) -> Result<Stdio, ContainerError> {
     if path.is_empty() {
         return Ok(Stdio::null());
     }
@@ -124,6 +147,24 @@ fn open_stdio(path: &str) -> Result<Stdio, ContainerError> {
     Ok(Stdio::from(file))
 }
 
+/// Makes the enforced spec's `process.terminal` what Create asked for
+/// (`ctr run -t --config` does not set it in the spec) and returns the
+/// `process`, which every exec is held within.
+fn with_terminal(bundle: &Path, terminal: bool) -> Result<Value, ContainerError> {
+    let path = bundle.join("config.json");
+    let error = |source| ContainerError::Stdio {
+        path: path.display().to_string(),
+        source,
+    };
+    let text = std::fs::read_to_string(&path).map_err(error)?;
+    let mut spec: Value = serde_json::from_str(&text).map_err(|err| error(err.into()))?;
+    if spec["process"]["terminal"].as_bool().unwrap_or(false) != terminal {
+        spec["process"]["terminal"] = Value::Bool(terminal);
+        std::fs::write(&path, spec.to_string()).map_err(error)?;
+    }
+    Ok(spec["process"].take())
+}
+
 /// The host cgroup filesystem and the bundle's `linux.cgroupsPath`, if both
 /// can be known.
 fn cgroups_path(bundle: &Path) -> Option<(CgroupFs, PathBuf)> {
@@ -140,6 +181,7 @@ impl Container {
         id: &str,
         bundle: &Path,
         stdio: StdioPaths,
+        terminal: bool,
         runsc_root: &Path,
         config: &ShimConfig,
     ) -> Result<Container, ContainerError> {
@@ -151,12 +193,63 @@ impl Container {
             .map(|(fs, path)| fs.missing_ancestors(&path))
             .unwrap_or_default();
         let pid_file = bundle.join("init.pid");
-        let streams = [
-            open_stdio(&stdio.stdin)?,
-            open_stdio(&stdio.stdout)?,
-            open_stdio(&stdio.stderr)?,
-        ];
-        runsc.create(bundle, id, &pid_file, streams)?;
+        let init_process = with_terminal(bundle, terminal)?;
+        let console_socket = match init_process["terminal"] == Value::Bool(true) {
+            true => Some(ConsoleSocket::bind().map_err(|source| ContainerError::Stdio {
+                path: "console socket".to_owned(),
+                source,
+            })?),
+            false => None,
+        };
+        let mut stdin = None;
+        let streams = match console_socket {
+            Some(_) => [Stdio::null(), Stdio::null(), open_output(&stdio.stderr)?],
+            None => {
+                let input = match stdio.stdin.as_str() {
+                    "" => Stdio::null(),
+                    fifo => {
+                        let (input, pipe) =
+                            StdinPipe::open(fifo).map_err(|source| ContainerError::Stdio {
+                                path: fifo.to_owned(),
+                                source,
+                            })?;
+                        stdin = Some(pipe);
+                        input
+                    }
+                };
+                [input, open_output(&stdio.stdout)?, open_output(&stdio.stderr)?]
+            }
+        };
+        let created = runsc.create(
+            bundle,
+            id,
+            &pid_file,
+            console_socket.as_ref().map(ConsoleSocket::path),
+            streams,
+        );
+        if let Err(err) = created {
+            if let Some(pipe) = &stdin {
+                pipe.release();
+            }
+            return Err(err.into());
+        }
+        let (console, output) = match &console_socket {
+            Some(socket) => {
+                let console = socket.receive().map_err(|source| ContainerError::Stdio {
+                    path: socket.path().display().to_string(),
+                    source,
+                })?;
+                let output =
+                    console
+                        .forward(&stdio.stdin, &stdio.stdout)
+                        .map_err(|source| ContainerError::Stdio {
+                            path: stdio.stdout.clone(),
+                            source,
+                        })?;
+                (Some(console), Some(output))
+            }
+            None => (None, None),
+        };
         let pid_text = std::fs::read_to_string(&pid_file).map_err(|err| ContainerError::PidFile {
             path: pid_file.clone(),
             reason: err.to_string(),
@@ -174,8 +267,16 @@ impl Container {
         let reaped_state = Arc::clone(&state);
         let cgroup = cgroups_path(bundle);
         let reaped_cgroup = cgroup.clone();
+        let reaped_stdin = stdin.clone();
         std::thread::spawn(move || {
             let status = reaper::wait_exit(pid as i32);
+            // No output is lost: the exit is reported once it is copied.
+            if let Some(output) = output {
+                output.finish(OUTPUT_DRAIN);
+            }
+            if let Some(pipe) = reaped_stdin {
+                pipe.release();
+            }
             // runsc removes the cgroup only at delete: its OOM count is
             // still there when the sandbox has just died.
             let oom = reaped_cgroup
@@ -201,7 +302,109 @@ impl Container {
             created_cgroups,
             state,
             exited,
+            console,
+            stdin,
+            init_process,
+            execs: Mutex::new(HashMap::new()),
+            next_exec: AtomicU64::new(0),
         })
+    }
+
+    /// Records exec `exec_id` (Exec); it runs at its Start.
+    pub fn add_exec(
+        &self,
+        exec_id: &str,
+        stdio: StdioPaths,
+        terminal: bool,
+        spec: &[u8],
+    ) -> Result<Arc<ExecProcess>, ContainerError> {
+        let current = self.status().0;
+        if current != Status::Running {
+            return Err(ContainerError::State {
+                id: self.id.clone(),
+                state: current,
+                action: "exec",
+            });
+        }
+        let mut execs = self.execs.lock().unwrap_or_else(|e| e.into_inner());
+        if execs.contains_key(exec_id) {
+            return Err(ContainerError::ExecExists {
+                id: self.id.clone(),
+                exec_id: exec_id.to_owned(),
+            });
+        }
+        // Exec ids are the client's strings: files are numbered instead.
+        let number = self.next_exec.fetch_add(1, Ordering::Relaxed);
+        let files = self.bundle.join(format!("exec-{number}"));
+        let exec = Arc::new(ExecProcess::add(
+            exec_id,
+            stdio,
+            terminal,
+            spec,
+            &self.init_process,
+            files,
+        )?);
+        execs.insert(exec_id.to_owned(), Arc::clone(&exec));
+        Ok(exec)
+    }
+
+    pub fn exec(&self, exec_id: &str) -> Result<Arc<ExecProcess>, ContainerError> {
+        let execs = self.execs.lock().unwrap_or_else(|e| e.into_inner());
+        execs
+            .get(exec_id)
+            .map(Arc::clone)
+            .ok_or_else(|| ContainerError::NoExec {
+                id: self.id.clone(),
+                exec_id: exec_id.to_owned(),
+            })
+    }
+
+    /// Starts exec `exec_id`; returns its pid. Blocking.
+    pub fn start_exec(&self, exec_id: &str) -> Result<u32, ContainerError> {
+        self.exec(exec_id)?.start(&self.runsc, &self.id)
+    }
+
+    pub fn kill_exec(&self, exec_id: &str, signal: u32) -> Result<(), ContainerError> {
+        self.exec(exec_id)?.kill(&self.runsc, &self.id, signal)
+    }
+
+    /// Forgets an exited exec and its files.
+    pub fn delete_exec(&self, exec_id: &str) -> Result<(u32, Option<Exit>), ContainerError> {
+        let exec = self.exec(exec_id)?;
+        let exit = exec.delete(&self.id)?;
+        self.execs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(exec_id);
+        Ok((exec.pid(), exit))
+    }
+
+    /// Resizes the terminal of the init process (`exec_id` empty) or of an exec.
+    pub fn resize(&self, exec_id: &str, width: u32, height: u32) -> Result<(), ContainerError> {
+        let console = match exec_id {
+            "" => self.console.clone(),
+            exec_id => self.exec(exec_id)?.console(),
+        };
+        let console = console.ok_or_else(|| ContainerError::NoTerminal { id: self.id.clone() })?;
+        console
+            .resize(width, height)
+            .map_err(|source| ContainerError::Stdio {
+                path: "terminal".to_owned(),
+                source,
+            })
+    }
+
+    /// Closes the stdin of the init process (`exec_id` empty) or of an exec.
+    pub fn close_stdin(&self, exec_id: &str) -> Result<(), ContainerError> {
+        match exec_id {
+            "" => {
+                if let Some(pipe) = &self.stdin {
+                    pipe.close();
+                }
+            }
+            exec_id => self.exec(exec_id)?.close_stdin(),
+        }
+        Ok(())
     }
 
     pub fn status(&self) -> (Status, Option<Exit>) {

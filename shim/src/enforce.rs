@@ -285,5 +285,25 @@ pub fn prepare_bundle(id: &str, bundle: &Path, config: &ShimConfig) -> Result<Pr
     Ok(prepared)
 }
 
+/// Brings an exec's process spec within its container's: no capabilities,
+/// no new privileges, and the init process's user. containerd builds exec
+/// specs from the spec it stored, not from the one the shim enforced, so
+/// without this an exec would get back what Create dropped.
+pub fn enforce_exec_process(process: &mut Value, init: &Value) -> Vec<Change> {
+    let mut holder = serde_json::json!({ "process": process.take() });
+    let mut changes = tighten::process_only(&mut holder);
+    let mut process_spec = holder["process"].take();
+    if process_spec["user"] != init["user"] {
+        changes.push(Change {
+            field: "process.user".to_owned(),
+            from: process_spec["user"].to_string(),
+            to: init["user"].to_string(),
+        });
+        process_spec["user"] = init["user"].clone();
+    }
+    *process = process_spec;
+    changes
+}
+
 #[cfg(test)]
 mod tests;

@@ -1,5 +1,6 @@
 //! Task events the shim reports to containerd (TaskCreate, TaskStart,
-//! TaskOOM, TaskExit, TaskDelete, TaskPaused, TaskResumed). The task service sends
+//! TaskOOM, TaskExit, TaskDelete, TaskExecAdded, TaskExecStarted,
+//! TaskPaused, TaskResumed). The task service sends
 //! `TaskEvent`s to an `EventSink`; the real sink publishes them over
 //! containerd's ttrpc socket, tests can collect them.
 
@@ -7,7 +8,8 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use containerd_shim::protos::events::task::{
-    TaskCreate, TaskDelete, TaskExit, TaskIO, TaskOOM, TaskPaused, TaskResumed, TaskStart,
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused,
+    TaskResumed, TaskStart,
 };
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::protos::protobuf::{MessageDyn, MessageField};
@@ -29,8 +31,11 @@ pub enum TaskEvent {
         id: String,
         pid: u32,
     },
+    /// A process exited: the init process (`process` = the container id)
+    /// or an exec (`process` = its exec id).
     Exit {
         id: String,
+        process: String,
         pid: u32,
         status: u32,
         at: SystemTime,
@@ -43,6 +48,15 @@ pub enum TaskEvent {
     },
     Oom {
         id: String,
+    },
+    ExecAdded {
+        id: String,
+        exec_id: String,
+    },
+    ExecStarted {
+        id: String,
+        exec_id: String,
+        pid: u32,
     },
     Paused {
         id: String,
@@ -98,11 +112,16 @@ impl TaskEvent {
                     ..Default::default()
                 }),
             ),
-            TaskEvent::Exit { id, pid, status, at } => (
+            TaskEvent::Exit {
+                id,
+                process,
+                pid,
+                status,
+                at,
+            } => (
                 topics::TASK_EXIT_EVENT_TOPIC,
                 Box::new(TaskExit {
-                    // The init process's exec id is the container id.
-                    id: id.clone(),
+                    id: process,
                     container_id: id,
                     pid,
                     exit_status: status,
@@ -125,6 +144,23 @@ impl TaskEvent {
                 topics::TASK_OOM_EVENT_TOPIC,
                 Box::new(TaskOOM {
                     container_id: id,
+                    ..Default::default()
+                }),
+            ),
+            TaskEvent::ExecAdded { id, exec_id } => (
+                topics::TASK_EXEC_ADDED_EVENT_TOPIC,
+                Box::new(TaskExecAdded {
+                    container_id: id,
+                    exec_id,
+                    ..Default::default()
+                }),
+            ),
+            TaskEvent::ExecStarted { id, exec_id, pid } => (
+                topics::TASK_EXEC_STARTED_EVENT_TOPIC,
+                Box::new(TaskExecStarted {
+                    container_id: id,
+                    exec_id,
+                    pid,
                     ..Default::default()
                 }),
             ),

@@ -5,14 +5,17 @@
 pub mod cgroup;
 pub mod cleanup;
 pub mod config;
+pub mod console;
 pub mod container;
 pub mod enforce;
 pub mod events;
+pub mod exec;
 pub mod introspection;
 pub mod publisher;
 pub mod reaper;
 pub mod runsc;
 pub mod service;
 pub mod stats;
+pub mod stdin;
 pub mod task;
 pub mod update;

@@ -100,41 +100,89 @@ impl Runsc {
         })
     }
 
-    /// `runsc create` with the container's stdio. runsc writes the sandbox's
-    /// pid to `pid_file`; that process exits with the container's status
-    /// (see docs/runsc-facts.md).
+    /// `runsc create` with the container's stdio, or a terminal sent to
+    /// `console_socket`. runsc writes the sandbox's pid to `pid_file`; that
+    /// process exits with the container's status (see docs/runsc-facts.md).
     pub fn create(
         &self,
         bundle: &Path,
         id: &str,
         pid_file: &Path,
+        console_socket: Option<&Path>,
         stdio: [Stdio; 3],
     ) -> Result<(), RunscError> {
-        let (mut command, rendered) = self.command(&Subcommand::Create {
-            bundle: bundle.to_owned(),
-            id: id.to_owned(),
-            pid_file: Some(pid_file.to_owned()),
-            console_socket: None,
-        });
+        self.run_with_stdio(
+            &Subcommand::Create {
+                bundle: bundle.to_owned(),
+                id: id.to_owned(),
+                pid_file: Some(pid_file.to_owned()),
+                console_socket: console_socket.map(Path::to_owned),
+            },
+            stdio,
+        )
+    }
+
+    /// `runsc exec --detach` of the process spec at `process`: returns once
+    /// the process runs. The `runsc exec` child left behind (pid in
+    /// `pid_file`) holds its stdio or terminal and exits with its status.
+    pub fn exec(
+        &self,
+        id: &str,
+        process: &Path,
+        pid_files: (&Path, &Path),
+        console_socket: Option<&Path>,
+        stdio: [Stdio; 3],
+    ) -> Result<(), RunscError> {
+        self.run_with_stdio(
+            &Subcommand::Exec {
+                id: id.to_owned(),
+                process: process.to_owned(),
+                pid_file: pid_files.0.to_owned(),
+                internal_pid_file: pid_files.1.to_owned(),
+                console_socket: console_socket.map(Path::to_owned),
+            },
+            stdio,
+        )
+    }
+
+    /// Runs a subcommand whose stdio is the container's, so its errors go to
+    /// the container's stderr.
+    fn run_with_stdio(&self, sub: &Subcommand, stdio: [Stdio; 3]) -> Result<(), RunscError> {
+        let (mut command, rendered) = self.command(sub);
         let [stdin, stdout, stderr] = stdio;
+        // Streams given as `Stdio::piped()` are captured for the error.
         let output = command
             .stdin(stdin)
             .stdout(stdout)
             .stderr(stderr)
-            .status()
+            .output()
             .map_err(|source| RunscError::Spawn {
                 argv: rendered.clone(),
                 source,
             })?;
-        if !output.success() {
+        if !output.status.success() {
+            let captured = String::from_utf8_lossy(&output.stderr).trim().to_owned();
             return Err(RunscError::Failed {
                 argv: rendered,
-                status: output,
+                status: output.status,
                 stdout: String::new(),
-                stderr: "see the container's stderr".to_owned(),
+                stderr: if captured.is_empty() {
+                    "see the container's stderr".to_owned()
+                } else {
+                    captured
+                },
             });
         }
         Ok(())
+    }
+
+    /// Sends `signal` to one process of the container, by its sandbox pid.
+    pub fn kill_process(&self, id: &str, pid: u32, signal: i32) -> Result<String, RunscError> {
+        self.check(&Subcommand::KillProcess {
+            id: id.to_owned(),
+            pid,
+            signal,
+        })
     }
 
     pub fn start(&self, id: &str) -> Result<String, RunscError> {

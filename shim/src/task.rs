@@ -49,6 +49,10 @@ impl From<ContainerError> for TtrpcError {
             ContainerError::Enforce(_) | ContainerError::State { .. } | ContainerError::NoCgroup { .. } => {
                 Code::FAILED_PRECONDITION
             }
+            ContainerError::ExecSpec { .. } => Code::INVALID_ARGUMENT,
+            ContainerError::NoExec { .. } => Code::NOT_FOUND,
+            ContainerError::ExecExists { .. } => Code::ALREADY_EXISTS,
+            ContainerError::NoTerminal { .. } => Code::FAILED_PRECONDITION,
             ContainerError::Stdio { .. }
             | ContainerError::PidFile { .. }
             | ContainerError::Runsc(_)
@@ -79,6 +83,41 @@ impl TaskService {
             exit,
             events,
         }
+    }
+
+    /// Starts an exec and reports its TaskExecStarted, then its TaskExit.
+    async fn start_exec(
+        &self,
+        container: Arc<Container>,
+        exec_id: String,
+    ) -> TtrpcResult<api::StartResponse> {
+        let (starter, started_id) = (Arc::clone(&container), exec_id.clone());
+        let pid = blocking(move || starter.start_exec(&started_id)).await??;
+        let exec = container.exec(&exec_id)?;
+        self.events
+            .send(TaskEvent::ExecStarted {
+                id: container.id.clone(),
+                exec_id: exec_id.clone(),
+                pid,
+            })
+            .await;
+        let events = Arc::clone(&self.events);
+        tokio::spawn(async move {
+            let exit = exec.wait().await;
+            events
+                .send(TaskEvent::Exit {
+                    id: container.id.clone(),
+                    process: exec_id,
+                    pid,
+                    status: exit.status,
+                    at: exit.at,
+                })
+                .await;
+        });
+        Ok(api::StartResponse {
+            pid,
+            ..Default::default()
+        })
     }
 
     fn container(&self, id: &str) -> TtrpcResult<Arc<Container>> {
@@ -113,18 +152,12 @@ impl Task for TaskService {
                 ),
             ));
         }
-        if req.terminal {
-            return Err(rpc_error(
-                Code::UNIMPLEMENTED,
-                "terminals are not supported yet".to_owned(),
-            ));
-        }
         let stdio = StdioPaths {
             stdin: req.stdin.clone(),
             stdout: req.stdout.clone(),
             stderr: req.stderr.clone(),
         };
-        let (id, bundle) = (req.id.clone(), PathBuf::from(&req.bundle));
+        let (id, bundle, terminal) = (req.id.clone(), PathBuf::from(&req.bundle), req.terminal);
         let config_path = config::config_path(req.options.as_ref())
             .map_err(|message| rpc_error(Code::INVALID_ARGUMENT, message))?;
         let shim_config = config::load(config_path.as_deref())
@@ -132,7 +165,7 @@ impl Task for TaskService {
         let root = self.runsc_root.clone();
         *self.config.lock().unwrap_or_else(|e| e.into_inner()) = Some(shim_config.clone());
         let container =
-            blocking(move || Container::create(&id, &bundle, stdio, &root, &shim_config)).await??;
+            blocking(move || Container::create(&id, &bundle, stdio, terminal, &root, &shim_config)).await??;
         let container = Arc::new(container);
         let pid = container.pid;
         self.containers
@@ -162,6 +195,7 @@ impl Task for TaskService {
             events
                 .send(TaskEvent::Exit {
                     id: container.id.clone(),
+                    process: container.id.clone(),
                     pid,
                     status: exit.status,
                     at: exit.at,
@@ -176,6 +210,9 @@ impl Task for TaskService {
 
     async fn start(&self, _ctx: &TtrpcContext, req: api::StartRequest) -> TtrpcResult<api::StartResponse> {
         let container = self.container(&req.id)?;
+        if !req.exec_id.is_empty() {
+            return self.start_exec(container, req.exec_id).await;
+        }
         let pid = container.pid;
         blocking(move || container.start()).await??;
         self.events
@@ -192,7 +229,17 @@ impl Task for TaskService {
 
     async fn state(&self, _ctx: &TtrpcContext, req: api::StateRequest) -> TtrpcResult<api::StateResponse> {
         let container = self.container(&req.id)?;
-        let (status, exit) = container.status();
+        let (status, exit, pid, stdio) = match req.exec_id.as_str() {
+            "" => {
+                let (status, exit) = container.status();
+                (status, exit, container.pid, container.stdio.clone())
+            }
+            exec_id => {
+                let exec = container.exec(exec_id)?;
+                let (status, exit) = exec.status();
+                (status, exit, exec.pid(), exec.stdio.clone())
+            }
+        };
         let status = match status {
             Status::Created => TaskStatus::CREATED,
             Status::Running => TaskStatus::RUNNING,
@@ -201,12 +248,13 @@ impl Task for TaskService {
         };
         Ok(api::StateResponse {
             id: container.id.clone(),
+            exec_id: req.exec_id.clone(),
             bundle: container.bundle.display().to_string(),
-            pid: container.pid,
+            pid,
             status: EnumOrUnknown::new(status),
-            stdin: container.stdio.stdin.clone(),
-            stdout: container.stdio.stdout.clone(),
-            stderr: container.stdio.stderr.clone(),
+            stdin: stdio.stdin,
+            stdout: stdio.stdout,
+            stderr: stdio.stderr,
             exit_status: exit.map(|exit| exit.status).unwrap_or_default(),
             exited_at: exited_at(exit),
             ..Default::default()
@@ -215,7 +263,10 @@ impl Task for TaskService {
 
     async fn wait(&self, _ctx: &TtrpcContext, req: api::WaitRequest) -> TtrpcResult<api::WaitResponse> {
         let container = self.container(&req.id)?;
-        let exit = container.wait().await;
+        let exit = match req.exec_id.as_str() {
+            "" => container.wait().await,
+            exec_id => container.exec(exec_id)?.wait().await,
+        };
         Ok(api::WaitResponse {
             exit_status: exit.status,
             exited_at: exited_at(Some(exit)),
@@ -226,12 +277,30 @@ impl Task for TaskService {
     async fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<api::Empty> {
         let container = self.container(&req.id)?;
         let (signal, all) = (req.signal, req.all);
-        blocking(move || container.kill(signal, all)).await??;
+        match req.exec_id {
+            exec_id if exec_id.is_empty() => blocking(move || container.kill(signal, all)).await??,
+            exec_id => blocking(move || container.kill_exec(&exec_id, signal)).await??,
+        }
         Ok(api::Empty::new())
     }
 
     async fn delete(&self, _ctx: &TtrpcContext, req: api::DeleteRequest) -> TtrpcResult<api::DeleteResponse> {
         let container = self.container(&req.id)?;
+        if !req.exec_id.is_empty() {
+            // As containerd's own shims do, no TaskDelete for an exec.
+            let (pid, exit) = container.delete_exec(&req.exec_id)?;
+            let exit = exit.unwrap_or(Exit {
+                status: 255,
+                at: std::time::SystemTime::now(),
+                oom: false,
+            });
+            return Ok(api::DeleteResponse {
+                pid,
+                exit_status: exit.status,
+                exited_at: exited_at(Some(exit)),
+                ..Default::default()
+            });
+        }
         let pid = container.pid;
         let exit = blocking(move || container.delete()).await??;
         let last = {
@@ -314,6 +383,38 @@ impl Task for TaskService {
         Ok(api::Empty::new())
     }
 
+    async fn exec(&self, _ctx: &TtrpcContext, req: api::ExecProcessRequest) -> TtrpcResult<api::Empty> {
+        let container = self.container(&req.id)?;
+        let stdio = StdioPaths {
+            stdin: req.stdin.clone(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+        };
+        let spec = req.spec.as_ref().map(|any| any.value.clone()).unwrap_or_default();
+        container.add_exec(&req.exec_id, stdio, req.terminal, &spec)?;
+        self.events
+            .send(TaskEvent::ExecAdded {
+                id: req.id.clone(),
+                exec_id: req.exec_id.clone(),
+            })
+            .await;
+        Ok(api::Empty::new())
+    }
+
+    async fn resize_pty(&self, _ctx: &TtrpcContext, req: api::ResizePtyRequest) -> TtrpcResult<api::Empty> {
+        let container = self.container(&req.id)?;
+        container.resize(&req.exec_id, req.width, req.height)?;
+        Ok(api::Empty::new())
+    }
+
+    async fn close_io(&self, _ctx: &TtrpcContext, req: api::CloseIORequest) -> TtrpcResult<api::Empty> {
+        let container = self.container(&req.id)?;
+        if req.stdin {
+            container.close_stdin(&req.exec_id)?;
+        }
+        Ok(api::Empty::new())
+    }
+
     async fn connect(
         &self,
         _ctx: &TtrpcContext,
@@ -330,7 +431,12 @@ impl Task for TaskService {
 
     async fn shutdown(&self, _ctx: &TtrpcContext, _req: api::ShutdownRequest) -> TtrpcResult<api::Empty> {
         // Once its last container is gone the shim may exit.
-        if self.containers.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
+        if self
+            .containers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+        {
             self.exit.signal();
         }
         Ok(api::Empty::new())

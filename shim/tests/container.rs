@@ -24,6 +24,7 @@ fn update_changes_the_sandbox_cgroup_limits() {
         "update-1",
         &bundle,
         StdioPaths::default(),
+        false,
         &runsc_root,
         &ShimConfig {
             node: NodeConfig::default(),

@@ -169,6 +169,45 @@ fn kill_all() {
 }
 
 #[test]
+fn kill_one_process_names_its_sandbox_pid() {
+    let sub = Subcommand::KillProcess {
+        id: "x".into(),
+        pid: 7,
+        signal: 2,
+    };
+    assert_eq!(render(sub), expect(&["kill", "--pid=7", "x", "2"]));
+}
+
+#[test]
+fn exec_is_detached_with_both_pid_files_and_an_optional_console() {
+    let sub = |console_socket: Option<&str>| Subcommand::Exec {
+        id: "x".into(),
+        process: "/b/p.json".into(),
+        pid_file: "/b/p.pid".into(),
+        internal_pid_file: "/b/p.ipid".into(),
+        console_socket: console_socket.map(Into::into),
+    };
+    let base = [
+        "exec",
+        "--detach",
+        "--process=/b/p.json",
+        "--pid-file=/b/p.pid",
+        "--internal-pid-file=/b/p.ipid",
+    ];
+    let with_id = |extra: &[&str]| {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        args.push("x");
+        expect(&args)
+    };
+    assert_eq!(render(sub(None)), with_id(&[]));
+    assert_eq!(
+        render(sub(Some("/s.sock"))),
+        with_id(&["--console-socket=/s.sock"])
+    );
+}
+
+#[test]
 fn delete_with_and_without_force() {
     let plain = Subcommand::Delete {
         id: "x".into(),

@@ -377,3 +377,28 @@ fn the_real_host_knows_its_own_namespaces() {
     assert!(!RealHost.is_own_namespace("net", Path::new("/proc/self/ns/pid")));
     assert!(!RealHost.is_own_namespace("net", Path::new("/nonexistent/ns")));
 }
+
+#[test]
+fn an_exec_gets_no_capabilities_and_the_init_processs_user() {
+    let init = json!({"user": {"uid": 65534, "gid": 65534}, "capabilities": {"bounding": []}});
+    let mut exec = json!({
+        "args": ["sh"],
+        "user": {"uid": 0, "gid": 0},
+        "capabilities": {"bounding": ["CAP_SYS_ADMIN"], "effective": ["CAP_SYS_ADMIN"]},
+        "noNewPrivileges": false
+    });
+    let changes = enforce_exec_process(&mut exec, &init);
+    assert_eq!(exec["user"], json!({"uid": 65534, "gid": 65534}));
+    assert_eq!(exec["capabilities"]["bounding"], json!([]));
+    assert_eq!(exec["capabilities"]["effective"], json!([]));
+    assert_eq!(exec["noNewPrivileges"], json!(true));
+    assert_eq!(exec["args"], json!(["sh"]));
+    let fields: Vec<&str> = changes.iter().map(|c| c.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        ["process.capabilities", "process.noNewPrivileges", "process.user"]
+    );
+
+    let mut tight = exec.clone();
+    assert!(enforce_exec_process(&mut tight, &init).is_empty());
+}

@@ -54,6 +54,14 @@ pub(super) fn tighten(
     changes
 }
 
+/// Only the process rewrites (capabilities, no new privileges), for an
+/// exec's process spec held as `{"process": …}`.
+pub(super) fn process_only(spec: &mut Value) -> Vec<Change> {
+    let mut changes = Vec::new();
+    process(spec, &mut changes);
+    changes
+}
+
 fn root(spec: &mut Value, changes: &mut Vec<Change>) {
     let root = object(spec, "root");
     if root.get("readonly") != Some(&Value::Bool(true)) {

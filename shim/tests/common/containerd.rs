@@ -155,6 +155,20 @@ impl Containerd {
         self.ctr(namespace, &args)
     }
 
+    /// The arguments `run_bundle` gives ctr, as owned strings.
+    pub fn run_bundle_args(&self, config: &Path, id: &str, extra: &[&str]) -> Vec<String> {
+        let mut args = vec!["run".to_owned()];
+        args.extend(extra.iter().map(|arg| arg.to_string()));
+        args.push("--runtime-config-path".to_owned());
+        args.push(self.node_config().display().to_string());
+        for arg in ["--runtime", RUNTIME, "--config"] {
+            args.push(arg.to_owned());
+        }
+        args.push(config.display().to_string());
+        args.push(id.to_owned());
+        args
+    }
+
     /// `ctr run [extra…] --runtime io.containerd.skillbox.v1 --rootfs <rootfs> <id> <command…>`:
     /// a plain container, no skillbox policy, no node config.
     pub fn run_rootfs(
@@ -175,15 +189,43 @@ impl Containerd {
     }
 
     pub fn ctr(&self, namespace: &str, args: &[&str]) -> Output {
-        Command::new("ctr")
+        self.ctr_command(namespace, args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running ctr")
+    }
+
+    /// `ctr` on this containerd in `namespace`, stdin left to the caller.
+    pub fn ctr_command(&self, namespace: &str, args: &[&str]) -> Command {
+        let mut command = Command::new("ctr");
+        command
             .arg("--address")
             .arg(self.socket())
             .args(["--namespace", namespace])
             .args(args)
+            .current_dir("/");
+        command
+    }
+
+    /// `ctr` run inside a pseudoterminal of `rows`×`cols` (util-linux
+    /// `script`), as `ctr … -t` needs one; output is the terminal's.
+    pub fn ctr_in_terminal(&self, namespace: &str, args: &[&str], (rows, cols): (u16, u16)) -> Output {
+        super::require("script", "util-linux");
+        let quoted: Vec<String> = args
+            .iter()
+            .map(|arg| format!("'{}'", arg.replace('\'', "'\\''")))
+            .collect();
+        let line = format!(
+            "stty rows {rows} cols {cols}; exec timeout 60 ctr --address '{}' --namespace '{namespace}' {}",
+            self.socket().display(),
+            quoted.join(" ")
+        );
+        Command::new("script")
+            .args(["--quiet", "--return", "--command", &line, "/dev/null"])
             .current_dir("/")
             .stdin(Stdio::null())
             .output()
-            .expect("running ctr")
+            .expect("running script")
     }
 }
 
