@@ -9,6 +9,7 @@ pub mod container;
 pub mod enforce;
 pub mod events;
 pub mod introspection;
+pub mod pod;
 pub mod publisher;
 pub mod reaper;
 pub mod runsc;
