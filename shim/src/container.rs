@@ -20,6 +20,8 @@ use crate::enforce::{prepare_bundle, EnforceError};
 use crate::reaper;
 use crate::runsc::{Runsc, RunscError};
 
+mod member;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
     /// The spec was refused, or could not be brought within its policy.
@@ -39,6 +41,9 @@ pub enum ContainerError {
     NoCgroup { bundle: PathBuf },
     #[error("cannot update the sandbox cgroup: {0}")]
     Cgroup(#[from] crate::cgroup::CgroupError),
+    /// A pod operation refused (see `pod.rs`).
+    #[error(transparent)]
+    Pod(#[from] crate::pod::PodError),
     #[error("container {id} is {state:?}; cannot {action}")]
     State {
         id: String,
@@ -93,6 +98,8 @@ pub struct Container {
     created_cgroups: Vec<PathBuf>,
     state: Arc<Mutex<State>>,
     exited: watch::Receiver<Option<Exit>>,
+    /// Set when the container joined its pod's sandbox (`member.rs`).
+    member: Option<member::Member>,
 }
 
 /// Opens one of the container's streams as containerd named it: a FIFO
@@ -201,6 +208,7 @@ impl Container {
             created_cgroups,
             state,
             exited,
+            member: None,
         })
     }
 
@@ -221,7 +229,12 @@ impl Container {
                 })
             }
         }
-        self.runsc.start(&self.id)?;
+        match &self.member {
+            Some(member) => self.start_member(member)?,
+            None => {
+                self.runsc.start(&self.id)?;
+            }
+        }
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if state.status == Status::Created {
             state.status = Status::Running;
@@ -237,6 +250,7 @@ impl Container {
         } else {
             (Status::Paused, Status::Running, "resume")
         };
+        self.refuse_for_member(action)?;
         let current = self.status().0;
         if current != from {
             return Err(ContainerError::State {
@@ -257,7 +271,8 @@ impl Container {
         Ok(())
     }
 
-    /// What the sandbox cgroup has recorded (all zeros if it is unknown).
+    /// What the sandbox cgroup has recorded (all zeros if it is unknown);
+    /// for a pod's member, the whole pod's sandbox.
     pub fn stats(&self) -> CgroupStats {
         self.cgroup
             .as_ref()
@@ -272,6 +287,7 @@ impl Container {
 
     /// Changes the sandbox cgroup's limits. Blocking.
     pub fn update(&self, update: &LimitUpdate) -> Result<(), ContainerError> {
+        self.refuse_for_member("update")?;
         let Some((fs, path)) = &self.cgroup else {
             return Err(ContainerError::NoCgroup {
                 bundle: self.bundle.clone(),
@@ -308,6 +324,9 @@ impl Container {
 
     /// Removes the sandbox. A running container is killed first. Blocking.
     pub fn delete(&self) -> Result<Option<Exit>, ContainerError> {
+        if let Some(member) = &self.member {
+            return self.delete_member(member);
+        }
         if self.status().0 != Status::Stopped {
             let _ = self.runsc.kill(&self.id, nix::sys::signal::SIGKILL as i32);
         }
