@@ -27,6 +27,8 @@ use crate::reaper;
 use crate::runsc::{Runsc, RunscError};
 use crate::stdin::StdinPipe;
 
+mod member;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
     /// The spec was refused, or could not be brought within its policy.
@@ -54,6 +56,9 @@ pub enum ContainerError {
     ExecExists { id: String, exec_id: String },
     #[error("container {id} has no terminal")]
     NoTerminal { id: String },
+    /// A pod operation refused (see `pod.rs`).
+    #[error(transparent)]
+    Pod(#[from] crate::pod::PodError),
     #[error("container {id} is {state:?}; cannot {action}")]
     State {
         id: String,
@@ -116,6 +121,8 @@ pub struct Container {
     init_process: Value,
     execs: Mutex<HashMap<String, Arc<ExecProcess>>>,
     next_exec: AtomicU64,
+    /// Set when the container joined its pod's sandbox (`member.rs`).
+    member: Option<member::Member>,
 }
 
 /// Opens a process's stdout or stderr as containerd named it: a FIFO
@@ -307,6 +314,7 @@ impl Container {
             init_process,
             execs: Mutex::new(HashMap::new()),
             next_exec: AtomicU64::new(0),
+            member: None,
         })
     }
 
@@ -424,7 +432,12 @@ impl Container {
                 })
             }
         }
-        self.runsc.start(&self.id)?;
+        match &self.member {
+            Some(member) => self.start_member(member)?,
+            None => {
+                self.runsc.start(&self.id)?;
+            }
+        }
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if state.status == Status::Created {
             state.status = Status::Running;
@@ -440,6 +453,7 @@ impl Container {
         } else {
             (Status::Paused, Status::Running, "resume")
         };
+        self.refuse_for_member(action)?;
         let current = self.status().0;
         if current != from {
             return Err(ContainerError::State {
@@ -460,7 +474,8 @@ impl Container {
         Ok(())
     }
 
-    /// What the sandbox cgroup has recorded (all zeros if it is unknown).
+    /// What the sandbox cgroup has recorded (all zeros if it is unknown);
+    /// for a pod's member, the whole pod's sandbox.
     pub fn stats(&self) -> CgroupStats {
         self.cgroup
             .as_ref()
@@ -475,6 +490,7 @@ impl Container {
 
     /// Changes the sandbox cgroup's limits. Blocking.
     pub fn update(&self, update: &LimitUpdate) -> Result<(), ContainerError> {
+        self.refuse_for_member("update")?;
         let Some((fs, path)) = &self.cgroup else {
             return Err(ContainerError::NoCgroup {
                 bundle: self.bundle.clone(),
@@ -511,6 +527,9 @@ impl Container {
 
     /// Removes the sandbox. A running container is killed first. Blocking.
     pub fn delete(&self) -> Result<Option<Exit>, ContainerError> {
+        if let Some(member) = &self.member {
+            return self.delete_member(member);
+        }
         if self.status().0 != Status::Stopped {
             let _ = self.runsc.kill(&self.id, nix::sys::signal::SIGKILL as i32);
         }

@@ -11,6 +11,7 @@ pub mod enforce;
 pub mod events;
 pub mod exec;
 pub mod introspection;
+pub mod pod;
 pub mod publisher;
 pub mod reaper;
 pub mod runsc;

@@ -185,8 +185,70 @@ impl Runsc {
         })
     }
 
+    /// `runsc create` of a container that joins a running sandbox (its spec
+    /// carries the CRI annotations). runsc starts no process for it (its
+    /// gofer comes at start), so its output is captured; `pid_file` gets the
+    /// sandbox's pid.
+    pub fn create_joining(&self, bundle: &Path, id: &str, pid_file: &Path) -> Result<String, RunscError> {
+        self.check(&Subcommand::Create {
+            bundle: bundle.to_owned(),
+            id: id.to_owned(),
+            pid_file: Some(pid_file.to_owned()),
+            console_socket: None,
+        })
+    }
+
     pub fn start(&self, id: &str) -> Result<String, RunscError> {
         self.check(&Subcommand::Start { id: id.to_owned() })
+    }
+
+    /// `runsc start` of a container that joins a running sandbox: runsc
+    /// gives such a container the stdio of the `start` process (a sandbox's
+    /// first container takes the stdio of `runsc create` instead).
+    pub fn start_with_stdio(&self, id: &str, stdio: [Stdio; 3]) -> Result<(), RunscError> {
+        let (mut command, rendered) = self.command(&Subcommand::Start { id: id.to_owned() });
+        let [stdin, stdout, stderr] = stdio;
+        let status = command
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(stderr)
+            .status()
+            .map_err(|source| RunscError::Spawn {
+                argv: rendered.clone(),
+                source,
+            })?;
+        if !status.success() {
+            return Err(RunscError::Failed {
+                argv: rendered,
+                status,
+                stdout: String::new(),
+                stderr: "see the container's stderr".to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// `runsc wait <id>`: blocks until a started container exits and returns
+    /// its status (128 + signal when killed). Works for a container that
+    /// joined a sandbox, not for a sandbox's first container (see
+    /// docs/runsc-facts.md).
+    pub fn wait(&self, id: &str) -> Result<u32, RunscError> {
+        let sub = Subcommand::Wait { id: id.to_owned() };
+        let stdout = self.check(&sub)?;
+        let waited: Result<serde_json::Value, _> = serde_json::from_str(stdout.trim());
+        waited
+            .ok()
+            .and_then(|waited| waited["exitStatus"].as_u64())
+            .and_then(|status| u32::try_from(status).ok())
+            .ok_or_else(|| RunscError::Output {
+                argv: render(&self.binary, &argv(&self.global, &self.flags, &sub)),
+                reason: format!("expected {{\"exitStatus\": N}}, got {:?}", stdout.trim()),
+            })
+    }
+
+    /// The sandbox flags every call repeats.
+    pub fn flags(&self) -> &RunscFlags {
+        &self.flags
     }
 
     /// The container's process ids, as the sandbox numbers them.

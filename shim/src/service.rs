@@ -1,7 +1,7 @@
 //! The shim binary's lifecycle (`containerd_shim::asynchronous::Shim`):
 //! start a shim server per container, clean up in the `delete` subcommand.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
@@ -13,6 +13,7 @@ use containerd_shim::{Config, DeleteResponse, Error, Flags, StartOpts};
 
 use crate::cleanup::DeadShim;
 use crate::events::ContainerdEvents;
+use crate::pod::PodRole;
 use crate::task::TaskService;
 
 /// The runtime type containerd knows this shim by.
@@ -62,8 +63,16 @@ impl Shim for SkillboxShim {
         }
     }
 
+    /// Starts (or finds) the shim server for the container: a pod's
+    /// application container (CRI annotations, see `pod.rs`) is grouped
+    /// under its sandbox's id, so the crate's `spawn` computes the socket of
+    /// the pod's shim; the shim process it starts finds that socket serving
+    /// and exits, and the pod's shim gets the Create. Every other container
+    /// gets its own shim.
     async fn start_shim(&mut self, opts: StartOpts) -> Result<String, Error> {
-        let grouping = opts.id.clone();
+        // The working directory is the container's bundle.
+        let role = PodRole::of_bundle(Path::new("."));
+        let grouping = role.grouping(&opts.id).to_owned();
         let address = spawn(opts, &grouping, Vec::new()).await?;
         // containerd reads the address back from the bundle; without it the
         // socket is left behind after the shim exits.

@@ -17,6 +17,7 @@ use crate::config::{self, ShimConfig};
 use crate::container::{Container, ContainerError, Exit, Status, StdioPaths};
 use crate::enforce::EnforceError;
 use crate::events::{timestamp, EventSink, TaskEvent};
+use crate::pod::{PodError, PodRole};
 use crate::stats::metrics_any;
 use crate::update::limits_within_ceiling;
 
@@ -46,9 +47,10 @@ impl From<ContainerError> for TtrpcError {
             ContainerError::Enforce(EnforceError::ReadSpec { .. } | EnforceError::WriteSpec { .. }) => {
                 Code::INTERNAL
             }
-            ContainerError::Enforce(_) | ContainerError::State { .. } | ContainerError::NoCgroup { .. } => {
-                Code::FAILED_PRECONDITION
-            }
+            ContainerError::Enforce(_)
+            | ContainerError::State { .. }
+            | ContainerError::NoCgroup { .. }
+            | ContainerError::Pod(_) => Code::FAILED_PRECONDITION,
             ContainerError::ExecSpec { .. } => Code::INVALID_ARGUMENT,
             ContainerError::NoExec { .. } => Code::NOT_FOUND,
             ContainerError::ExecExists { .. } => Code::ALREADY_EXISTS,
@@ -120,6 +122,37 @@ impl TaskService {
         })
     }
 
+    /// The sandbox container `sandbox` that container `id` joins: it must
+    /// run in this shim and not be a member itself.
+    fn pod_sandbox(&self, id: &str, sandbox: &str) -> TtrpcResult<Arc<Container>> {
+        let found = self.container(sandbox).map_err(|_| PodError::NoSandbox {
+            id: id.to_owned(),
+            sandbox: sandbox.to_owned(),
+        });
+        let found = found.map_err(ContainerError::from)?;
+        if let Some(owner) = found.sandbox_id() {
+            return Err(ContainerError::from(PodError::SandboxIsMember {
+                id: id.to_owned(),
+                sandbox: sandbox.to_owned(),
+                owner: owner.to_owned(),
+            })
+            .into());
+        }
+        Ok(found)
+    }
+
+    /// The containers that joined the sandbox of container `id`.
+    fn members_of(&self, id: &str) -> Vec<String> {
+        let containers = self.containers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut members: Vec<String> = containers
+            .values()
+            .filter(|container| container.sandbox_id() == Some(id))
+            .map(|container| container.id.clone())
+            .collect();
+        members.sort();
+        members
+    }
+
     fn container(&self, id: &str) -> TtrpcResult<Arc<Container>> {
         let containers = self.containers.lock().unwrap_or_else(|e| e.into_inner());
         containers
@@ -164,8 +197,17 @@ impl Task for TaskService {
             .map_err(|message| rpc_error(Code::FAILED_PRECONDITION, message))?;
         let root = self.runsc_root.clone();
         *self.config.lock().unwrap_or_else(|e| e.into_inner()) = Some(shim_config.clone());
-        let container =
-            blocking(move || Container::create(&id, &bundle, stdio, terminal, &root, &shim_config)).await??;
+        let container = match PodRole::of_bundle(&bundle) {
+            PodRole::Own => {
+                blocking(move || Container::create(&id, &bundle, stdio, terminal, &root, &shim_config))
+                    .await??
+            }
+            PodRole::Member { sandbox } => {
+                let sandbox = self.pod_sandbox(&id, &sandbox)?;
+                blocking(move || Container::create_member(&id, &bundle, stdio, &sandbox, &shim_config))
+                    .await??
+            }
+        };
         let container = Arc::new(container);
         let pid = container.pid;
         self.containers
@@ -300,6 +342,15 @@ impl Task for TaskService {
                 exited_at: exited_at(Some(exit)),
                 ..Default::default()
             });
+        }
+        // Removing the sandbox would take its members' state with it.
+        let members = self.members_of(&req.id);
+        if !members.is_empty() {
+            return Err(ContainerError::from(PodError::HasMembers {
+                id: req.id.clone(),
+                members,
+            })
+            .into());
         }
         let pid = container.pid;
         let exit = blocking(move || container.delete()).await??;
