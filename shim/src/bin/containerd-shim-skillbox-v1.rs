@@ -5,7 +5,7 @@ use std::io::Write;
 use skillbox_shim::introspection::{self, Introspection};
 use skillbox_shim::service::{config, SkillboxShim, RUNTIME_ID};
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match introspection::parse(&args) {

@@ -1,0 +1,318 @@
+#!/usr/bin/env bash
+# The containerd shim's benchmark, measured in one run on this machine (root,
+# release build, a private containerd):
+#
+#  (a) start-to-exit latency of examples/hello, interleaved runs of
+#      - ours:     ctr run --rm --runtime io.containerd.skillbox.v1 --config <bundle>/config.json <id>
+#      - baseline: ctr run --rm --runc-binary <wrapper> --config <bundle>/config.json <id>
+#                  (containerd's Go shim containerd-shim-runc-v2 driving runsc
+#                  through a wrapper that adds --network=none --platform=ptrace)
+#      - raw:      runsc --network=none --platform=ptrace --root <dir> run --bundle <bundle> <id>
+#      with median, p90 and min per path and the ratios of the medians
+#      (targets: ours/baseline ≤ 1.0, ours/raw ≤ 1.2);
+#  (b) the memory of each shim process (RSS and PSS from smaps_rollup) while
+#      a long-running task runs under it (target: our RSS ≤ 4 MiB).
+#
+# All three paths run the same bundle: examples/hello compiled by
+# `skillbox compile`, with its CPU quota (cpus: 0.25) removed so that CFS
+# throttling adds no variance. Everything this script starts (containerd,
+# containers, tasks, sandboxes, temp dirs) is removed on exit.
+#
+#   bash bench/shim.sh            (env: RUNS=15 WARMUP=2 MEM_SAMPLES=3)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/common.sh
+source scripts/common.sh
+require_root
+
+runs="${RUNS:-15}"
+warmup="${WARMUP:-2}"
+mem_samples="${MEM_SAMPLES:-3}"
+repo="$PWD"
+skillbox="$repo/target/release/skillbox"
+shim="$repo/target/release/containerd-shim-skillbox-v1"
+rootfs="$repo/$SKILLBOX_CACHE/busybox-rootfs"
+ns="skillbox-bench-$$"
+
+section "Setup"
+ensure_debian_packages "${SKILLBOX_DEBIAN_PACKAGES[@]}" jq
+require_cargo
+cargo build --release -p skillbox -p skillbox-shim
+bash examples/rootfs/make-busybox-rootfs.sh "$rootfs"
+
+# Short paths: containerd's sockets must fit in a unix socket address.
+work="$(mktemp -d /tmp/skillbox-bench-shim.XXXXXX)"
+ctrd="$work/containerd"
+raw_root="$work/runsc-raw"
+runc_root="$work/runsc-runc-shim"
+ctrd_pid=""
+
+# ctr against the private containerd, in the benchmark's namespace.
+ctr_() {
+    ctr --address "$ctrd/containerd.sock" --namespace "$ns" "$@"
+}
+
+cleanup() {
+    set +e
+    if [ -n "$ctrd_pid" ]; then
+        local id
+        for id in $(ctr_ tasks list --quiet 2>/dev/null); do
+            ctr_ tasks delete --force "$id" >/dev/null 2>&1
+        done
+        # A task runsc left in "created" cannot be killed through the runc
+        # shim (runsc refuses to signal it): delete the sandbox directly.
+        for id in $(runsc --root "$runc_root/$ns" list --quiet 2>/dev/null); do
+            runsc --network=none --platform=ptrace --root "$runc_root/$ns" delete --force "$id" >/dev/null 2>&1
+            ctr_ tasks delete "$id" >/dev/null 2>&1
+        done
+        for id in $(ctr_ containers list --quiet 2>/dev/null); do
+            ctr_ containers delete "$id" >/dev/null 2>&1
+        done
+        kill "$ctrd_pid" 2>/dev/null
+        wait "$ctrd_pid" 2>/dev/null
+    fi
+    for id in $(runsc --root "$raw_root" list --quiet 2>/dev/null); do
+        runsc --network=none --platform=ptrace --root "$raw_root" delete --force "$id" >/dev/null 2>&1
+    done
+    # runsc removes the cgroups it creates, but not always after a kill
+    # (see docs/runsc-facts.md): remove what is left, empty by now.
+    if [ -n "${cgroup_hello:-}" ]; then
+        local left=()
+        mapfile -t left < <(ls -d /sys/fs/cgroup/*/"${cgroup_hello#/}" /sys/fs/cgroup/*/"${cgroup_sleep#/}"-* 2>/dev/null)
+        if [ "${#left[@]}" -gt 0 ]; then
+            echo "cgroups left behind by the runs, removed: ${left[*]}"
+            rmdir "${left[@]}"
+        fi
+    fi
+    # Our shim removes its per-namespace runsc root with its last container.
+    rmdir "/run/skillbox/shim/$ns" 2>/dev/null
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+echo "host: $(nproc) cores, kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "runsc: $(runsc --version | head -n 1)"
+echo "containerd: $(containerd --version)"
+echo "shims: $shim ($(stat -c %s "$shim") bytes), $(command -v containerd-shim-runc-v2) ($(stat -c %s "$(command -v containerd-shim-runc-v2)") bytes)"
+
+# The hello bundle, and the benchmark's copy of its config without CPU quota.
+"$skillbox" compile examples/hello --base-rootfs "$rootfs" -o "$work/hello" >/dev/null
+bundle="$work/bundle"
+mkdir -p "$bundle"
+# Own cgroup paths, so that nobody else's hello or sleep shares them.
+cgroup_hello="/skillbox-bench-hello-$$"
+cgroup_sleep="/skillbox-bench-sleep-$$"
+jq --arg cg "$cgroup_hello" 'del(.linux.resources.cpu) | .linux.cgroupsPath = $cg' \
+    "$work/hello/config.json" >"$bundle/config.json"
+
+# A skill that sleeps, for the memory figures.
+mkdir -p "$work/sleep-skill"
+cat >"$work/sleep-skill/SKILL.md" <<'MD'
+---
+name: bench-sleep
+description: Sleeps, so that a shim's memory can be read while its task runs.
+security_policy:
+  version: 1
+  entrypoint: [sleep, "600"]
+  resources: { timeout: 10m }
+---
+MD
+"$skillbox" compile "$work/sleep-skill" --base-rootfs "$rootfs" -o "$work/sleep" >/dev/null
+# One cgroup per shim: a sandbox joins an existing cgroup without owning it.
+for which in ours baseline; do
+    jq --arg cg "$cgroup_sleep-$which" '.linux.cgroupsPath = $cg' "$work/sleep/config.json" \
+        >"$work/sleep/config-$which.json"
+done
+
+# containerd's runc shim calls its runc binary with runc's CLI; runsc takes
+# it, but needs its own configuration flags on every call (see
+# docs/containerd-shim-facts.md).
+wrapper="$work/bin/runsc-as-runc"
+mkdir -p "$work/bin"
+cat >"$wrapper" <<'SH'
+#!/bin/sh
+exec runsc --network=none --platform=ptrace "$@"
+SH
+chmod +x "$wrapper"
+
+# A private containerd (own config, root, state and sockets), started from /
+# because containerd looks for shims in its cwd first, with our shim first on
+# its PATH.
+mkdir -p "$ctrd/bin" "$raw_root" "$runc_root"
+ln -s "$shim" "$ctrd/bin/containerd-shim-skillbox-v1"
+cat >"$ctrd/config.toml" <<TOML
+version = 2
+root = "$ctrd/root"
+state = "$ctrd/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "$ctrd/containerd.sock"
+[ttrpc]
+  address = "$ctrd/containerd.sock.ttrpc"
+TOML
+(cd / && PATH="$ctrd/bin:$PATH" exec containerd --config "$ctrd/config.toml" >"$ctrd/containerd.log" 2>&1) &
+ctrd_pid=$!
+for _ in $(seq 1 100); do
+    [ -S "$ctrd/containerd.sock" ] && break
+    sleep 0.1
+done
+[ -S "$ctrd/containerd.sock" ] || die "containerd did not start: $(tail -n 5 "$ctrd/containerd.log")"
+# Nothing below depends on the cwd; containerd and ctr get absolute paths.
+cd /
+
+ours_once() {
+    ctr_ run --rm --runtime io.containerd.skillbox.v1 --config "$bundle/config.json" "bench-ours-$1" </dev/null
+}
+baseline_once() {
+    ctr_ run --rm --runc-binary "$wrapper" --runc-root "$runc_root" --config "$bundle/config.json" \
+        "bench-baseline-$1" </dev/null
+}
+raw_once() {
+    runsc --network=none --platform=ptrace --root "$raw_root" run --bundle "$bundle" "bench-raw-$1" </dev/null
+}
+
+section "(a) Start-to-exit latency of examples/hello"
+echo "ours:     ctr run --rm --runtime io.containerd.skillbox.v1 --config $bundle/config.json <id>"
+echo "baseline: ctr run --rm --runc-binary $wrapper --runc-root $runc_root --config $bundle/config.json <id>"
+echo "raw:      runsc --network=none --platform=ptrace --root $raw_root run --bundle $bundle <id>"
+
+# All three must succeed and print the same thing before anything is timed.
+raw_out="$(raw_once check)" || die "raw runsc run failed"
+ours_out="$(ours_once check)" || die "ctr run through our shim failed: $(tail -n 5 "$ctrd/containerd.log")"
+baseline_out="$(baseline_once check)" || die "ctr run through the runc shim failed: $(tail -n 5 "$ctrd/containerd.log")"
+[ "$ours_out" = "$raw_out" ] || die "raw runsc printed '$raw_out' but our shim printed '$ours_out'"
+[ "$baseline_out" = "$raw_out" ] || die "raw runsc printed '$raw_out' but the runc shim printed '$baseline_out'"
+echo "all three print: $raw_out"
+
+paths=(ours baseline raw)
+for i in $(seq 1 "$warmup"); do
+    for which in "${paths[@]}"; do
+        "${which}_once" "warm-$i" >/dev/null || die "$which run failed"
+    done
+done
+for which in "${paths[@]}"; do
+    : >"$work/$which.ms"
+done
+for i in $(seq 1 "$runs"); do
+    # Rotate the order so that no path always runs first or last.
+    order=("${paths[@]:i%3}" "${paths[@]:0:i%3}")
+    for which in "${order[@]}"; do
+        # EPOCHREALTIME without its dot: microseconds, read without a fork.
+        start="${EPOCHREALTIME/[.,]/}"
+        "${which}_once" "$i" >/dev/null || die "$which run failed"
+        end="${EPOCHREALTIME/[.,]/}"
+        awk -v us="$((end - start))" 'BEGIN { printf "%.3f\n", us / 1000 }' >>"$work/$which.ms"
+    done
+done
+
+# "median p90 min" of the numbers on stdin (p90 by nearest rank).
+summary() {
+    sort -g | awk '{ v[NR] = $1 } END {
+        if (NR % 2) m = v[(NR + 1) / 2]; else m = (v[NR / 2] + v[NR / 2 + 1]) / 2
+        r = int(0.9 * NR); if (r < 0.9 * NR) r++
+        printf "%.1f %.1f %.1f\n", m, v[r], v[1] }'
+}
+read -r ours_med ours_p90 ours_min < <(summary <"$work/ours.ms")
+read -r base_med base_p90 base_min < <(summary <"$work/baseline.ms")
+read -r raw_med raw_p90 raw_min < <(summary <"$work/raw.ms")
+
+section "(b) Shim memory while a task runs"
+# The shim serving container $1 (pid), found by its command line: containerd
+# starts it as `<shim> -namespace <ns> -id <id> -address … [-socket …]`.
+shim_pid() {
+    local proc cmdline found=""
+    for proc in /proc/[0-9]*; do
+        { cmdline="$(tr '\0' ' ' <"$proc/cmdline")"; } 2>/dev/null || continue
+        case "$cmdline" in
+            *containerd-shim-*" -namespace $ns -id $1 "*)
+                case "$cmdline" in *" start "|*" delete ") continue ;; esac
+                [ -z "$found" ] || die "two shims for $1: $found and ${proc#/proc/}"
+                found="${proc#/proc/}"
+                ;;
+        esac
+    done
+    [ -n "$found" ] || die "no shim process for $1"
+    echo "$found"
+}
+# "rss_kb pss_kb threads" of process $1.
+memory_of() {
+    local rss pss threads
+    rss="$(awk '$1 == "Rss:" { print $2 }' "/proc/$1/smaps_rollup")"
+    pss="$(awk '$1 == "Pss:" { print $2 }' "/proc/$1/smaps_rollup")"
+    threads="$(awk '$1 == "Threads:" { print $2 }' "/proc/$1/status")"
+    echo "$rss $pss $threads"
+}
+# Waits until task $1 is RUNNING.
+wait_running() {
+    local _
+    for _ in $(seq 1 100); do
+        [ "$(ctr_ tasks list | awk -v id="$1" '$1 == id { print $3 }')" = RUNNING ] && return 0
+        sleep 0.1
+    done
+    die "task $1 did not reach RUNNING"
+}
+
+echo "each shim serves $work/sleep (sleep 600), in its own cgroup; read 1 s after the task is RUNNING"
+: >"$work/ours.mem"
+: >"$work/baseline.mem"
+for i in $(seq 1 "$mem_samples"); do
+    ctr_ run --detach --runtime io.containerd.skillbox.v1 --config "$work/sleep/config-ours.json" "mem-ours-$i" </dev/null
+    ctr_ run --detach --runc-binary "$wrapper" --runc-root "$runc_root" --config "$work/sleep/config-baseline.json" \
+        "mem-baseline-$i" </dev/null
+    wait_running "mem-ours-$i"
+    wait_running "mem-baseline-$i"
+    sleep 1
+    pid="$(shim_pid "mem-ours-$i")"
+    memory_of "$pid" >>"$work/ours.mem"
+    pid="$(shim_pid "mem-baseline-$i")"
+    memory_of "$pid" >>"$work/baseline.mem"
+    for id in "mem-ours-$i" "mem-baseline-$i"; do
+        # (ctr warns that the task exited 137: it was killed, as intended.)
+        ctr_ tasks delete --force "$id" >/dev/null 2>"$work/ctr.err" ||
+            die "ctr tasks delete --force $id: $(cat "$work/ctr.err")"
+        ctr_ containers delete "$id"
+    done
+done
+# Median of column $1 of file $2, rounded to an integer.
+column_median() {
+    awk -v c="$1" '{ print $c }' "$2" | summary | awk '{ printf "%.0f\n", $1 }'
+}
+ours_rss="$(column_median 1 "$work/ours.mem")"
+ours_pss="$(column_median 2 "$work/ours.mem")"
+ours_threads="$(column_median 3 "$work/ours.mem")"
+base_rss="$(column_median 1 "$work/baseline.mem")"
+base_pss="$(column_median 2 "$work/baseline.mem")"
+base_threads="$(column_median 3 "$work/baseline.mem")"
+
+# $1 / $2 with 3 decimals.
+ratio() {
+    awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'
+}
+# "within" or "ABOVE" for value $1 against target $2.
+verdict() {
+    awk -v v="$1" -v t="$2" 'BEGIN { print (v <= t ? "within" : "ABOVE") }'
+}
+
+section "Results"
+printf '%-46s %9s %9s %9s\n' "start to exit, examples/hello ($runs runs)" "median" "p90" "min"
+printf '%-46s %6s ms %6s ms %6s ms\n' "ours: io.containerd.skillbox.v1" "$ours_med" "$ours_p90" "$ours_min"
+printf '%-46s %6s ms %6s ms %6s ms\n' "baseline: io.containerd.runc.v2 + runsc" "$base_med" "$base_p90" "$base_min"
+printf '%-46s %6s ms %6s ms %6s ms\n' "raw: runsc run" "$raw_med" "$raw_p90" "$raw_min"
+r_base="$(ratio "$ours_med" "$base_med")"
+r_raw="$(ratio "$ours_med" "$raw_med")"
+printf '%-46s %6s x  (%s the 1.0x target)\n' "ratio ours / baseline (medians)" "$r_base" "$(verdict "$r_base" 1.0)"
+printf '%-46s %6s x  (%s the 1.2x target)\n' "ratio ours / raw (medians)" "$r_raw" "$(verdict "$r_raw" 1.2)"
+echo
+printf '%-46s %9s %9s %8s\n' "shim memory while a task runs ($mem_samples samples)" "RSS" "PSS" "threads"
+printf '%-46s %6s kB %6s kB %8s\n' "ours: containerd-shim-skillbox-v1" "$ours_rss" "$ours_pss" "$ours_threads"
+printf '%-46s %6s kB %6s kB %8s\n' "baseline: containerd-shim-runc-v2" "$base_rss" "$base_pss" "$base_threads"
+printf '%-46s %9s %9s\n' "ratio ours / baseline" "$(ratio "$ours_rss" "$base_rss")" "$(ratio "$ours_pss" "$base_pss")"
+printf '%-46s %6s kB  (%s the 4 MiB target)\n' "our RSS against 4 MiB = 4096 kB" "$ours_rss" "$(verdict "$ours_rss" 4096)"
+echo
+for which in "${paths[@]}"; do
+    printf '%-9s samples (ms): %s\n' "$which" "$(sort -g "$work/$which.ms" | tr '\n' ' ')"
+done
+for which in ours baseline; do
+    printf '%-9s memory samples (RSS PSS threads): %s\n' "$which" "$(tr '\n' ',' <"$work/$which.mem" | sed 's/,$//; s/,/, /g')"
+done
