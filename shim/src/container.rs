@@ -6,9 +6,7 @@
 //! whose exit status is the container's) → `start` → exit → `delete`.
 //! Illegal transitions are `ContainerError::State` errors.
 
-use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -19,18 +17,16 @@ use crate::config::ShimConfig;
 use crate::enforce::{prepare_bundle, EnforceError};
 use crate::reaper;
 use crate::runsc::{Runsc, RunscError};
+pub use crate::stdio::StdioPaths;
+use crate::stdio::{Logger, StdioError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
     /// The spec was refused, or could not be brought within its policy.
     #[error(transparent)]
     Enforce(#[from] EnforceError),
-    #[error("{path}: cannot open container stdio: {source}")]
-    Stdio {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Stdio(#[from] StdioError),
     #[error("{path}: cannot read the sandbox pid: {reason}")]
     PidFile { path: PathBuf, reason: String },
     #[error(transparent)]
@@ -71,14 +67,6 @@ struct State {
     exit: Option<Exit>,
 }
 
-/// The stdio paths containerd gave (FIFOs or empty).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct StdioPaths {
-    pub stdin: String,
-    pub stdout: String,
-    pub stderr: String,
-}
-
 #[derive(Debug)]
 pub struct Container {
     pub id: String,
@@ -93,35 +81,8 @@ pub struct Container {
     created_cgroups: Vec<PathBuf>,
     state: Arc<Mutex<State>>,
     exited: watch::Receiver<Option<Exit>>,
-}
-
-/// Opens one of the container's streams as containerd named it: a FIFO
-/// path (opened read-write, which never blocks on Linux whether or not the
-/// other end is open yet), a `file://` log URI (appended to, created 0600),
-/// or nothing.
-fn open_stdio(path: &str) -> Result<Stdio, ContainerError> {
-    if path.is_empty() {
-        return Ok(Stdio::null());
-    }
-    let error = |source| ContainerError::Stdio {
-        path: path.to_owned(),
-        source,
-    };
-    let file = match path.strip_prefix("file://") {
-        Some(log) => {
-            use std::os::unix::fs::OpenOptionsExt;
-            OpenOptions::new().create(true).append(true).mode(0o600).open(log)
-        }
-        None if path.contains("://") => {
-            return Err(error(std::io::Error::new(
-                std::io::ErrorKind::Unsupported,
-                "only FIFOs and file:// log URIs are supported (binary:// is not yet)",
-            )))
-        }
-        None => OpenOptions::new().read(true).write(true).open(path),
-    }
-    .map_err(error)?;
-    Ok(Stdio::from(file))
+    /// The `binary://` logger, waited for at delete (see stdio.rs).
+    logger: Mutex<Option<Logger>>,
 }
 
 /// The host cgroup filesystem and the bundle's `linux.cgroupsPath`, if both
@@ -142,6 +103,7 @@ impl Container {
         stdio: StdioPaths,
         runsc_root: &Path,
         config: &ShimConfig,
+        namespace: &str,
     ) -> Result<Container, ContainerError> {
         // The spec is rewritten (or refused) before runsc reads it, and the
         // runsc flags are the shim's, never the bundle's.
@@ -151,12 +113,16 @@ impl Container {
             .map(|(fs, path)| fs.missing_ancestors(&path))
             .unwrap_or_default();
         let pid_file = bundle.join("init.pid");
-        let streams = [
-            open_stdio(&stdio.stdin)?,
-            open_stdio(&stdio.stdout)?,
-            open_stdio(&stdio.stderr)?,
-        ];
-        runsc.create(bundle, id, &pid_file, streams)?;
+        // On any failure below, dropping the logger kills it.
+        let opened = stdio.open(id, namespace)?;
+        let mut logger = opened.logger;
+        if let Err(err) = runsc.create(bundle, id, &pid_file, opened.streams) {
+            // runsc wrote why to the container's stderr: let the logger keep it.
+            if let Some(logger) = logger.take() {
+                logger.finish();
+            }
+            return Err(err.into());
+        }
         let pid_text = std::fs::read_to_string(&pid_file).map_err(|err| ContainerError::PidFile {
             path: pid_file.clone(),
             reason: err.to_string(),
@@ -201,6 +167,7 @@ impl Container {
             created_cgroups,
             state,
             exited,
+            logger: Mutex::new(logger),
         })
     }
 
@@ -323,6 +290,13 @@ impl Container {
         }
         if let Some((fs, _)) = &self.cgroup {
             fs.remove_if_empty(&self.created_cgroups);
+        }
+        // The sandbox is gone, and with it the last write end of the
+        // logger's pipes: it drains them and exits.
+        let logger = self.logger.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(logger) = logger {
+            let end = logger.finish();
+            tracing::info!(id = %self.id, ?end, "binary logger finished");
         }
         Ok(self.status().1)
     }

@@ -14,5 +14,6 @@ pub mod reaper;
 pub mod runsc;
 pub mod service;
 pub mod stats;
+pub mod stdio;
 pub mod task;
 pub mod update;

@@ -24,6 +24,8 @@ use crate::update::limits_within_ceiling;
 #[derive(Clone)]
 pub struct TaskService {
     pub runsc_root: PathBuf,
+    /// The containerd namespace of this shim's containers (its `-namespace`).
+    namespace: String,
     /// The config the current task was created under (used by Update).
     config: Arc<Mutex<Option<ShimConfig>>>,
     /// Every container of this shim: one, or a pod's (see service.rs).
@@ -74,11 +76,19 @@ impl TaskService {
     pub fn new(runsc_root: &Path, exit: Arc<ExitSignal>, events: Arc<dyn EventSink>) -> TaskService {
         TaskService {
             runsc_root: runsc_root.to_owned(),
+            namespace: String::new(),
             config: Arc::new(Mutex::new(None)),
             containers: Arc::new(Mutex::new(HashMap::new())),
             exit,
             events,
         }
+    }
+
+    /// The containerd namespace the containers live in (given to
+    /// `binary://` loggers).
+    pub fn with_namespace(mut self, namespace: &str) -> TaskService {
+        self.namespace = namespace.to_owned();
+        self
     }
 
     fn container(&self, id: &str) -> TtrpcResult<Arc<Container>> {
@@ -130,9 +140,11 @@ impl Task for TaskService {
         let shim_config = config::load(config_path.as_deref())
             .map_err(|message| rpc_error(Code::FAILED_PRECONDITION, message))?;
         let root = self.runsc_root.clone();
+        let namespace = self.namespace.clone();
         *self.config.lock().unwrap_or_else(|e| e.into_inner()) = Some(shim_config.clone());
         let container =
-            blocking(move || Container::create(&id, &bundle, stdio, &root, &shim_config)).await??;
+            blocking(move || Container::create(&id, &bundle, stdio, &root, &shim_config, &namespace))
+                .await??;
         let container = Arc::new(container);
         let pid = container.pid;
         self.containers
@@ -330,7 +342,12 @@ impl Task for TaskService {
 
     async fn shutdown(&self, _ctx: &TtrpcContext, _req: api::ShutdownRequest) -> TtrpcResult<api::Empty> {
         // Once its last container is gone the shim may exit.
-        if self.containers.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
+        if self
+            .containers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+        {
             self.exit.signal();
         }
         Ok(api::Empty::new())
