@@ -221,11 +221,13 @@ impl Logger {
             uri: uri.to_owned(),
             source,
         };
-        // std's pipes are close-on-exec: neither runsc nor other children
-        // inherit them; the pre-exec step below hands three to the logger.
-        let (out_read, out_write) = std::io::pipe().map_err(pipe_error)?;
-        let (err_read, err_write) = std::io::pipe().map_err(pipe_error)?;
-        let (ready_read, ready_write) = std::io::pipe().map_err(pipe_error)?;
+        // Close-on-exec pipes: neither runsc nor other children inherit
+        // them; the pre-exec step below hands three to the logger.
+        let pipe =
+            || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|errno| pipe_error(errno.into()));
+        let (out_read, out_write) = pipe()?;
+        let (err_read, err_write) = pipe()?;
+        let (ready_read, ready_write) = pipe()?;
         let sources = [
             out_read.as_raw_fd(),
             err_read.as_raw_fd(),
@@ -287,7 +289,7 @@ impl Logger {
         let (sender, receiver) = mpsc::channel();
         std::thread::spawn(move || {
             use std::io::Read;
-            let mut ready_read = ready_read;
+            let mut ready_read = File::from(ready_read);
             let mut byte = [0u8; 1];
             let _ = sender.send(ready_read.read(&mut byte).is_ok());
         });
@@ -299,7 +301,7 @@ impl Logger {
             });
         }
         tracing::info!(%id, %namespace, pid = logger.pid.as_raw(), "binary logger ready");
-        Ok((logger, OwnedFd::from(out_write), OwnedFd::from(err_write)))
+        Ok((logger, out_write, err_write))
     }
 
     pub fn pid(&self) -> u32 {
