@@ -11,6 +11,7 @@ pub mod events;
 pub mod introspection;
 pub mod publisher;
 pub mod reaper;
+pub mod rootfs;
 pub mod runsc;
 pub mod service;
 pub mod stats;

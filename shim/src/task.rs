@@ -17,6 +17,7 @@ use crate::config::{self, ShimConfig};
 use crate::container::{Container, ContainerError, Exit, Status, StdioPaths};
 use crate::enforce::EnforceError;
 use crate::events::{timestamp, EventSink, TaskEvent};
+use crate::rootfs;
 use crate::stats::metrics_any;
 use crate::update::limits_within_ceiling;
 
@@ -114,15 +115,6 @@ impl Task for TaskService {
                 format!("container {} already exists in this shim", req.id),
             ));
         }
-        if !req.rootfs.is_empty() {
-            return Err(rpc_error(
-                Code::UNIMPLEMENTED,
-                format!(
-                    "{}: image root filesystems (snapshot mounts) are not supported yet; give the root as a directory (ctr run --rootfs) or run a bundle from `skillbox compile` (ctr run --config)",
-                    req.bundle
-                ),
-            ));
-        }
         if req.terminal {
             return Err(rpc_error(
                 Code::UNIMPLEMENTED,
@@ -142,9 +134,20 @@ impl Task for TaskService {
         let root = self.runsc_root.clone();
         let namespace = self.namespace.clone();
         *self.config.lock().unwrap_or_else(|e| e.into_inner()) = Some(shim_config.clone());
-        let container =
-            blocking(move || Container::create(&id, &bundle, stdio, &root, &shim_config, &namespace))
-                .await??;
+        let mounts = req.rootfs.to_vec();
+        // An image root is mounted (read-only) at <bundle>/rootfs first and
+        // unmounted again if the sandbox cannot be created (rootfs.rs).
+        let container = blocking(move || {
+            rootfs::mount(&bundle, &mounts)
+                .map_err(|err| rpc_error(Code::FAILED_PRECONDITION, err.to_string()))?;
+            Container::create(&id, &bundle, stdio, &root, &shim_config, &namespace).map_err(|err| {
+                if let Err(undo) = rootfs::unmount(&bundle) {
+                    tracing::warn!(%undo, "image root left mounted");
+                }
+                TtrpcError::from(err)
+            })
+        })
+        .await??;
         let container = Arc::new(container);
         let pid = container.pid;
         self.containers
@@ -245,7 +248,15 @@ impl Task for TaskService {
     async fn delete(&self, _ctx: &TtrpcContext, req: api::DeleteRequest) -> TtrpcResult<api::DeleteResponse> {
         let container = self.container(&req.id)?;
         let pid = container.pid;
-        let exit = blocking(move || container.delete()).await??;
+        let exit = blocking(move || {
+            let exit = container.delete();
+            // After the sandbox (and its gofer) are gone.
+            if let Err(err) = rootfs::unmount(&container.bundle) {
+                tracing::warn!(%err, "image root left mounted");
+            }
+            exit
+        })
+        .await??;
         let last = {
             let mut containers = self.containers.lock().unwrap_or_else(|e| e.into_inner());
             containers.remove(&req.id);
