@@ -20,6 +20,9 @@ use crate::runsc::{Runsc, RunscError};
 pub use crate::stdio::StdioPaths;
 use crate::stdio::{Logger, StdioError};
 
+mod checkpoint;
+pub use checkpoint::{checkpoint_request, CheckpointRequest};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
     /// The spec was refused, or could not be brought within its policy.
@@ -31,6 +34,14 @@ pub enum ContainerError {
     PidFile { path: PathBuf, reason: String },
     #[error(transparent)]
     Runsc(#[from] RunscError),
+    #[error("container {id}: cannot checkpoint and leave it running: {reason}")]
+    CheckpointUnsupported { id: String, reason: &'static str },
+    #[error("{path}: cannot create the checkpoint directory: {source}")]
+    CheckpointDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{bundle}: config.json names no cgroup (linux.cgroupsPath) to update")]
     NoCgroup { bundle: PathBuf },
     #[error("cannot update the sandbox cgroup: {0}")]

@@ -49,12 +49,14 @@ impl From<ContainerError> for TtrpcError {
             ContainerError::Enforce(EnforceError::ReadSpec { .. } | EnforceError::WriteSpec { .. }) => {
                 Code::INTERNAL
             }
-            ContainerError::Enforce(_) | ContainerError::State { .. } | ContainerError::NoCgroup { .. } => {
-                Code::FAILED_PRECONDITION
-            }
+            ContainerError::Enforce(_)
+            | ContainerError::State { .. }
+            | ContainerError::NoCgroup { .. }
+            | ContainerError::CheckpointUnsupported { .. } => Code::FAILED_PRECONDITION,
             ContainerError::Stdio { .. }
             | ContainerError::PidFile { .. }
             | ContainerError::Runsc(_)
+            | ContainerError::CheckpointDir { .. }
             | ContainerError::Cgroup(_) => Code::INTERNAL,
         };
         rpc_error(code, err.to_string())
@@ -334,6 +336,19 @@ impl Task for TaskService {
         let update = limits_within_ceiling(&req.resources.value, &shim_config.node, &shim_config.origin)
             .map_err(|message| rpc_error(Code::FAILED_PRECONDITION, message))?;
         blocking(move || container.update(&update)).await??;
+        Ok(api::Empty::new())
+    }
+
+    async fn checkpoint(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::CheckpointTaskRequest,
+    ) -> TtrpcResult<api::Empty> {
+        let container = self.container(&req.id)?;
+        let request = crate::container::checkpoint_request(&req.path, req.options.as_ref())
+            .map_err(|message| rpc_error(Code::INVALID_ARGUMENT, message))?;
+        tracing::info!(id = %req.id, path = %request.image_path.display(), exit = request.exit, "checkpoint");
+        blocking(move || container.checkpoint(&request.image_path, request.exit)).await??;
         Ok(api::Empty::new())
     }
 
