@@ -97,6 +97,13 @@ pub enum Subcommand {
     Events { id: String, stats: bool },
     /// `ps [--format=json] <id>`.
     Ps { id: String, json: bool },
+    /// `checkpoint --image-path=DIR [--leave-running] <id>`: saves the
+    /// sandbox's state to DIR and (without `leave_running`) stops it.
+    Checkpoint {
+        id: String,
+        image_path: PathBuf,
+        leave_running: bool,
+    },
     /// `list`.
     List,
 }
@@ -117,6 +124,7 @@ impl Subcommand {
             Subcommand::Resume { .. } => "resume",
             Subcommand::Events { .. } => "events",
             Subcommand::Ps { .. } => "ps",
+            Subcommand::Checkpoint { .. } => "checkpoint",
             Subcommand::List => "list",
         }
     }
@@ -136,7 +144,8 @@ impl Subcommand {
             | Subcommand::Pause { id }
             | Subcommand::Resume { id }
             | Subcommand::Events { id, .. }
-            | Subcommand::Ps { id, .. } => Some(id),
+            | Subcommand::Ps { id, .. }
+            | Subcommand::Checkpoint { id, .. } => Some(id),
             Subcommand::List => None,
         }
     }
@@ -171,6 +180,16 @@ impl Subcommand {
                 }
                 if let Some(s) = console_socket {
                     out.push(flag_path("--console-socket=", s));
+                }
+            }
+            Subcommand::Checkpoint {
+                image_path,
+                leave_running,
+                ..
+            } => {
+                out.push(flag_path("--image-path=", image_path));
+                if *leave_running {
+                    out.push("--leave-running".into());
                 }
             }
             Subcommand::Kill { all: true, .. } => out.push("--all".into()),

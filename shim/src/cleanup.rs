@@ -11,8 +11,9 @@
 //! 2. SIGKILL every process left whose arguments name both this runsc root and
 //!    this bundle: the sandbox, the gofer and their stubs, when runsc could not
 //!    (its state is gone or broken).
-//! 3. Remove the bundle's `cgroupsPath` directories that are left and empty.
-//! 4. Remove the namespace's runsc root when it is empty.
+//! 3. Unmount the image root at `<bundle>/rootfs`, if one is mounted.
+//! 4. Remove the bundle's `cgroupsPath` directories that are left and empty.
+//! 5. Remove the namespace's runsc root when it is empty.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -137,6 +138,9 @@ impl DeadShim {
             if !left.is_empty() {
                 failures.push(format!("{}: processes {left:?} survived SIGKILL", self.id));
             }
+        }
+        if let Err(err) = crate::rootfs::unmount(&self.bundle) {
+            failures.push(err.to_string());
         }
         if let Err(err) = self.remove_cgroup() {
             failures.push(err);

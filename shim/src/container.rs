@@ -7,7 +7,6 @@
 //! Illegal transitions are `ContainerError::State` errors.
 
 use std::collections::HashMap;
-use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,24 +25,32 @@ use crate::exec::{ExecProcess, OUTPUT_DRAIN};
 use crate::reaper;
 use crate::runsc::{Runsc, RunscError};
 use crate::stdin::StdinPipe;
+pub use crate::stdio::StdioPaths;
+use crate::stdio::{open_output, Logger, StdioError};
 
+mod checkpoint;
 mod member;
+pub use checkpoint::{checkpoint_request, CheckpointRequest};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
     /// The spec was refused, or could not be brought within its policy.
     #[error(transparent)]
     Enforce(#[from] EnforceError),
-    #[error("{path}: cannot open container stdio: {source}")]
-    Stdio {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Stdio(#[from] StdioError),
     #[error("{path}: cannot read the sandbox pid: {reason}")]
     PidFile { path: PathBuf, reason: String },
     #[error(transparent)]
     Runsc(#[from] RunscError),
+    #[error("container {id}: cannot checkpoint and leave it running: {reason}")]
+    CheckpointUnsupported { id: String, reason: &'static str },
+    #[error("{path}: cannot create the checkpoint directory: {source}")]
+    CheckpointDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{bundle}: config.json names no cgroup (linux.cgroupsPath) to update")]
     NoCgroup { bundle: PathBuf },
     #[error("cannot update the sandbox cgroup: {0}")]
@@ -91,14 +98,6 @@ struct State {
     exit: Option<Exit>,
 }
 
-/// The stdio paths containerd gave (FIFOs or empty).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct StdioPaths {
-    pub stdin: String,
-    pub stdout: String,
-    pub stderr: String,
-}
-
 #[derive(Debug)]
 pub struct Container {
     pub id: String,
@@ -123,35 +122,16 @@ pub struct Container {
     next_exec: AtomicU64,
     /// Set when the container joined its pod's sandbox (`member.rs`).
     member: Option<member::Member>,
+    /// The `binary://` logger, waited for at delete (see stdio.rs).
+    logger: Mutex<Option<Logger>>,
 }
 
-/// Opens a process's stdout or stderr as containerd named it: a FIFO
-/// path (opened read-write, which never blocks on Linux whether or not the
-/// other end is open yet), a `file://` log URI (appended to, created 0600),
-/// or nothing.
-pub(crate) fn open_output(path: &str) -> Result<Stdio, ContainerError> {
-    if path.is_empty() {
-        return Ok(Stdio::null());
-    }
-    let error = |source| ContainerError::Stdio {
-        path: path.to_owned(),
+/// A stdio failure on `path` (a FIFO, a socket, the spec file).
+pub(crate) fn stdio_error(path: impl Into<String>, source: std::io::Error) -> ContainerError {
+    ContainerError::Stdio(StdioError::Open {
+        path: path.into(),
         source,
-    };
-    let file = match path.strip_prefix("file://") {
-        Some(log) => {
-            use std::os::unix::fs::OpenOptionsExt;
-            OpenOptions::new().create(true).append(true).mode(0o600).open(log)
-        }
-        None if path.contains("://") => {
-            return Err(error(std::io::Error::new(
-                std::io::ErrorKind::Unsupported,
-                "only FIFOs and file:// log URIs are supported (binary:// is not yet)",
-            )))
-        }
-        None => OpenOptions::new().read(true).write(true).open(path),
-    }
-    .map_err(error)?;
-    Ok(Stdio::from(file))
+    })
 }
 
 /// Makes the enforced spec's `process.terminal` what Create asked for
@@ -159,10 +139,7 @@ pub(crate) fn open_output(path: &str) -> Result<Stdio, ContainerError> {
 /// `process`, which every exec is held within.
 fn with_terminal(bundle: &Path, terminal: bool) -> Result<Value, ContainerError> {
     let path = bundle.join("config.json");
-    let error = |source| ContainerError::Stdio {
-        path: path.display().to_string(),
-        source,
-    };
+    let error = |source| stdio_error(path.display().to_string(), source);
     let text = std::fs::read_to_string(&path).map_err(error)?;
     let mut spec: Value = serde_json::from_str(&text).map_err(|err| error(err.into()))?;
     if spec["process"]["terminal"].as_bool().unwrap_or(false) != terminal {
@@ -191,6 +168,7 @@ impl Container {
         terminal: bool,
         runsc_root: &Path,
         config: &ShimConfig,
+        namespace: &str,
     ) -> Result<Container, ContainerError> {
         // The spec is rewritten (or refused) before runsc reads it, and the
         // runsc flags are the shim's, never the bundle's.
@@ -202,29 +180,19 @@ impl Container {
         let pid_file = bundle.join("init.pid");
         let init_process = with_terminal(bundle, terminal)?;
         let console_socket = match init_process["terminal"] == Value::Bool(true) {
-            true => Some(ConsoleSocket::bind().map_err(|source| ContainerError::Stdio {
-                path: "console socket".to_owned(),
-                source,
-            })?),
+            true => Some(ConsoleSocket::bind().map_err(|source| stdio_error("console socket", source))?),
             false => None,
         };
-        let mut stdin = None;
-        let streams = match console_socket {
-            Some(_) => [Stdio::null(), Stdio::null(), open_output(&stdio.stderr)?],
+        // On any failure below, dropping the logger kills it.
+        let (streams, mut logger, stdin) = match console_socket {
+            Some(_) => (
+                [Stdio::null(), Stdio::null(), open_output(&stdio.stderr)?],
+                None,
+                None,
+            ),
             None => {
-                let input = match stdio.stdin.as_str() {
-                    "" => Stdio::null(),
-                    fifo => {
-                        let (input, pipe) =
-                            StdinPipe::open(fifo).map_err(|source| ContainerError::Stdio {
-                                path: fifo.to_owned(),
-                                source,
-                            })?;
-                        stdin = Some(pipe);
-                        input
-                    }
-                };
-                [input, open_output(&stdio.stdout)?, open_output(&stdio.stderr)?]
+                let opened = stdio.open(id, namespace)?;
+                (opened.streams, opened.logger, opened.stdin)
             }
         };
         let created = runsc.create(
@@ -238,21 +206,20 @@ impl Container {
             if let Some(pipe) = &stdin {
                 pipe.release();
             }
+            // runsc wrote why to the container's stderr: let the logger keep it.
+            if let Some(logger) = logger.take() {
+                logger.finish();
+            }
             return Err(err.into());
         }
         let (console, output) = match &console_socket {
             Some(socket) => {
-                let console = socket.receive().map_err(|source| ContainerError::Stdio {
-                    path: socket.path().display().to_string(),
-                    source,
-                })?;
-                let output =
-                    console
-                        .forward(&stdio.stdin, &stdio.stdout)
-                        .map_err(|source| ContainerError::Stdio {
-                            path: stdio.stdout.clone(),
-                            source,
-                        })?;
+                let console = socket
+                    .receive()
+                    .map_err(|source| stdio_error(socket.path().display().to_string(), source))?;
+                let output = console
+                    .forward(&stdio.stdin, &stdio.stdout)
+                    .map_err(|source| stdio_error(stdio.stdout.clone(), source))?;
                 (Some(console), Some(output))
             }
             None => (None, None),
@@ -315,6 +282,7 @@ impl Container {
             execs: Mutex::new(HashMap::new()),
             next_exec: AtomicU64::new(0),
             member: None,
+            logger: Mutex::new(logger),
         })
     }
 
@@ -396,10 +364,7 @@ impl Container {
         let console = console.ok_or_else(|| ContainerError::NoTerminal { id: self.id.clone() })?;
         console
             .resize(width, height)
-            .map_err(|source| ContainerError::Stdio {
-                path: "terminal".to_owned(),
-                source,
-            })
+            .map_err(|source| stdio_error("terminal".to_owned(), source))
     }
 
     /// Closes the stdin of the init process (`exec_id` empty) or of an exec.
@@ -545,6 +510,13 @@ impl Container {
         }
         if let Some((fs, _)) = &self.cgroup {
             fs.remove_if_empty(&self.created_cgroups);
+        }
+        // The sandbox is gone, and with it the last write end of the
+        // logger's pipes: it drains them and exits.
+        let logger = self.logger.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(logger) = logger {
+            let end = logger.finish();
+            tracing::info!(id = %self.id, ?end, "binary logger finished");
         }
         Ok(self.status().1)
     }

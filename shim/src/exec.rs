@@ -16,11 +16,12 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::console::{Console, ConsoleSocket};
-use crate::container::{open_output, ContainerError, Exit, Status, StdioPaths};
+use crate::container::{stdio_error, ContainerError, Exit, Status, StdioPaths};
 use crate::enforce::enforce_exec_process;
 use crate::reaper;
 use crate::runsc::Runsc;
 use crate::stdin::StdinPipe;
+use crate::stdio::{open_input, open_output};
 
 /// How long an exited process's terminal output may take to drain.
 pub const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
@@ -130,10 +131,9 @@ impl ExecProcess {
             });
         }
         let console_socket = match self.terminal {
-            true => Some(ConsoleSocket::bind().map_err(|source| ContainerError::Stdio {
-                path: "console socket".to_owned(),
-                source,
-            })?),
+            true => Some(
+                ConsoleSocket::bind().map_err(|source| stdio_error("console socket".to_owned(), source))?,
+            ),
             false => None,
         };
         let mut stdin_pipe = None;
@@ -141,18 +141,8 @@ impl ExecProcess {
             // runsc's own errors are captured; the process gets the terminal.
             Some(_) => [Stdio::null(), Stdio::null(), Stdio::piped()],
             None => {
-                let stdin = match self.stdio.stdin.as_str() {
-                    "" => Stdio::null(),
-                    fifo => {
-                        let (stdin, pipe) =
-                            StdinPipe::open(fifo).map_err(|source| ContainerError::Stdio {
-                                path: fifo.to_owned(),
-                                source,
-                            })?;
-                        stdin_pipe = Some(pipe);
-                        stdin
-                    }
-                };
+                let (stdin, pipe) = open_input(&self.stdio.stdin)?;
+                stdin_pipe = pipe;
                 [
                     stdin,
                     open_output(&self.stdio.stdout)?,
@@ -181,16 +171,12 @@ impl ExecProcess {
         let sandbox_pid = pid_from(&sandbox_pid_file).unwrap_or_default();
         let (console, output) = match &console_socket {
             Some(socket) => {
-                let console = socket.receive().map_err(|source| ContainerError::Stdio {
-                    path: socket.path().display().to_string(),
-                    source,
-                })?;
+                let console = socket
+                    .receive()
+                    .map_err(|source| stdio_error(socket.path().display().to_string(), source))?;
                 let output = console
                     .forward(&self.stdio.stdin, &self.stdio.stdout)
-                    .map_err(|source| ContainerError::Stdio {
-                        path: self.stdio.stdout.clone(),
-                        source,
-                    })?;
+                    .map_err(|source| stdio_error(self.stdio.stdout.clone(), source))?;
                 (Some(console), Some(output))
             }
             None => (None, None),

@@ -292,6 +292,16 @@ impl Runsc {
         })
     }
 
+    /// Saves the container's state under `image_path`; stops it unless
+    /// `leave_running`.
+    pub fn checkpoint(&self, id: &str, image_path: &Path, leave_running: bool) -> Result<String, RunscError> {
+        self.check(&Subcommand::Checkpoint {
+            id: id.to_owned(),
+            image_path: image_path.to_owned(),
+            leave_running,
+        })
+    }
+
     pub fn delete_force(&self, id: &str) -> Result<String, RunscError> {
         self.check(&Subcommand::Delete {
             id: id.to_owned(),

@@ -123,6 +123,6 @@ impl Shim for SkillboxShim {
     async fn create_task_service(&self, publisher: RemotePublisher) -> Self::T {
         let events = Arc::new(ContainerdEvents::new(publisher, &self.namespace));
         let _ = self.events.set(Arc::clone(&events));
-        TaskService::new(&self.runsc_root, Arc::clone(&self.exit), events)
+        TaskService::new(&self.runsc_root, Arc::clone(&self.exit), events).with_namespace(&self.namespace)
     }
 }

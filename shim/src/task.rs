@@ -18,6 +18,7 @@ use crate::container::{Container, ContainerError, Exit, Status, StdioPaths};
 use crate::enforce::EnforceError;
 use crate::events::{timestamp, EventSink, TaskEvent};
 use crate::pod::{PodError, PodRole};
+use crate::rootfs;
 use crate::stats::metrics_any;
 use crate::update::limits_within_ceiling;
 
@@ -25,6 +26,8 @@ use crate::update::limits_within_ceiling;
 #[derive(Clone)]
 pub struct TaskService {
     pub runsc_root: PathBuf,
+    /// The containerd namespace of this shim's containers (its `-namespace`).
+    namespace: String,
     /// The config the current task was created under (used by Update).
     config: Arc<Mutex<Option<ShimConfig>>>,
     /// Every container of this shim: one, or a pod's (see service.rs).
@@ -50,7 +53,8 @@ impl From<ContainerError> for TtrpcError {
             ContainerError::Enforce(_)
             | ContainerError::State { .. }
             | ContainerError::NoCgroup { .. }
-            | ContainerError::Pod(_) => Code::FAILED_PRECONDITION,
+            | ContainerError::Pod(_)
+            | ContainerError::CheckpointUnsupported { .. } => Code::FAILED_PRECONDITION,
             ContainerError::ExecSpec { .. } => Code::INVALID_ARGUMENT,
             ContainerError::NoExec { .. } => Code::NOT_FOUND,
             ContainerError::ExecExists { .. } => Code::ALREADY_EXISTS,
@@ -58,6 +62,7 @@ impl From<ContainerError> for TtrpcError {
             ContainerError::Stdio { .. }
             | ContainerError::PidFile { .. }
             | ContainerError::Runsc(_)
+            | ContainerError::CheckpointDir { .. }
             | ContainerError::Cgroup(_) => Code::INTERNAL,
         };
         rpc_error(code, err.to_string())
@@ -80,6 +85,7 @@ impl TaskService {
     pub fn new(runsc_root: &Path, exit: Arc<ExitSignal>, events: Arc<dyn EventSink>) -> TaskService {
         TaskService {
             runsc_root: runsc_root.to_owned(),
+            namespace: String::new(),
             config: Arc::new(Mutex::new(None)),
             containers: Arc::new(Mutex::new(HashMap::new())),
             exit,
@@ -153,6 +159,13 @@ impl TaskService {
         members
     }
 
+    /// The containerd namespace the containers live in (given to
+    /// `binary://` loggers).
+    pub fn with_namespace(mut self, namespace: &str) -> TaskService {
+        self.namespace = namespace.to_owned();
+        self
+    }
+
     fn container(&self, id: &str) -> TtrpcResult<Arc<Container>> {
         let containers = self.containers.lock().unwrap_or_else(|e| e.into_inner());
         containers
@@ -176,15 +189,6 @@ impl Task for TaskService {
                 format!("container {} already exists in this shim", req.id),
             ));
         }
-        if !req.rootfs.is_empty() {
-            return Err(rpc_error(
-                Code::UNIMPLEMENTED,
-                format!(
-                    "{}: image root filesystems (snapshot mounts) are not supported yet; give the root as a directory (ctr run --rootfs) or run a bundle from `skillbox compile` (ctr run --config)",
-                    req.bundle
-                ),
-            ));
-        }
         let stdio = StdioPaths {
             stdin: req.stdin.clone(),
             stdout: req.stdout.clone(),
@@ -196,18 +200,30 @@ impl Task for TaskService {
         let shim_config = config::load(config_path.as_deref())
             .map_err(|message| rpc_error(Code::FAILED_PRECONDITION, message))?;
         let root = self.runsc_root.clone();
+        let namespace = self.namespace.clone();
         *self.config.lock().unwrap_or_else(|e| e.into_inner()) = Some(shim_config.clone());
-        let container = match PodRole::of_bundle(&bundle) {
-            PodRole::Own => {
-                blocking(move || Container::create(&id, &bundle, stdio, terminal, &root, &shim_config))
-                    .await??
-            }
-            PodRole::Member { sandbox } => {
-                let sandbox = self.pod_sandbox(&id, &sandbox)?;
-                blocking(move || Container::create_member(&id, &bundle, stdio, &sandbox, &shim_config))
-                    .await??
-            }
+        let mounts = req.rootfs.to_vec();
+        let sandbox = match PodRole::of_bundle(&bundle) {
+            PodRole::Own => None,
+            PodRole::Member { sandbox } => Some(self.pod_sandbox(&id, &sandbox)?),
         };
+        // An image root is mounted (read-only) at <bundle>/rootfs first and
+        // unmounted again if the sandbox cannot be created (rootfs.rs).
+        let container = blocking(move || {
+            rootfs::mount(&bundle, &mounts)
+                .map_err(|err| rpc_error(Code::FAILED_PRECONDITION, err.to_string()))?;
+            let created = match sandbox {
+                None => Container::create(&id, &bundle, stdio, terminal, &root, &shim_config, &namespace),
+                Some(sandbox) => Container::create_member(&id, &bundle, stdio, &sandbox, &shim_config),
+            };
+            created.map_err(|err| {
+                if let Err(undo) = rootfs::unmount(&bundle) {
+                    tracing::warn!(%undo, "image root left mounted");
+                }
+                TtrpcError::from(err)
+            })
+        })
+        .await??;
         let container = Arc::new(container);
         let pid = container.pid;
         self.containers
@@ -353,7 +369,15 @@ impl Task for TaskService {
             .into());
         }
         let pid = container.pid;
-        let exit = blocking(move || container.delete()).await??;
+        let exit = blocking(move || {
+            let exit = container.delete();
+            // After the sandbox (and its gofer) are gone.
+            if let Err(err) = rootfs::unmount(&container.bundle) {
+                tracing::warn!(%err, "image root left mounted");
+            }
+            exit
+        })
+        .await??;
         let last = {
             let mut containers = self.containers.lock().unwrap_or_else(|e| e.into_inner());
             containers.remove(&req.id);
@@ -463,6 +487,19 @@ impl Task for TaskService {
         if req.stdin {
             container.close_stdin(&req.exec_id)?;
         }
+        Ok(api::Empty::new())
+    }
+
+    async fn checkpoint(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::CheckpointTaskRequest,
+    ) -> TtrpcResult<api::Empty> {
+        let container = self.container(&req.id)?;
+        let request = crate::container::checkpoint_request(&req.path, req.options.as_ref())
+            .map_err(|message| rpc_error(Code::INVALID_ARGUMENT, message))?;
+        tracing::info!(id = %req.id, path = %request.image_path.display(), exit = request.exit, "checkpoint");
+        blocking(move || container.checkpoint(&request.image_path, request.exit)).await??;
         Ok(api::Empty::new())
     }
 

@@ -30,6 +30,7 @@ fn update_changes_the_sandbox_cgroup_limits() {
             node: NodeConfig::default(),
             origin: "the built-in defaults".to_owned(),
         },
+        "skillbox-test-update",
     )
     .unwrap();
     container.start().unwrap();

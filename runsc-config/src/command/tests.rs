@@ -250,6 +250,25 @@ fn ps_with_and_without_json() {
 }
 
 #[test]
+fn checkpoint_stops_or_leaves_running() {
+    let stop = Subcommand::Checkpoint {
+        id: "x".into(),
+        image_path: PathBuf::from("/var/cp"),
+        leave_running: false,
+    };
+    assert_eq!(render(stop), expect(&["checkpoint", "--image-path=/var/cp", "x"]));
+    let keep = Subcommand::Checkpoint {
+        id: "x".into(),
+        image_path: PathBuf::from("/var/cp"),
+        leave_running: true,
+    };
+    assert_eq!(
+        render(keep),
+        expect(&["checkpoint", "--image-path=/var/cp", "--leave-running", "x"])
+    );
+}
+
+#[test]
 fn list_has_no_id() {
     assert_eq!(render(Subcommand::List), expect(&["list"]));
 }

@@ -105,6 +105,7 @@ impl Container {
             init_process,
             execs: Mutex::new(HashMap::new()),
             next_exec: AtomicU64::new(0),
+            logger: Mutex::new(None),
         })
     }
 
