@@ -124,7 +124,7 @@ pub enum EnforceError {
     },
 }
 
-/// The two facts about the host the decisions need.
+/// The facts about the host the decisions need.
 pub trait HostPaths {
     /// `path` with symlinks resolved, or `None` if it cannot be resolved
     /// (for instance because it does not exist).
@@ -133,6 +133,9 @@ pub trait HostPaths {
     /// that kind (`proc_name` as in `/proc/self/ns/<proc_name>`), i.e. the
     /// host's.
     fn is_own_namespace(&self, proc_name: &str, path: &Path) -> bool;
+    /// The skill package digest of the folder `dir` (as `skillbox compile`
+    /// records it), or `None` if it is no loadable skill package.
+    fn skill_digest(&self, dir: &Path) -> Option<String>;
 }
 
 /// The real host.
@@ -150,6 +153,10 @@ impl HostPaths for RealHost {
             (Ok(own), Ok(other)) => own.dev() == other.dev() && own.ino() == other.ino(),
             _ => false,
         }
+    }
+
+    fn skill_digest(&self, dir: &Path) -> Option<String> {
+        policy_compiler::load(dir).ok().map(|package| package.digest)
     }
 }
 

@@ -257,3 +257,51 @@ fn a_policy_annotation_above_the_ceiling_is_refused() {
     );
     assert_nothing_left(&containerd, namespace, "greedy-1", "/skillbox-test-greedy");
 }
+
+/// `ctr run --config` runs a compiled bundle from containerd's own bundle
+/// directory, so the skill's `/skill` bind comes from outside it: allowed
+/// without any `ceiling.bind_mount_sources` entry when the folder is exactly
+/// the skill that was compiled (its digest is the annotated one), refused
+/// once a file of it changes.
+#[test]
+fn the_compiled_skill_mount_is_allowed_by_its_digest_only() {
+    let containerd = Containerd::start();
+    let work = tempfile::tempdir().unwrap();
+    let namespace = "skillbox-test-enf-digest";
+    // The built-in node config: temp dirs are not allowed bind sources.
+    let defaults = work.path().join("defaults.toml");
+    std::fs::write(&defaults, "").unwrap();
+    let defaults = defaults.to_str().unwrap();
+    let bundle = compile_skill(work.path(), "digested", "cat /skill/SKILL.md | head -n 2");
+    let config = bundle.join("config.json");
+    let out = containerd.run_bundle(
+        namespace,
+        &config,
+        "digested-1",
+        &["--rm", "--runtime-config-path", defaults],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "---\nname: digested\n");
+    assert_nothing_left(&containerd, namespace, "digested-1", "/skillbox-test-digested");
+
+    let skill_md = bundle.join("skill/SKILL.md");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&skill_md, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let tampered = std::fs::read_to_string(&skill_md).unwrap() + "\nextra\n";
+    std::fs::write(&skill_md, tampered).unwrap();
+    let out = containerd.run_bundle(
+        namespace,
+        &config,
+        "digested-2",
+        &["--rm", "--runtime-config-path", defaults],
+    );
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(".source (/skill): host path")
+            && stderr.contains("io.skillbox.skill.digest")
+            && stderr.contains("this folder's digest is sha256:"),
+        "{stderr}"
+    );
+    assert_nothing_left(&containerd, namespace, "digested-2", "/skillbox-test-digested");
+}

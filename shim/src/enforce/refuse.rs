@@ -7,6 +7,9 @@ use std::path::{Component, Path, PathBuf};
 
 use serde_json::Value;
 
+use policy_compiler::oci::annotations;
+use policy_compiler::scratch_path::SKILL_MOUNT;
+
 use super::{HostPaths, Refusal};
 use crate::config::ShimConfig;
 
@@ -156,8 +159,21 @@ fn mounts(spec: &Value, bundle: &Path, config: &ShimConfig, host: &dyn HostPaths
         let inside = |resolved: &Path| {
             resolved.starts_with(bundle) || resolved_allowed.iter().any(|prefix| resolved.starts_with(prefix))
         };
-        if resolved_source(source, bundle, host).is_some_and(|resolved| inside(&resolved)) {
+        let resolved = resolved_source(source, bundle, host);
+        if resolved.as_deref().is_some_and(inside) {
             continue;
+        }
+        if let Some(verified) = resolved
+            .as_deref()
+            .and_then(|dir| compiled_skill(spec, mount, dir, host))
+        {
+            match verified {
+                Ok(()) => continue,
+                Err(mismatch) => {
+                    found.push(refusal(field("source"), format!("host path {source}"), mismatch));
+                    continue;
+                }
+            }
         }
         let prefixes: Vec<String> = allowed.iter().map(|p| p.display().to_string()).collect();
         found.push(refusal(
@@ -171,6 +187,37 @@ fn mounts(spec: &Value, bundle: &Path, config: &ShimConfig, host: &dyn HostPaths
             ),
         ));
     }
+}
+
+/// The compiled skill's own read-only `/skill` mount, from wherever
+/// `ctr run --config` left the compiled bundle: allowed when the folder is
+/// exactly the skill the policy was compiled for (its package digest equals
+/// the `io.skillbox.skill.digest` annotation). `None` when the mount is not
+/// such a mount; `Some(Err(why))` when the folder is not that skill.
+fn compiled_skill(
+    spec: &Value,
+    mount: &Value,
+    dir: &Path,
+    host: &dyn HostPaths,
+) -> Option<Result<(), String>> {
+    let expected = spec["annotations"][annotations::SKILL_DIGEST].as_str()?;
+    let read_only = mount["options"]
+        .as_array()
+        .is_some_and(|options| options.iter().any(|o| o.as_str() == Some("ro")));
+    if mount["destination"].as_str() != Some(SKILL_MOUNT) || !read_only {
+        return None;
+    }
+    Some(match host.skill_digest(dir) {
+        Some(found) if found == expected => Ok(()),
+        Some(found) => Err(format!(
+            "the skill compiled into this bundle ({} {expected}); this folder's digest is {found}",
+            annotations::SKILL_DIGEST
+        )),
+        None => Err(format!(
+            "the skill compiled into this bundle ({} {expected}); this folder is no skill package",
+            annotations::SKILL_DIGEST
+        )),
+    })
 }
 
 fn hooks(spec: &Value, found: &mut Vec<Refusal>) {

@@ -18,6 +18,12 @@ impl HostPaths for FakeHost {
     fn is_own_namespace(&self, proc_name: &str, path: &Path) -> bool {
         path == Path::new("/proc/1/ns").join(proc_name)
     }
+
+    /// `/compiled/<name>/skill` is a skill package whose digest is `sha256:<name>`.
+    fn skill_digest(&self, dir: &Path) -> Option<String> {
+        let name = dir.strip_prefix("/compiled").ok()?.parent()?.to_str()?;
+        Some(format!("sha256:{name}"))
+    }
 }
 
 const BUNDLE: &str = "/run/ctrd/io.containerd.runtime.v2.task/ns/c1";
@@ -401,4 +407,37 @@ fn an_exec_gets_no_capabilities_and_the_init_processs_user() {
 
     let mut tight = exec.clone();
     assert!(enforce_exec_process(&mut tight, &init).is_empty());
+}
+
+#[test]
+fn a_compiled_skill_mount_is_allowed_only_for_the_compiled_skill() {
+    let with_skill = |source: &str, options: Value| {
+        let mut spec = compiled(&node_default(&NodeConfig::default()));
+        spec["annotations"][annotations::SKILL_DIGEST] = json!("sha256:hello");
+        spec["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"destination": "/skill", "type": "bind", "source": source, "options": options}));
+        spec
+    };
+    let config = config("");
+    let ro = json!(["rbind", "ro"]);
+    enforce(&mut with_skill("/compiled/hello/skill", ro.clone()), &config).unwrap();
+
+    let other = refused(with_skill("/compiled/evil/skill", ro.clone()), &config);
+    assert!(
+        other.contains("mounts[")
+            && other.contains("host path /compiled/evil/skill")
+            && other.contains("sha256:evil")
+            && other.contains(annotations::SKILL_DIGEST),
+        "{other}"
+    );
+    let not_a_skill = refused(with_skill("/etc", ro), &config);
+    assert!(not_a_skill.contains("no skill package"), "{not_a_skill}");
+    // Writable, or elsewhere than /skill: an ordinary host bind, refused.
+    let writable = refused(
+        with_skill("/compiled/hello/skill", json!(["rbind", "rw"])),
+        &config,
+    );
+    assert!(writable.contains("ceiling.bind_mount_sources"), "{writable}");
 }
