@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 
 use policy_compiler::oci::CgroupLimits;
 
+/// The file in a bundle listing the parent cgroups runsc created for it.
+pub const CREATED_CGROUPS_FILE: &str = "skillbox-created-cgroups";
+
 /// How cgroups are mounted on this host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CgroupFs {
@@ -217,6 +220,29 @@ impl CgroupFs {
             .collect();
         missing.reverse();
         missing
+    }
+
+    /// Records `relatives` (from `missing_ancestors`) in the bundle, so that
+    /// the `delete` subcommand can remove them after a killed shim.
+    pub fn record_created(bundle: &Path, relatives: &[PathBuf]) {
+        let lines: Vec<String> = relatives.iter().map(|r| r.display().to_string()).collect();
+        if let Err(err) = fs::write(bundle.join(CREATED_CGROUPS_FILE), lines.join("\n")) {
+            tracing::warn!(%err, "cannot record the cgroups runsc will create");
+        }
+    }
+
+    /// What `record_created` wrote in `bundle` (plain relative paths only).
+    pub fn recorded_created(bundle: &Path) -> Vec<PathBuf> {
+        let text = fs::read_to_string(bundle.join(CREATED_CGROUPS_FILE)).unwrap_or_default();
+        text.lines()
+            .map(PathBuf::from)
+            .filter(|path| {
+                !path.as_os_str().is_empty()
+                    && path
+                        .components()
+                        .all(|c| matches!(c, std::path::Component::Normal(_)))
+            })
+            .collect()
     }
 
     /// Removes cgroups `relatives` (outermost first, as `missing_ancestors`

@@ -145,6 +145,10 @@ impl DeadShim {
         if let Err(err) = self.remove_cgroup() {
             failures.push(err);
         }
+        // The parents runsc created (`/<namespace>` for `ctr run`), once empty.
+        if let Ok(fs) = CgroupFs::detect() {
+            fs.remove_if_empty(&CgroupFs::recorded_created(&self.bundle));
+        }
         // Other containers of the namespace may still use the root.
         let _ = std::fs::remove_dir(&self.runsc_root);
         failures

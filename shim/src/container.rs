@@ -177,6 +177,7 @@ impl Container {
         let created_cgroups = cgroups_path(bundle)
             .map(|(fs, path)| fs.missing_ancestors(&path))
             .unwrap_or_default();
+        CgroupFs::record_created(bundle, &created_cgroups);
         let pid_file = bundle.join("init.pid");
         let init_process = with_terminal(bundle, terminal)?;
         let console_socket = match init_process["terminal"] == Value::Bool(true) {

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 
+use crate::cgroup::CgroupFs;
+
 use super::{
     cgroups_path, open_output, with_terminal, Container, ContainerError, Exit, State, Status, StdioPaths,
 };
@@ -78,6 +80,7 @@ impl Container {
         let created_cgroups = cgroups_path(bundle)
             .map(|(fs, path)| fs.missing_ancestors(&path))
             .unwrap_or_default();
+        CgroupFs::record_created(bundle, &created_cgroups);
         // Members get no terminal (their stdio goes to `runsc start`).
         let init_process = with_terminal(bundle, false)?;
         runsc.create_joining(bundle, id, &bundle.join("init.pid"))?;

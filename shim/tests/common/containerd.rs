@@ -528,6 +528,17 @@ pub fn assert_no_leftovers(containerd: &Containerd, namespace: &str, id: &str, c
         if bundle.exists() {
             left.push(format!("bundle {}", bundle.display()));
         }
+        // ctr's default cgroupsPath is /<namespace>/<id>: runsc creates the
+        // parent and removes only the leaf. Each test has its own namespace.
+        let parents: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|hierarchy| hierarchy.path().join(namespace))
+            .filter(|path| path.exists())
+            .collect();
+        if !parents.is_empty() {
+            left.push(format!("namespace cgroups {parents:?}"));
+        }
         if !task_status(containerd, namespace, id).is_empty() {
             left.push(format!("task {id} still listed"));
         }
