@@ -1,1 +1,746 @@
-//! (to be written)
+//! A sandbox's egress policy as one nftables table, rendered as `nft -j`
+//! JSON. Pure: no processes, no clock; `nft` applies what this builds.
+//!
+//! The table `inet skillbox-<id>` lives in the *outer* network namespace,
+//! where the sandbox's veth pair ends, so nothing inside the sandbox can
+//! change it. It holds:
+//!
+//! - chain `sandbox_forward` (hook forward, priority -10, policy accept).
+//!   Traffic that neither enters nor leaves through this sandbox's veth is
+//!   accepted untouched (other chains judge it). Replies to the sandbox are
+//!   accepted; anything else *into* the sandbox is dropped. From the
+//!   sandbox, first match wins:
+//!   1. established/related → accept; invalid → drop;
+//!   2. a source address that is not the sandbox's → drop (`spoofed`); an
+//!      address family the sandbox has no address in → refuse (`ipv6-off`,
+//!      `ipv4-off`);
+//!   3. `always_deny` ranges and the node's own addresses → refuse
+//!      (`always-deny`), whatever any allow says;
+//!   4. deny rules with a CIDR → refuse (`deny`); deny rules with a domain
+//!      are the DNS proxy's business (it never resolves them);
+//!   5. port 53 (TCP or UDP) → refuse (`dns-bypass`): DNS goes to the
+//!      proxy, which the input chain serves;
+//!   6. anything not TCP → refuse (`not-tcp`): the policy's ports are TCP
+//!      ports, and UDP to anything but the proxy is refused (issue 4);
+//!   7. allow rules with a CIDR → accept (`allow`);
+//!   8. the learned sets → accept (`allow-learned`): `allowed_v4`/`_v6`
+//!      hold `address . port` for names whose rule lists ports,
+//!      `allowed_any_v4`/`_v6` hold addresses for names whose rule allows
+//!      every port; each element expires after the record's TTL plus grace;
+//!   9. everything else → refuse (`default-deny`).
+//!
+//!   "Refuse" is a `goto refuse`: a TCP reset, or ICMP administratively
+//!   prohibited for other protocols, so a skill fails fast instead of
+//!   waiting for a timeout.
+//! - chain `sandbox_input` (hook input, priority -10, policy accept): from
+//!   the sandbox's veth only DNS (UDP and TCP) to the proxy's address and
+//!   port is accepted (plus IPv6 neighbour discovery when IPv6 is on);
+//!   everything else is dropped (`node`), so the node itself is
+//!   unreachable.
+//!
+//! **IPv6**: enforced with the same rules and sets when the sandbox has an
+//! IPv6 address among its facts; otherwise every IPv6 packet from the
+//! sandbox is refused (and IPv4 likewise, for an IPv6-only sandbox). Both
+//! are rendered by the same code; no family is left unjudged.
+//!
+//! **Verdict records**: every judging rule has a counter and a comment
+//! naming its verdict (`nft -j list table` shows both, so counts per
+//! verdict can be read at any time). With `SandboxFacts::log_group` set,
+//! those rules also log to that nflog group with the prefix
+//! `skillbox-<id> <verdict> ` (new connections only: established traffic
+//! is accepted before), which the events module can read with an nflog
+//! listener; kernel-log logging is avoided because it is disabled outside
+//! the initial namespace by default and is not structured.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+use ipnet::IpNet;
+use policy_compiler::effective::EffectiveNetwork;
+use policy_compiler::network::{Destination, NetworkRule, Port};
+use serde_json::{json, Value};
+
+/// The table's family.
+pub const FAMILY: &str = "inet";
+/// Prefix of every sandbox table's name.
+pub const TABLE_PREFIX: &str = "skillbox-";
+/// Hook priority of both base chains: before the usual `filter` (0).
+pub const PRIORITY: i32 = -10;
+pub const FORWARD_CHAIN: &str = "sandbox_forward";
+pub const INPUT_CHAIN: &str = "sandbox_input";
+/// Regular chain that rejects: TCP reset, else ICMP admin-prohibited.
+pub const REFUSE_CHAIN: &str = "refuse";
+
+/// Longest sandbox-id part of a table name before it is shortened.
+const MAX_ID_LEN: usize = 32;
+/// nft's limit on a rule comment, in bytes.
+const MAX_COMMENT_LEN: usize = 127;
+
+/// One IP family's names and nft keywords.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub fn of(addr: IpAddr) -> Family {
+        match addr {
+            IpAddr::V4(_) => Family::V4,
+            IpAddr::V6(_) => Family::V6,
+        }
+    }
+
+    fn payload(self) -> &'static str {
+        match self {
+            Family::V4 => "ip",
+            Family::V6 => "ip6",
+        }
+    }
+
+    fn addr_type(self) -> &'static str {
+        match self {
+            Family::V4 => "ipv4_addr",
+            Family::V6 => "ipv6_addr",
+        }
+    }
+
+    fn suffix(self) -> &'static str {
+        match self {
+            Family::V4 => "v4",
+            Family::V6 => "v6",
+        }
+    }
+
+    /// The family's always-denied ranges plus the node's addresses.
+    pub fn always_deny_set(self) -> String {
+        format!("always_deny_{}", self.suffix())
+    }
+    /// CIDR deny rules without ports.
+    pub fn deny_set(self) -> String {
+        format!("deny_{}", self.suffix())
+    }
+    /// Learned `address . port` pairs.
+    pub fn allowed_set(self) -> String {
+        format!("allowed_{}", self.suffix())
+    }
+    /// Learned addresses open on every TCP port.
+    pub fn allowed_any_set(self) -> String {
+        format!("allowed_any_{}", self.suffix())
+    }
+}
+
+const FAMILIES: [Family; 2] = [Family::V4, Family::V6];
+
+/// What the policy does not say about one sandbox: supplied by the code
+/// that sets up its network namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxFacts {
+    /// The sandbox (container) id; the table name is derived from it.
+    pub sandbox_id: String,
+    /// Name of the veth end in the outer namespace.
+    pub outer_veth: String,
+    /// The sandbox's own addresses (the only accepted sources). Enforcement
+    /// covers exactly the families listed; other families are refused.
+    pub sandbox_addrs: Vec<IpAddr>,
+    /// Where the DNS proxy listens (UDP and TCP), on the outer side.
+    pub dns_proxy: Vec<SocketAddr>,
+    /// The node's own addresses, denied like `always_deny`.
+    pub node_addrs: Vec<IpAddr>,
+    /// Seconds added to a record's TTL before a learned address expires.
+    pub grace_secs: u32,
+    /// nflog group that judging rules log to; `None` logs nothing.
+    pub log_group: Option<u16>,
+}
+
+/// Why a table could not be built.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RulesError {
+    #[error("invalid interface name {name:?}: expected 1-15 characters of letters, digits, '_', '.' or '-'")]
+    InterfaceName { name: String },
+    #[error("sandbox {sandbox_id:?} has no address: at least one sandbox address is needed")]
+    NoSandboxAddress { sandbox_id: String },
+    #[error("sandbox {sandbox_id:?} has no DNS proxy address")]
+    NoDnsProxy { sandbox_id: String },
+    #[error("the DNS proxy address {proxy} is in a family the sandbox has no address in")]
+    DnsProxyFamily { proxy: SocketAddr },
+}
+
+/// The nftables table of one sandbox, ready to render.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxTable {
+    name: String,
+    veth: String,
+    grace_secs: u32,
+    enabled: Vec<Family>,
+    objects: Vec<Value>,
+}
+
+/// The table name of a sandbox: `skillbox-` and the id, with characters
+/// outside `[a-z0-9_-]` replaced by `_`; an id longer than 32 characters
+/// or changed by the replacement keeps its first 23 characters followed by
+/// `-` and a hash of the whole id, so distinct ids keep distinct tables.
+pub fn table_name(sandbox_id: &str) -> String {
+    let clean: String = sandbox_id
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | '0'..='9' | '_' | '-' => c,
+            'A'..='Z' => c.to_ascii_lowercase(),
+            _ => '_',
+        })
+        .collect();
+    if clean == sandbox_id && !clean.is_empty() && clean.len() <= MAX_ID_LEN {
+        return format!("{TABLE_PREFIX}{clean}");
+    }
+    let head: String = clean.chars().take(23).collect();
+    format!("{TABLE_PREFIX}{head}-{:08x}", fnv1a32(sandbox_id.as_bytes()))
+}
+
+/// FNV-1a, 32 bits: stable across Rust versions, enough to keep names apart.
+fn fnv1a32(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5_u32, |hash, &b| {
+        (hash ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// Removes the table `table` if it exists, whatever it holds: one atomic
+/// batch (`add` then `delete`), so it succeeds when the table is absent.
+pub fn remove_batch(table: &str) -> Value {
+    let table = json!({"family": FAMILY, "name": table});
+    json!({"nftables": [{"add": {"table": table}}, {"delete": {"table": table}}]})
+}
+
+fn valid_interface(name: &str) -> bool {
+    (1..=15).contains(&name.len())
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// The verdict a judging rule records (its comment and log prefix).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Inbound,
+    Spoofed,
+    FamilyOff,
+    AlwaysDeny,
+    Deny,
+    DnsBypass,
+    NotTcp,
+    Allow,
+    AllowLearned,
+    DefaultDeny,
+    Node,
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Verdict::Inbound => "inbound",
+            Verdict::Spoofed => "spoofed",
+            Verdict::FamilyOff => "family-off",
+            Verdict::AlwaysDeny => "always-deny",
+            Verdict::Deny => "deny",
+            Verdict::DnsBypass => "dns-bypass",
+            Verdict::NotTcp => "not-tcp",
+            Verdict::Allow => "allow",
+            Verdict::AllowLearned => "allow-learned",
+            Verdict::DefaultDeny => "default-deny",
+            Verdict::Node => "node",
+        })
+    }
+}
+
+fn matches(op: &str, left: Value, right: Value) -> Value {
+    json!({"match": {"op": op, "left": left, "right": right}})
+}
+
+fn meta(key: &str) -> Value {
+    json!({"meta": {"key": key}})
+}
+
+fn payload(protocol: &str, field: &str) -> Value {
+    json!({"payload": {"protocol": protocol, "field": field}})
+}
+
+fn net_value(net: IpNet) -> Value {
+    if net.prefix_len() == net.max_prefix_len() {
+        json!(net.addr().to_string())
+    } else {
+        json!({"prefix": {"addr": net.network().to_string(), "len": net.prefix_len()}})
+    }
+}
+
+fn ports_value(ports: &[Port]) -> Value {
+    match ports {
+        [one] => json!(one.get()),
+        many => json!({"set": many.iter().map(|p| p.get()).collect::<Vec<_>>()}),
+    }
+}
+
+fn truncate(text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
+impl SandboxTable {
+    /// Builds the table for `network` on a sandbox described by `facts`.
+    pub fn build(network: &EffectiveNetwork, facts: &SandboxFacts) -> Result<SandboxTable, RulesError> {
+        if !valid_interface(&facts.outer_veth) {
+            return Err(RulesError::InterfaceName {
+                name: facts.outer_veth.clone(),
+            });
+        }
+        if facts.sandbox_addrs.is_empty() {
+            return Err(RulesError::NoSandboxAddress {
+                sandbox_id: facts.sandbox_id.clone(),
+            });
+        }
+        if facts.dns_proxy.is_empty() {
+            return Err(RulesError::NoDnsProxy {
+                sandbox_id: facts.sandbox_id.clone(),
+            });
+        }
+        let enabled: Vec<Family> = FAMILIES
+            .into_iter()
+            .filter(|family| facts.sandbox_addrs.iter().any(|a| Family::of(*a) == *family))
+            .collect();
+        if let Some(proxy) = facts
+            .dns_proxy
+            .iter()
+            .find(|proxy| !enabled.contains(&Family::of(proxy.ip())))
+        {
+            return Err(RulesError::DnsProxyFamily { proxy: *proxy });
+        }
+        let mut table = SandboxTable {
+            name: table_name(&facts.sandbox_id),
+            veth: facts.outer_veth.clone(),
+            grace_secs: facts.grace_secs,
+            enabled,
+            objects: Vec::new(),
+        };
+        let mut builder = Builder {
+            table: &table.name,
+            log_group: facts.log_group,
+            objects: Vec::new(),
+        };
+        builder.header();
+        builder.sets(network, facts);
+        builder.forward(network, facts, &table.enabled);
+        builder.input(facts, &table.enabled);
+        table.objects = builder.objects;
+        Ok(table)
+    }
+
+    /// The table's name, `skillbox-<id>`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The veth the table judges.
+    pub fn veth(&self) -> &str {
+        &self.veth
+    }
+
+    /// Whether the sandbox's IPv6 traffic is enforced (otherwise refused).
+    pub fn ipv6_enforced(&self) -> bool {
+        self.enabled.contains(&Family::V6)
+    }
+
+    /// The batch that (re)creates the whole table atomically: any previous
+    /// table of that name, even a partial one, is replaced.
+    pub fn apply_batch(&self) -> Value {
+        json!({"nftables": self.objects})
+    }
+
+    /// The batch that lets the sandbox reach `addr` on `ports` (`None`:
+    /// every TCP port) for `ttl_secs` plus the grace. An element already
+    /// present gets the new timeout (`add`, `delete`, `add` in one atomic
+    /// batch), so the newest answer's TTL counts. `None` when the address's
+    /// family is refused for this sandbox: there is nothing to learn, and
+    /// the proxy may as well drop such answers.
+    ///
+    /// A name matched by several allow rules needs the union of their
+    /// ports, or `None` if one of them allows every port.
+    pub fn learn_batch(&self, addr: IpAddr, ports: Option<&[Port]>, ttl_secs: u32) -> Option<Value> {
+        let family = Family::of(addr);
+        if !self.enabled.contains(&family) {
+            return None;
+        }
+        // A timeout of 0 would mean "never expires": at least one second.
+        let timeout = u64::from(ttl_secs)
+            .saturating_add(u64::from(self.grace_secs))
+            .max(1);
+        let (set, keys): (String, Vec<Value>) = match ports {
+            None => (family.allowed_any_set(), vec![json!(addr.to_string())]),
+            Some(ports) => (
+                family.allowed_set(),
+                ports
+                    .iter()
+                    .map(|port| json!({"concat": [addr.to_string(), port.get()]}))
+                    .collect(),
+            ),
+        };
+        let with_timeout: Vec<Value> = keys
+            .iter()
+            .map(|key| json!({"elem": {"val": key, "timeout": timeout}}))
+            .collect();
+        let element = |elem: &[Value]| json!({"element": {"family": FAMILY, "table": self.name, "name": set, "elem": elem}});
+        Some(json!({"nftables": [
+            {"add": element(&with_timeout)},
+            {"delete": element(&keys)},
+            {"add": element(&with_timeout)},
+        ]}))
+    }
+
+    /// The batch that removes this table (see [`remove_batch`]).
+    pub fn remove_batch(&self) -> Value {
+        remove_batch(&self.name)
+    }
+}
+
+/// Accumulates the commands of one table.
+struct Builder<'a> {
+    table: &'a str,
+    log_group: Option<u16>,
+    objects: Vec<Value>,
+}
+
+impl Builder<'_> {
+    fn add(&mut self, kind: &str, mut body: Value) {
+        body["family"] = json!(FAMILY);
+        body["table"] = json!(self.table);
+        self.objects.push(json!({"add": {kind: body}}));
+    }
+
+    fn rule(&mut self, chain: &str, expr: Vec<Value>, comment: Option<String>) {
+        let mut body = json!({"chain": chain, "expr": expr});
+        if let Some(comment) = comment {
+            body["comment"] = json!(truncate(comment, MAX_COMMENT_LEN));
+        }
+        self.add("rule", body);
+    }
+
+    /// A judging rule: `matches`, a counter, a log when configured, then
+    /// `verdict`; the comment names the verdict and `detail`.
+    fn judged(&mut self, chain: &str, mut expr: Vec<Value>, verdict: Verdict, detail: &str, action: Value) {
+        expr.push(json!({"counter": {"packets": 0, "bytes": 0}}));
+        if let Some(group) = self.log_group {
+            let prefix = truncate(format!("{} {verdict} ", self.table), 127);
+            expr.push(json!({"log": {"prefix": prefix, "group": group}}));
+        }
+        expr.push(action);
+        let comment = if detail.is_empty() {
+            verdict.to_string()
+        } else {
+            format!("{verdict}: {detail}")
+        };
+        self.rule(chain, expr, Some(comment));
+    }
+
+    fn header(&mut self) {
+        let table = json!({"family": FAMILY, "name": self.table});
+        self.objects.push(json!({"add": {"table": table}}));
+        self.objects.push(json!({"delete": {"table": table}}));
+        self.objects.push(json!({"add": {"table": table}}));
+    }
+
+    fn sets(&mut self, network: &EffectiveNetwork, facts: &SandboxFacts) {
+        let always: Vec<IpNet> = network
+            .always_deny
+            .iter()
+            .map(|cidr| cidr.net())
+            .chain(facts.node_addrs.iter().map(|addr| IpNet::from(*addr)))
+            .collect();
+        let deny: Vec<IpNet> = network
+            .deny
+            .iter()
+            .filter_map(|rule| match (&rule.destination, &rule.ports) {
+                (Destination::Cidr(cidr), None) => Some(cidr.net()),
+                _ => None,
+            })
+            .collect();
+        for family in FAMILIES {
+            for (name, nets) in [(family.always_deny_set(), &always), (family.deny_set(), &deny)] {
+                self.interval_set(&name, family, nets);
+            }
+            self.add(
+                "set",
+                json!({"name": family.allowed_set(), "type": [family.addr_type(), "inet_service"], "flags": ["timeout"]}),
+            );
+            self.add(
+                "set",
+                json!({"name": family.allowed_any_set(), "type": family.addr_type(), "flags": ["timeout"]}),
+            );
+        }
+    }
+
+    /// An interval set of the `family` members of `nets`, merged (nft
+    /// refuses overlapping intervals).
+    fn interval_set(&mut self, name: &str, family: Family, nets: &[IpNet]) {
+        let ours: Vec<IpNet> = nets
+            .iter()
+            .copied()
+            .filter(|net| Family::of(net.addr()) == family)
+            .collect();
+        self.add(
+            "set",
+            json!({"name": name, "type": family.addr_type(), "flags": ["interval"]}),
+        );
+        let merged = IpNet::aggregate(&ours);
+        if !merged.is_empty() {
+            let elem: Vec<Value> = merged.into_iter().map(net_value).collect();
+            self.add("element", json!({"name": name, "elem": elem}));
+        }
+    }
+
+    fn forward(&mut self, network: &EffectiveNetwork, facts: &SandboxFacts, enabled: &[Family]) {
+        self.add("chain", json!({"name": REFUSE_CHAIN}));
+        self.rule(
+            REFUSE_CHAIN,
+            vec![
+                matches("==", meta("l4proto"), json!("tcp")),
+                json!({"reject": {"type": "tcp reset"}}),
+            ],
+            None,
+        );
+        self.rule(
+            REFUSE_CHAIN,
+            vec![json!({"reject": {"type": "icmpx", "expr": "admin-prohibited"}})],
+            None,
+        );
+        let refuse = json!({"goto": {"target": REFUSE_CHAIN}});
+        let drop = json!({"drop": null});
+        let accept = json!({"accept": null});
+        let c = FORWARD_CHAIN;
+        self.add(
+            "chain",
+            json!({"name": c, "type": "filter", "hook": "forward", "prio": PRIORITY, "policy": "accept"}),
+        );
+        let veth = json!(facts.outer_veth);
+        let established = || {
+            matches(
+                "in",
+                json!({"ct": {"key": "state"}}),
+                json!(["established", "related"]),
+            )
+        };
+        self.rule(
+            c,
+            vec![
+                matches("==", meta("oifname"), veth.clone()),
+                established(),
+                accept.clone(),
+            ],
+            Some("replies to the sandbox".into()),
+        );
+        self.judged(
+            c,
+            vec![matches("==", meta("oifname"), veth.clone())],
+            Verdict::Inbound,
+            "new connections into the sandbox",
+            drop.clone(),
+        );
+        self.rule(
+            c,
+            vec![matches("!=", meta("iifname"), veth), accept.clone()],
+            Some("not from this sandbox".into()),
+        );
+        self.rule(c, vec![established(), accept.clone()], None);
+        self.rule(
+            c,
+            vec![
+                matches("in", json!({"ct": {"key": "state"}}), json!("invalid")),
+                json!({"counter": {"packets": 0, "bytes": 0}}),
+                drop.clone(),
+            ],
+            Some("invalid".into()),
+        );
+        for family in FAMILIES {
+            let sources: Vec<Value> = facts
+                .sandbox_addrs
+                .iter()
+                .filter(|addr| Family::of(**addr) == family)
+                .map(|addr| json!(addr.to_string()))
+                .collect();
+            if enabled.contains(&family) {
+                let saddr = payload(family.payload(), "saddr");
+                self.judged(
+                    c,
+                    vec![matches("!=", saddr, json!({"set": sources}))],
+                    Verdict::Spoofed,
+                    family.payload(),
+                    drop.clone(),
+                );
+            } else {
+                let nfproto = if family == Family::V4 { "ipv4" } else { "ipv6" };
+                self.judged(
+                    c,
+                    vec![matches("==", meta("nfproto"), json!(nfproto))],
+                    Verdict::FamilyOff,
+                    nfproto,
+                    refuse.clone(),
+                );
+            }
+        }
+        for &family in enabled {
+            let daddr = payload(family.payload(), "daddr");
+            for (set, verdict) in [
+                (family.always_deny_set(), Verdict::AlwaysDeny),
+                (family.deny_set(), Verdict::Deny),
+            ] {
+                self.judged(
+                    c,
+                    vec![matches("==", daddr.clone(), json!(format!("@{set}")))],
+                    verdict,
+                    &set,
+                    refuse.clone(),
+                );
+            }
+        }
+        for rule in &network.deny {
+            let (Destination::Cidr(cidr), Some(ports)) = (&rule.destination, &rule.ports) else {
+                continue;
+            };
+            let family = Family::of(cidr.net().addr());
+            if !enabled.contains(&family) {
+                continue;
+            }
+            let expr = vec![
+                matches("==", payload(family.payload(), "daddr"), net_value(cidr.net())),
+                matches("==", meta("l4proto"), json!({"set": ["tcp", "udp"]})),
+                matches("==", payload("th", "dport"), ports_value(ports)),
+            ];
+            self.judged(c, expr, Verdict::Deny, &rule.to_string(), refuse.clone());
+        }
+        self.judged(
+            c,
+            vec![
+                matches("==", meta("l4proto"), json!({"set": ["tcp", "udp"]})),
+                matches("==", payload("th", "dport"), json!(53)),
+            ],
+            Verdict::DnsBypass,
+            "DNS only through the proxy",
+            refuse.clone(),
+        );
+        self.judged(
+            c,
+            vec![matches("!=", meta("l4proto"), json!("tcp"))],
+            Verdict::NotTcp,
+            "",
+            refuse.clone(),
+        );
+        for rule in &network.allow {
+            self.allow_cidr(rule, enabled, accept.clone());
+        }
+        for &family in enabled {
+            let daddr = payload(family.payload(), "daddr");
+            let dport = payload("tcp", "dport");
+            let set = family.allowed_set();
+            self.judged(
+                c,
+                vec![matches(
+                    "==",
+                    json!({"concat": [daddr.clone(), dport]}),
+                    json!(format!("@{set}")),
+                )],
+                Verdict::AllowLearned,
+                &set,
+                accept.clone(),
+            );
+            let set = family.allowed_any_set();
+            self.judged(
+                c,
+                vec![
+                    matches("==", daddr, json!(format!("@{set}"))),
+                    matches("==", meta("l4proto"), json!("tcp")),
+                ],
+                Verdict::AllowLearned,
+                &set,
+                accept.clone(),
+            );
+        }
+        self.judged(c, Vec::new(), Verdict::DefaultDeny, "", refuse);
+    }
+
+    fn allow_cidr(&mut self, rule: &NetworkRule, enabled: &[Family], accept: Value) {
+        let Destination::Cidr(cidr) = &rule.destination else {
+            return;
+        };
+        let family = Family::of(cidr.net().addr());
+        if !enabled.contains(&family) {
+            return;
+        }
+        let mut expr = vec![matches(
+            "==",
+            payload(family.payload(), "daddr"),
+            net_value(cidr.net()),
+        )];
+        expr.push(match &rule.ports {
+            Some(ports) => matches("==", payload("tcp", "dport"), ports_value(ports)),
+            None => matches("==", meta("l4proto"), json!("tcp")),
+        });
+        self.judged(FORWARD_CHAIN, expr, Verdict::Allow, &rule.to_string(), accept);
+    }
+
+    fn input(&mut self, facts: &SandboxFacts, enabled: &[Family]) {
+        let c = INPUT_CHAIN;
+        self.add(
+            "chain",
+            json!({"name": c, "type": "filter", "hook": "input", "prio": PRIORITY, "policy": "accept"}),
+        );
+        let from_veth = || matches("==", meta("iifname"), json!(facts.outer_veth));
+        for proxy in &facts.dns_proxy {
+            let family = Family::of(proxy.ip());
+            self.rule(
+                c,
+                vec![
+                    from_veth(),
+                    matches(
+                        "==",
+                        payload(family.payload(), "daddr"),
+                        json!(proxy.ip().to_string()),
+                    ),
+                    matches("==", meta("l4proto"), json!({"set": ["tcp", "udp"]})),
+                    matches("==", payload("th", "dport"), json!(proxy.port())),
+                    json!({"accept": null}),
+                ],
+                Some(format!("dns proxy {proxy}")),
+            );
+        }
+        if enabled.contains(&Family::V6) {
+            self.rule(
+                c,
+                vec![
+                    from_veth(),
+                    matches(
+                        "==",
+                        payload("icmpv6", "type"),
+                        json!({"set": ["nd-neighbor-solicit", "nd-neighbor-advert"]}),
+                    ),
+                    json!({"accept": null}),
+                ],
+                Some("ipv6 neighbour discovery".into()),
+            );
+        }
+        self.judged(
+            c,
+            vec![from_veth()],
+            Verdict::Node,
+            "the node is unreachable",
+            json!({"drop": null}),
+        );
+    }
+}
+
+#[cfg(test)]
+#[path = "rules_tests.rs"]
+mod tests;
