@@ -202,3 +202,179 @@ fn errors_name_the_namespace_and_nft_stderr() {
     let err = gone.remove("skillbox-x").unwrap_err().to_string();
     assert!(err.contains("skillbox-test-rules-never-made"), "{err}");
 }
+
+const SERVER: &str = r#"
+import socket, threading
+def serve(port):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port))
+    s.listen()
+    while True:
+        c, _ = s.accept()
+        c.sendall(b"hi")
+        c.close()
+for port in (80, 8080):
+    threading.Thread(target=serve, args=(port,)).start()
+"#;
+
+const CLIENT: &str = r#"
+import socket, sys
+s = socket.socket()
+s.settimeout(1.5)
+try:
+    s.connect((sys.argv[1], int(sys.argv[2])))
+    print("connected")
+except ConnectionRefusedError:
+    print("refused")
+except socket.timeout:
+    print("timeout")
+except OSError as e:
+    print("error", e.errno)
+"#;
+
+fn connect(ns: &Netns, addr: &str, port: u16) -> String {
+    ns.exec(&["python3", "-c", CLIENT, addr, &port.to_string()])
+        .trim()
+        .to_owned()
+}
+
+/// The sandbox's namespace (10.200.0.2) → veth → the node's namespace
+/// (10.200.0.1, forwards, holds the table) → veth → a fake internet
+/// (198.18.0.2) serving TCP 80 and 8080 on 203.0.113.10, 203.0.113.13 and
+/// 198.51.100.20.
+#[test]
+fn forwarded_connections_follow_the_policy() {
+    require(&["ip", "nft", "python3"]);
+    let sbx = Netns::new("sbx");
+    let node = Netns::new("node");
+    let net = Netns::new("net");
+    node.exec(&[
+        "ip", "link", "add", "sbx-out", "type", "veth", "peer", "name", "sbx-in", "netns", &sbx.0,
+    ]);
+    node.exec(&[
+        "ip", "link", "add", "up0", "type", "veth", "peer", "name", "up1", "netns", &net.0,
+    ]);
+    for (ns, cmds) in [
+        (
+            &sbx,
+            vec![
+                "ip addr add 10.200.0.2/24 dev sbx-in",
+                "ip link set sbx-in up",
+                "ip route add default via 10.200.0.1",
+            ],
+        ),
+        (
+            &node,
+            vec![
+                "ip addr add 10.200.0.1/24 dev sbx-out",
+                "ip link set sbx-out up",
+                "ip addr add 198.18.0.1/24 dev up0",
+                "ip link set up0 up",
+                "ip route add default via 198.18.0.2",
+                "sysctl -qw net.ipv4.ip_forward=1",
+            ],
+        ),
+        (
+            &net,
+            vec![
+                "ip addr add 198.18.0.2/24 dev up1",
+                "ip link set up1 up",
+                "ip route add 10.200.0.0/24 via 198.18.0.1",
+                "ip addr add 203.0.113.10/32 dev lo",
+                "ip addr add 203.0.113.13/32 dev lo",
+                "ip addr add 198.51.100.20/32 dev lo",
+            ],
+        ),
+    ] {
+        for cmd in cmds {
+            ns.exec(&cmd.split(' ').collect::<Vec<_>>());
+        }
+    }
+    let _server = Killed(
+        Command::new("ip")
+            .args(["netns", "exec", &net.0, "python3", "-c", SERVER])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while connect(&net, "203.0.113.10", 8080) != "connected" {
+        assert!(Instant::now() < deadline, "the test server did not start");
+        sleep(Duration::from_millis(100));
+    }
+    // Without the table the sandbox reaches everything: the setup works.
+    assert_eq!(connect(&sbx, "203.0.113.10", 8080), "connected");
+
+    let policy = network(json!({
+        "allow": [{"cidr": "203.0.113.0/24", "ports": [80]}, {"domain": "example.org", "ports": [80]}],
+        "deny": [{"cidr": "203.0.113.13/32"}],
+    }));
+    let table = SandboxTable::build(&policy, &facts("rules-packets", "sbx-out")).unwrap();
+    let nft = node.nft();
+    nft.apply(&table).unwrap();
+
+    assert_eq!(
+        connect(&sbx, "203.0.113.10", 80),
+        "connected",
+        "allowed CIDR and port"
+    );
+    assert_eq!(
+        connect(&sbx, "203.0.113.10", 8080),
+        "refused",
+        "allowed CIDR, other port"
+    );
+    assert_eq!(
+        connect(&sbx, "203.0.113.13", 80),
+        "refused",
+        "denied inside an allowed CIDR"
+    );
+    assert_eq!(
+        connect(&sbx, "198.51.100.20", 80),
+        "refused",
+        "no allowed name resolved to it"
+    );
+    assert_eq!(
+        connect(&sbx, "10.200.0.1", 22),
+        "timeout",
+        "the node is unreachable"
+    );
+
+    let port = Port::try_from(80).unwrap();
+    nft.learn(&table, "198.51.100.20".parse().unwrap(), Some(&[port]), 60)
+        .unwrap();
+    assert_eq!(
+        connect(&sbx, "198.51.100.20", 80),
+        "connected",
+        "learned address and port"
+    );
+    assert_eq!(
+        connect(&sbx, "198.51.100.20", 8080),
+        "refused",
+        "learned address, other port"
+    );
+
+    let listing = nft.list(table.name()).unwrap().unwrap();
+    let counted = |comment: &str| -> u64 {
+        listing["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|item| item["rule"]["comment"] == comment)
+            .flat_map(|item| item["rule"]["expr"].as_array().unwrap().clone())
+            .filter_map(|expr| expr["counter"]["packets"].as_u64())
+            .sum()
+    };
+    assert!(counted("default-deny") >= 3, "{listing}");
+    assert!(counted("deny: deny_v4") >= 1);
+    assert!(counted("allow: cidr 203.0.113.0/24 ports 80") >= 1);
+    assert!(counted("allow-learned: allowed_v4") >= 1);
+    assert!(counted("node: the node is unreachable") >= 1);
+
+    nft.remove(table.name()).unwrap();
+    assert_eq!(
+        connect(&sbx, "203.0.113.10", 8080),
+        "connected",
+        "removal restores the namespace"
+    );
+}
