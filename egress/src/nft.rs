@@ -359,4 +359,37 @@ mod tests {
         );
         assert!(err.contains("exit status: 3") && err.ends_with("oops"), "{err}");
     }
+
+    #[test]
+    fn the_recording_firewall_keeps_what_was_applied() {
+        let network =
+            serde_json::from_value(serde_json::json!({"allow": [], "deny": [], "always_deny": []})).unwrap();
+        let facts = crate::rules::SandboxFacts {
+            sandbox_id: "rec".into(),
+            outer_veth: "v0".into(),
+            sandbox_addrs: vec!["10.200.0.2".parse().unwrap()],
+            dns_proxy: vec!["10.200.0.1:53".parse().unwrap()],
+            node_addrs: Vec::new(),
+            grace_secs: 0,
+            log_group: None,
+        };
+        let table = SandboxTable::build(&network, &facts).unwrap();
+        let fake = RecordingFirewall::default();
+        fake.apply(&table).unwrap();
+        assert_eq!(fake.list("skillbox-rec").unwrap(), Some(table.apply_batch()));
+        fake.learn(&table, "192.0.2.9".parse().unwrap(), None, 30)
+            .unwrap();
+        fake.remove("skillbox-rec").unwrap();
+        assert_eq!(fake.list("skillbox-rec").unwrap(), None);
+        assert_eq!(fake.calls().len(), 5);
+        assert_eq!(
+            fake.calls()[2],
+            FirewallCall::Learn {
+                table: "skillbox-rec".into(),
+                addr: "192.0.2.9".parse().unwrap(),
+                ports: None,
+                ttl_secs: 30
+            }
+        );
+    }
 }
