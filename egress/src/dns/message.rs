@@ -67,7 +67,7 @@ pub fn raw_formerr(bytes: &[u8]) -> Option<Vec<u8>> {
     let mut out = vec![0; 12];
     out[..2].copy_from_slice(&bytes[..2]);
     out[2] = 0x80 | (bytes[2] & 0x78); // QR, opcode
-    out[3] = 0x80 | u8::from(ResponseCode::FormErr.low()); // RA, rcode
+    out[3] = 0x80 | ResponseCode::FormErr.low(); // RA, rcode
     Some(out)
 }
 
@@ -128,7 +128,7 @@ pub fn follow_chain(qname: &Name, qtype: RecordType, answers: &[Record]) -> Vec<
 /// if it does not fit, the answers are dropped and TC set, so the client
 /// retries over TCP.
 pub fn encode_udp(message: &Message, client_max: u16) -> Option<Vec<u8>> {
-    let limit = usize::from(client_max.min(MAX_UDP_RESPONSE).max(512));
+    let limit = usize::from(client_max.clamp(512, MAX_UDP_RESPONSE));
     let bytes = message.to_vec().ok()?;
     if bytes.len() <= limit {
         return Some(bytes);
