@@ -1,1 +1,346 @@
-//! (to be written)
+//! The egress audit trail: one JSON object per line, one file per sandbox.
+//!
+//! Every line carries the same common fields, then a `type` and that type's
+//! fields:
+//!
+//! ```json
+//! {"timestamp":"2026-11-25T17:32:29.123456789Z","execution_id":"exec-1",
+//!  "skill":{"name":"weather","version":"1.2.0","digest":"sha256:…"},
+//!  "container_id":"c1","type":"dns_query","name":"api.weather.gov","qtype":"A",
+//!  "verdict":"allowed","rcode":"NOERROR","rule":"domain api.weather.gov ports 443",
+//!  "reason":null,"answers":[{"name":"api.weather.gov","type":"A","data":"198.51.100.7","ttl":60}]}
+//! {"timestamp":"…","execution_id":"exec-1","skill":{…},"container_id":"c1",
+//!  "type":"connection","destination":"198.51.100.7","port":443,"protocol":"tcp",
+//!  "verdict":"allowed","rule":"domain api.weather.gov ports 443"}
+//! ```
+//!
+//! - `timestamp` is RFC 3339 in UTC with nanoseconds.
+//! - `skill.version` and `skill.digest` are `null` when unknown.
+//! - `dns_query.verdict` is `allowed` (the name was forwarded upstream, or
+//!   answered without forwarding for a type the proxy does not serve) or
+//!   `refused` (never forwarded); `rcode` is what the client got, `reason`
+//!   says why a query was refused or failed, `rule` names the allow rule(s)
+//!   that matched.
+//! - `connection.verdict` is `allowed` or `denied`; `rule` is the rule that
+//!   decided, `null` for the default deny.
+//!
+//! Each event is written with a single `write` on a file opened with
+//! `O_APPEND`, so lines never interleave and nothing stays buffered in the
+//! process.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::Serialize;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+/// Whom the events of one sandbox belong to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SandboxIdentity {
+    pub execution_id: String,
+    pub skill: SkillIdentity,
+    pub container_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SkillIdentity {
+    pub name: String,
+    pub version: Option<String>,
+    /// The skill package's digest, `sha256:<hex>`.
+    pub digest: Option<String>,
+}
+
+/// One egress event, without the common fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EgressEvent {
+    DnsQuery(DnsQueryEvent),
+    Connection(ConnectionEvent),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DnsQueryEvent {
+    /// The queried name, lower case, without the trailing dot.
+    pub name: String,
+    /// `A`, `AAAA`, `TXT`… or the number for unknown types.
+    pub qtype: String,
+    pub verdict: DnsVerdict,
+    /// The response code the client got: `NOERROR`, `REFUSED`, `SERVFAIL`…
+    pub rcode: String,
+    /// The allow rule(s) that matched the name, `;`-separated.
+    pub rule: Option<String>,
+    pub reason: Option<String>,
+    pub answers: Vec<DnsAnswer>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DnsVerdict {
+    Allowed,
+    Refused,
+}
+
+/// One record of the answer the client got.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DnsAnswer {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub record_type: String,
+    /// The address, or the CNAME target.
+    pub data: String,
+    pub ttl: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConnectionEvent {
+    pub destination: IpAddr,
+    pub port: Option<u16>,
+    pub protocol: Protocol,
+    pub verdict: ConnectionVerdict,
+    pub rule: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Icmp,
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionVerdict {
+    Allowed,
+    Denied,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    #[error("cannot open the egress event log {path}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write to the egress event log {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot encode an egress event")]
+    Encode(#[source] serde_json::Error),
+}
+
+/// Where the DNS proxy (and the connection logger) send their events. An
+/// error means the event was not recorded; the DNS proxy then answers
+/// SERVFAIL rather than answer without a record.
+pub trait EventSink: Send + Sync {
+    fn record(&self, event: &EgressEvent) -> Result<(), EventError>;
+}
+
+/// Appends one sandbox's events to its JSON Lines file.
+#[derive(Debug)]
+pub struct JsonLinesWriter {
+    path: PathBuf,
+    identity: SandboxIdentity,
+    file: Mutex<File>,
+}
+
+#[derive(Serialize)]
+struct Line<'a> {
+    timestamp: String,
+    #[serde(flatten)]
+    identity: &'a SandboxIdentity,
+    #[serde(flatten)]
+    event: &'a EgressEvent,
+}
+
+/// One event as a JSON line (with its newline), stamped with `at`.
+pub fn render_line(
+    identity: &SandboxIdentity,
+    event: &EgressEvent,
+    at: OffsetDateTime,
+) -> Result<Vec<u8>, EventError> {
+    let timestamp = at
+        .to_offset(time::UtcOffset::UTC)
+        .format(&Rfc3339)
+        .expect("an RFC 3339 timestamp of a UTC time between years 0 and 9999 always formats");
+    let mut line = serde_json::to_vec(&Line {
+        timestamp,
+        identity,
+        event,
+    })
+    .map_err(EventError::Encode)?;
+    line.push(b'\n');
+    Ok(line)
+}
+
+impl JsonLinesWriter {
+    /// Opens (creating, mode 0600) `path` for appending.
+    pub fn open(path: &Path, identity: SandboxIdentity) -> Result<Self, EventError> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|source| EventError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok(JsonLinesWriter {
+            path: path.to_owned(),
+            identity,
+            file: Mutex::new(file),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends `event` stamped with `at`.
+    pub fn write_at(&self, event: &EgressEvent, at: OffsetDateTime) -> Result<(), EventError> {
+        let line = render_line(&self.identity, event, at)?;
+        let mut file = self.file.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        file.write_all(&line)
+            .and_then(|()| file.flush())
+            .map_err(|source| EventError::Write {
+                path: self.path.clone(),
+                source,
+            })
+    }
+}
+
+impl EventSink for JsonLinesWriter {
+    fn record(&self, event: &EgressEvent) -> Result<(), EventError> {
+        self.write_at(event, OffsetDateTime::now_utc())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    fn identity() -> SandboxIdentity {
+        SandboxIdentity {
+            execution_id: "exec-1".to_owned(),
+            skill: SkillIdentity {
+                name: "weather".to_owned(),
+                version: Some("1.2.0".to_owned()),
+                digest: None,
+            },
+            container_id: "c1".to_owned(),
+        }
+    }
+
+    fn dns_event() -> EgressEvent {
+        EgressEvent::DnsQuery(DnsQueryEvent {
+            name: "api.weather.gov".to_owned(),
+            qtype: "A".to_owned(),
+            verdict: DnsVerdict::Allowed,
+            rcode: "NOERROR".to_owned(),
+            rule: Some("domain api.weather.gov ports 443".to_owned()),
+            reason: None,
+            answers: vec![DnsAnswer {
+                name: "api.weather.gov".to_owned(),
+                record_type: "A".to_owned(),
+                data: "198.51.100.7".to_owned(),
+                ttl: 60,
+            }],
+        })
+    }
+
+    #[test]
+    fn dns_query_line() {
+        let at = OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_000_000).unwrap();
+        let line = render_line(&identity(), &dns_event(), at).unwrap();
+        assert_eq!(line.last(), Some(&b'\n'));
+        assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
+        let value: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(
+            value,
+            json!({
+                "timestamp": "2023-11-14T22:13:20.123Z",
+                "execution_id": "exec-1",
+                "skill": {"name": "weather", "version": "1.2.0", "digest": null},
+                "container_id": "c1",
+                "type": "dns_query",
+                "name": "api.weather.gov",
+                "qtype": "A",
+                "verdict": "allowed",
+                "rcode": "NOERROR",
+                "rule": "domain api.weather.gov ports 443",
+                "reason": null,
+                "answers": [{"name": "api.weather.gov", "type": "A", "data": "198.51.100.7", "ttl": 60}],
+            })
+        );
+    }
+
+    #[test]
+    fn connection_line() {
+        let event = EgressEvent::Connection(ConnectionEvent {
+            destination: "2001:db8::1".parse().unwrap(),
+            port: Some(25),
+            protocol: Protocol::Tcp,
+            verdict: ConnectionVerdict::Denied,
+            rule: None,
+        });
+        let line = render_line(&identity(), &event, OffsetDateTime::UNIX_EPOCH).unwrap();
+        let value: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(value["timestamp"], "1970-01-01T00:00:00Z");
+        assert_eq!(value["type"], "connection");
+        assert_eq!(value["destination"], "2001:db8::1");
+        assert_eq!(value["port"], 25);
+        assert_eq!(value["protocol"], "tcp");
+        assert_eq!(value["verdict"], "denied");
+        assert_eq!(value["rule"], Value::Null);
+        assert_eq!(value["execution_id"], "exec-1");
+    }
+
+    #[test]
+    fn writer_appends_one_line_per_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("egress.jsonl");
+        std::fs::write(&path, "{\"earlier\":true}\n").unwrap();
+        let writer = JsonLinesWriter::open(&path, identity()).unwrap();
+        writer.record(&dns_event()).unwrap();
+        // Visible without dropping or flushing the writer.
+        let text = std::fs::read_to_string(&path).unwrap();
+        writer.record(&dns_event()).unwrap();
+        assert_eq!(text.lines().count(), 2);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3);
+        for line in &lines[1..] {
+            let value: Value = serde_json::from_str(line).unwrap();
+            assert_eq!(value["type"], "dns_query");
+            let stamp = value["timestamp"].as_str().unwrap();
+            assert!(OffsetDateTime::parse(stamp, &Rfc3339).is_ok(), "{stamp}");
+        }
+    }
+
+    #[test]
+    fn writer_creates_private_file_and_reports_path_on_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("egress.jsonl");
+        JsonLinesWriter::open(&path, identity()).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        let missing = dir.path().join("no/such/dir/egress.jsonl");
+        let err = JsonLinesWriter::open(&missing, identity()).unwrap_err();
+        assert!(err.to_string().contains("no/such/dir"), "{err}");
+    }
+}
