@@ -9,7 +9,7 @@
 # (kill, used by the test harness) and util-linux (flock, used by the rootfs
 # scripts).
 # shellcheck disable=SC2034 # used by the scripts that source this file
-SKILLBOX_DEBIAN_PACKAGES=(runsc busybox-static debootstrap containerd procps util-linux python3)
+SKILLBOX_DEBIAN_PACKAGES=(runsc busybox-static debootstrap containerd procps util-linux python3 iproute2 nftables dnsmasq-base)
 
 # Where build caches live (the rootfs caches, the demo's files, bench output).
 # shellcheck disable=SC2034
