@@ -71,6 +71,17 @@ fn a_sandbox_reaches_the_fake_internet_through_its_own_namespace_and_leaves_noth
     // A fresh namespace does not forward; the node turns it on for its uplink.
     let uplink = Forwarding::enable(Box::new(SystemRunner), Some(node.clone()), NODE_UPLINK).unwrap();
     assert!(uplink.changed(), "a new namespace starts with forwarding off");
+    let ip_forward = || {
+        fake_internet::must(&[
+            "ip",
+            "netns",
+            "exec",
+            node.as_str(),
+            "sysctl",
+            "-n",
+            "net.ipv4.ip_forward",
+        ])
+    };
 
     let name = NetnsName::new(&format!("{}-sbx", fake.node.trim_end_matches("-node"))).unwrap();
     let config = NetworkConfig {
@@ -102,6 +113,8 @@ fn a_sandbox_reaches_the_fake_internet_through_its_own_namespace_and_leaves_noth
     let id = name.as_str().to_owned();
     let output = run_bundle(&fake, &network, &bundle, &id);
     let text = &output.stdout;
+    // Forwarding is per interface (uplink and veth); the global switch stays off.
+    assert_eq!(ip_forward().trim(), "0");
     assert_eq!(output.code, 0, "{}", output.describe());
     let gateway = network.addresses().outer.to_string();
     assert!(
@@ -203,4 +216,49 @@ fn the_fake_internet_serves_its_addresses_and_names_and_nothing_else() {
     // The node's only way out is the internet namespace, which routes nowhere.
     let routes = fake_internet::must(&["ip", "-n", &fake.internet, "route"]);
     assert!(!routes.contains("default"), "{routes}");
+}
+
+#[test]
+fn concurrent_sandbox_networks_in_one_node_get_distinct_slots_and_all_go_away() {
+    require_sandbox_prerequisites();
+    let fake = FakeInternet::start("par");
+    let node = NetnsName::new(&fake.node).unwrap();
+    let _uplink = Forwarding::enable(Box::new(SystemRunner), Some(node.clone()), NODE_UPLINK).unwrap();
+    let config = NetworkConfig {
+        outer: Some(node.clone()),
+        ..NetworkConfig::default()
+    };
+    let base = fake.node.trim_end_matches("-node").to_owned();
+    let networks: Vec<SandboxNetwork> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|index| {
+                let (config, name) = (&config, NetnsName::new(&format!("{base}-s{index}")).unwrap());
+                scope.spawn(move || SandboxNetwork::create(Box::new(SystemRunner), name, config).unwrap())
+            })
+            .collect();
+        handles.into_iter().map(|handle| handle.join().unwrap()).collect()
+    });
+    let mut interfaces: Vec<&str> = networks.iter().map(|network| network.outer_interface()).collect();
+    interfaces.sort();
+    assert_eq!(interfaces, ["sbxv0", "sbxv1", "sbxv2", "sbxv3"]);
+    let mut inner: Vec<_> = networks.iter().map(|network| network.addresses().inner).collect();
+    inner.dedup();
+    assert_eq!(inner.len(), 4);
+    // Each sandbox namespace reaches the fake internet on its own.
+    for network in &networks {
+        assert!(
+            fake_internet::can_connect_from(&network.namespace_path(), "203.0.113.11".parse().unwrap(), 8080),
+            "{} cannot reach the fake internet",
+            network.namespace()
+        );
+    }
+    let names: Vec<String> = networks
+        .iter()
+        .map(|network| network.namespace().to_string())
+        .collect();
+    drop(networks);
+    let left = netns_list();
+    assert!(names.iter().all(|name| !left.contains(name)), "{left:?}");
+    let links = fake_internet::must(&["ip", "-n", node.as_str(), "-o", "link"]);
+    assert!(!links.contains("sbxv"), "{links}");
 }

@@ -279,18 +279,25 @@ impl FakeInternet {
         wait_for("dnsmasq", || self.dns_log().contains("started"));
     }
 
-    /// Whether `address` answers in the fake internet (a TCP connect from
-    /// the node to `address`:`port`).
+    /// Whether `address`:`port` accepts a TCP connection from the node.
     pub fn node_can_connect(&self, address: IpAddr, port: u16) -> bool {
-        let script = format!(
-            "import socket,sys\ns=socket.socket(socket.AF_INET6 if ':' in '{address}' else socket.AF_INET)\n\
-             s.settimeout(2)\nsys.exit(s.connect_ex(('{address}',{port})))"
-        );
-        self.node_command("python3")
-            .args(["-c", &script])
-            .status()
-            .is_ok_and(|status| status.success())
+        can_connect_from(&self.node_path(), address, port)
     }
+}
+
+/// Whether `address`:`port` accepts a TCP connection (2 s timeout) from
+/// the network namespace at `netns`.
+pub fn can_connect_from(netns: &Path, address: IpAddr, port: u16) -> bool {
+    let family = if address.is_ipv6() { "AF_INET6" } else { "AF_INET" };
+    let script = format!(
+        "import socket,sys\ns=socket.socket(socket.{family})\ns.settimeout(2)\n\
+         sys.exit(s.connect_ex(('{address}',{port})))"
+    );
+    Command::new("nsenter")
+        .arg(format!("--net={}", netns.display()))
+        .args(["--", "python3", "-c", &script])
+        .status()
+        .is_ok_and(|status| status.success())
 }
 
 impl Drop for FakeInternet {
