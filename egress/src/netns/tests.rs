@@ -1,3 +1,4 @@
+use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 
 use super::*;
