@@ -6,11 +6,10 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
 use common::fake_internet::{self, netns_list, FakeInternet, NODE_ADDRESS, NODE_UPLINK};
-use common::{busybox_rootfs, require_sandbox_prerequisites, run_with_watchdog, skillbox, Skill};
+use common::{require_sandbox_prerequisites, run_with_watchdog, Skill};
 use skillbox_egress::netns::{Forwarding, NetnsName, NetworkConfig, SandboxNetwork, SystemRunner};
 
 const PROBE: &str = r#"exec 2>&1
@@ -22,46 +21,6 @@ done
 printf 'GET / HTTP/1.0\r\n\r\n' | nc 198.51.100.20 8081 || echo "no server: nc status $?"
 timeout 10 nslookup allowed.example 198.51.100.53 | grep '^Address: 203'
 "#;
-
-/// Writes `runsc_root`/… and runs the compiled bundle with
-/// `--network=host` in the sandbox network's namespace.
-fn run_bundle(fake: &FakeInternet, network: &SandboxNetwork, bundle: &Path, id: &str) -> common::Output {
-    let config_path = bundle.join("config.json");
-    let mut spec: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
-    let namespaces = spec["linux"]["namespaces"].as_array_mut().unwrap();
-    let entry = namespaces
-        .iter_mut()
-        .find(|ns| ns["type"] == "network")
-        .expect("compiled specs have a network namespace");
-    entry["path"] = network.namespace_path().to_str().unwrap().into();
-    let resolv = bundle.parent().unwrap().join("resolv.conf");
-    std::fs::write(&resolv, network.resolv_conf()).unwrap();
-    spec["mounts"].as_array_mut().unwrap().push(serde_json::json!({
-        "destination": "/etc/resolv.conf", "type": "bind",
-        "source": resolv, "options": ["bind", "ro"],
-    }));
-    spec["linux"]["cgroupsPath"] = format!("/{id}").into();
-    std::fs::write(&config_path, serde_json::to_string(&spec).unwrap()).unwrap();
-
-    let state = bundle.parent().unwrap().join("runsc-state");
-    let flags = [
-        format!("--root={}", state.display()),
-        "--network=host".into(),
-        "--platform=ptrace".into(),
-    ];
-    let mut command = fake.node_command(&common::runsc_binary());
-    command
-        .args(&flags)
-        .arg("run")
-        .arg(format!("--bundle={}", bundle.display()))
-        .arg(id);
-    let output = run_with_watchdog(command, Duration::from_secs(60));
-    let mut delete = fake.node_command(&common::runsc_binary());
-    delete.args(&flags).args(["delete", "--force", id]);
-    let _ = delete.output();
-    output
-}
 
 #[test]
 fn a_sandbox_reaches_the_fake_internet_through_its_own_namespace_and_leaves_nothing() {
@@ -100,18 +59,9 @@ fn a_sandbox_reaches_the_fake_internet_through_its_own_namespace_and_leaves_noth
         .prefix("skillbox-egress-test.")
         .tempdir()
         .unwrap();
-    let bundle = work.path().join("bundle");
-    let compiled = skillbox([
-        "compile".as_ref(),
-        "--base-rootfs".as_ref(),
-        busybox_rootfs().as_os_str(),
-        "-o".as_ref(),
-        bundle.as_os_str(),
-        skill.path().as_os_str(),
-    ]);
-    assert_eq!(compiled.code, 0, "{}", compiled.describe());
+    let bundle = fake_internet::compile_on_busybox(&skill, work.path());
     let id = name.as_str().to_owned();
-    let output = run_bundle(&fake, &network, &bundle, &id);
+    let output = fake.run_sandboxed(&network.namespace_path(), &network.resolv_conf(), &bundle, &id);
     let text = &output.stdout;
     // Forwarding is per interface (uplink and veth); the global switch stays off.
     assert_eq!(ip_forward().trim(), "0");

@@ -8,10 +8,12 @@
 //! - `nft`: applying and removing a sandbox's table with `nft`;
 //! - `dns`: the DNS proxy;
 //! - `netns`: the sandbox's namespace, veth pair, addresses, routes, NAT;
-//! - `events`: the JSON Lines records of queries and connection verdicts.
+//! - `events`: the JSON Lines records of queries and connection verdicts;
+//! - `session`: all of the above for one sandbox, removed on drop.
 
 pub mod dns;
 pub mod events;
 pub mod netns;
 pub mod nft;
 pub mod rules;
+pub mod session;

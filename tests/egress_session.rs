@@ -1,0 +1,124 @@
+//! Issue 4's pieces composed (`EgressSession`): a runsc sandbox whose policy
+//! allows `allowed.example` on port 8080 reaches it by name through the DNS
+//! proxy and the nftables table, and nothing else: not another name (never
+//! asked upstream), not an address it did not resolve, not another port.
+//! Everything runs in the fake internet's namespaces.
+
+mod common;
+
+use std::time::Duration;
+
+use common::fake_internet::{self, netns_list, FakeInternet, DNS_SERVER, NODE_ADDRESS, NODE_UPLINK};
+use common::{require_sandbox_prerequisites, Skill};
+use skillbox_egress::events::{SandboxIdentity, SkillIdentity};
+use skillbox_egress::netns::{Forwarding, NetnsName, SystemRunner};
+use skillbox_egress::session::{EgressSession, SessionConfig};
+
+const PROBE: &str = r#"exec 2>&1
+nslookup allowed.example > /tmp/lookup 2>&1; cat /tmp/lookup
+addr=$(awk '/^Address: 203/ {print $2}' /tmp/lookup)
+echo "allowed.example is $addr"
+printf 'GET / HTTP/1.0\r\n\r\n' | nc "$addr" 8080 | tail -1
+nc -w 3 "$addr" 8081 </dev/null || echo "other port: refused"
+nc -w 3 198.51.100.20 8080 </dev/null || echo "unresolved address: refused"
+nc -w 3 203.0.113.11 8080 </dev/null || echo "unlearned address: refused"
+nslookup other.example >/dev/null 2>&1 || echo "other.example: not resolved"
+nslookup x7f3k9q2exfiltrated.example >/dev/null 2>&1 || echo "exfil name: not resolved"
+"#;
+
+#[test]
+fn a_sandbox_reaches_only_what_its_policy_allows_by_name() {
+    require_sandbox_prerequisites();
+    let fake = FakeInternet::start("ses");
+    let node = NetnsName::new(&fake.node).unwrap();
+    let uplink = Forwarding::enable(Box::new(SystemRunner), Some(node.clone()), NODE_UPLINK).unwrap();
+
+    let skill = Skill::sh(
+        "egress-session",
+        "  resources: { cpus: 0.5, memory: 128Mi, pids: 16, timeout: 60s }\n  network:\n    allow:\n      - { domain: allowed.example, ports: [8080] }\n",
+        PROBE,
+    );
+    let work = tempfile::Builder::new()
+        .prefix("skillbox-egress-session.")
+        .tempdir()
+        .unwrap();
+    let bundle = fake_internet::compile_on_busybox(&skill, work.path());
+    let annotations = policy_compiler::bundle::read_annotations(&bundle).unwrap();
+
+    let name = NetnsName::new(&format!("{}-sbx", fake.node.trim_end_matches("-node"))).unwrap();
+    let id = name.as_str().to_owned();
+    let events = work.path().join("egress.jsonl");
+    let config = SessionConfig {
+        outer: Some(node.clone()),
+        upstreams: vec![format!("{DNS_SERVER}:53").parse().unwrap()],
+        ttl_grace: Duration::from_secs(10),
+        events: events.clone(),
+        identity: SandboxIdentity {
+            execution_id: id.clone(),
+            skill: SkillIdentity {
+                name: annotations.skill_name.clone(),
+                version: annotations.skill_version.clone(),
+                digest: Some(annotations.skill_digest.clone()),
+            },
+            container_id: id.clone(),
+        },
+    };
+    let session = EgressSession::start(&id, name, &annotations.policy.network, &config).unwrap();
+    let table = session.table_name().to_owned();
+    let output = fake.run_sandboxed(&session.namespace_path(), &session.resolv_conf(), &bundle, &id);
+    let text = output.stdout.clone();
+    let expect = |line: &str| assert!(text.contains(line), "missing {line:?}:\n{}", output.describe());
+    expect("allowed.example is 203.0.113.10");
+    expect(&fake_internet::http_body("203.0.113.10"));
+    expect("other port: refused");
+    expect("unresolved address: refused");
+    expect("unlearned address: refused");
+    expect("other.example: not resolved");
+    expect("exfil name: not resolved");
+
+    // Upstream saw the allowed name only.
+    let asked = fake.dns_log();
+    // ...and from the node's address: the proxy's own queries leave from
+    // the outer namespace, never from the caller's.
+    assert!(
+        asked.contains(&format!("query[A] allowed.example from {NODE_ADDRESS}")),
+        "{asked}"
+    );
+    assert!(
+        !asked.contains("other.example") && !asked.contains("x7f3k9q2exfiltrated"),
+        "a refused name reached upstream:\n{asked}"
+    );
+    let events_text = std::fs::read_to_string(&events).unwrap();
+    let verdicts: Vec<(String, String)> = events_text
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .filter(|event| event["type"] == "dns_query")
+        .map(|event| {
+            (
+                event["name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .trim_end_matches('.')
+                    .to_owned(),
+                event["verdict"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        verdicts.contains(&("allowed.example".to_owned(), "allowed".to_owned()))
+            && verdicts.contains(&("other.example".to_owned(), "refused".to_owned())),
+        "{events_text}"
+    );
+    assert!(events_text.contains(&annotations.skill_digest), "{events_text}");
+
+    drop(session);
+    assert!(!netns_list().contains(&id), "namespace {id} left behind");
+    let ruleset = fake_internet::must(&["ip", "netns", "exec", node.as_str(), "nft", "list", "ruleset"]);
+    assert!(
+        !ruleset.contains(&table) && !ruleset.contains("skillbox_nat"),
+        "nftables left behind:\n{ruleset}"
+    );
+    let links = fake_internet::must(&["ip", "-n", node.as_str(), "-o", "link"]);
+    assert!(!links.contains("sbxv"), "veth left behind:\n{links}");
+    drop(uplink);
+}
