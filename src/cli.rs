@@ -89,9 +89,24 @@ pub struct RunArgs {
     pub report: Option<PathBuf>,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+    #[command(flatten)]
+    pub egress: EgressArgs,
     /// Arguments appended to the skill's entrypoint.
     #[arg(last = true)]
     pub args: Vec<String>,
+}
+
+/// Where a skill whose policy allows egress resolves names and logs.
+#[derive(Debug, Args)]
+pub struct EgressArgs {
+    /// Resolver the DNS proxy forwards allowed names to (`IP` or `IP:PORT`;
+    /// repeatable). Default: the nameservers of /etc/resolv.conf.
+    #[arg(long = "dns-upstream", value_name = "ADDR")]
+    pub dns_upstreams: Vec<String>,
+    /// JSON Lines file the sandbox's DNS queries are appended to. Default:
+    /// /var/log/skillbox/egress/<execution id>.jsonl.
+    #[arg(long, value_name = "FILE")]
+    pub egress_log: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -112,20 +112,3 @@ fn misbehaving_demo_is_contained() {
         "{out}"
     );
 }
-
-#[test]
-fn network_fetch_is_refused_until_egress_is_enforced() {
-    let dir = example_dir("network-fetch");
-    let run = SkillRun::new(&dir, busybox_rootfs()).run();
-    assert_eq!(run.output.code, 125, "{}", run.describe());
-    assert_eq!(
-        run.output.stderr,
-        format!(
-            "error: {}: the policy allows network egress (3 rule(s) in security_policy.network.allow), which this \
-             skillbox cannot enforce yet; refusing to run it rather than run it with open network\n",
-            dir.display()
-        )
-    );
-    assert_eq!(run.output.stdout, "");
-    assert!(run.report.is_none(), "a refused skill has no execution to report");
-}

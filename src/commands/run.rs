@@ -15,7 +15,9 @@ use skillbox_shim::runsc::Runsc;
 
 use super::{base_rootfs_dir, invoking_env, load_node, load_skill, print_warnings, runsc_binary, Failure};
 use crate::cli::RunArgs;
+use crate::runtime::egress;
 use crate::runtime::execution::{Ended, Execution, Interrupts, Outcome, Workspace, CGROUP_PARENT};
+use runsc_config::NetworkMode;
 
 /// skillbox failed before or around the run (as `docker run` does).
 const EXIT_SKILLBOX_FAILED: u8 = 125;
@@ -32,6 +34,9 @@ struct Report<'a> {
     cpu_usage_ms: u128,
     memory_peak_bytes: u64,
     cgroup: &'a str,
+    /// The JSON Lines file of the sandbox's DNS queries, when it had egress.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    egress_log: Option<String>,
 }
 
 /// A short random execution id: `<skill>-<16 hex digits>`.
@@ -83,28 +88,35 @@ fn prepare_and_run(args: RunArgs) -> anyhow::Result<ExitCode> {
     print_warnings(&compiled.warnings);
     // From here on, run what the bundle says, exactly as a shim reading it would.
     let bundle = read_annotations(&workspace.bundle())?;
-    let policy = bundle.policy;
-    if policy.has_egress() {
-        bail!(
-            "{}: the policy allows network egress ({} rule(s) in security_policy.network.allow), \
-             which this skillbox cannot enforce yet; refusing to run it rather than run it with open network",
-            args.skill_dir.display(),
-            policy.network.allow.len()
-        );
-    }
-    let limits = CgroupLimits::for_policy(&policy, bundle.runsc_flags.platform);
+    let policy = bundle.policy.clone();
+    let mut runsc_flags = bundle.runsc_flags.clone();
+    // With egress, the sandbox gets its own network namespace behind the
+    // enforcement, and runsc uses that namespace's kernel stack.
+    let egress = match policy.has_egress() {
+        true => {
+            let started = egress::start(&id, &workspace.bundle(), &bundle, &args.egress)?;
+            runsc_flags.network = NetworkMode::Host;
+            Some(started)
+        }
+        false => None,
+    };
+    let limits = CgroupLimits::for_policy(&policy, runsc_flags.platform);
     let cgroup = Execution::prepare_cgroup(&id, &limits)?;
     let runsc = Runsc::new(
         runsc_binary(&args.runtime, &node.config),
         workspace.runsc_root(),
-        bundle.runsc_flags,
+        runsc_flags,
     )
     .with_panic_log(workspace.panic_log());
     let mut execution = Execution::start(&id, runsc, cgroup, &workspace.bundle())?;
     let ended = execution.wait(policy.resources.timeout.as_duration(), &interrupts)?;
     let cgroups_path = execution.cgroups_path();
-    // Tear down the sandbox and its cgroup before reporting.
+    // Tear down the sandbox and its cgroup, then its network, before reporting.
     drop(execution);
+    let egress_log = egress.map(|(session, log)| {
+        drop(session);
+        log.display().to_string()
+    });
     drop(workspace);
 
     if let Some(path) = &args.report {
@@ -117,6 +129,7 @@ fn prepare_and_run(args: RunArgs) -> anyhow::Result<ExitCode> {
             cpu_usage_ms: ended.stats.cpu_usage.as_millis(),
             memory_peak_bytes: ended.stats.memory_peak_bytes,
             cgroup: &cgroups_path,
+            egress_log,
         };
         let json = serde_json::to_string_pretty(&report).expect("the report serializes");
         std::fs::write(path, json + "\n")
