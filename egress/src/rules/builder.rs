@@ -1,0 +1,381 @@
+//! The nftables commands of a sandbox's table (`Builder`) and the small
+//! expression helpers they are made of. See `rules.rs` for the chains' order.
+
+use ipnet::IpNet;
+use policy_compiler::effective::EffectiveNetwork;
+use policy_compiler::network::{Destination, NetworkRule, Port};
+use serde_json::{json, Value};
+
+use super::*;
+
+fn matches(op: &str, left: Value, right: Value) -> Value {
+    json!({"match": {"op": op, "left": left, "right": right}})
+}
+
+fn meta(key: &str) -> Value {
+    json!({"meta": {"key": key}})
+}
+
+fn payload(protocol: &str, field: &str) -> Value {
+    json!({"payload": {"protocol": protocol, "field": field}})
+}
+
+fn net_value(net: IpNet) -> Value {
+    if net.prefix_len() == net.max_prefix_len() {
+        json!(net.addr().to_string())
+    } else {
+        json!({"prefix": {"addr": net.network().to_string(), "len": net.prefix_len()}})
+    }
+}
+
+fn ports_value(ports: &[Port]) -> Value {
+    match ports {
+        [one] => json!(one.get()),
+        many => json!({"set": many.iter().map(|p| p.get()).collect::<Vec<_>>()}),
+    }
+}
+
+fn truncate(text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
+/// Accumulates the commands of one table.
+pub(super) struct Builder<'a> {
+    pub(super) table: &'a str,
+    pub(super) log_group: Option<u16>,
+    pub(super) objects: Vec<Value>,
+}
+
+impl Builder<'_> {
+    fn add(&mut self, kind: &str, mut body: Value) {
+        body["family"] = json!(FAMILY);
+        body["table"] = json!(self.table);
+        self.objects.push(json!({"add": {kind: body}}));
+    }
+
+    fn rule(&mut self, chain: &str, expr: Vec<Value>, comment: Option<String>) {
+        let mut body = json!({"chain": chain, "expr": expr});
+        if let Some(comment) = comment {
+            body["comment"] = json!(truncate(comment, MAX_COMMENT_LEN));
+        }
+        self.add("rule", body);
+    }
+
+    /// A judging rule: `matches`, a counter, a log when configured, then
+    /// `verdict`; the comment names the verdict and `detail`.
+    fn judged(&mut self, chain: &str, mut expr: Vec<Value>, verdict: Verdict, detail: &str, action: Value) {
+        expr.push(json!({"counter": {"packets": 0, "bytes": 0}}));
+        if let Some(group) = self.log_group {
+            let prefix = truncate(format!("{} {verdict} ", self.table), 127);
+            expr.push(json!({"log": {"prefix": prefix, "group": group}}));
+        }
+        expr.push(action);
+        let comment = if detail.is_empty() {
+            verdict.to_string()
+        } else {
+            format!("{verdict}: {detail}")
+        };
+        self.rule(chain, expr, Some(comment));
+    }
+
+    pub(super) fn header(&mut self) {
+        let table = json!({"family": FAMILY, "name": self.table});
+        self.objects.push(json!({"add": {"table": table}}));
+        self.objects.push(json!({"delete": {"table": table}}));
+        self.objects.push(json!({"add": {"table": table}}));
+    }
+
+    pub(super) fn sets(&mut self, network: &EffectiveNetwork, facts: &SandboxFacts) {
+        let always: Vec<IpNet> = network
+            .always_deny
+            .iter()
+            .map(|cidr| cidr.net())
+            .chain(facts.node_addrs.iter().map(|addr| IpNet::from(*addr)))
+            .collect();
+        let deny: Vec<IpNet> = network
+            .deny
+            .iter()
+            .filter_map(|rule| match (&rule.destination, &rule.ports) {
+                (Destination::Cidr(cidr), None) => Some(cidr.net()),
+                _ => None,
+            })
+            .collect();
+        for family in FAMILIES {
+            for (name, nets) in [(family.always_deny_set(), &always), (family.deny_set(), &deny)] {
+                self.interval_set(&name, family, nets);
+            }
+            self.add(
+                "set",
+                json!({"name": family.allowed_set(), "type": [family.addr_type(), "inet_service"], "flags": ["timeout"]}),
+            );
+            self.add(
+                "set",
+                json!({"name": family.allowed_any_set(), "type": family.addr_type(), "flags": ["timeout"]}),
+            );
+        }
+    }
+
+    /// An interval set of the `family` members of `nets`, merged (nft
+    /// refuses overlapping intervals).
+    fn interval_set(&mut self, name: &str, family: Family, nets: &[IpNet]) {
+        let ours: Vec<IpNet> = nets
+            .iter()
+            .copied()
+            .filter(|net| Family::of(net.addr()) == family)
+            .collect();
+        self.add(
+            "set",
+            json!({"name": name, "type": family.addr_type(), "flags": ["interval"]}),
+        );
+        let merged = IpNet::aggregate(&ours);
+        if !merged.is_empty() {
+            let elem: Vec<Value> = merged.into_iter().map(net_value).collect();
+            self.add("element", json!({"name": name, "elem": elem}));
+        }
+    }
+
+    pub(super) fn forward(&mut self, network: &EffectiveNetwork, facts: &SandboxFacts, enabled: &[Family]) {
+        self.add("chain", json!({"name": REFUSE_CHAIN}));
+        self.rule(
+            REFUSE_CHAIN,
+            vec![
+                matches("==", meta("l4proto"), json!("tcp")),
+                json!({"reject": {"type": "tcp reset"}}),
+            ],
+            None,
+        );
+        self.rule(
+            REFUSE_CHAIN,
+            vec![json!({"reject": {"type": "icmpx", "expr": "admin-prohibited"}})],
+            None,
+        );
+        let refuse = json!({"goto": {"target": REFUSE_CHAIN}});
+        let drop = json!({"drop": null});
+        let accept = json!({"accept": null});
+        let c = FORWARD_CHAIN;
+        self.add(
+            "chain",
+            json!({"name": c, "type": "filter", "hook": "forward", "prio": PRIORITY, "policy": "accept"}),
+        );
+        let veth = json!(facts.outer_veth);
+        let established = || {
+            matches(
+                "in",
+                json!({"ct": {"key": "state"}}),
+                json!(["established", "related"]),
+            )
+        };
+        self.rule(
+            c,
+            vec![
+                matches("==", meta("oifname"), veth.clone()),
+                established(),
+                accept.clone(),
+            ],
+            Some("replies to the sandbox".into()),
+        );
+        self.judged(
+            c,
+            vec![matches("==", meta("oifname"), veth.clone())],
+            Verdict::Inbound,
+            "new connections into the sandbox",
+            drop.clone(),
+        );
+        self.rule(
+            c,
+            vec![matches("!=", meta("iifname"), veth), accept.clone()],
+            Some("not from this sandbox".into()),
+        );
+        self.rule(c, vec![established(), accept.clone()], None);
+        self.rule(
+            c,
+            vec![
+                matches("in", json!({"ct": {"key": "state"}}), json!("invalid")),
+                json!({"counter": {"packets": 0, "bytes": 0}}),
+                drop.clone(),
+            ],
+            Some("invalid".into()),
+        );
+        for family in FAMILIES {
+            let sources: Vec<Value> = facts
+                .sandbox_addrs
+                .iter()
+                .filter(|addr| Family::of(**addr) == family)
+                .map(|addr| json!(addr.to_string()))
+                .collect();
+            if enabled.contains(&family) {
+                let saddr = payload(family.payload(), "saddr");
+                self.judged(
+                    c,
+                    vec![matches("!=", saddr, json!({"set": sources}))],
+                    Verdict::Spoofed,
+                    family.payload(),
+                    drop.clone(),
+                );
+            } else {
+                let nfproto = if family == Family::V4 { "ipv4" } else { "ipv6" };
+                self.judged(
+                    c,
+                    vec![matches("==", meta("nfproto"), json!(nfproto))],
+                    Verdict::FamilyOff,
+                    nfproto,
+                    refuse.clone(),
+                );
+            }
+        }
+        for &family in enabled {
+            let daddr = payload(family.payload(), "daddr");
+            for (set, verdict) in [
+                (family.always_deny_set(), Verdict::AlwaysDeny),
+                (family.deny_set(), Verdict::Deny),
+            ] {
+                self.judged(
+                    c,
+                    vec![matches("==", daddr.clone(), json!(format!("@{set}")))],
+                    verdict,
+                    &set,
+                    refuse.clone(),
+                );
+            }
+        }
+        for rule in &network.deny {
+            let (Destination::Cidr(cidr), Some(ports)) = (&rule.destination, &rule.ports) else {
+                continue;
+            };
+            let family = Family::of(cidr.net().addr());
+            if !enabled.contains(&family) {
+                continue;
+            }
+            let expr = vec![
+                matches("==", payload(family.payload(), "daddr"), net_value(cidr.net())),
+                matches("==", meta("l4proto"), json!({"set": ["tcp", "udp"]})),
+                matches("==", payload("th", "dport"), ports_value(ports)),
+            ];
+            self.judged(c, expr, Verdict::Deny, &rule.to_string(), refuse.clone());
+        }
+        self.judged(
+            c,
+            vec![
+                matches("==", meta("l4proto"), json!({"set": ["tcp", "udp"]})),
+                matches("==", payload("th", "dport"), json!(53)),
+            ],
+            Verdict::DnsBypass,
+            "DNS only through the proxy",
+            refuse.clone(),
+        );
+        self.judged(
+            c,
+            vec![matches("!=", meta("l4proto"), json!("tcp"))],
+            Verdict::NotTcp,
+            "",
+            refuse.clone(),
+        );
+        for rule in &network.allow {
+            self.allow_cidr(rule, enabled, accept.clone());
+        }
+        for &family in enabled {
+            let daddr = payload(family.payload(), "daddr");
+            let dport = payload("tcp", "dport");
+            let set = family.allowed_set();
+            self.judged(
+                c,
+                vec![matches(
+                    "==",
+                    json!({"concat": [daddr.clone(), dport]}),
+                    json!(format!("@{set}")),
+                )],
+                Verdict::AllowLearned,
+                &set,
+                accept.clone(),
+            );
+            let set = family.allowed_any_set();
+            self.judged(
+                c,
+                vec![
+                    matches("==", daddr, json!(format!("@{set}"))),
+                    matches("==", meta("l4proto"), json!("tcp")),
+                ],
+                Verdict::AllowLearned,
+                &set,
+                accept.clone(),
+            );
+        }
+        self.judged(c, Vec::new(), Verdict::DefaultDeny, "", refuse);
+    }
+
+    fn allow_cidr(&mut self, rule: &NetworkRule, enabled: &[Family], accept: Value) {
+        let Destination::Cidr(cidr) = &rule.destination else {
+            return;
+        };
+        let family = Family::of(cidr.net().addr());
+        if !enabled.contains(&family) {
+            return;
+        }
+        let mut expr = vec![matches(
+            "==",
+            payload(family.payload(), "daddr"),
+            net_value(cidr.net()),
+        )];
+        expr.push(match &rule.ports {
+            Some(ports) => matches("==", payload("tcp", "dport"), ports_value(ports)),
+            None => matches("==", meta("l4proto"), json!("tcp")),
+        });
+        self.judged(FORWARD_CHAIN, expr, Verdict::Allow, &rule.to_string(), accept);
+    }
+
+    pub(super) fn input(&mut self, facts: &SandboxFacts, enabled: &[Family]) {
+        let c = INPUT_CHAIN;
+        self.add(
+            "chain",
+            json!({"name": c, "type": "filter", "hook": "input", "prio": PRIORITY, "policy": "accept"}),
+        );
+        let from_veth = || matches("==", meta("iifname"), json!(facts.outer_veth));
+        for proxy in &facts.dns_proxy {
+            let family = Family::of(proxy.ip());
+            self.rule(
+                c,
+                vec![
+                    from_veth(),
+                    matches(
+                        "==",
+                        payload(family.payload(), "daddr"),
+                        json!(proxy.ip().to_string()),
+                    ),
+                    matches("==", meta("l4proto"), json!({"set": ["tcp", "udp"]})),
+                    matches("==", payload("th", "dport"), json!(proxy.port())),
+                    json!({"accept": null}),
+                ],
+                Some(format!("dns proxy {proxy}")),
+            );
+        }
+        if enabled.contains(&Family::V6) {
+            self.rule(
+                c,
+                vec![
+                    from_veth(),
+                    matches(
+                        "==",
+                        payload("icmpv6", "type"),
+                        json!({"set": ["nd-neighbor-solicit", "nd-neighbor-advert"]}),
+                    ),
+                    json!({"accept": null}),
+                ],
+                Some("ipv6 neighbour discovery".into()),
+            );
+        }
+        self.judged(
+            c,
+            vec![from_veth()],
+            Verdict::Node,
+            "the node is unreachable",
+            json!({"drop": null}),
+        );
+    }
+}
