@@ -234,7 +234,7 @@ pub fn enforce_spec(
         changes.push(Change {
             field: "network".to_owned(),
             from: format!("{} allow rule(s) in the policy", policy.network.allow.len()),
-            to: "runsc --network=none (egress enforcement is not implemented yet)".to_owned(),
+            to: "runsc --network=none (the shim does not enforce egress yet; skillbox run does)".to_owned(),
         });
     }
     let notes = spec["annotations"].as_object_mut();
