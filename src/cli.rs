@@ -107,6 +107,16 @@ pub struct EgressArgs {
     /// /var/log/skillbox/egress/<execution id>.jsonl.
     #[arg(long, value_name = "FILE")]
     pub egress_log: Option<PathBuf>,
+    /// Seconds added to each DNS record's TTL before an address the proxy
+    /// learned expires from the sandbox's table. For tests; hidden.
+    #[arg(
+        long = "egress-ttl-grace",
+        value_name = "SECONDS",
+        env = "SKILLBOX_EGRESS_TTL_GRACE",
+        default_value_t = 10,
+        hide = true
+    )]
+    pub ttl_grace_secs: u64,
 }
 
 #[derive(Debug, Subcommand)]

@@ -164,3 +164,380 @@ fn skillbox_run_gives_a_skill_exactly_the_egress_its_policy_declares() {
     assert!(!links.contains("sbxv"), "veth left behind:\n{links}");
     drop(uplink);
 }
+
+// ---------------------------------------------------------------------------
+// Issue 4's remaining cases. Each runs `skillbox run` in the fake node, as
+// above, and checks afterwards that nothing of the sandbox is left.
+
+/// `fetch ADDRESS PORT` prints `reached` when the fake internet's HTTP
+/// server answered, else `refused`; `resolve NAME` prints the first
+/// address of NAME's answer (through the proxy), or nothing.
+const SHELL_HELPERS: &str = r#"exec 2>&1
+fetch() { printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 3 "$1" "$2" 2>/dev/null | tail -1 | grep -q fake-internet && echo reached || echo refused; }
+resolve() { nslookup "$1" 2>/dev/null | awk '/^Name:/ {n=1} n && /^Address: / {print $2; exit}'; }
+"#;
+
+/// A fake internet whose node forwards from its uplink, as in the first test.
+fn node_with_forwarding(fake: &FakeInternet) -> Forwarding {
+    let node = NetnsName::new(&fake.node).unwrap();
+    Forwarding::enable(Box::new(SystemRunner), Some(node), NODE_UPLINK).unwrap()
+}
+
+/// What one `skillbox run` left: its output, report and egress events.
+struct Run {
+    output: common::Output,
+    report: serde_json::Value,
+    events: String,
+}
+
+/// The `skillbox run` command for `skill` in the fake node.
+fn run_command(fake: &FakeInternet, skill: &Skill, work: &Path) -> std::process::Command {
+    let mut command = fake.node_command(SKILLBOX);
+    command
+        .arg("run")
+        .arg("--base-rootfs")
+        .arg(busybox_rootfs())
+        .args(["--dns-upstream", DNS_SERVER])
+        .arg("--egress-log")
+        .arg(work.join("egress.jsonl"))
+        .arg("--report")
+        .arg(work.join("report.json"))
+        .arg(skill.path());
+    command
+}
+
+/// Runs `command` (from [`run_command`] with `work`) and collects the
+/// results, failing the test unless the skill exited 0.
+fn finish_run(command: std::process::Command, work: &Path) -> Run {
+    let output = run_with_watchdog(command, Duration::from_secs(90));
+    assert_eq!(output.code, 0, "{}", output.describe());
+    let report = std::fs::read_to_string(work.join("report.json"))
+        .unwrap_or_else(|err| panic!("no report ({err}):\n{}", output.describe()));
+    Run {
+        report: serde_json::from_str(&report).unwrap(),
+        events: std::fs::read_to_string(work.join("egress.jsonl")).unwrap_or_default(),
+        output,
+    }
+}
+
+impl Run {
+    /// Fails unless the skill printed every one of `lines`.
+    fn expect_lines(&self, lines: &[&str]) {
+        for line in lines {
+            assert!(
+                self.output.stdout.lines().any(|printed| printed == *line),
+                "missing {line:?}:\n{}",
+                self.output.describe()
+            );
+        }
+    }
+
+    fn execution_id(&self) -> &str {
+        self.report["execution_id"].as_str().unwrap()
+    }
+}
+
+/// Fails if anything of the sandbox networks of `runs` is left: their
+/// namespaces, a veth `sbxv*` or a `skillbox-*` nftables table in the node.
+fn assert_nothing_left(fake: &FakeInternet, runs: &[&Run]) {
+    let namespaces = netns_list();
+    for run in runs {
+        let execution = run.execution_id();
+        let short = &execution[execution.len() - 16..];
+        assert!(
+            !namespaces.iter().any(|name| name.contains(short)),
+            "namespace of {execution} left behind: {namespaces:?}"
+        );
+    }
+    let ruleset = fake_internet::must(&["ip", "netns", "exec", &fake.node, "nft", "list", "ruleset"]);
+    assert!(
+        !ruleset.contains("skillbox-") && !ruleset.contains("skillbox_nat"),
+        "nftables left behind:\n{ruleset}"
+    );
+    let links = fake_internet::must(&["ip", "-n", &fake.node, "-o", "link"]);
+    assert!(!links.contains("sbxv"), "veth left behind:\n{links}");
+}
+
+/// A skill that, for about 12 s, resolves `own` through its proxy and
+/// fetches from its address, then fetches from `foreign` (an address it
+/// never resolves), once a second; each line is `<epoch s> own|foreign
+/// <address> reached|refused`.
+fn learner_script(own: &str, foreign: &str) -> String {
+    format!(
+        r#"{SHELL_HELPERS}end=$(( $(date +%s) + 12 ))
+while [ "$(date +%s)" -lt "$end" ]; do
+  addr=$(resolve {own})
+  echo "$(date +%s) own $addr $(fetch "$addr" 8080)"
+  echo "$(date +%s) foreign {foreign} $(fetch {foreign} 8080)"
+  sleep 1
+done
+"#
+    )
+}
+
+/// The `(epoch s, address, verdict)` of each `own`/`foreign` line.
+fn attempts<'a>(text: &'a str, kind: &str) -> Vec<(u64, &'a str, &'a str)> {
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            match fields[..] {
+                [time, k, addr, verdict] if k == kind => Some((time.parse().ok()?, addr, verdict)),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn skillbox_run_an_address_another_sandbox_resolved_stays_closed() {
+    require_sandbox_prerequisites();
+    let fake = FakeInternet::start("learn");
+    let _uplink = node_with_forwarding(&fake);
+    let policy = |name: &str| {
+        format!(
+            "  resources: {{ cpus: 0.5, memory: 128Mi, pids: 16, timeout: 60s }}
+  network:
+    allow:
+      - {{ domain: {name}, ports: [8080] }}
+"
+        )
+    };
+    // A learns 203.0.113.10 (allowed.example) and B 198.51.100.20
+    // (other.example), at the same time in the same node; each tries the
+    // other's address without resolving its name.
+    let a = Skill::sh(
+        "egress-learner-a",
+        &policy("allowed.example"),
+        &learner_script("allowed.example", "198.51.100.20"),
+    );
+    let b = Skill::sh(
+        "egress-learner-b",
+        &policy("other.example"),
+        &learner_script("other.example", "203.0.113.10"),
+    );
+    let (work_a, work_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (command_a, command_b) = (
+        run_command(&fake, &a, work_a.path()),
+        run_command(&fake, &b, work_b.path()),
+    );
+    let started = std::time::Instant::now();
+    let (path_a, path_b) = (work_a.path().to_owned(), work_b.path().to_owned());
+    let thread_a = std::thread::spawn(move || finish_run(command_a, &path_a));
+    let thread_b = std::thread::spawn(move || finish_run(command_b, &path_b));
+    let (run_a, run_b) = (thread_a.join().unwrap(), thread_b.join().unwrap());
+    eprintln!("both runs took {:?}", started.elapsed());
+
+    for (run, own_address, other) in [
+        (&run_a, "203.0.113.10", &run_b),
+        (&run_b, "198.51.100.20", &run_a),
+    ] {
+        let text = &run.output.stdout;
+        let own = attempts(text, "own");
+        let foreign = attempts(text, "foreign");
+        assert!(
+            own.len() >= 3 && foreign.len() >= 3,
+            "too few attempts:\n{}",
+            run.output.describe()
+        );
+        assert!(
+            own.iter()
+                .all(|&(_, addr, verdict)| addr == own_address && verdict == "reached"),
+            "its own allowed name's address was not reached every time:\n{}",
+            run.output.describe()
+        );
+        assert!(
+            foreign.iter().all(|&(_, _, verdict)| verdict == "refused"),
+            "reached an address only the other sandbox resolved:\n{}\nthe other:\n{}",
+            run.output.describe(),
+            other.output.describe()
+        );
+        // The attempts happened while the other sandbox had that address
+        // in its table (it re-resolves every second; entries last 10 s).
+        let (first, last) = (
+            attempts(&other.output.stdout, "own").first().unwrap().0,
+            attempts(&other.output.stdout, "own").last().unwrap().0,
+        );
+        assert!(
+            foreign.iter().any(|&(time, _, _)| first <= time && time <= last),
+            "the runs did not overlap:\n{}\nthe other:\n{}",
+            run.output.describe(),
+            other.output.describe()
+        );
+    }
+    let asked = fake.dns_log();
+    assert!(
+        asked.contains("query[A] allowed.example") && asked.contains("query[A] other.example"),
+        "{asked}"
+    );
+    assert_nothing_left(&fake, &[&run_a, &run_b]);
+}
+
+/// The `printf` argument for one DNS-over-TCP query (length prefix, id
+/// 0x1234, recursion desired, one A question) for `<label>.example`.
+fn tcp_dns_query(label: &str) -> String {
+    assert!(label.len() < 64 && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+    let mut message = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for part in [label, "example"] {
+        message.push(part.len() as u8);
+        message.extend_from_slice(part.as_bytes());
+    }
+    message.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let mut framed = (message.len() as u16).to_be_bytes().to_vec();
+    framed.extend(message);
+    framed
+        .iter()
+        .map(|&byte| {
+            if byte.is_ascii_alphanumeric() || byte == b'-' {
+                (byte as char).to_string()
+            } else {
+                format!("\\{byte:03o}")
+            }
+        })
+        .collect()
+}
+
+/// The UDP port of the listener that must hear nothing from the sandbox.
+const UDP_PORT: u16 = 5353;
+
+#[test]
+fn skillbox_run_dns_goes_only_to_the_proxy_and_no_udp_leaves() {
+    require_sandbox_prerequisites();
+    let mut fake = FakeInternet::start("udp");
+    let _uplink = node_with_forwarding(&fake);
+    fake.start_udp_listener(DNS_SERVER, UDP_PORT);
+    // Every TCP destination allowed, so only the DNS and UDP rules can
+    // stop what follows.
+    let policy = "  resources: { cpus: 0.5, memory: 128Mi, pids: 16, timeout: 60s }
+  network:
+    allow:
+      - { cidr: 0.0.0.0/0 }
+";
+    let script = format!(
+        r#"{SHELL_HELPERS}echo "tcp to an allowed address: $(fetch 203.0.113.10 8080)"
+nslookup allowed.example {DNS_SERVER} >/dev/null 2>&1 && echo "dns to another resolver: answered" || echo "dns to another resolver: failed"
+printf '{query}' | nc -w 3 {DNS_SERVER} 53 | wc -c | sed 's/^ */dns over tcp to another resolver: bytes /'
+nslookup -port={UDP_PORT} sandbox-nslookup.example {DNS_SERVER} >/dev/null 2>&1; echo "udp to port {UDP_PORT}: sent"
+timeout 5 tftp -g -r sandbox-tftp -l /tmp/tftp {DNS_SERVER} {UDP_PORT} >/dev/null 2>&1; echo "tftp to port {UDP_PORT}: sent"
+"#,
+        query = tcp_dns_query("sandbox-tcp"),
+    );
+    let skill = Skill::sh("egress-udp", policy, &script);
+    let work = tempfile::tempdir().unwrap();
+    let run = finish_run(run_command(&fake, &skill, work.path()), work.path());
+    run.expect_lines(&[
+        "tcp to an allowed address: reached",
+        "dns to another resolver: failed",
+        "dns over tcp to another resolver: bytes 0",
+    ]);
+
+    // The same probes from the node itself do arrive: the probes work, and
+    // only the sandbox's table stopped them.
+    let busybox = busybox_rootfs().join("bin/busybox");
+    let busybox = busybox.to_str().unwrap();
+    let control = format!(
+        "{busybox} nslookup cdn.example {DNS_SERVER} >/dev/null 2>&1
+printf '{query}' | {busybox} nc -w 3 {DNS_SERVER} 53 >/dev/null
+{busybox} nslookup -port={UDP_PORT} node-nslookup.example {DNS_SERVER} >/dev/null 2>&1
+{busybox} timeout 5 {busybox} tftp -g -r node-tftp -l /dev/null {DNS_SERVER} {UDP_PORT} >/dev/null 2>&1
+true",
+        query = tcp_dns_query("node-tcp"),
+    );
+    let mut command = fake.node_command(busybox);
+    command.args(["sh", "-c", &control]);
+    let controlled = run_with_watchdog(command, Duration::from_secs(30));
+    assert_eq!(controlled.code, 0, "{}", controlled.describe());
+
+    let asked = fake.dns_log();
+    for heard in ["query[A] cdn.example from", "query[A] node-tcp.example from"] {
+        assert!(asked.contains(heard), "control {heard:?} missing:\n{asked}");
+    }
+    for not_heard in ["allowed.example", "sandbox-tcp"] {
+        assert!(
+            !asked.contains(not_heard),
+            "the sandbox's direct query for {not_heard} reached the resolver:\n{asked}"
+        );
+    }
+    let datagrams = fake.udp_log(DNS_SERVER, UDP_PORT);
+    for heard in ["node-nslookup", "node-tftp"] {
+        assert!(
+            datagrams.contains(heard),
+            "control {heard:?} missing:\n{datagrams}"
+        );
+    }
+    assert!(
+        !datagrams.contains("sandbox-"),
+        "a datagram from the sandbox arrived:\n{datagrams}"
+    );
+    assert_nothing_left(&fake, &[&run]);
+}
+
+#[test]
+fn skillbox_run_a_learned_address_closes_after_ttl_and_grace() {
+    require_sandbox_prerequisites();
+    // dnsmasq answers with a TTL of 2 s; skillbox adds a grace of 1 s.
+    let fake = FakeInternet::start_with_dns_ttl("ttl", Some(2));
+    let _uplink = node_with_forwarding(&fake);
+    let policy = "  resources: { cpus: 0.5, memory: 128Mi, pids: 16, timeout: 60s }
+  network:
+    allow:
+      - { domain: allowed.example, ports: [8080] }
+";
+    let script = format!(
+        r#"{SHELL_HELPERS}addr=$(resolve allowed.example)
+echo "resolved: $addr"
+echo "right after resolving: $(fetch "$addr" 8080)"
+sleep 6
+echo "after ttl and grace: $(fetch "$addr" 8080)"
+addr=$(resolve allowed.example)
+echo "after resolving again: $(fetch "$addr" 8080)"
+"#
+    );
+    let skill = Skill::sh("egress-ttl", policy, &script);
+    let work = tempfile::tempdir().unwrap();
+    let mut command = run_command(&fake, &skill, work.path());
+    command.env("SKILLBOX_EGRESS_TTL_GRACE", "1");
+    let run = finish_run(command, work.path());
+    run.expect_lines(&[
+        "resolved: 203.0.113.10",
+        "right after resolving: reached",
+        "after ttl and grace: refused",
+        "after resolving again: reached",
+    ]);
+    assert!(
+        run.events.contains("\"ttl\":2"),
+        "the answer's TTL was not 2 s:\n{}",
+        run.events
+    );
+    assert_nothing_left(&fake, &[&run]);
+}
+
+#[test]
+fn skillbox_run_ipv6_to_an_unlisted_destination_is_blocked() {
+    require_sandbox_prerequisites();
+    let fake = FakeInternet::start("ipv6");
+    let _uplink = node_with_forwarding(&fake);
+    // The node itself reaches the IPv6 server: the path exists.
+    assert!(fake.node_can_connect("2001:db8::10".parse().unwrap(), 8080));
+    let policy = "  resources: { cpus: 0.5, memory: 128Mi, pids: 16, timeout: 60s }
+  network:
+    allow:
+      - { domain: allowed.example, ports: [8080] }
+";
+    let script = format!(
+        r#"{SHELL_HELPERS}echo "ipv4, allowed name: $(fetch "$(resolve allowed.example)" 8080)"
+echo "ipv6, unlisted: $(fetch 2001:db8::10 8080)"
+echo "--- ipv6 inside the sandbox"
+ip -6 addr; ip -6 route
+"#
+    );
+    let skill = Skill::sh("egress-ipv6", policy, &script);
+    let work = tempfile::tempdir().unwrap();
+    let run = finish_run(run_command(&fake, &skill, work.path()), work.path());
+    run.expect_lines(&["ipv4, allowed name: reached", "ipv6, unlisted: refused"]);
+    let served = fake.http_log("2001:db8::10");
+    assert!(
+        !served.contains("GET"),
+        "the IPv6 server got a request:\n{served}"
+    );
+    assert_nothing_left(&fake, &[&run]);
+}

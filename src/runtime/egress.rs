@@ -20,8 +20,6 @@ use crate::cli::EgressArgs;
 
 /// Where events go unless `--egress-log` says otherwise.
 pub const DEFAULT_LOG_DIR: &str = "/var/log/skillbox/egress";
-/// Added to each DNS record's TTL before a learned address expires.
-const TTL_GRACE: Duration = Duration::from_secs(10);
 
 /// The resolvers given with `--dns-upstream`, else /etc/resolv.conf's.
 fn upstreams(args: &EgressArgs) -> anyhow::Result<Vec<SocketAddr>> {
@@ -97,7 +95,9 @@ pub fn start(
     let config = SessionConfig {
         outer: None,
         upstreams: upstreams(args)?,
-        ttl_grace: TTL_GRACE,
+        // Added to each DNS record's TTL before a learned address expires
+        // (`--egress-ttl-grace`, `SKILLBOX_EGRESS_TTL_GRACE`; default 10 s).
+        ttl_grace: Duration::from_secs(args.ttl_grace_secs),
         events: events.clone(),
         identity: SandboxIdentity {
             execution_id: id.to_owned(),

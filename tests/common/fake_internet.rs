@@ -105,6 +105,13 @@ impl FakeInternet {
     /// Builds both namespaces and starts the servers; panics (after
     /// removing what it made) if any step fails.
     pub fn start(tag: &str) -> FakeInternet {
+        FakeInternet::start_with_dns_ttl(tag, None)
+    }
+
+    /// As [`FakeInternet::start`], with dnsmasq answering [`DNS_RECORDS`]
+    /// with a TTL of `ttl` seconds (`--local-ttl`; dnsmasq's own default
+    /// is 0).
+    pub fn start_with_dns_ttl(tag: &str, ttl: Option<u32>) -> FakeInternet {
         let prefix = unique_prefix(tag);
         let mut fake = FakeInternet {
             internet: format!("{prefix}-inet"),
@@ -120,7 +127,7 @@ impl FakeInternet {
         for address in HTTP_SERVERS {
             fake.start_http_server(address);
         }
-        fake.start_dnsmasq();
+        fake.start_dnsmasq(ttl);
         fake
     }
 
@@ -315,7 +322,7 @@ impl FakeInternet {
         std::fs::read_to_string(self.dir.path().join("dnsmasq.log")).unwrap_or_default()
     }
 
-    fn start_dnsmasq(&mut self) {
+    fn start_dnsmasq(&mut self, ttl: Option<u32>) {
         let log = self.dir.path().join("dnsmasq.log");
         let mut command = self.internet_command("dnsmasq");
         command.args([
@@ -338,9 +345,36 @@ impl FakeInternet {
         for (name, address) in DNS_RECORDS {
             command.arg(format!("--host-record={name},{address}"));
         }
+        if let Some(ttl) = ttl {
+            command.arg(format!("--local-ttl={ttl}"));
+        }
         let stderr = self.dir.path().join("dnsmasq.stderr");
         self.spawn(command, &stderr);
         wait_for("dnsmasq", || self.dns_log().contains("started"));
+    }
+
+    /// Starts a UDP listener on `address`:`port` in the internet namespace
+    /// (the address must be one of its own) that logs every datagram as
+    /// `<source address> <payload as a Python bytes literal>`; see
+    /// [`FakeInternet::udp_log`].
+    pub fn start_udp_listener(&mut self, address: &str, port: u16) {
+        let log = self.dir.path().join(format!("udp-{address}-{port}.log"));
+        let script = format!(
+            "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+             s.bind(('{address}',{port}))\nprint('listening',flush=True)\n\
+             while True:\n    data,peer=s.recvfrom(65535)\n    print(peer[0],data,flush=True)\n"
+        );
+        let mut command = self.internet_command("python3");
+        command.args(["-u", "-c", &script]);
+        self.spawn(command, &log);
+        wait_for(&format!("UDP listener on {address}:{port}"), || {
+            self.udp_log(address, port).contains("listening")
+        });
+    }
+
+    /// The log of the UDP listener on `address`:`port`.
+    pub fn udp_log(&self, address: &str, port: u16) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("udp-{address}-{port}.log"))).unwrap_or_default()
     }
 
     /// Whether `address`:`port` accepts a TCP connection from the node.
