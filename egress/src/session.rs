@@ -170,8 +170,11 @@ impl EgressSession {
             .build()
             .map_err(EgressError::Runtime)?;
         let events = Arc::new(JsonLinesWriter::open(&config.events, config.identity.clone())?);
+        // The learner runs on the proxy's runtime threads, which are in the
+        // outer namespace already: `nft` started from them is too, without
+        // `ip netns exec` (which remounts /sys and cost ~14 ms per answer).
         let learner = Arc::new(TableLearner {
-            firewall: session.firewall.clone(),
+            firewall: Nft::new(Namespace::Current),
             table: session.table.clone(),
         });
         let mut proxy_config = DnsProxyConfig::new(config.upstreams.clone());
