@@ -91,6 +91,13 @@ impl TryFrom<RawRule> for NetworkRule {
     }
 }
 
+/// Whether `name` is a host name as policies write them: lower-case,
+/// dot-separated labels of 1-63 letters, digits or inner hyphens, at most
+/// 253 characters, no trailing dot.
+pub fn is_host_name(name: &str) -> bool {
+    name.len() <= 253 && name.split('.').all(valid_label)
+}
+
 fn valid_label(label: &str) -> bool {
     !label.is_empty()
         && label.len() <= 63
@@ -141,7 +148,7 @@ impl FromStr for DomainPattern {
                 "invalid domain {text:?}: a wildcard is only allowed as a whole leading label, as in *.example.com"
             ));
         }
-        if name.len() > 253 || !name.split('.').all(valid_label) {
+        if !is_host_name(name) {
             return Err(format!(
                 "invalid domain {text:?}: expected dot-separated labels of 1-63 letters, digits or inner hyphens, without a trailing dot"
             ));

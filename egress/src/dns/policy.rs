@@ -22,7 +22,7 @@
 use std::net::IpAddr;
 
 use policy_compiler::effective::EffectiveNetwork;
-use policy_compiler::network::{Cidr, Destination, DomainPattern, NetworkRule, Port};
+use policy_compiler::network::{is_host_name, Cidr, Destination, DomainPattern, NetworkRule, Port};
 
 /// The domain part of an effective network policy.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -82,19 +82,6 @@ fn rule_text(pattern: &DomainPattern, ports: &Option<Vec<Port>>) -> String {
         ports: ports.clone(),
     }
     .to_string()
-}
-
-fn is_host_name(name: &str) -> bool {
-    name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
 }
 
 impl DnsPolicy {
