@@ -98,6 +98,31 @@ struct State {
     exit: Option<Exit>,
 }
 
+/// Records the exit and wakes the waiters.
+fn record(state: &Mutex<State>, sender: &watch::Sender<Option<Exit>>, exit: Exit) {
+    let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+    state.status = Status::Stopped;
+    state.exit = Some(exit);
+    let _ = sender.send(Some(exit));
+}
+
+/// Waits until `exited` holds an exit (a container's or an exec's).
+pub(crate) async fn wait_for_exit(exited: &watch::Receiver<Option<Exit>>) -> Exit {
+    let mut exited = exited.clone();
+    let exit = exited
+        .wait_for(Option::is_some)
+        .await
+        .map(|exit| *exit)
+        .ok()
+        .flatten();
+    // The sender lives until the exit is recorded, so this is set.
+    exit.unwrap_or(Exit {
+        status: 255,
+        at: SystemTime::now(),
+        oom: false,
+    })
+}
+
 #[derive(Debug)]
 pub struct Container {
     pub id: String,
@@ -174,13 +199,15 @@ impl Container {
         // runsc flags are the shim's, never the bundle's.
         let prepared = prepare_bundle(id, bundle, config)?;
         let runsc = Runsc::new(&config.node.runsc.binary, runsc_root, prepared.runsc_flags);
-        let created_cgroups = cgroups_path(bundle)
-            .map(|(fs, path)| fs.missing_ancestors(&path))
+        let cgroup = cgroups_path(bundle);
+        let created_cgroups = cgroup
+            .as_ref()
+            .map(|(fs, path)| fs.missing_ancestors(path))
             .unwrap_or_default();
         CgroupFs::record_created(bundle, &created_cgroups);
         let pid_file = bundle.join("init.pid");
         let init_process = with_terminal(bundle, terminal)?;
-        let console_socket = match init_process["terminal"] == Value::Bool(true) {
+        let console_socket = match terminal {
             true => Some(ConsoleSocket::bind().map_err(|source| stdio_error("console socket", source))?),
             false => None,
         };
@@ -240,7 +267,6 @@ impl Container {
         }));
         let (sender, exited) = watch::channel(None);
         let reaped_state = Arc::clone(&state);
-        let cgroup = cgroups_path(bundle);
         let reaped_cgroup = cgroup.clone();
         let reaped_stdin = stdin.clone();
         std::thread::spawn(move || {
@@ -262,10 +288,7 @@ impl Container {
                 at: SystemTime::now(),
                 oom,
             };
-            let mut state = reaped_state.lock().unwrap_or_else(|e| e.into_inner());
-            state.status = Status::Stopped;
-            state.exit = Some(exit);
-            let _ = sender.send(Some(exit));
+            record(&reaped_state, &sender, exit);
         });
         Ok(Container {
             id: id.to_owned(),
@@ -467,19 +490,7 @@ impl Container {
 
     /// Waits for the container to exit.
     pub async fn wait(&self) -> Exit {
-        let mut exited = self.exited.clone();
-        let exit = exited
-            .wait_for(Option::is_some)
-            .await
-            .map(|exit| *exit)
-            .ok()
-            .flatten();
-        // The sender lives until the exit is recorded, so this is set.
-        exit.unwrap_or(Exit {
-            status: 255,
-            at: SystemTime::now(),
-            oom: false,
-        })
+        wait_for_exit(&self.exited).await
     }
 
     /// Sends `signal` to the container (all its processes with `all`). A

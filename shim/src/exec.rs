@@ -16,7 +16,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::console::{Console, ConsoleSocket};
-use crate::container::{stdio_error, ContainerError, Exit, Status, StdioPaths};
+use crate::container::{stdio_error, wait_for_exit, ContainerError, Exit, Status, StdioPaths};
 use crate::enforce::enforce_exec_process;
 use crate::reaper;
 use crate::runsc::Runsc;
@@ -213,18 +213,7 @@ impl ExecProcess {
 
     /// Waits for the process to exit.
     pub async fn wait(&self) -> Exit {
-        let mut exited = self.exited.clone();
-        let exit = exited
-            .wait_for(Option::is_some)
-            .await
-            .map(|exit| *exit)
-            .ok()
-            .flatten();
-        exit.unwrap_or(Exit {
-            status: 255,
-            at: SystemTime::now(),
-            oom: false,
-        })
+        wait_for_exit(&self.exited).await
     }
 
     /// Signals the process. An exited one is not an error. Blocking.

@@ -20,7 +20,8 @@ use tokio::sync::watch;
 use crate::cgroup::CgroupFs;
 
 use super::{
-    cgroups_path, open_output, with_terminal, Container, ContainerError, Exit, State, Status, StdioPaths,
+    cgroups_path, open_output, record, with_terminal, Container, ContainerError, Exit, State, Status,
+    StdioPaths,
 };
 use crate::config::ShimConfig;
 use crate::enforce::prepare_bundle;
@@ -35,14 +36,6 @@ pub(super) struct Member {
     /// Taken by the thread that waits for the exit, or by a Delete before
     /// start.
     exit: Mutex<Option<watch::Sender<Option<Exit>>>>,
-}
-
-/// Records the exit and wakes the waiters.
-fn record(state: &Mutex<State>, sender: &watch::Sender<Option<Exit>>, exit: Exit) {
-    let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
-    state.status = Status::Stopped;
-    state.exit = Some(exit);
-    let _ = sender.send(Some(exit));
 }
 
 impl Container {
