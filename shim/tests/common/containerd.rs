@@ -138,20 +138,8 @@ impl Containerd {
     /// `ctr run [extra…] --runtime io.containerd.skillbox.v1 --config <config> <id>`,
     /// with `--runtime-config-path <node_config()>` unless `extra` has one.
     pub fn run_bundle(&self, namespace: &str, config: &Path, id: &str, extra: &[&str]) -> Output {
-        let config = config.to_str().unwrap();
-        let node_config = self.node_config();
-        let node_config = node_config.to_str().unwrap();
-        let default_config = ["--runtime-config-path", node_config];
-        let default_config = if extra.contains(&"--runtime-config-path") {
-            &default_config[..0]
-        } else {
-            &default_config[..]
-        };
-        let args: Vec<&str> = std::iter::once("run")
-            .chain(extra.iter().copied())
-            .chain(default_config.iter().copied())
-            .chain(["--runtime", RUNTIME, "--config", config, id])
-            .collect();
+        let args = self.run_bundle_args(config, id, extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.ctr(namespace, &args)
     }
 
@@ -159,8 +147,10 @@ impl Containerd {
     pub fn run_bundle_args(&self, config: &Path, id: &str, extra: &[&str]) -> Vec<String> {
         let mut args = vec!["run".to_owned()];
         args.extend(extra.iter().map(|arg| arg.to_string()));
-        args.push("--runtime-config-path".to_owned());
-        args.push(self.node_config().display().to_string());
+        if !extra.contains(&"--runtime-config-path") {
+            args.push("--runtime-config-path".to_owned());
+            args.push(self.node_config().display().to_string());
+        }
         for arg in ["--runtime", RUNTIME, "--config"] {
             args.push(arg.to_owned());
         }
