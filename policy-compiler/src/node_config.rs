@@ -6,7 +6,9 @@
 //! missing file gives the safe defaults and a typo is an error naming the
 //! file and the field.
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use runsc_config::Platform;
 use serde::{Deserialize, Serialize};
@@ -25,6 +27,7 @@ pub struct NodeConfig {
     pub ceiling: Ceiling,
     pub defaults: Defaults,
     pub runsc: RunscSettings,
+    pub egress: EgressSettings,
 }
 
 /// What to do with a skill that asks for more than the ceiling.
@@ -91,6 +94,63 @@ pub struct RunscSettings {
     pub binary: PathBuf,
     /// Default `ptrace`; `kvm` hung on this project's CI machines.
     pub platform: Platform,
+}
+
+/// How egress is run for skills whose policy allows some.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EgressSettings {
+    /// Resolvers the DNS proxy forwards allowed names to. Empty (the
+    /// default): the nameservers of the node's `/etc/resolv.conf`.
+    pub dns_upstreams: Vec<DnsUpstream>,
+    /// Added to each DNS record's TTL before an address learned from it
+    /// leaves the sandbox's allowed set. Default 10s.
+    pub ttl_grace: Timeout,
+    /// Where each sandbox's egress events (JSON Lines) are written.
+    pub log_dir: PathBuf,
+}
+
+/// Where egress events go unless the node config says otherwise.
+pub const DEFAULT_EGRESS_LOG_DIR: &str = "/var/log/skillbox/egress";
+
+impl Default for EgressSettings {
+    fn default() -> Self {
+        EgressSettings {
+            dns_upstreams: Vec::new(),
+            ttl_grace: Timeout::from_secs(10),
+            log_dir: PathBuf::from(DEFAULT_EGRESS_LOG_DIR),
+        }
+    }
+}
+
+/// A DNS resolver: `IP` (port 53) or `IP:PORT` (`[v6]:PORT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct DnsUpstream(pub SocketAddr);
+
+impl FromStr for DnsUpstream {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        text.parse::<SocketAddr>()
+            .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+            .map(DnsUpstream)
+            .map_err(|_| format!("{text:?}: expected IP or IP:PORT ([IPv6]:PORT)"))
+    }
+}
+
+impl TryFrom<String> for DnsUpstream {
+    type Error = String;
+
+    fn try_from(text: String) -> std::result::Result<Self, String> {
+        text.parse()
+    }
+}
+
+impl From<DnsUpstream> for String {
+    fn from(upstream: DnsUpstream) -> String {
+        upstream.0.to_string()
+    }
 }
 
 /// Built-in bind mount sources: where the kubelet keeps a pod's volumes,
@@ -305,6 +365,32 @@ mod tests {
                 "{bad}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn egress_settings_parse_upstreams_and_name_a_bad_one() {
+        let config = NodeConfig::from_toml(
+            Path::new("n.toml"),
+            "[egress]\ndns_upstreams = [\"192.0.2.53\", \"[2001:db8::53]:5353\"]\nttl_grace = \"2s\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.egress.dns_upstreams,
+            [
+                DnsUpstream("192.0.2.53:53".parse().unwrap()),
+                DnsUpstream("[2001:db8::53]:5353".parse().unwrap())
+            ]
+        );
+        assert_eq!(config.egress.ttl_grace, Timeout::from_secs(2));
+        assert_eq!(config.egress.log_dir, PathBuf::from(DEFAULT_EGRESS_LOG_DIR));
+        let err = NodeConfig::from_toml(
+            Path::new("n.toml"),
+            "[egress]\ndns_upstreams = [\"dns.example\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("n.toml: egress.dns_upstreams"), "{err}");
+        assert!(err.contains("expected IP or IP:PORT"), "{err}");
     }
 
     #[test]
