@@ -96,27 +96,30 @@ pub struct RunArgs {
     pub args: Vec<String>,
 }
 
-/// Where a skill whose policy allows egress resolves names and logs.
+/// Where a skill whose policy allows egress resolves names and logs; each
+/// overrides the node config's `[egress]`.
 #[derive(Debug, Args)]
 pub struct EgressArgs {
     /// Resolver the DNS proxy forwards allowed names to (`IP` or `IP:PORT`;
-    /// repeatable). Default: the nameservers of /etc/resolv.conf.
+    /// repeatable). Default: `[egress] dns_upstreams`, else the nameservers
+    /// of /etc/resolv.conf.
     #[arg(long = "dns-upstream", value_name = "ADDR")]
     pub dns_upstreams: Vec<String>,
-    /// JSON Lines file the sandbox's DNS queries are appended to. Default:
-    /// /var/log/skillbox/egress/<execution id>.jsonl.
+    /// JSON Lines file the sandbox's egress events are appended to.
+    /// Default: `<[egress] log_dir>/<execution id>.jsonl`
+    /// (/var/log/skillbox/egress).
     #[arg(long, value_name = "FILE")]
     pub egress_log: Option<PathBuf>,
     /// Seconds added to each DNS record's TTL before an address the proxy
-    /// learned expires from the sandbox's table. For tests; hidden.
+    /// learned expires from the sandbox's table (`[egress] ttl_grace`,
+    /// default 10 s). For tests; hidden.
     #[arg(
         long = "egress-ttl-grace",
         value_name = "SECONDS",
         env = "SKILLBOX_EGRESS_TTL_GRACE",
-        default_value_t = 10,
         hide = true
     )]
-    pub ttl_grace_secs: u64,
+    pub ttl_grace_secs: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]

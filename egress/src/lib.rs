@@ -9,7 +9,8 @@
 //! - `dns`: the DNS proxy;
 //! - `netns`: the sandbox's namespace, veth pair, addresses, routes, NAT;
 //! - `events`: the JSON Lines records of queries and connection verdicts;
-//! - `session`: all of the above for one sandbox, removed on drop.
+//! - `session`: all of the above for one sandbox, removed on drop;
+//! - `spec`: the sandbox's OCI spec pointed at its session.
 
 pub mod dns;
 pub mod events;
@@ -17,3 +18,4 @@ pub mod netns;
 pub mod nft;
 pub mod rules;
 pub mod session;
+pub mod spec;

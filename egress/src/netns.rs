@@ -345,6 +345,32 @@ impl SandboxNetwork {
         Ok(())
     }
 
+    /// Takes charge of a network an earlier process created and recorded
+    /// (`namespace`, `outer`, `interface`, `nat_table`), so that [`remove`]
+    /// can delete it after that process died (a killed shim).
+    ///
+    /// [`remove`]: SandboxNetwork::remove
+    pub fn adopt(
+        runner: Box<dyn CommandRunner>,
+        name: NetnsName,
+        outer: Option<NetnsName>,
+        interface: String,
+        nat_table: Option<String>,
+    ) -> SandboxNetwork {
+        let span = info_span!("sandbox_network", netns = name.as_str());
+        SandboxNetwork {
+            runner,
+            name,
+            outer,
+            interface,
+            slot: 0,
+            addresses: AddressPool::default().slot(0).expect("a pool has slot 0"),
+            nat_table,
+            removed: false,
+            span,
+        }
+    }
+
     /// The sandbox's namespace.
     pub fn namespace(&self) -> &NetnsName {
         &self.name

@@ -45,6 +45,59 @@ pub enum EgressError {
     },
     #[error("cannot start the DNS proxy's runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    #[error(
+        "no upstream resolver for the DNS proxy: none configured and /etc/resolv.conf names no nameserver"
+    )]
+    NoUpstream,
+}
+
+/// The resolvers the proxy forwards to: `configured` if any, else the
+/// nameservers of this node's /etc/resolv.conf.
+pub fn upstreams_or_resolv_conf(configured: &[SocketAddr]) -> Result<Vec<SocketAddr>, EgressError> {
+    if !configured.is_empty() {
+        return Ok(configured.to_vec());
+    }
+    let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let found = crate::dns::parse_resolv_conf(&text);
+    if found.is_empty() {
+        return Err(EgressError::NoUpstream);
+    }
+    Ok(found)
+}
+
+/// What a session made in the kernel, by name: enough for another process
+/// to remove it after the session's own process died (the shim's `delete`
+/// after a killed shim). The proxy's sockets die with their process.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SessionRecord {
+    pub namespace: String,
+    pub outer: Option<String>,
+    pub interface: String,
+    pub nat_table: Option<String>,
+    pub table: String,
+}
+
+impl SessionRecord {
+    /// Removes the table, the NAT table, the veth pair and the namespace;
+    /// whatever is already gone counts as removed.
+    pub fn remove(&self) -> Result<(), EgressError> {
+        let outer = self.outer.as_deref().map(NetnsName::new).transpose()?;
+        let firewall = Nft::new(match &outer {
+            Some(outer) => Namespace::Named(outer.as_str().to_owned()),
+            None => Namespace::Current,
+        });
+        let table = firewall.remove(&self.table);
+        let mut network = SandboxNetwork::adopt(
+            Box::new(SystemRunner),
+            NetnsName::new(&self.namespace)?,
+            outer,
+            self.interface.clone(),
+            self.nat_table.clone(),
+        );
+        let network = network.remove();
+        table?;
+        Ok(network?)
+    }
 }
 
 /// What a session needs besides the policy.
@@ -205,6 +258,20 @@ impl EgressSession {
         self.network.resolv_conf()
     }
 
+    /// What this session made, by name (see [`SessionRecord`]).
+    pub fn record(&self) -> SessionRecord {
+        SessionRecord {
+            namespace: self.network.namespace().as_str().to_owned(),
+            outer: self
+                .network
+                .outer_namespace()
+                .map(|outer| outer.as_str().to_owned()),
+            interface: self.network.outer_interface().to_owned(),
+            nat_table: self.network.nat_table().map(str::to_owned),
+            table: self.table.name().to_owned(),
+        }
+    }
+
     /// The name of the sandbox's nftables table.
     pub fn table_name(&self) -> &str {
         self.table.name()
@@ -215,7 +282,13 @@ impl Drop for EgressSession {
     fn drop(&mut self) {
         drop(self.proxy.take());
         if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_timeout(Duration::from_secs(1));
+            // Blocking on another runtime's shutdown panics inside an async
+            // context (a session dropped by a shim's task).
+            if tokio::runtime::Handle::try_current().is_ok() {
+                runtime.shutdown_background();
+            } else {
+                runtime.shutdown_timeout(Duration::from_secs(1));
+            }
         }
         if let Err(err) = self.firewall.remove(self.table.name()) {
             tracing::warn!(%err, "cannot remove the sandbox's nftables table");

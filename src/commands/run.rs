@@ -94,7 +94,13 @@ fn prepare_and_run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // enforcement, and runsc uses that namespace's kernel stack.
     let egress = match policy.has_egress() {
         true => {
-            let started = egress::start(&id, &workspace.bundle(), &bundle, &args.egress)?;
+            let started = egress::start(
+                &id,
+                &workspace.bundle(),
+                &bundle,
+                &args.egress,
+                &node.config.egress,
+            )?;
             runsc_flags.network = NetworkMode::Host;
             Some(started)
         }
