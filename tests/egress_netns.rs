@@ -9,6 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::fake_internet::{self, netns_list, FakeInternet, NODE_ADDRESS, NODE_UPLINK};
+use common::fake_sandbox;
 use common::{require_sandbox_prerequisites, run_with_watchdog, Skill};
 use skillbox_egress::netns::{Forwarding, NetnsName, NetworkConfig, SandboxNetwork, SystemRunner};
 
@@ -59,9 +60,15 @@ fn a_sandbox_reaches_the_fake_internet_through_its_own_namespace_and_leaves_noth
         .prefix("skillbox-egress-test.")
         .tempdir()
         .unwrap();
-    let bundle = fake_internet::compile_on_busybox(&skill, work.path());
+    let bundle = fake_sandbox::compile_on_busybox(&skill, work.path());
     let id = name.as_str().to_owned();
-    let output = fake.run_sandboxed(&network.namespace_path(), &network.resolv_conf(), &bundle, &id);
+    let output = fake_sandbox::run_sandboxed(
+        &fake,
+        &network.namespace_path(),
+        &network.resolv_conf(),
+        &bundle,
+        &id,
+    );
     let text = &output.stdout;
     // Forwarding is per interface (uplink and veth); the global switch stays off.
     assert_eq!(ip_forward().trim(), "0");

@@ -42,7 +42,7 @@ fn a_sandbox_reaches_only_what_its_policy_allows_by_name() {
         .prefix("skillbox-egress-session.")
         .tempdir()
         .unwrap();
-    let bundle = fake_internet::compile_on_busybox(&skill, work.path());
+    let bundle = common::fake_sandbox::compile_on_busybox(&skill, work.path());
     let annotations = policy_compiler::bundle::read_annotations(&bundle).unwrap();
 
     let name = NetnsName::new(&format!("{}-sbx", fake.node.trim_end_matches("-node"))).unwrap();
@@ -65,7 +65,13 @@ fn a_sandbox_reaches_only_what_its_policy_allows_by_name() {
     };
     let session = EgressSession::start(&id, name, &annotations.policy.network, &config).unwrap();
     let table = session.table_name().to_owned();
-    let output = fake.run_sandboxed(&session.namespace_path(), &session.resolv_conf(), &bundle, &id);
+    let output = common::fake_sandbox::run_sandboxed(
+        &fake,
+        &session.namespace_path(),
+        &session.resolv_conf(),
+        &bundle,
+        &id,
+    );
     let text = output.stdout.clone();
     let expect = |line: &str| assert!(text.contains(line), "missing {line:?}:\n{}", output.describe());
     expect("allowed.example is 203.0.113.10");

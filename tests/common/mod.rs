@@ -8,6 +8,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod fake_internet;
+pub mod fake_sandbox;
 pub mod sandbox;
 
 use std::ffi::OsStr;
