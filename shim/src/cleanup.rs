@@ -14,6 +14,9 @@
 //! 3. Unmount the image root at `<bundle>/rootfs`, if one is mounted.
 //! 4. Remove the bundle's `cgroupsPath` directories that are left and empty.
 //! 5. Remove the namespace's runsc root when it is empty.
+//! 6. Remove the egress session's network namespace, veth, NAT and
+//!    nftables tables named in the bundle's record (`egress.rs`), if the
+//!    shim died before its Delete removed them.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -151,6 +154,9 @@ impl DeadShim {
         }
         // Other containers of the namespace may still use the root.
         let _ = std::fs::remove_dir(&self.runsc_root);
+        if let Err(err) = crate::egress::clean_up_recorded(&self.bundle) {
+            failures.push(err);
+        }
         failures
     }
 

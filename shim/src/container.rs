@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use crate::cgroup::{CgroupFs, CgroupStats, LimitUpdate};
 use crate::config::ShimConfig;
 use crate::console::{Console, ConsoleSocket};
+use crate::egress::{ContainerEgress, EgressSetupError};
 use crate::enforce::{prepare_bundle, EnforceError};
 use crate::exec::{ExecProcess, OUTPUT_DRAIN};
 use crate::reaper;
@@ -37,6 +38,8 @@ pub enum ContainerError {
     /// The spec was refused, or could not be brought within its policy.
     #[error(transparent)]
     Enforce(#[from] EnforceError),
+    #[error(transparent)]
+    Egress(#[from] Box<EgressSetupError>),
     #[error(transparent)]
     Stdio(#[from] StdioError),
     #[error("{path}: cannot read the sandbox pid: {reason}")]
@@ -149,6 +152,9 @@ pub struct Container {
     member: Option<member::Member>,
     /// The `binary://` logger, waited for at delete (see stdio.rs).
     logger: Mutex<Option<Logger>>,
+    /// The sandbox's network egress, when its policy allows some; removed
+    /// at delete, after the sandbox.
+    egress: Mutex<Option<ContainerEgress>>,
 }
 
 /// A stdio failure on `path` (a FIFO, a socket, the spec file).
@@ -198,6 +204,13 @@ impl Container {
         // The spec is rewritten (or refused) before runsc reads it, and the
         // runsc flags are the shim's, never the bundle's.
         let prepared = prepare_bundle(id, bundle, config)?;
+        // Dropped (removed again) if anything below fails.
+        let egress = match prepared.policy.has_egress() {
+            true => Some(
+                crate::egress::start(id, namespace, bundle, &prepared.policy, config).map_err(Box::new)?,
+            ),
+            false => None,
+        };
         let runsc = Runsc::new(&config.node.runsc.binary, runsc_root, prepared.runsc_flags);
         let cgroup = cgroups_path(bundle);
         let created_cgroups = cgroup
@@ -307,6 +320,7 @@ impl Container {
             next_exec: AtomicU64::new(0),
             member: None,
             logger: Mutex::new(logger),
+            egress: Mutex::new(egress),
         })
     }
 
@@ -402,6 +416,13 @@ impl Container {
             exec_id => self.exec(exec_id)?.close_stdin(),
         }
         Ok(())
+    }
+
+    /// The network policy the sandbox's egress enforces (`None`: the
+    /// sandbox has no network).
+    pub fn egress_network(&self) -> Option<policy_compiler::effective::EffectiveNetwork> {
+        let egress = self.egress.lock().unwrap_or_else(|e| e.into_inner());
+        egress.as_ref().map(|egress| egress.network.clone())
     }
 
     pub fn status(&self) -> (Status, Option<Exit>) {
@@ -523,6 +544,7 @@ impl Container {
         if let Some((fs, _)) = &self.cgroup {
             fs.remove_if_empty(&self.created_cgroups);
         }
+        drop(self.egress.lock().unwrap_or_else(|e| e.into_inner()).take());
         // The sandbox is gone, and with it the last write end of the
         // logger's pipes: it drains them and exits.
         let logger = self.logger.lock().unwrap_or_else(|e| e.into_inner()).take();

@@ -18,8 +18,10 @@
 //!    `/sys` and cgroup mounts, a `/tmp` as the policy says, a cgroup path.
 //!    Each is logged with `tracing::warn!` and listed in the
 //!    `io.skillbox.enforced` annotation of the rewritten `config.json`.
-//! 4. **runsc flags** computed by the shim (`--network=none`, the node's
-//!    platform); an `io.skillbox.runsc.flags` annotation is replaced by them.
+//! 4. **runsc flags** computed by the shim (`--network=none`, or
+//!    `--network=host` on the sandbox's own namespace when the policy allows
+//!    egress, see `egress.rs`; the node's platform); an
+//!    `io.skillbox.runsc.flags` annotation is replaced by them.
 //!
 //! The decisions are pure functions of the spec, the node config and two
 //! host facts behind [`HostPaths`]; [`prepare_bundle`] adds the file I/O.
@@ -228,15 +230,13 @@ pub fn enforce_spec(
             refusals: Refusals(refusals),
         });
     }
-    let runsc_flags = policy_compiler::compile::runsc_flags(&config.node);
-    changes.extend(tighten::tighten(id, spec, &policy, &runsc_flags));
+    let mut runsc_flags = policy_compiler::compile::runsc_flags(&config.node);
     if policy.has_egress() {
-        changes.push(Change {
-            field: "network".to_owned(),
-            from: format!("{} allow rule(s) in the policy", policy.network.allow.len()),
-            to: "runsc --network=none (the shim does not enforce egress yet; skillbox run does)".to_owned(),
-        });
+        // runsc uses the kernel stack of the namespace the spec names,
+        // which `egress.rs` makes behind the policy's nftables table.
+        runsc_flags.network = runsc_config::NetworkMode::Host;
     }
+    changes.extend(tighten::tighten(id, spec, &policy, &runsc_flags));
     let notes = spec["annotations"].as_object_mut();
     let notes = match notes {
         Some(notes) => notes,

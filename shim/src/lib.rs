@@ -7,6 +7,7 @@ pub mod cleanup;
 pub mod config;
 pub mod console;
 pub mod container;
+pub mod egress;
 pub mod enforce;
 pub mod events;
 pub mod exec;

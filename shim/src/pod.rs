@@ -84,6 +84,13 @@ pub enum PodError {
         member: Vec<String>,
         sandbox_flags: Vec<String>,
     },
+    #[error("container {id}'s policy allows {member} but its sandbox {sandbox} runs with {sandbox_network}: a pod shares one network, set by the sandbox container's policy (under Kubernetes, the pod's io.skillbox.policy annotation), and every member's network policy must equal it")]
+    NetworkDiffers {
+        id: String,
+        sandbox: String,
+        member: String,
+        sandbox_network: String,
+    },
     #[error("container {id} shares sandbox {sandbox}: {action} would act on the whole sandbox; {action} the sandbox container {sandbox} instead")]
     WholeSandbox {
         id: String,

@@ -15,6 +15,7 @@ use containerd_shim::{api, Task, TtrpcContext, TtrpcResult};
 
 use crate::config::{self, ShimConfig};
 use crate::container::{Container, ContainerError, Exit, Status, StdioPaths};
+use crate::egress::EgressSetupError;
 use crate::enforce::EnforceError;
 use crate::events::{timestamp, EventSink, TaskEvent};
 use crate::pod::{PodError, PodRole};
@@ -50,6 +51,9 @@ impl From<ContainerError> for TtrpcError {
             ContainerError::Enforce(EnforceError::ReadSpec { .. } | EnforceError::WriteSpec { .. }) => {
                 Code::INTERNAL
             }
+            ContainerError::Egress(ref setup) if matches!(**setup, EgressSetupError::Spec { .. }) => {
+                Code::FAILED_PRECONDITION
+            }
             ContainerError::Enforce(_)
             | ContainerError::State { .. }
             | ContainerError::NoCgroup { .. }
@@ -63,6 +67,7 @@ impl From<ContainerError> for TtrpcError {
             | ContainerError::PidFile { .. }
             | ContainerError::Runsc(_)
             | ContainerError::CheckpointDir { .. }
+            | ContainerError::Egress(_)
             | ContainerError::Cgroup(_) => Code::INTERNAL,
         };
         rpc_error(code, err.to_string())

@@ -27,6 +27,7 @@ use crate::config::ShimConfig;
 use crate::enforce::prepare_bundle;
 use crate::pod::PodError;
 use crate::reaper;
+use policy_compiler::effective::EffectiveNetwork;
 
 /// How the member joined: its sandbox, and where its exit goes once known.
 #[derive(Debug)]
@@ -60,6 +61,24 @@ impl Container {
             .into());
         }
         let prepared = prepare_bundle(id, bundle, config)?;
+        let network = prepared
+            .policy
+            .has_egress()
+            .then(|| prepared.policy.network.clone());
+        let sandbox_network = sandbox.egress_network();
+        if network != sandbox_network {
+            let describe = |network: &Option<EffectiveNetwork>| match network {
+                None => "no network".to_owned(),
+                Some(network) => format!("egress {}", serde_json::to_string(network).unwrap_or_default()),
+            };
+            return Err(PodError::NetworkDiffers {
+                id: id.to_owned(),
+                sandbox: sandbox.id.clone(),
+                member: describe(&network),
+                sandbox_network: describe(&sandbox_network),
+            }
+            .into());
+        }
         if &prepared.runsc_flags != sandbox.runsc.flags() {
             return Err(PodError::FlagsDiffer {
                 id: id.to_owned(),
@@ -102,6 +121,8 @@ impl Container {
             execs: Mutex::new(HashMap::new()),
             next_exec: AtomicU64::new(0),
             logger: Mutex::new(None),
+            // The sandbox's egress is the pod's; the sandbox container owns it.
+            egress: Mutex::new(None),
         })
     }
 

@@ -369,12 +369,18 @@ fn a_compiled_policy_is_used_and_held_within_the_ceiling() {
 }
 
 #[test]
-fn egress_in_a_policy_still_gets_no_network() {
+fn egress_in_a_policy_runs_on_the_namespace_the_shim_makes() {
     let mut policy = node_default(&NodeConfig::default());
     policy.network.allow = vec![serde_json::from_value(json!({"domain": "example.com"})).unwrap()];
-    let prepared = enforce(&mut compiled(&policy), &config("")).unwrap();
-    assert_eq!(prepared.runsc_flags.network, runsc_config::NetworkMode::None);
-    assert!(fields(&prepared).contains(&"network"));
+    let mut spec = compiled(&policy);
+    let prepared = enforce(&mut spec, &config("")).unwrap();
+    assert_eq!(prepared.runsc_flags.network, runsc_config::NetworkMode::Host);
+    assert_eq!(
+        spec["annotations"][annotations::RUNSC_FLAGS],
+        json!(serde_json::to_string(&prepared.runsc_flags).unwrap())
+    );
+    let without = enforce(&mut compiled(&node_default(&NodeConfig::default())), &config("")).unwrap();
+    assert_eq!(without.runsc_flags.network, runsc_config::NetworkMode::None);
 }
 
 #[test]
