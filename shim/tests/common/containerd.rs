@@ -25,10 +25,18 @@ pub fn busybox_rootfs() -> &'static Path {
 pub struct Containerd {
     dir: tempfile::TempDir,
     process: Child,
+    /// The network namespace containerd (and so its shims) runs in.
+    netns: Option<PathBuf>,
 }
 
 impl Containerd {
     pub fn start() -> Containerd {
+        Containerd::start_with(None, "")
+    }
+
+    /// Like `start`, inside the network namespace at `netns` (`None`: the
+    /// caller's), with `node_toml` appended to the node config.
+    pub fn start_with(netns: Option<&Path>, node_toml: &str) -> Containerd {
         busybox_rootfs();
         let dir = tempfile::Builder::new()
             .prefix("skillbox-ctrd.")
@@ -55,11 +63,15 @@ impl Containerd {
         sources.push(format!("{:?}", std::env::temp_dir().display().to_string()));
         std::fs::write(
             path.join("node.toml"),
-            format!("[ceiling]\nbind_mount_sources = [{}]\n", sources.join(", ")),
+            format!(
+                "[ceiling]\nbind_mount_sources = [{}]\n{node_toml}",
+                sources.join(", ")
+            ),
         )
         .unwrap();
-        let process = launch(path);
-        let containerd = Containerd { dir, process };
+        let netns = netns.map(Path::to_owned);
+        let process = launch(path, netns.as_deref());
+        let containerd = Containerd { dir, process, netns };
         containerd.wait_for_socket();
         containerd
     }
@@ -103,7 +115,7 @@ impl Containerd {
         for socket in ["containerd.sock", "containerd.sock.ttrpc"] {
             let _ = std::fs::remove_file(self.dir.path().join(socket));
         }
-        self.process = launch(self.dir.path());
+        self.process = launch(self.dir.path(), self.netns.as_deref());
         self.wait_for_socket();
     }
 
@@ -221,13 +233,24 @@ impl Containerd {
 
 /// Starts containerd on the config in `dir`, logging to `dir/containerd.log`
 /// (appended, so that a restart keeps the first run's log).
-fn launch(dir: &Path) -> Child {
+fn launch(dir: &Path, netns: Option<&Path>) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("containerd.log"))
         .unwrap();
-    Command::new("containerd")
+    // nsenter execs containerd: the child's pid is containerd's.
+    let mut command = match netns {
+        None => Command::new("containerd"),
+        Some(netns) => {
+            let mut command = Command::new("nsenter");
+            command
+                .arg(format!("--net={}", netns.display()))
+                .args(["--", "containerd"]);
+            command
+        }
+    };
+    command
         .arg("--config")
         .arg(dir.join("config.toml"))
         // containerd looks for shims in its cwd before PATH.

@@ -1,0 +1,309 @@
+//! Egress through containerd and the shim, on the fake internet (issue 4):
+//! a compiled skill whose policy allows egress gets its own network
+//! namespace behind its own nftables table and DNS proxy, exactly as
+//! `skillbox run` gives it (tests/egress_run.rs), and nothing of it is left
+//! after the task is deleted — also when the shim was SIGKILLed.
+//!
+//! The outer side of the sandbox's network is the namespace the spec asks
+//! for: a new one (`ctr run`) means the shim's own, so containerd runs in
+//! the fake node namespace; a path means the pod's (CRI), so the second
+//! test names the fake node namespace in the spec while containerd runs in
+//! the caller's.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use skillbox_egress::netns::{Forwarding, NetnsName, SystemRunner};
+
+mod common;
+
+use common::containerd::*;
+use common::fake_internet::{self, netns_list, FakeInternet, DNS_SERVER, NODE_ADDRESS, NODE_UPLINK};
+
+/// Shell functions the probes use; each result is one line.
+const FETCH: &str = "fetch() { printf \"GET / HTTP/1.0\\r\\n\\r\\n\" | nc -w 3 \"$1\" \"$2\" 2>/dev/null | tail -1 | grep -q fake-internet && echo \"$3: reached\" || echo \"$3: refused\"; }; \
+resolve() { nslookup \"$1\" 2>/dev/null | awk \"/^Address: (203|198)/ {print \\$2}\"; }; ";
+
+fn policy(allow: &str, script: &str) -> String {
+    let escaped = format!("exec 2>&1; {FETCH}{script}").replace('\'', "''");
+    format!(
+        "  entrypoint: [sh, -c, '{escaped}']\n  \
+         resources: {{ cpus: 0.5, memory: 128Mi, pids: 16, timeout: 90s }}\n  \
+         network:\n    allow:\n{allow}"
+    )
+}
+
+/// The fake internet, the node forwarding from its uplink, and the node
+/// config telling the shim where the proxy's upstream is and where the
+/// events go.
+struct Setup {
+    fake: FakeInternet,
+    _uplink: Forwarding,
+    work: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new(tag: &str) -> Setup {
+        let fake = FakeInternet::start(tag);
+        let node = NetnsName::new(&fake.node).unwrap();
+        let uplink = Forwarding::enable(Box::new(SystemRunner), Some(node), NODE_UPLINK).unwrap();
+        let work = tempfile::tempdir().unwrap();
+        Setup {
+            fake,
+            _uplink: uplink,
+            work,
+        }
+    }
+
+    fn node_toml(&self) -> String {
+        format!(
+            "[egress]\ndns_upstreams = [\"{DNS_SERVER}\"]\nlog_dir = {:?}\n",
+            self.events_dir().display().to_string()
+        )
+    }
+
+    fn events_dir(&self) -> PathBuf {
+        self.work.path().join("egress")
+    }
+
+    fn events(&self, namespace: &str, id: &str) -> String {
+        std::fs::read_to_string(self.events_dir().join(namespace).join(format!("{id}.jsonl")))
+            .unwrap_or_default()
+    }
+
+    /// Sandbox namespaces of containerd namespace `namespace`, and veths
+    /// and skillbox tables, left in the node.
+    fn leftovers(&self, namespace: &str) -> Vec<String> {
+        let mut left: Vec<String> = netns_list()
+            .into_iter()
+            .filter(|name| name.starts_with(&format!("skillbox-{namespace}.")))
+            .collect();
+        let links = fake_internet::must(&["ip", "-n", &self.fake.node, "-o", "link"]);
+        left.extend(
+            links
+                .lines()
+                .filter(|line| line.contains("sbxv"))
+                .map(str::to_owned),
+        );
+        let tables = fake_internet::must(&["ip", "netns", "exec", &self.fake.node, "nft", "list", "tables"]);
+        left.extend(
+            tables
+                .lines()
+                .filter(|line| line.contains("skillbox"))
+                .map(str::to_owned),
+        );
+        left
+    }
+
+    fn assert_nothing_left(&self, namespace: &str, bundle_dir: &Path) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut left = self.leftovers(namespace);
+            let record = bundle_dir.join("skillbox-egress.json");
+            if record.exists() {
+                left.push(record.display().to_string());
+            }
+            if left.is_empty() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "egress left behind: {left:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Waits until the file log `log` has a line `ready`; returns the log.
+fn wait_ready(log: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let logged = std::fs::read_to_string(log).unwrap_or_default();
+        if logged.lines().any(|line| line == "ready") {
+            return logged;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no `ready` in {}: {logged}",
+            log.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn assert_lines(output: &str, lines: &[&str]) {
+    for line in lines {
+        assert!(output.contains(line), "missing {line:?} in:\n{output}");
+    }
+}
+
+#[test]
+fn containerd_runs_each_skill_with_exactly_its_own_egress() {
+    let setup = Setup::new("shim");
+    let containerd = Containerd::start_with(Some(&setup.fake.node_path()), &setup.node_toml());
+    let namespace = "skillbox-test-egress";
+    let work = setup.work.path();
+
+    // A resolves allowed.example and holds it while B runs.
+    let a = compile_skill_md(
+        work,
+        "egr-a",
+        &policy(
+            "      - { domain: allowed.example, ports: [8080] }\n",
+            "addr=$(resolve allowed.example); echo \"allowed.example resolves to $addr\"; \
+             fetch \"$addr\" 8080 \"allowed name\"; \
+             fetch 198.51.100.20 8080 \"address no allowed name resolved to\"; \
+             nslookup other.example >/dev/null 2>&1 && echo \"other.example: resolved\" || echo \"other.example: not resolved\"; \
+             timeout 5 nslookup allowed.example 198.51.100.53 >/dev/null 2>&1 && echo \"direct dns: answered\" || echo \"direct dns: blocked\"; \
+             echo ready; sleep 60",
+        ),
+    );
+    let log_a = work.join("a.log");
+    let uri = format!("file://{}", log_a.display());
+    let out = containerd.run_bundle(
+        namespace,
+        &a.join("config.json"),
+        "egr-a",
+        &["-d", "--log-uri", &uri],
+    );
+    assert!(
+        out.status.success(),
+        "ctr run egr-a: {}\n{}",
+        text(&out.stderr),
+        containerd.log()
+    );
+    let output_a = wait_ready(&log_a);
+    eprintln!("egr-a said:\n{output_a}");
+    assert_lines(
+        &output_a,
+        &[
+            "allowed.example resolves to 203.0.113.10",
+            "allowed name: reached",
+            "address no allowed name resolved to: refused",
+            "other.example: not resolved",
+            "direct dns: blocked",
+        ],
+    );
+
+    // Upstream saw only A's allowed name, asked from the node (the proxy).
+    let asked = setup.fake.dns_log();
+    assert!(
+        asked.contains(&format!("query[A] allowed.example from {NODE_ADDRESS}")),
+        "{asked}"
+    );
+    assert!(
+        !asked.contains("other.example"),
+        "a refused name reached upstream:\n{asked}"
+    );
+
+    // B may reach other.example only: A's learned address stays closed to it.
+    let b = compile_skill_md(
+        work,
+        "egr-b",
+        &policy(
+            "      - { domain: other.example, ports: [8080] }\n",
+            "addr=$(resolve other.example); echo \"other.example resolves to $addr\"; \
+             fetch \"$addr\" 8080 \"its own name\"; \
+             fetch 203.0.113.10 8080 \"the address the other skill resolved\"",
+        ),
+    );
+    let out = containerd.run_bundle(namespace, &b.join("config.json"), "egr-b", &["--rm"]);
+    let output_b = text(&out.stdout);
+    eprintln!("egr-b said:\n{output_b}");
+    assert!(
+        out.status.success(),
+        "ctr run egr-b: {output_b}{}\n{}",
+        text(&out.stderr),
+        containerd.log()
+    );
+    assert_lines(
+        &output_b,
+        &[
+            "other.example resolves to 198.51.100.20",
+            "its own name: reached",
+            "the address the other skill resolved: refused",
+        ],
+    );
+
+    let events_a = setup.events(namespace, "egr-a");
+    assert!(events_a.contains("\"type\":\"dns_query\""), "{events_a}");
+    assert!(
+        events_a.contains("\"name\":\"egr-a\""),
+        "events name the skill: {events_a}"
+    );
+    assert!(
+        events_a.contains("\"name\":\"other.example\"") && events_a.contains("\"verdict\":\"refused\""),
+        "{events_a}"
+    );
+    assert!(setup
+        .events(namespace, "egr-b")
+        .contains("\"name\":\"other.example\""));
+
+    kill_and_remove(&containerd, namespace, "egr-a");
+    assert_no_leftovers(&containerd, namespace, "egr-a", "/skillbox-test-egr-a");
+    assert_no_leftovers(&containerd, namespace, "egr-b", "/skillbox-test-egr-b");
+    setup.assert_nothing_left(namespace, &containerd.bundle_dir(namespace, "egr-a"));
+}
+
+#[test]
+fn a_pods_namespace_is_the_outer_side_and_a_killed_shims_network_is_removed() {
+    let setup = Setup::new("pod");
+    // containerd runs here; the spec names the "pod" namespace (the fake node).
+    let containerd = Containerd::start_with(None, &setup.node_toml());
+    let namespace = "skillbox-test-egress-pod";
+    let id = "egr-pod";
+    let work = setup.work.path();
+    let bundle = compile_skill_md(
+        work,
+        id,
+        &policy(
+            "      - { domain: allowed.example, ports: [8080] }\n",
+            "addr=$(resolve allowed.example); fetch \"$addr\" 8080 \"allowed name\"; echo ready; sleep 60",
+        ),
+    );
+    let config = bundle.join("config.json");
+    let mut spec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    for entry in spec["linux"]["namespaces"].as_array_mut().unwrap() {
+        if entry["type"] == "network" {
+            entry["path"] = setup.fake.node_path().display().to_string().into();
+        }
+    }
+    std::fs::write(&config, spec.to_string()).unwrap();
+    let log = work.join("pod.log");
+    let uri = format!("file://{}", log.display());
+    let out = containerd.run_bundle(namespace, &config, id, &["-d", "--log-uri", &uri]);
+    assert!(
+        out.status.success(),
+        "ctr run {id}: {}\n{}",
+        text(&out.stderr),
+        containerd.log()
+    );
+    assert_lines(&wait_ready(&log), &["allowed name: reached"]);
+    let sandbox_netns = format!("skillbox-{namespace}.{id}");
+    assert!(netns_list().contains(&sandbox_netns), "{:?}", netns_list());
+    let made = setup.leftovers(namespace);
+    assert!(
+        made.iter().any(|line| line.contains("sbxv"))
+            && made.iter().any(|line| line.contains("table inet skillbox-")),
+        "the veth and the table live in the pod's namespace: {made:?}"
+    );
+
+    // The shim dies with the session in it: the `delete` subcommand
+    // containerd runs removes the network from the bundle's record.
+    let shim = shim_pid(namespace, id).expect("the task's shim runs");
+    kill(Pid::from_raw(shim), Signal::SIGKILL).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while task_status(&containerd, namespace, id) == "RUNNING" {
+        assert!(
+            Instant::now() < deadline,
+            "containerd never noticed the dead shim"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for args in [["tasks", "delete", id], ["containers", "delete", id]] {
+        let _ = containerd.ctr(namespace, &args);
+    }
+    assert_no_leftovers(&containerd, namespace, id, &format!("/skillbox-test-{id}"));
+    setup.assert_nothing_left(namespace, &containerd.bundle_dir(namespace, id));
+}
