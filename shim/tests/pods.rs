@@ -17,7 +17,12 @@ const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
 /// Compiles a busybox skill running `script` and marks its bundle as a pod
 /// container of `container_type` in sandbox `sandbox`.
 fn pod_bundle(dir: &Path, name: &str, script: &str, container_type: &str, sandbox: &str) -> PathBuf {
-    let bundle = compile_skill(dir, name, script);
+    mark_pod_member(compile_skill(dir, name, script), container_type, sandbox)
+}
+
+/// Marks the compiled `bundle` as a pod container of `container_type` in
+/// sandbox `sandbox`; returns its config.json.
+fn mark_pod_member(bundle: PathBuf, container_type: &str, sandbox: &str) -> PathBuf {
     let path = bundle.join("config.json");
     let mut spec: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     spec["annotations"][CONTAINER_TYPE] = container_type.into();
@@ -175,6 +180,26 @@ fn pod_containers_share_one_sandbox_and_one_shim() {
         "the pod's shim must outlive its members"
     );
 
+    // A member whose policy allows egress the pod's sandbox does not have
+    // is refused: the pod shares one network, the sandbox container's.
+    let egress_member = mark_pod_member(
+        compile_skill_md(
+            work.path(),
+            "pod-egress",
+            "  entrypoint: [sh, -c, 'true']\n  network:\n    allow:\n      - { domain: allowed.example, ports: [443] }\n",
+        ),
+        "container",
+        "pod-1",
+    );
+    let out = run_with_deadline(&containerd, namespace, &egress_member, "egress-1", &["--rm"], limit);
+    assert!(!out.status.success(), "ran: {}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("container egress-1's policy allows egress")
+            && text(&out.stderr).contains("runs with no network: a pod shares one network"),
+        "{}",
+        text(&out.stderr)
+    );
+
     // The sandbox container cannot be deleted under a member; killing it
     // stops the whole sandbox, members included.
     let idle = pod_bundle(work.path(), "pod-idle", "sleep 60", "container", "pod-1");
@@ -204,6 +229,7 @@ fn pod_containers_share_one_sandbox_and_one_shim() {
         ("server-1", "/skillbox-test-pod-server"),
         ("client-1", "/skillbox-test-pod-client"),
         ("idle-1", "/skillbox-test-pod-idle"),
+        ("egress-1", "/skillbox-test-pod-egress"),
         ("pod-1", "/skillbox-test-pod-sandbox"),
     ] {
         assert_no_leftovers(&containerd, namespace, id, cgroup);
