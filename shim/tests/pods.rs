@@ -191,7 +191,14 @@ fn pod_containers_share_one_sandbox_and_one_shim() {
         "container",
         "pod-1",
     );
-    let out = run_with_deadline(&containerd, namespace, &egress_member, "egress-1", &["--rm"], limit);
+    let out = run_with_deadline(
+        &containerd,
+        namespace,
+        &egress_member,
+        "egress-1",
+        &["--rm"],
+        limit,
+    );
     assert!(!out.status.success(), "ran: {}", text(&out.stdout));
     assert!(
         text(&out.stderr).contains("container egress-1's policy allows egress")

@@ -41,6 +41,20 @@ pub const DNS_RECORDS: [(&str, &str); 3] = [
     ("cdn.example", "203.0.113.10"),
 ];
 
+/// A static HTTP server: `python3 -c SERVE_HTTP <address> <port> <root>`;
+/// prints `Serving HTTP` when it listens, then one line per request.
+const SERVE_HTTP: &str = "import functools, http.server, socket, socketserver, sys
+address, port, root = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+class Server(socketserver.ThreadingTCPServer):
+    allow_reuse_address = True
+    daemon_threads = True
+    address_family = socket.AF_INET6 if ':' in address else socket.AF_INET
+handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=root)
+server = Server((address, port), handler)
+print('Serving HTTP on', address, 'port', port, flush=True)
+server.serve_forever()
+";
+
 /// The body an HTTP server of the fake internet answers `/` with.
 pub fn http_body(address: &str) -> String {
     format!("fake-internet {address}\n")
@@ -241,19 +255,51 @@ impl FakeInternet {
     }
 
     fn start_http_server(&mut self, address: &str) {
+        let command = self.internet_command("python3");
+        self.serve_http(command, address, HTTP_PORT);
+    }
+
+    /// Starts an HTTP server on `address`:`port` from `python3` (a command
+    /// entering the namespace that owns `address`); its log is
+    /// [`FakeInternet::http_log`]`(address)`.
+    fn serve_http(&mut self, mut python3: Command, address: &str, port: u16) {
         let root = self.dir.path().join(format!("www-{address}"));
         std::fs::create_dir_all(&root).unwrap();
         std::fs::write(root.join("index.html"), http_body(address)).unwrap();
         let log = self.dir.path().join(format!("http-{address}.log"));
-        let mut command = self.internet_command("python3");
-        command
-            .args(["-u", "-m", "http.server", "--bind", address, "--directory"])
-            .arg(&root)
-            .arg(HTTP_PORT.to_string());
-        self.spawn(command, &log);
+        // Not `python3 -m http.server`: its HTTPServer looks up the bound
+        // address's name, which hangs for seconds where a default route
+        // leads nowhere (the node namespace).
+        python3
+            .args(["-u", "-c", SERVE_HTTP, address, &port.to_string()])
+            .arg(&root);
+        self.spawn(python3, &log);
         wait_for(&format!("HTTP server on {address}"), || {
             self.http_log(address).contains("Serving HTTP")
         });
+    }
+
+    /// Adds `address` to the internet namespace and serves HTTP on it at
+    /// `port` (say, a cloud metadata service on 169.254.169.254:80).
+    pub fn serve_http_in_internet(&mut self, address: &str, port: u16) {
+        must(&[
+            "ip",
+            "-n",
+            &self.internet,
+            "addr",
+            "add",
+            &format!("{address}/32"),
+            "dev",
+            "lo",
+        ]);
+        let command = self.internet_command("python3");
+        self.serve_http(command, address, port);
+    }
+
+    /// Serves HTTP on the node's own `address` at `port`.
+    pub fn serve_http_on_node(&mut self, address: &str, port: u16) {
+        let command = self.node_command("python3");
+        self.serve_http(command, address, port);
     }
 
     /// dnsmasq's query log.
