@@ -8,6 +8,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
+use common::events::connection_events;
 use common::fake_internet::{self, netns_list, FakeInternet, DNS_SERVER, NODE_ADDRESS, NODE_UPLINK};
 use common::{busybox_rootfs, require_sandbox_prerequisites, run_with_watchdog, Skill, SKILLBOX};
 use skillbox_egress::netns::{Forwarding, NetnsName, SystemRunner};
@@ -69,24 +70,6 @@ impl Drop for Server {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// Each `connection` event of an egress log as `destination port
-/// protocol verdict rule`.
-fn connection_events(log: &str) -> Vec<String> {
-    log.lines()
-        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
-        .filter(|event| event["type"] == "connection")
-        .map(|event| {
-            let text = |key: &str| match &event[key] {
-                serde_json::Value::String(text) => text.clone(),
-                other => other.to_string(),
-            };
-            ["destination", "port", "protocol", "verdict", "rule"]
-                .map(text)
-                .join(" ")
-        })
-        .collect()
 }
 
 #[test]
