@@ -8,6 +8,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
+use common::events::connection_events;
 use common::fake_internet::{self, netns_list, FakeInternet, DNS_SERVER, NODE_ADDRESS, NODE_UPLINK};
 use common::{busybox_rootfs, require_sandbox_prerequisites, run_with_watchdog, Skill, SKILLBOX};
 use skillbox_egress::netns::{Forwarding, NetnsName, SystemRunner};
@@ -144,11 +145,44 @@ fn skillbox_run_gives_a_skill_exactly_the_egress_its_policy_declares() {
         logged.contains("\"allowed.example") && logged.contains("k9q2x7f3") && logged.contains("\"refused\""),
         "{logged}"
     );
+    // Each connection attempt is a `connection` event naming the rule that
+    // decided. allowed.example's address is in the allowed CIDR too, whose
+    // rule comes first in the table, so that rule names the connection.
+    let connections = connection_events(&logged);
+    for (expected, times) in [
+        (
+            "203.0.113.10 8080 tcp allowed allow: cidr 203.0.113.0/24 ports 8080",
+            Some(1),
+        ),
+        ("203.0.113.10 8081 tcp denied default-deny", Some(1)),
+        (
+            "203.0.113.11 8080 tcp denied deny: cidr 203.0.113.11/32 (all ports)",
+            Some(1),
+        ),
+        ("198.51.100.20 8080 tcp denied default-deny", Some(1)),
+        (
+            "169.254.169.254 80 tcp denied always-deny: cidr 169.254.0.0/16",
+            Some(1),
+        ),
+        // Dropped, not refused: one event per SYN the client sends.
+        ("198.18.0.2 8080 tcp denied node: the node is unreachable", None),
+    ] {
+        let seen = connections.iter().filter(|c| *c == expected).count();
+        match times {
+            Some(times) => assert_eq!(seen, times, "{expected:?} in:\n{logged}"),
+            None => assert!(seen >= 1, "{expected:?} missing:\n{logged}"),
+        }
+    }
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     assert_eq!(report["egress_log"], events.display().to_string());
+    let execution = report["execution_id"].as_str().unwrap();
+    for line in logged.lines() {
+        let event: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(event["execution_id"], execution, "{line}");
+        assert_eq!(event["skill"]["name"], "egress-run", "{line}");
+    }
 
     // Nothing of the sandbox's network is left in the node.
-    let execution = report["execution_id"].as_str().unwrap();
     let short = &execution[execution.len() - 16..];
     assert!(
         !netns_list().iter().any(|name| name.contains(short)),

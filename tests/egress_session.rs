@@ -8,6 +8,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::events::connection_events;
 use common::fake_internet::{self, netns_list, FakeInternet, DNS_SERVER, NODE_ADDRESS, NODE_UPLINK};
 use common::{require_sandbox_prerequisites, Skill};
 use skillbox_egress::events::{SandboxIdentity, SkillIdentity};
@@ -118,6 +119,19 @@ fn a_sandbox_reaches_only_what_its_policy_allows_by_name() {
     assert!(events_text.contains(&annotations.skill_digest), "{events_text}");
 
     drop(session);
+    // Read after the session is gone: stopping it wrote every connection
+    // event. The learned address is named by the domain rule that let it in.
+    let events_text = std::fs::read_to_string(&events).unwrap();
+    let connections = connection_events(&events_text);
+    for expected in [
+        "203.0.113.10 8080 tcp allowed allow: domain allowed.example ports 8080",
+        "203.0.113.10 8081 tcp denied default-deny",
+        "198.51.100.20 8080 tcp denied default-deny",
+        "203.0.113.11 8080 tcp denied default-deny",
+    ] {
+        let seen = connections.iter().filter(|c| *c == expected).count();
+        assert_eq!(seen, 1, "{expected:?} in:\n{events_text}");
+    }
     assert!(!netns_list().contains(&id), "namespace {id} left behind");
     let ruleset = fake_internet::must(&["ip", "netns", "exec", node.as_str(), "nft", "list", "ruleset"]);
     assert!(

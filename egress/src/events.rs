@@ -11,7 +11,7 @@
 //!  "reason":null,"answers":[{"name":"api.weather.gov","type":"A","data":"198.51.100.7","ttl":60}]}
 //! {"timestamp":"…","execution_id":"exec-1","skill":{…},"container_id":"c1",
 //!  "type":"connection","destination":"198.51.100.7","port":443,"protocol":"tcp",
-//!  "verdict":"allowed","rule":"domain api.weather.gov ports 443"}
+//!  "verdict":"allowed","rule":"allow: domain api.weather.gov ports 443"}
 //! ```
 //!
 //! - `timestamp` is RFC 3339 in UTC with nanoseconds.
@@ -21,8 +21,16 @@
 //!   `refused` (never forwarded); `rcode` is what the client got, `reason`
 //!   says why a query was refused or failed, `rule` names the allow rule(s)
 //!   that matched.
-//! - `connection.verdict` is `allowed` or `denied`; `rule` is the rule that
-//!   decided, `null` for the default deny.
+//! - `connection` is one new connection the sandbox's nftables table
+//!   judged (written by the `nflog` module's connection log): `port` is
+//!   `null` for protocols without ports, `protocol` is `tcp`, `udp`, `icmp`
+//!   (also ICMPv6) or `other`; `verdict` is `allowed` or `denied`; `rule`
+//!   is the rule that decided, as its nftables comment says (`deny: cidr
+//!   203.0.113.11/32 (all ports)`, `default-deny`, `always-deny: cidr
+//!   169.254.0.0/16`, `node: the node is unreachable`…), except that an
+//!   address learned from the DNS proxy is named by the allow rule(s) of
+//!   the name that resolved to it (`allow: domain api.weather.gov ports
+//!   443`).
 //!
 //! Each event is written with a single `write` on a file opened with
 //! `O_APPEND`, so lines never interleave and nothing stays buffered in the

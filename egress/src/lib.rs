@@ -9,12 +9,14 @@
 //! - `dns`: the DNS proxy;
 //! - `netns`: the sandbox's namespace, veth pair, addresses, routes, NAT;
 //! - `events`: the JSON Lines records of queries and connection verdicts;
+//! - `nflog`: the connection log, reading what the table's rules log;
 //! - `session`: all of the above for one sandbox, removed on drop;
 //! - `spec`: the sandbox's OCI spec pointed at its session.
 
 pub mod dns;
 pub mod events;
 pub mod netns;
+pub mod nflog;
 pub mod nft;
 pub mod rules;
 pub mod session;

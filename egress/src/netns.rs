@@ -210,6 +210,14 @@ fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|arg| (*arg).to_owned()).collect()
 }
 
+/// Moves the calling thread into the network namespace at `path` (a
+/// thread's network namespace is its own; sockets it makes stay there).
+pub fn enter(path: &std::path::Path) -> std::io::Result<()> {
+    let file = std::fs::File::open(path)?;
+    nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)?;
+    Ok(())
+}
+
 impl SandboxNetwork {
     /// Creates the namespace `name` and joins it to the outer namespace.
     /// On failure, whatever was made is removed again.
@@ -390,6 +398,12 @@ impl SandboxNetwork {
     /// the outer namespace (`iifname` of the filter rules).
     pub fn outer_interface(&self) -> &str {
         &self.interface
+    }
+
+    /// The slot of the veth pair: unique among the outer namespace's
+    /// sandboxes while this network exists.
+    pub fn slot(&self) -> u32 {
+        self.slot
     }
 
     pub fn addresses(&self) -> LinkAddresses {

@@ -47,10 +47,15 @@
 //! naming its verdict (`nft -j list table` shows both, so counts per
 //! verdict can be read at any time). With `SandboxFacts::log_group` set,
 //! those rules also log to that nflog group with the prefix
-//! `skillbox-<id> <verdict> ` (new connections only: established traffic
-//! is accepted before), which the events module can read with an nflog
-//! listener; kernel-log logging is avoided because it is disabled outside
-//! the initial namespace by default and is not structured.
+//! `<verdict> #<n>`, where `n` indexes [`SandboxTable::judging_rules`]
+//! (the rule's comment, and for the always-deny and deny sets the range
+//! each member comes from), so the `nflog` module's reader turns each
+//! logged packet into a connection event naming verdict and rule. Only new
+//! connections are logged (established traffic is accepted before); a
+//! refused TCP connection is logged once (the reset ends it), a dropped
+//! one once per SYN the client sends, other protocols once per packet.
+//! Kernel-log logging is avoided because it is disabled outside the
+//! initial namespace by default and is not structured.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -173,6 +178,7 @@ pub struct SandboxTable {
     grace_secs: u32,
     enabled: Vec<Family>,
     objects: Vec<Value>,
+    judging: Vec<JudgingRule>,
 }
 
 /// The table name of a sandbox: `skillbox-` and the id, with characters
@@ -287,17 +293,20 @@ impl SandboxTable {
             grace_secs: facts.grace_secs,
             enabled,
             objects: Vec::new(),
+            judging: Vec::new(),
         };
         let mut builder = Builder {
             table: &table.name,
             log_group: facts.log_group,
             objects: Vec::new(),
+            judging: Vec::new(),
         };
         builder.header();
         builder.sets(network, facts);
         builder.forward(network, facts, &table.enabled);
         builder.input(facts, &table.enabled);
         table.objects = builder.objects;
+        table.judging = builder.judging;
         Ok(table)
     }
 
@@ -309,6 +318,12 @@ impl SandboxTable {
     /// The veth the table judges.
     pub fn veth(&self) -> &str {
         &self.veth
+    }
+
+    /// The judging rules, indexed by the number in their log prefix (see
+    /// [`log_prefix`]).
+    pub fn judging_rules(&self) -> &[JudgingRule] {
+        &self.judging
     }
 
     /// Whether the sandbox's IPv6 traffic is enforced (otherwise refused).
@@ -369,7 +384,9 @@ impl SandboxTable {
 }
 
 mod builder;
+mod log;
 use builder::Builder;
+pub use log::{log_prefix, parse_log_prefix, rule_for_prefix, JudgingRule, MAX_PREFIX_LEN};
 
 #[cfg(test)]
 #[path = "rules_tests.rs"]

@@ -168,7 +168,31 @@ fn always_denied_ranges_and_node_addresses_are_merged() {
 fn logging_follows_the_log_group() {
     let batch = SandboxTable::build(&network(), &facts()).unwrap().apply_batch();
     let text = batch.to_string();
-    assert!(text.contains(r#"{"log":{"group":7,"prefix":"skillbox-weather-0001 default-deny "}}"#));
+    let table = SandboxTable::build(&network(), &facts()).unwrap();
+    let rules = table.judging_rules();
+    assert_eq!(text.matches("\"log\"").count(), rules.len());
+    let index = rules.iter().position(|rule| rule.text == "default-deny").unwrap();
+    assert!(text.contains(&format!(
+        r#"{{"log":{{"group":7,"prefix":"default-deny #{index}"}}}}"#
+    )));
+    // Set members are named by the policy rule or node address they come from.
+    let deny = rules.iter().find(|rule| rule.text == "deny: deny_v4").unwrap();
+    assert_eq!(
+        deny.describe("203.0.113.13".parse().unwrap()),
+        "deny: cidr 203.0.113.13/32 (all ports)"
+    );
+    let always = rules
+        .iter()
+        .find(|rule| rule.text == "always-deny: always_deny_v4")
+        .unwrap();
+    assert_eq!(
+        always.describe("198.18.0.1".parse().unwrap()),
+        "always-deny: node address 198.18.0.1"
+    );
+    assert_eq!(
+        always.describe("169.254.169.254".parse().unwrap()),
+        "always-deny: cidr 169.254.0.0/16"
+    );
     let mut quiet = facts();
     quiet.log_group = None;
     let text = SandboxTable::build(&network(), &quiet)

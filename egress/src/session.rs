@@ -7,6 +7,11 @@
 //! port 53; the sandbox's `/etc/resolv.conf` names that address
 //! (`resolv_conf`). Its sockets are bound inside the outer namespace, so
 //! the session works for a caller in any namespace.
+//!
+//! The table's judging rules log to the nflog group of the sandbox's veth
+//! slot (`nflog::group_for_slot`), which a `ConnectionLog`, also bound in
+//! the outer namespace, turns into `connection` events in the same file.
+//! It stops after the table is removed, writing what was logged first.
 
 use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::path::PathBuf;
@@ -18,7 +23,8 @@ use policy_compiler::network::Port;
 
 use crate::dns::{AddressLearner, DnsError, DnsPolicy, DnsProxy, DnsProxyConfig};
 use crate::events::{EventError, JsonLinesWriter, SandboxIdentity};
-use crate::netns::{NetnsError, NetnsName, NetworkConfig, SandboxNetwork, SystemRunner};
+use crate::netns::{enter, NetnsError, NetnsName, NetworkConfig, SandboxNetwork, SystemRunner};
+use crate::nflog::{group_for_slot, ConnectionLog, NflogError, ResolvedRules};
 use crate::nft::{Firewall, Namespace, Nft, NftError};
 use crate::rules::{RulesError, SandboxFacts, SandboxTable};
 
@@ -37,6 +43,8 @@ pub enum EgressError {
     Dns(#[from] DnsError),
     #[error(transparent)]
     Events(#[from] EventError),
+    #[error(transparent)]
+    ConnectionLog(#[from] NflogError),
     #[error("cannot bind the DNS proxy to {addr} in the outer namespace: {source}")]
     ProxySocket {
         addr: SocketAddr,
@@ -139,14 +147,8 @@ pub struct EgressSession {
     firewall: Nft,
     table: SandboxTable,
     network: SandboxNetwork,
-}
-
-/// Moves the calling thread into the network namespace at `path` (a
-/// thread's network namespace is its own).
-fn enter(path: &std::path::Path) -> std::io::Result<()> {
-    let file = std::fs::File::open(path)?;
-    nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)?;
-    Ok(())
+    /// Stopped in `drop` once the table is gone.
+    connections: Option<ConnectionLog>,
 }
 
 /// Binds the proxy's UDP and TCP sockets at `addr` inside `outer` (from a
@@ -186,6 +188,8 @@ impl EgressSession {
         let network = SandboxNetwork::create(Box::new(SystemRunner), name, &network_config)?;
         let addresses = network.addresses();
         let proxy_addr = SocketAddr::new(IpAddr::V4(addresses.outer), DNS_PORT);
+        let slot = network.slot();
+        let log_group = group_for_slot(slot).ok_or(NflogError::NoGroup { slot })?;
         let facts = SandboxFacts {
             sandbox_id: id.to_owned(),
             outer_veth: network.outer_interface().to_owned(),
@@ -193,7 +197,7 @@ impl EgressSession {
             dns_proxy: vec![proxy_addr],
             node_addrs: Vec::new(),
             grace_secs: 0,
-            log_group: None,
+            log_group: Some(log_group),
         };
         let table = SandboxTable::build(policy, &facts)?;
         let firewall = Nft::new(match &config.outer {
@@ -206,6 +210,7 @@ impl EgressSession {
             firewall,
             table,
             network,
+            connections: None,
         };
         session.firewall.apply(&session.table)?;
         let (udp, tcp) = bind_in(config.outer.as_ref(), proxy_addr)?;
@@ -222,7 +227,16 @@ impl EgressSession {
             })
             .build()
             .map_err(EgressError::Runtime)?;
-        let events = Arc::new(JsonLinesWriter::open(&config.events, config.identity.clone())?);
+        let writer = Arc::new(JsonLinesWriter::open(&config.events, config.identity.clone())?);
+        // The proxy's events go through `events`, which remembers the allow
+        // rules of answered addresses to name `allow-learned` connections.
+        let events = Arc::new(ResolvedRules::new(writer));
+        session.connections = Some(ConnectionLog::start(
+            config.outer.as_ref().map(NetnsName::path).as_deref(),
+            log_group,
+            session.table.judging_rules().to_vec(),
+            Arc::clone(&events),
+        )?);
         // The learner runs on the proxy's runtime threads, which are in the
         // outer namespace already: `nft` started from them is too, without
         // `ip netns exec` (which remounts /sys and cost ~14 ms per answer).
@@ -293,6 +307,7 @@ impl Drop for EgressSession {
         if let Err(err) = self.firewall.remove(self.table.name()) {
             tracing::warn!(%err, "cannot remove the sandbox's nftables table");
         }
+        drop(self.connections.take());
         if let Err(err) = self.network.remove() {
             tracing::warn!(%err, "cannot remove the sandbox's network");
         }

@@ -3,11 +3,13 @@
 //! every exit, failed or not. Needs root, `nft` and `ip`; python3 for the
 //! packet-level test. A missing program fails the test, naming it.
 
+mod common;
+
 use std::net::IpAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
+
+use common::{connect, require, Netns, Topology, SANDBOX_VETH};
 
 use policy_compiler::effective::EffectiveNetwork;
 use policy_compiler::network::Port;
@@ -15,73 +17,6 @@ use policy_compiler::node_config::NodeConfig;
 use serde_json::{json, Value};
 use skillbox_egress::nft::{Firewall, Namespace, Nft};
 use skillbox_egress::rules::{SandboxFacts, SandboxTable, FORWARD_CHAIN, INPUT_CHAIN, REFUSE_CHAIN};
-
-fn require(programs: &[&str]) {
-    for program in programs {
-        let found = std::env::var_os("PATH")
-            .map(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
-            .unwrap_or(false);
-        assert!(
-            found,
-            "this test needs `{program}` on PATH (Debian: nftables, iproute2, python3)"
-        );
-    }
-}
-
-fn sh(argv: &[&str]) -> String {
-    let out = Command::new(argv[0]).args(&argv[1..]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{argv:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A throwaway network namespace, deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new(role: &str) -> Netns {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "skillbox-test-rules-{role}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        sh(&["ip", "netns", "add", &name]);
-        let ns = Netns(name);
-        ns.exec(&["ip", "link", "set", "lo", "up"]);
-        ns
-    }
-
-    fn exec(&self, argv: &[&str]) -> String {
-        let mut full = vec!["ip", "netns", "exec", &self.0];
-        full.extend_from_slice(argv);
-        sh(&full)
-    }
-
-    fn nft(&self) -> Nft {
-        Nft::new(Namespace::Named(self.0.clone()))
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-/// A child process killed and reaped on drop.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn network(value: Value) -> EffectiveNetwork {
     let mut value = value;
@@ -203,139 +138,43 @@ fn errors_name_the_namespace_and_nft_stderr() {
     assert!(err.contains("skillbox-test-rules-never-made"), "{err}");
 }
 
-const SERVER: &str = r#"
-import socket, threading
-def serve(port):
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", port))
-    s.listen()
-    while True:
-        c, _ = s.accept()
-        c.sendall(b"hi")
-        c.close()
-for port in (80, 8080):
-    threading.Thread(target=serve, args=(port,)).start()
-"#;
-
-const CLIENT: &str = r#"
-import socket, sys
-s = socket.socket()
-s.settimeout(1.5)
-try:
-    s.connect((sys.argv[1], int(sys.argv[2])))
-    print("connected")
-except ConnectionRefusedError:
-    print("refused")
-except socket.timeout:
-    print("timeout")
-except OSError as e:
-    print("error", e.errno)
-"#;
-
-fn connect(ns: &Netns, addr: &str, port: u16) -> String {
-    ns.exec(&["python3", "-c", CLIENT, addr, &port.to_string()])
-        .trim()
-        .to_owned()
-}
-
 /// The sandbox's namespace (10.200.0.2) → veth → the node's namespace
 /// (10.200.0.1, forwards, holds the table) → veth → a fake internet
 /// (198.18.0.2) serving TCP 80 and 8080 on 203.0.113.10, 203.0.113.13 and
 /// 198.51.100.20.
 #[test]
 fn forwarded_connections_follow_the_policy() {
-    require(&["ip", "nft", "python3"]);
-    let sbx = Netns::new("sbx");
-    let node = Netns::new("node");
-    let net = Netns::new("net");
-    node.exec(&[
-        "ip", "link", "add", "sbx-out", "type", "veth", "peer", "name", "sbx-in", "netns", &sbx.0,
-    ]);
-    node.exec(&[
-        "ip", "link", "add", "up0", "type", "veth", "peer", "name", "up1", "netns", &net.0,
-    ]);
-    for (ns, cmds) in [
-        (
-            &sbx,
-            vec![
-                "ip addr add 10.200.0.2/24 dev sbx-in",
-                "ip link set sbx-in up",
-                "ip route add default via 10.200.0.1",
-            ],
-        ),
-        (
-            &node,
-            vec![
-                "ip addr add 10.200.0.1/24 dev sbx-out",
-                "ip link set sbx-out up",
-                "ip addr add 198.18.0.1/24 dev up0",
-                "ip link set up0 up",
-                "ip route add default via 198.18.0.2",
-                "sysctl -qw net.ipv4.ip_forward=1",
-            ],
-        ),
-        (
-            &net,
-            vec![
-                "ip addr add 198.18.0.2/24 dev up1",
-                "ip link set up1 up",
-                "ip route add 10.200.0.0/24 via 198.18.0.1",
-                "ip addr add 203.0.113.10/32 dev lo",
-                "ip addr add 203.0.113.13/32 dev lo",
-                "ip addr add 198.51.100.20/32 dev lo",
-            ],
-        ),
-    ] {
-        for cmd in cmds {
-            ns.exec(&cmd.split(' ').collect::<Vec<_>>());
-        }
-    }
-    let _server = Killed(
-        Command::new("ip")
-            .args(["netns", "exec", &net.0, "python3", "-c", SERVER])
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while connect(&net, "203.0.113.10", 8080) != "connected" {
-        assert!(Instant::now() < deadline, "the test server did not start");
-        sleep(Duration::from_millis(100));
-    }
-    // Without the table the sandbox reaches everything: the setup works.
-    assert_eq!(connect(&sbx, "203.0.113.10", 8080), "connected");
-
+    let Topology { sbx, node, .. } = &Topology::new();
     let policy = network(json!({
         "allow": [{"cidr": "203.0.113.0/24", "ports": [80]}, {"domain": "example.org", "ports": [80]}],
         "deny": [{"cidr": "203.0.113.13/32"}],
     }));
-    let table = SandboxTable::build(&policy, &facts("rules-packets", "sbx-out")).unwrap();
+    let table = SandboxTable::build(&policy, &facts("rules-packets", SANDBOX_VETH)).unwrap();
     let nft = node.nft();
     nft.apply(&table).unwrap();
 
     assert_eq!(
-        connect(&sbx, "203.0.113.10", 80),
+        connect(sbx, "203.0.113.10", 80),
         "connected",
         "allowed CIDR and port"
     );
     assert_eq!(
-        connect(&sbx, "203.0.113.10", 8080),
+        connect(sbx, "203.0.113.10", 8080),
         "refused",
         "allowed CIDR, other port"
     );
     assert_eq!(
-        connect(&sbx, "203.0.113.13", 80),
+        connect(sbx, "203.0.113.13", 80),
         "refused",
         "denied inside an allowed CIDR"
     );
     assert_eq!(
-        connect(&sbx, "198.51.100.20", 80),
+        connect(sbx, "198.51.100.20", 80),
         "refused",
         "no allowed name resolved to it"
     );
     assert_eq!(
-        connect(&sbx, "10.200.0.1", 22),
+        connect(sbx, "10.200.0.1", 22),
         "timeout",
         "the node is unreachable"
     );
@@ -344,12 +183,12 @@ fn forwarded_connections_follow_the_policy() {
     nft.learn(&table, "198.51.100.20".parse().unwrap(), Some(&[port]), 60)
         .unwrap();
     assert_eq!(
-        connect(&sbx, "198.51.100.20", 80),
+        connect(sbx, "198.51.100.20", 80),
         "connected",
         "learned address and port"
     );
     assert_eq!(
-        connect(&sbx, "198.51.100.20", 8080),
+        connect(sbx, "198.51.100.20", 8080),
         "refused",
         "learned address, other port"
     );
@@ -373,7 +212,7 @@ fn forwarded_connections_follow_the_policy() {
 
     nft.remove(table.name()).unwrap();
     assert_eq!(
-        connect(&sbx, "203.0.113.10", 8080),
+        connect(sbx, "203.0.113.10", 8080),
         "connected",
         "removal restores the namespace"
     );

@@ -7,6 +7,7 @@
 //! without actually exercising the sandbox.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod events;
 pub mod fake_internet;
 pub mod fake_sandbox;
 pub mod sandbox;

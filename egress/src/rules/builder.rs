@@ -46,11 +46,51 @@ fn truncate(text: String, max: usize) -> String {
     text[..end].to_owned()
 }
 
+/// What the connection log names for each member of the `verdict` set
+/// (`always-deny` or `deny`) of `family`: the policy rule or node address
+/// it comes from.
+fn set_ranges(
+    network: &EffectiveNetwork,
+    facts: &SandboxFacts,
+    verdict: Verdict,
+    family: Family,
+) -> Vec<(IpNet, String)> {
+    let named: Vec<(IpNet, String)> = match verdict {
+        Verdict::AlwaysDeny => network
+            .always_deny
+            .iter()
+            .map(|cidr| (cidr.net(), format!("cidr {cidr}")))
+            .chain(
+                facts
+                    .node_addrs
+                    .iter()
+                    .map(|addr| (IpNet::from(*addr), format!("node address {addr}"))),
+            )
+            .collect(),
+        _ => network
+            .deny
+            .iter()
+            .filter(|rule| rule.ports.is_none())
+            .filter_map(|rule| match &rule.destination {
+                Destination::Cidr(cidr) => Some((cidr.net(), rule.to_string())),
+                Destination::Domain(_) => None,
+            })
+            .collect(),
+    };
+    named
+        .into_iter()
+        .filter(|(net, _)| Family::of(net.addr()) == family)
+        .map(|(net, text)| (net, truncate(format!("{verdict}: {text}"), MAX_COMMENT_LEN)))
+        .collect()
+}
+
 /// Accumulates the commands of one table.
 pub(super) struct Builder<'a> {
     pub(super) table: &'a str,
     pub(super) log_group: Option<u16>,
     pub(super) objects: Vec<Value>,
+    /// The judging rules so far; a rule's index is its log prefix's.
+    pub(super) judging: Vec<JudgingRule>,
 }
 
 impl Builder<'_> {
@@ -70,18 +110,37 @@ impl Builder<'_> {
 
     /// A judging rule: `matches`, a counter, a log when configured, then
     /// `verdict`; the comment names the verdict and `detail`.
-    fn judged(&mut self, chain: &str, mut expr: Vec<Value>, verdict: Verdict, detail: &str, action: Value) {
+    fn judged(&mut self, chain: &str, expr: Vec<Value>, verdict: Verdict, detail: &str, action: Value) {
+        self.judged_over(chain, expr, verdict, detail, action, Vec::new());
+    }
+
+    /// [`Builder::judged`] for a rule matching a set of `ranges`, each
+    /// named for the connection log.
+    fn judged_over(
+        &mut self,
+        chain: &str,
+        mut expr: Vec<Value>,
+        verdict: Verdict,
+        detail: &str,
+        action: Value,
+        ranges: Vec<(IpNet, String)>,
+    ) {
         expr.push(json!({"counter": {"packets": 0, "bytes": 0}}));
         if let Some(group) = self.log_group {
-            let prefix = truncate(format!("{} {verdict} ", self.table), 127);
+            let prefix = log_prefix(verdict, self.judging.len());
             expr.push(json!({"log": {"prefix": prefix, "group": group}}));
         }
         expr.push(action);
         let comment = if detail.is_empty() {
             verdict.to_string()
         } else {
-            format!("{verdict}: {detail}")
+            truncate(format!("{verdict}: {detail}"), MAX_COMMENT_LEN)
         };
+        self.judging.push(JudgingRule {
+            verdict,
+            text: comment.clone(),
+            ranges,
+        });
         self.rule(chain, expr, Some(comment));
     }
 
@@ -236,12 +295,14 @@ impl Builder<'_> {
                 (family.always_deny_set(), Verdict::AlwaysDeny),
                 (family.deny_set(), Verdict::Deny),
             ] {
-                self.judged(
+                let ranges = set_ranges(network, facts, verdict, family);
+                self.judged_over(
                     c,
                     vec![matches("==", daddr.clone(), json!(format!("@{set}")))],
                     verdict,
                     &set,
                     refuse.clone(),
+                    ranges,
                 );
             }
         }
