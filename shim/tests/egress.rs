@@ -20,6 +20,7 @@ use skillbox_egress::netns::{Forwarding, NetnsName, SystemRunner};
 mod common;
 
 use common::containerd::*;
+use common::events::connection_events;
 use common::fake_internet::{self, netns_list, FakeInternet, DNS_SERVER, NODE_ADDRESS, NODE_UPLINK};
 
 /// Shell functions the probes use; each result is one line.
@@ -261,24 +262,48 @@ fn containerd_runs_each_skill_with_exactly_its_own_egress() {
         ],
     );
 
-    let events_a = setup.events(namespace, "egr-a");
-    assert!(events_a.contains("\"type\":\"dns_query\""), "{events_a}");
-    assert!(
-        events_a.contains("\"name\":\"egr-a\""),
-        "events name the skill: {events_a}"
-    );
-    assert!(
-        events_a.contains("\"name\":\"other.example\"") && events_a.contains("\"verdict\":\"refused\""),
-        "{events_a}"
-    );
-    assert!(setup
-        .events(namespace, "egr-b")
-        .contains("\"name\":\"other.example\""));
-
     kill_and_remove(&containerd, namespace, "egr-a");
     assert_no_leftovers(&containerd, namespace, "egr-a", "/skillbox-test-egr-a");
     assert_no_leftovers(&containerd, namespace, "egr-b", "/skillbox-test-egr-b");
     setup.assert_nothing_left(namespace, &containerd.bundle_dir(namespace, "egr-a"));
+    // The sessions are gone: every event is written.
+    let events_a = setup.events(namespace, "egr-a");
+    assert!(events_a.contains("\"type\":\"dns_query\""), "{events_a}");
+    assert!(
+        events_a.contains("\"name\":\"other.example\"") && events_a.contains("\"verdict\":\"refused\""),
+        "{events_a}"
+    );
+    for line in events_a.lines() {
+        let event: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(event["skill"]["name"], "egr-a", "{line}");
+        assert_eq!(event["execution_id"], format!("{namespace}/egr-a"), "{line}");
+        assert_eq!(event["container_id"], "egr-a", "{line}");
+    }
+    let connections = connection_events(&events_a);
+    for expected in [
+        // allowed.example's address is in the allowed CIDR too, whose rule
+        // comes first in the table.
+        "203.0.113.10 8080 tcp allowed allow: cidr 203.0.113.0/24 ports 8080",
+        "203.0.113.11 8080 tcp denied deny: cidr 203.0.113.11/32 (all ports)",
+        "198.51.100.20 8080 tcp denied default-deny",
+        "169.254.169.254 80 tcp denied always-deny: cidr 169.254.0.0/16",
+        "198.18.0.2 8080 tcp denied node: the node is unreachable",
+    ] {
+        assert!(
+            connections.iter().any(|c| c == expected),
+            "{expected:?} missing:\n{events_a}"
+        );
+    }
+    let connections_b = connection_events(&setup.events(namespace, "egr-b"));
+    for expected in [
+        "198.51.100.20 8080 tcp allowed allow: domain other.example ports 8080",
+        "203.0.113.10 8080 tcp denied default-deny",
+    ] {
+        assert!(
+            connections_b.iter().any(|c| c == expected),
+            "{expected:?} missing: {connections_b:?}"
+        );
+    }
 }
 
 #[test]

@@ -10,6 +10,9 @@ use policy_compiler::{compile, load, CompileOptions, NodeConfig};
 /// Used by some test files only.
 #[allow(dead_code)]
 pub mod containerd;
+#[allow(dead_code)]
+#[path = "../../../tests/common/events.rs"]
+pub mod events;
 /// The namespaces the egress tests run containerd and sandboxes in; the
 /// CLI's tests use the same file.
 #[allow(dead_code)]
