@@ -9,8 +9,10 @@
 //! - `dns`: the DNS proxy;
 //! - `netns`: the sandbox's namespace, veth pair, addresses, routes, NAT;
 //! - `events`: the JSON Lines records of queries and connection verdicts;
+//! - `command`: starting programs, working inside another namespace;
 //! - `session`: all of the above for one sandbox, removed on drop.
 
+pub mod command;
 pub mod dns;
 pub mod events;
 pub mod netns;

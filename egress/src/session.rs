@@ -171,8 +171,8 @@ impl EgressSession {
             .map_err(EgressError::Runtime)?;
         let events = Arc::new(JsonLinesWriter::open(&config.events, config.identity.clone())?);
         // The learner runs on the proxy's runtime threads, which are in the
-        // outer namespace already: `nft` started from them is too, without
-        // `ip netns exec` (which remounts /sys and cost ~14 ms per answer).
+        // outer namespace already: the netlink socket it opens on its first
+        // answer is too.
         let learner = Arc::new(TableLearner {
             firewall: Nft::new(Namespace::Current),
             table: session.table.clone(),
