@@ -10,9 +10,11 @@
 //! - `netns`: the sandbox's namespace, veth pair, addresses, routes, NAT;
 //! - `events`: the JSON Lines records of queries and connection verdicts;
 //! - `nflog`: the connection log, reading what the table's rules log;
+//! - `command`: starting programs, working inside another namespace;
 //! - `session`: all of the above for one sandbox, removed on drop;
 //! - `spec`: the sandbox's OCI spec pointed at its session.
 
+pub mod command;
 pub mod dns;
 pub mod events;
 pub mod netns;

@@ -10,7 +10,8 @@
 //!    sandbox's; a /30 from the [`AddressPool`] for the pair (outer end
 //!    first), a default route in the sandbox via the outer end;
 //! 3. per-interface IPv4 forwarding on the outer end only
-//!    (`net.ipv4.conf.<outer>.forwarding=1`): it dies with the interface,
+//!    (`/proc/sys/net/ipv4/conf/<outer>/forwarding`, written from a thread
+//!    inside the outer namespace): it dies with the interface,
 //!    so there is nothing to restore and no other sandbox is affected. The
 //!    outer namespace's uplink must forward too; that is a node-wide
 //!    setting, see [`Forwarding`];
@@ -31,16 +32,30 @@
 //! "already gone" as done, so it is idempotent and also cleans up after a
 //! half-finished `create`.
 //!
-//! Every command goes through a [`CommandRunner`], so unit tests record the
-//! exact argv; the real one runs `ip`, `sysctl` and `nft` (iproute2 is
-//! already required, and its commands are the documented interface of
-//! namespaces named in `/var/run/netns`; a netlink crate would need its own
-//! `setns` handling for every operation inside another namespace).
+//! **Cost.** Creation starts four programs: `ip netns add`; one `ip -n
+//! <outer> -batch -` per slot tried (link, address, up: a taken slot
+//! fails on the batch's first line, nothing else ran); one `ip -n
+//! <sandbox> -batch -` (lo, address, up, route); `nft` for NAT. Removal
+//! starts three. `nft` runs from a thread inside the outer namespace, not
+//! through `ip netns exec` (an extra exec, mount namespace and `/sys`
+//! remount each time).
+//!
+//! Every effect goes through a [`CommandRunner`], so unit tests record the
+//! exact argv; the real one runs `ip` and `nft` and writes `/proc/sys`
+//! (iproute2 is already required, and its commands are the documented
+//! interface of namespaces named in `/var/run/netns`; a netlink crate would
+//! need its own `setns` handling for every operation inside another
+//! namespace).
 
 use std::path::PathBuf;
 
 use ipnet::Ipv4Net;
 use tracing::{debug, info_span, warn};
+
+use crate::command::RunError;
+
+/// What `ip -batch` prints when the batch's first line failed.
+const FIRST_LINE_FAILED: &str = "Command failed -:1\n";
 
 /// The name of the sandbox's interface inside its namespace.
 pub const INNER_INTERFACE: &str = "eth0";
@@ -56,18 +71,14 @@ pub enum NetnsError {
     InvalidPrefix(String),
     #[error("invalid address pool {0} (must be at least a /30)")]
     InvalidPool(Ipv4Net),
-    #[error("cannot start {argv:?}: {source}")]
-    Spawn {
-        argv: Vec<String>,
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error("cannot set sysctl {key}{}: {source}", netns.as_ref().map(|ns| format!(" in network namespace {ns}")).unwrap_or_default())]
+    Sysctl {
+        key: String,
+        netns: Option<NetnsName>,
         #[source]
         source: std::io::Error,
-    },
-    #[error("{argv:?} failed ({status}): {stderr}{stdout}")]
-    Command {
-        argv: Vec<String>,
-        status: String,
-        stdout: String,
-        stderr: String,
     },
     #[error("every slot of the address pool {pool} is taken in the outer namespace")]
     PoolExhausted { pool: Ipv4Net },
@@ -99,7 +110,7 @@ pub enum NetnsError {
 
 impl NetnsError {
     fn stderr_contains(&self, needle: &str) -> bool {
-        matches!(self, NetnsError::Command { stderr, .. } if stderr.contains(needle))
+        matches!(self, NetnsError::Run(error) if error.stderr_contains(needle))
     }
 }
 
@@ -196,26 +207,8 @@ fn ip_in(outer: Option<&NetnsName>, args: &[&str]) -> Vec<String> {
     argv
 }
 
-/// `[ip netns exec outer] <args>`.
-fn exec_in(outer: Option<&NetnsName>, args: &[&str]) -> Vec<String> {
-    let mut argv = Vec::new();
-    if let Some(ns) = outer {
-        argv.extend(["ip", "netns", "exec", ns.as_str()].map(str::to_owned));
-    }
-    argv.extend(args.iter().map(|arg| (*arg).to_owned()));
-    argv
-}
-
 fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|arg| (*arg).to_owned()).collect()
-}
-
-/// Moves the calling thread into the network namespace at `path` (a
-/// thread's network namespace is its own; sockets it makes stay there).
-pub fn enter(path: &std::path::Path) -> std::io::Result<()> {
-    let file = std::fs::File::open(path)?;
-    nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)?;
-    Ok(())
 }
 
 impl SandboxNetwork {
@@ -239,7 +232,7 @@ impl SandboxNetwork {
         let span = info_span!("sandbox_network", netns = name.as_str());
         let _entered = span.clone().entered();
         runner
-            .run(&strings(&["ip", "netns", "add", name.as_str()]), None)
+            .run(None, &strings(&["ip", "netns", "add", name.as_str()]), None)
             .map_err(|source| NetnsError::CreateNamespace {
                 name: name.0.clone(),
                 source: Box::new(source),
@@ -265,71 +258,72 @@ impl SandboxNetwork {
         Ok(network)
     }
 
-    /// Creates the veth pair of the first free slot.
+    /// Creates the veth pair of the first free slot, addresses its outer
+    /// end and brings it up: one `ip -batch` per slot tried.
     fn claim_slot(&mut self, config: &NetworkConfig) -> Result<(), NetnsError> {
         for slot in 0..config.pool.slots() {
             let interface = format!("{}{slot}", config.interface_prefix);
-            let argv = ip_in(
-                self.outer.as_ref(),
-                &[
-                    "link",
-                    "add",
-                    &interface,
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    INNER_INTERFACE,
-                    "netns",
-                    self.name.as_str(),
-                ],
+            let addresses = config.pool.slot(slot).expect("slot is in the pool");
+            let script = format!(
+                "link add {interface} type veth peer name {INNER_INTERFACE} netns {name}\n\
+                 addr add {outer}/{len} dev {interface}\n\
+                 link set {interface} up\n",
+                name = self.name,
+                outer = addresses.outer,
+                len = addresses.net.prefix_len(),
             );
-            match self.runner.run(&argv, None) {
-                Ok(_) => {
-                    self.interface = interface;
-                    self.slot = slot;
-                    self.addresses = config.pool.slot(slot).expect("slot is in the pool");
-                    return Ok(());
+            let argv = ip_in(self.outer.as_ref(), &["-batch", "-"]);
+            match self.runner.run(None, &argv, Some(&script)) {
+                Ok(_) => {}
+                // Line 1, `link add`, failed: the slot is another's.
+                Err(error)
+                    if error.stderr_contains("File exists") && error.stderr_contains(FIRST_LINE_FAILED) =>
+                {
+                    continue
                 }
-                Err(error) if error.stderr_contains("File exists") => continue,
                 Err(error) => {
+                    if !error.stderr_contains(FIRST_LINE_FAILED) {
+                        // The link was made: removal deletes it.
+                        self.interface = interface.clone();
+                    }
                     return Err(NetnsError::SetUpLink {
                         interface,
                         source: Box::new(error),
-                    })
+                    });
                 }
             }
+            self.interface = interface;
+            self.slot = slot;
+            self.addresses = addresses;
+            return Ok(());
         }
         Err(NetnsError::PoolExhausted {
             pool: config.pool.net(),
         })
     }
 
+    /// Forwarding on the outer end; the sandbox's side: `lo`, the address,
+    /// the default route (one `ip -batch`).
     fn configure_link(&self) -> Result<(), NetnsError> {
-        let outer = self.outer.as_ref();
-        let inner = Some(&self.name);
-        let net = self.addresses.net;
-        let outer_cidr = format!("{}/{}", self.addresses.outer, net.prefix_len());
-        let inner_cidr = format!("{}/{}", self.addresses.inner, net.prefix_len());
-        let gateway = self.addresses.outer.to_string();
-        let sysctl = format!("net.ipv4.conf.{}.forwarding=1", self.interface);
-        let steps = [
-            ip_in(outer, &["addr", "add", &outer_cidr, "dev", &self.interface]),
-            exec_in(outer, &["sysctl", "-q", "-w", &sysctl]),
-            ip_in(outer, &["link", "set", &self.interface, "up"]),
-            ip_in(inner, &["link", "set", "lo", "up"]),
-            ip_in(inner, &["addr", "add", &inner_cidr, "dev", INNER_INTERFACE]),
-            ip_in(inner, &["link", "set", INNER_INTERFACE, "up"]),
-            ip_in(inner, &["route", "add", "default", "via", &gateway]),
-        ];
-        for argv in steps {
-            self.runner
-                .run(&argv, None)
-                .map_err(|source| NetnsError::SetUpLink {
-                    interface: self.interface.clone(),
-                    source: Box::new(source),
-                })?;
-        }
+        let link_error = |source| NetnsError::SetUpLink {
+            interface: self.interface.clone(),
+            source: Box::new(source),
+        };
+        self.runner
+            .write_sysctl(self.outer.as_ref(), &forwarding_key(&self.interface), "1")
+            .map_err(link_error)?;
+        let script = format!(
+            "link set lo up\n\
+             addr add {inner}/{len} dev {INNER_INTERFACE}\n\
+             link set {INNER_INTERFACE} up\n\
+             route add default via {gateway}\n",
+            inner = self.addresses.inner,
+            len = self.addresses.net.prefix_len(),
+            gateway = self.addresses.outer,
+        );
+        self.runner
+            .run(None, &ip_in(Some(&self.name), &["-batch", "-"]), Some(&script))
+            .map_err(link_error)?;
         Ok(())
     }
 
@@ -345,7 +339,7 @@ impl SandboxNetwork {
         );
         self.nat_table = Some(table);
         self.runner
-            .run(&exec_in(self.outer.as_ref(), &["nft", "-f", "-"]), Some(&script))
+            .run(self.outer.as_ref(), &strings(&["nft", "-f", "-"]), Some(&script))
             .map_err(|source| NetnsError::SetUpNat {
                 interface: self.interface.clone(),
                 source: Box::new(source),
@@ -430,31 +424,41 @@ impl SandboxNetwork {
         }
         let _entered = self.span.clone().entered();
         let outer = self.outer.as_ref();
-        let mut steps: Vec<(Vec<String>, Option<String>, &str)> = Vec::new();
+        /// One removal command, and the stderr meaning "already gone".
+        struct Step<'a> {
+            netns: Option<&'a NetnsName>,
+            argv: Vec<String>,
+            stdin: Option<String>,
+            gone: &'static str,
+        }
+        let mut steps = Vec::new();
         if let Some(table) = &self.nat_table {
-            steps.push((
-                exec_in(outer, &["nft", "-f", "-"]),
-                Some(format!("table ip {table} {{}}\ndelete table ip {table}\n")),
-                "",
-            ));
+            steps.push(Step {
+                netns: outer,
+                argv: strings(&["nft", "-f", "-"]),
+                stdin: Some(format!("table ip {table} {{}}\ndelete table ip {table}\n")),
+                gone: "",
+            });
         }
         if !self.interface.is_empty() {
-            steps.push((
-                ip_in(outer, &["link", "del", &self.interface]),
-                None,
-                "Cannot find device",
-            ));
+            steps.push(Step {
+                netns: None,
+                argv: ip_in(outer, &["link", "del", &self.interface]),
+                stdin: None,
+                gone: "Cannot find device",
+            });
         }
-        steps.push((
-            strings(&["ip", "netns", "del", self.name.as_str()]),
-            None,
-            "No such file or directory",
-        ));
+        steps.push(Step {
+            netns: None,
+            argv: strings(&["ip", "netns", "del", self.name.as_str()]),
+            stdin: None,
+            gone: "No such file or directory",
+        });
         let mut first_error = None;
-        for (argv, stdin, gone) in steps {
-            match self.runner.run(&argv, stdin.as_deref()) {
+        for step in steps {
+            match self.runner.run(step.netns, &step.argv, step.stdin.as_deref()) {
                 Ok(_) => {}
-                Err(error) if !gone.is_empty() && error.stderr_contains(gone) => {}
+                Err(error) if !step.gone.is_empty() && error.stderr_contains(step.gone) => {}
                 Err(error) => {
                     warn!(%error, "removing the sandbox network");
                     first_error.get_or_insert(error);
@@ -484,6 +488,7 @@ mod command;
 mod forwarding;
 mod pool;
 pub use command::{CommandRunner, SystemRunner};
+use forwarding::forwarding_key;
 pub use forwarding::Forwarding;
 pub use pool::{AddressPool, LinkAddresses};
 

@@ -176,7 +176,7 @@ impl Drop for ConnectionLog {
 
 fn subscribe_in(namespace: Option<&Path>, group: u16) -> Result<Socket, NflogError> {
     if let Some(path) = namespace {
-        crate::netns::enter(path).map_err(|source| NflogError::Namespace {
+        crate::command::enter(path).map_err(|source| NflogError::Namespace {
             path: path.to_owned(),
             source,
         })?;

@@ -1,22 +1,27 @@
-//! Applying, extending, reading and removing a sandbox's nftables table
-//! with the `nft` program, in a chosen network namespace.
+//! Applying, extending, reading and removing a sandbox's nftables table,
+//! in a chosen network namespace.
 //!
-//! Every change is one `nft -j -f -` batch, which nft applies atomically:
-//! a table is never half there. [`Firewall`] is the seam: [`Nft`] runs the
-//! real program (inside a named namespace through `ip netns exec`), and
-//! [`RecordingFirewall`] records calls for unit tests of the code above.
+//! Every change to a table's rules is one `nft -j -f -` batch, which nft
+//! applies atomically: a table is never half there. Learned addresses go
+//! into its sets over a netfilter netlink socket (`netlink`), one atomic
+//! batch per answer, without a process. [`Firewall`] is the seam: [`Nft`]
+//! is the real one (the program started, and the socket opened, from a
+//! thread inside the namespace), and [`RecordingFirewall`] records calls
+//! for unit tests of the code above.
 
-use std::ffi::OsString;
-use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use policy_compiler::network::Port;
 use serde_json::Value;
 
+use crate::command::{self, RunError};
+use crate::netns::NETNS_DIR;
 use crate::rules::{remove_batch, SandboxTable, FAMILY};
+
+mod netlink;
+pub use netlink::{key_bytes, SetSocket};
 
 /// The network namespace `nft` acts in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +30,16 @@ pub enum Namespace {
     Current,
     /// A namespace named under `/run/netns` (as `ip netns add` makes).
     Named(String),
+}
+
+impl Namespace {
+    /// The namespace's file, `None` for the caller's own.
+    fn path(&self) -> Option<PathBuf> {
+        match self {
+            Namespace::Current => None,
+            Namespace::Named(name) => Some(PathBuf::from(NETNS_DIR).join(name)),
+        }
+    }
 }
 
 impl std::fmt::Display for Namespace {
@@ -36,30 +51,31 @@ impl std::fmt::Display for Namespace {
     }
 }
 
-/// A failed `nft` run. Each variant names the command and the namespace.
+/// A failed change to or reading of the firewall.
 #[derive(Debug, thiserror::Error)]
 pub enum NftError {
-    #[error("could not start `{command}` for network namespace {namespace}: {source}")]
-    Start {
-        command: String,
-        namespace: Namespace,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("`{command}` in network namespace {namespace} failed ({status}): {stderr}")]
-    Failed {
-        command: String,
-        namespace: Namespace,
-        status: ExitStatus,
-        stdout: String,
-        stderr: String,
-    },
+    #[error(transparent)]
+    Run(#[from] RunError),
     #[error("`{command}` in network namespace {namespace} printed JSON that could not be read: {source}")]
     Output {
         command: String,
         namespace: Namespace,
         #[source]
         source: serde_json::Error,
+    },
+    #[error("cannot open a netfilter netlink socket in network namespace {namespace}: {source}")]
+    OpenSocket {
+        namespace: Namespace,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot add elements to set {set} of table {table} in network namespace {namespace}: {source}")]
+    AddElements {
+        table: String,
+        set: String,
+        namespace: Namespace,
+        #[source]
+        source: std::io::Error,
     },
 }
 
@@ -68,8 +84,9 @@ pub trait Firewall {
     /// Creates (or replaces) the sandbox's table.
     fn apply(&self, table: &SandboxTable) -> Result<(), NftError>;
     /// Lets the sandbox reach `addr` on `ports` (`None`: every TCP port)
-    /// for `ttl_secs` plus the table's grace. Does nothing for an address
-    /// family the sandbox is refused.
+    /// for `ttl_secs` plus the table's grace; returns once the kernel has
+    /// the elements. Does nothing for an address family the sandbox is
+    /// refused.
     fn learn(
         &self,
         table: &SandboxTable,
@@ -84,29 +101,28 @@ pub trait Firewall {
     fn remove(&self, name: &str) -> Result<(), NftError>;
 }
 
-/// The real firewall: runs `nft` (through `ip netns exec` for a named
-/// namespace).
+/// The real firewall: runs `nft` and keeps one netlink socket (opened on
+/// the first learn, shared by clones) in its namespace.
 #[derive(Debug, Clone)]
 pub struct Nft {
     namespace: Namespace,
     nft: PathBuf,
-    ip: PathBuf,
+    socket: Arc<Mutex<Option<SetSocket>>>,
 }
 
 impl Nft {
-    /// `nft` and `ip` from `PATH`, acting in `namespace`.
+    /// `nft` from `PATH`, acting in `namespace`.
     pub fn new(namespace: Namespace) -> Nft {
         Nft {
             namespace,
             nft: PathBuf::from("nft"),
-            ip: PathBuf::from("ip"),
+            socket: Arc::default(),
         }
     }
 
-    /// Uses these programs instead of `nft` and `ip` from `PATH`.
-    pub fn with_programs(mut self, nft: PathBuf, ip: PathBuf) -> Nft {
+    /// Uses this program instead of `nft` from `PATH`.
+    pub fn with_program(mut self, nft: PathBuf) -> Nft {
         self.nft = nft;
-        self.ip = ip;
         self
     }
 
@@ -114,52 +130,19 @@ impl Nft {
         &self.namespace
     }
 
-    fn argv(&self, args: &[&str]) -> Vec<OsString> {
-        let mut argv = Vec::new();
-        if let Namespace::Named(name) = &self.namespace {
-            argv.extend([self.ip.clone().into(), "netns".into(), "exec".into(), name.into()]);
-        }
-        argv.push(self.nft.clone().into());
-        argv.extend(args.iter().map(OsString::from));
+    fn argv(&self, args: &[&str]) -> Vec<String> {
+        let mut argv = vec![self.nft.to_string_lossy().into_owned()];
+        argv.extend(args.iter().map(|arg| (*arg).to_owned()));
         argv
     }
 
-    /// Runs `nft args…` with `stdin`, returning its stdout.
+    /// Runs `nft args…` with `stdin` in the namespace, returning its stdout.
     fn run(&self, args: &[&str], stdin: Option<&[u8]>) -> Result<String, NftError> {
-        let argv = self.argv(args);
-        let command = command_line(&argv);
-        let start_error = |source| NftError::Start {
-            command: command.clone(),
-            namespace: self.namespace.clone(),
-            source,
-        };
-        let mut child = Command::new(&argv[0])
-            .args(&argv[1..])
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(start_error)?;
-        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            // A write error (nft exited early) shows in its status and stderr.
-            let _ = pipe.write_all(input);
-        }
-        let output = child.wait_with_output().map_err(start_error)?;
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        if !output.status.success() {
-            return Err(NftError::Failed {
-                command,
-                namespace: self.namespace.clone(),
-                status: output.status,
-                stdout,
-                stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-            });
-        }
-        Ok(stdout)
+        Ok(command::run(
+            &self.argv(args),
+            stdin,
+            self.namespace.path().as_deref(),
+        )?)
     }
 
     /// Applies one `nft -j` batch atomically.
@@ -171,7 +154,7 @@ impl Nft {
     fn json(&self, args: &[&str]) -> Result<Value, NftError> {
         let stdout = self.run(args, None)?;
         serde_json::from_str(&stdout).map_err(|source| NftError::Output {
-            command: command_line(&self.argv(args)),
+            command: self.argv(args).join(" "),
             namespace: self.namespace.clone(),
             source,
         })
@@ -189,13 +172,6 @@ impl Nft {
     }
 }
 
-fn command_line(argv: &[OsString]) -> String {
-    argv.iter()
-        .map(|arg| arg.to_string_lossy())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 impl Firewall for Nft {
     fn apply(&self, table: &SandboxTable) -> Result<(), NftError> {
         tracing::debug!(table = table.name(), namespace = %self.namespace, "applying egress table");
@@ -209,10 +185,37 @@ impl Firewall for Nft {
         ports: Option<&[Port]>,
         ttl_secs: u32,
     ) -> Result<(), NftError> {
-        match table.learn_batch(addr, ports, ttl_secs) {
-            Some(batch) => self.apply_batch(&batch),
-            None => Ok(()),
-        }
+        let Some(elements) = table.learned(addr, ports, ttl_secs) else {
+            return Ok(());
+        };
+        let open_error = |source| NftError::OpenSocket {
+            namespace: self.namespace.clone(),
+            source,
+        };
+        let mut socket = self
+            .socket
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let open = match socket.as_mut() {
+            Some(open) => open,
+            None => {
+                let opened = command::in_netns(self.namespace.path().as_deref(), SetSocket::open)
+                    .and_then(|result| result)
+                    .map_err(open_error)?;
+                socket.insert(opened)
+            }
+        };
+        open.add(&elements).map_err(|source| {
+            // A new socket next time: no late answer to this batch can be
+            // taken for the next one's.
+            *socket = None;
+            NftError::AddElements {
+                table: elements.table.clone(),
+                set: elements.set.clone(),
+                namespace: self.namespace.clone(),
+                source,
+            }
+        })
     }
 
     fn list(&self, name: &str) -> Result<Option<Value>, NftError> {
@@ -321,43 +324,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_named_namespace_runs_nft_through_ip_netns_exec() {
-        let nft = Nft::new(Namespace::Named("skillbox-x".into()));
+    fn nft_runs_inside_the_namespace_and_errors_name_it() {
+        let nft = Nft::new(Namespace::Named("skillbox-test-rules-none".into()))
+            .with_program("/nonexistent/nft".into());
         assert_eq!(
             nft.argv(&["-j", "-f", "-"]),
-            ["ip", "netns", "exec", "skillbox-x", "nft", "-j", "-f", "-"].map(OsString::from)
+            ["/nonexistent/nft", "-j", "-f", "-"]
         );
-        let nft = Nft::new(Namespace::Current);
-        assert_eq!(
-            nft.argv(&["list", "tables"]),
-            ["nft", "list", "tables"].map(OsString::from)
-        );
-    }
-
-    #[test]
-    fn errors_name_the_command_namespace_and_stderr() {
-        let nft = Nft::new(Namespace::Named("skillbox-test-rules-none".into()))
-            .with_programs("/nonexistent/nft".into(), "/nonexistent/ip".into());
         let err = nft.remove("skillbox-x").unwrap_err().to_string();
         assert!(
-            err.contains("/nonexistent/ip netns exec skillbox-test-rules-none /nonexistent/nft -j -f -"),
-            "{err}"
-        );
-        assert!(
-            err.contains("network namespace skillbox-test-rules-none"),
+            err.contains(
+                "`/nonexistent/nft -j -f -` in network namespace /var/run/netns/skillbox-test-rules-none"
+            ),
             "{err}"
         );
         // A failing program: its status and stderr are in the message.
-        let nft = Nft::new(Namespace::Current).with_programs("sh".into(), "ip".into());
+        let nft = Nft::new(Namespace::Current).with_program("sh".into());
         let err = nft
             .run(&["-c", "echo oops >&2; exit 3"], None)
             .unwrap_err()
             .to_string();
-        assert!(
-            err.contains("`sh -c echo oops >&2; exit 3` in network namespace (current) failed"),
-            "{err}"
-        );
-        assert!(err.contains("exit status: 3") && err.ends_with("oops"), "{err}");
+        assert_eq!(err, "`sh -c echo oops >&2; exit 3` failed (exit status: 3): oops");
     }
 
     #[test]

@@ -337,50 +337,64 @@ impl SandboxTable {
         json!({"nftables": self.objects})
     }
 
-    /// The batch that lets the sandbox reach `addr` on `ports` (`None`:
-    /// every TCP port) for `ttl_secs` plus the grace. An element already
-    /// present gets the new timeout (`add`, `delete`, `add` in one atomic
-    /// batch), so the newest answer's TTL counts. `None` when the address's
-    /// family is refused for this sandbox: there is nothing to learn, and
-    /// the proxy may as well drop such answers.
+    /// The elements that let the sandbox reach `addr` on `ports` (`None`:
+    /// every TCP port) for `ttl_secs` plus the grace. `None` when the
+    /// address's family is refused for this sandbox: there is nothing to
+    /// learn, and the proxy may as well drop such answers.
     ///
     /// A name matched by several allow rules needs the union of their
     /// ports, or `None` if one of them allows every port.
-    pub fn learn_batch(&self, addr: IpAddr, ports: Option<&[Port]>, ttl_secs: u32) -> Option<Value> {
+    pub fn learned(&self, addr: IpAddr, ports: Option<&[Port]>, ttl_secs: u32) -> Option<LearnedElements> {
         let family = Family::of(addr);
         if !self.enabled.contains(&family) {
             return None;
         }
         // A timeout of 0 would mean "never expires": at least one second.
-        let timeout = u64::from(ttl_secs)
+        let timeout_secs = u64::from(ttl_secs)
             .saturating_add(u64::from(self.grace_secs))
             .max(1);
-        let (set, keys): (String, Vec<Value>) = match ports {
-            None => (family.allowed_any_set(), vec![json!(addr.to_string())]),
+        let (set, keys) = match ports {
+            None => (family.allowed_any_set(), vec![ElementKey::Addr(addr)]),
             Some(ports) => (
                 family.allowed_set(),
                 ports
                     .iter()
-                    .map(|port| json!({"concat": [addr.to_string(), port.get()]}))
+                    .map(|port| ElementKey::AddrPort(addr, *port))
                     .collect(),
             ),
         };
-        let with_timeout: Vec<Value> = keys
-            .iter()
-            .map(|key| json!({"elem": {"val": key, "timeout": timeout}}))
-            .collect();
-        let element = |elem: &[Value]| json!({"element": {"family": FAMILY, "table": self.name, "name": set, "elem": elem}});
-        Some(json!({"nftables": [
-            {"add": element(&with_timeout)},
-            {"delete": element(&keys)},
-            {"add": element(&with_timeout)},
-        ]}))
+        Some(LearnedElements {
+            table: self.name.clone(),
+            set,
+            keys,
+            timeout_secs,
+        })
     }
 
     /// The batch that removes this table (see [`remove_batch`]).
     pub fn remove_batch(&self) -> Value {
         remove_batch(&self.name)
     }
+}
+
+/// Elements to put, each with a timeout, into one set of a sandbox's
+/// table. An element already present gets the new timeout, so the newest
+/// answer's TTL counts (`nft::Nft::learn` adds, deletes and adds again in
+/// one atomic batch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LearnedElements {
+    pub table: String,
+    pub set: String,
+    pub keys: Vec<ElementKey>,
+    pub timeout_secs: u64,
+}
+
+/// The key of a learned element: an address (`allowed_any_*` sets) or an
+/// `address . port` concatenation (`allowed_*` sets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElementKey {
+    Addr(IpAddr),
+    AddrPort(IpAddr, Port),
 }
 
 mod builder;

@@ -215,25 +215,21 @@ fn apply_replaces_any_previous_table_atomically() {
 fn learned_addresses_expire_after_ttl_plus_grace() {
     let table = SandboxTable::build(&network(), &facts_v6()).unwrap();
     let port: Port = Port::try_from(443).unwrap();
-    let batch = table
-        .learn_batch("198.51.100.7".parse().unwrap(), Some(&[port]), 60)
-        .unwrap();
-    let element = json!({"family": "inet", "table": "skillbox-weather-0001", "name": "allowed_v4",
-        "elem": [{"elem": {"val": {"concat": ["198.51.100.7", 443]}, "timeout": 65}}]});
-    let key = json!({"family": "inet", "table": "skillbox-weather-0001", "name": "allowed_v4",
-        "elem": [{"concat": ["198.51.100.7", 443]}]});
+    let addr: IpAddr = "198.51.100.7".parse().unwrap();
     assert_eq!(
-        batch,
-        json!({"nftables": [{"add": {"element": element}}, {"delete": {"element": key}}, {"add": {"element": element}}]})
+        table.learned(addr, Some(&[port]), 60),
+        Some(LearnedElements {
+            table: "skillbox-weather-0001".into(),
+            set: "allowed_v4".into(),
+            keys: vec![ElementKey::AddrPort(addr, port)],
+            timeout_secs: 65,
+        })
     );
-    let any = table
-        .learn_batch("2001:db8::7".parse().unwrap(), None, 0)
-        .unwrap();
-    assert_eq!(any["nftables"][0]["add"]["element"]["name"], "allowed_any_v6");
-    assert_eq!(
-        any["nftables"][0]["add"]["element"]["elem"][0]["elem"]["timeout"],
-        5
-    );
+    let v6: IpAddr = "2001:db8::7".parse().unwrap();
+    let any = table.learned(v6, None, 0).unwrap();
+    assert_eq!(any.set, "allowed_any_v6");
+    assert_eq!(any.keys, [ElementKey::Addr(v6)]);
+    assert_eq!(any.timeout_secs, 5);
 }
 
 #[test]
@@ -241,15 +237,10 @@ fn a_zero_timeout_never_means_forever() {
     let mut facts = facts();
     facts.grace_secs = 0;
     let table = SandboxTable::build(&network(), &facts).unwrap();
-    let batch = table
-        .learn_batch("198.51.100.7".parse().unwrap(), None, 0)
-        .unwrap();
-    assert_eq!(
-        batch["nftables"][0]["add"]["element"]["elem"][0]["elem"]["timeout"],
-        1
-    );
+    let learned = table.learned("198.51.100.7".parse().unwrap(), None, 0).unwrap();
+    assert_eq!(learned.timeout_secs, 1);
     // IPv6 is refused for this sandbox: nothing to learn.
-    assert_eq!(table.learn_batch("2001:db8::7".parse().unwrap(), None, 60), None);
+    assert_eq!(table.learned("2001:db8::7".parse().unwrap(), None, 60), None);
 }
 
 #[test]

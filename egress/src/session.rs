@@ -21,9 +21,10 @@ use std::time::Duration;
 use policy_compiler::effective::EffectiveNetwork;
 use policy_compiler::network::Port;
 
+use crate::command::enter;
 use crate::dns::{AddressLearner, DnsError, DnsPolicy, DnsProxy, DnsProxyConfig};
 use crate::events::{EventError, JsonLinesWriter, SandboxIdentity};
-use crate::netns::{enter, NetnsError, NetnsName, NetworkConfig, SandboxNetwork, SystemRunner};
+use crate::netns::{NetnsError, NetnsName, NetworkConfig, SandboxNetwork, SystemRunner};
 use crate::nflog::{group_for_slot, ConnectionLog, NflogError, ResolvedRules};
 use crate::nft::{Firewall, Namespace, Nft, NftError};
 use crate::rules::{RulesError, SandboxFacts, SandboxTable};
@@ -156,20 +157,10 @@ pub struct EgressSession {
 fn bind_in(outer: Option<&NetnsName>, addr: SocketAddr) -> Result<(UdpSocket, TcpListener), EgressError> {
     let error = |source| EgressError::ProxySocket { addr, source };
     let outer = outer.map(NetnsName::path);
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                if let Some(path) = &outer {
-                    enter(path).map_err(error)?;
-                }
-                Ok((
-                    UdpSocket::bind(addr).map_err(error)?,
-                    TcpListener::bind(addr).map_err(error)?,
-                ))
-            })
-            .join()
-            .unwrap_or_else(|_| Err(error(std::io::Error::other("the binding thread panicked"))))
-    })
+    let bind = || Ok((UdpSocket::bind(addr)?, TcpListener::bind(addr)?));
+    crate::command::in_netns(outer.as_deref(), bind)
+        .and_then(|bound| bound)
+        .map_err(error)
 }
 
 impl EgressSession {
@@ -238,8 +229,8 @@ impl EgressSession {
             Arc::clone(&events),
         )?);
         // The learner runs on the proxy's runtime threads, which are in the
-        // outer namespace already: `nft` started from them is too, without
-        // `ip netns exec` (which remounts /sys and cost ~14 ms per answer).
+        // outer namespace already: the netlink socket it opens on its first
+        // answer is too.
         let learner = Arc::new(TableLearner {
             firewall: Nft::new(Namespace::Current),
             table: session.table.clone(),

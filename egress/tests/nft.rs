@@ -129,10 +129,26 @@ fn errors_name_the_namespace_and_nft_stderr() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains(&format!("ip netns exec {} nft -j -f -", ns.0)),
+        err.contains(&format!(
+            "`nft -j -f -` in network namespace /var/run/netns/{}",
+            ns.0
+        )),
         "{err}"
     );
     assert!(err.contains("No such file or directory"), "{err}");
+    // Learning into a table that is not there: the kernel's refusal.
+    let policy = network(json!({"allow": [{"domain": "example.org", "ports": [443]}], "deny": []}));
+    let table = SandboxTable::build(&policy, &facts("rules-errors", "sbx-v0")).unwrap();
+    let port = Port::try_from(443).unwrap();
+    let err = nft
+        .learn(&table, "198.51.100.7".parse().unwrap(), Some(&[port]), 1)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cannot add elements to set allowed_v4 of table skillbox-rules-errors")
+            && err.contains("No such file or directory"),
+        "{err}"
+    );
     let gone = Nft::new(Namespace::Named("skillbox-test-rules-never-made".into()));
     let err = gone.remove("skillbox-x").unwrap_err().to_string();
     assert!(err.contains("skillbox-test-rules-never-made"), "{err}");

@@ -1,52 +1,71 @@
-//! Running `ip`, `sysctl` and `nft`: the one place this module starts
-//! programs, behind a trait so unit tests record argv instead.
+//! The host effects of this module, `ip`, `nft` and sysctls, behind a
+//! trait so unit tests record them instead.
 
-use super::NetnsError;
+use std::path::PathBuf;
 
-/// Runs a program to completion. The real implementation is
-/// [`SystemRunner`]; tests substitute a recorder.
+use super::{NetnsError, NetnsName};
+use crate::command;
+
+/// Runs programs and sets sysctls, in the caller's namespace or a named
+/// one. The real implementation is [`SystemRunner`]; tests substitute a
+/// recorder.
 pub trait CommandRunner: Send + Sync {
-    /// Runs `argv` (program first) with `stdin`; returns stdout, or
-    /// [`NetnsError::Command`] when the program exits unsuccessfully.
-    fn run(&self, argv: &[String], stdin: Option<&str>) -> Result<String, NetnsError>;
+    /// Runs `argv` (program first) with `stdin`, started inside `netns`
+    /// (`None`: the caller's); returns stdout, or [`NetnsError::Run`].
+    fn run(
+        &self,
+        netns: Option<&NetnsName>,
+        argv: &[String],
+        stdin: Option<&str>,
+    ) -> Result<String, NetnsError>;
+    /// Reads `/proc/sys/<key>` (`key` with slashes) as seen in `netns`.
+    fn read_sysctl(&self, netns: Option<&NetnsName>, key: &str) -> Result<String, NetnsError>;
+    /// Writes `value` to `/proc/sys/<key>` as seen in `netns`.
+    fn write_sysctl(&self, netns: Option<&NetnsName>, key: &str, value: &str) -> Result<(), NetnsError>;
 }
 
-/// Runs commands on this host.
+/// Does it on this host: programs and `/proc/sys` files are started and
+/// opened from a thread inside the namespace (`/proc/sys/net` shows the
+/// opening thread's namespace), no `ip netns exec` or `sysctl` process.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemRunner;
 
-impl CommandRunner for SystemRunner {
-    fn run(&self, argv: &[String], stdin: Option<&str>) -> Result<String, NetnsError> {
-        use std::io::Write;
-        use std::process::{Command, Stdio};
-        let spawn_error = |source| NetnsError::Spawn {
-            argv: argv.to_vec(),
-            source,
-        };
-        let mut child = Command::new(&argv[0])
-            .args(&argv[1..])
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
+fn sysctl_path(key: &str) -> PathBuf {
+    PathBuf::from("/proc/sys").join(key)
+}
+
+impl SystemRunner {
+    fn sysctl<T: Send>(
+        netns: Option<&NetnsName>,
+        key: &str,
+        work: impl FnOnce() -> std::io::Result<T> + Send,
+    ) -> Result<T, NetnsError> {
+        command::in_netns(netns.map(NetnsName::path).as_deref(), work)
+            .and_then(|result| result)
+            .map_err(|source| NetnsError::Sysctl {
+                key: key.to_owned(),
+                netns: netns.cloned(),
+                source,
             })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(spawn_error)?;
-        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            pipe.write_all(text.as_bytes()).map_err(spawn_error)?;
-        }
-        let output = child.wait_with_output().map_err(spawn_error)?;
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        if output.status.success() {
-            return Ok(stdout);
-        }
-        Err(NetnsError::Command {
-            argv: argv.to_vec(),
-            status: output.status.to_string(),
-            stdout,
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        })
+    }
+}
+
+impl CommandRunner for SystemRunner {
+    fn run(
+        &self,
+        netns: Option<&NetnsName>,
+        argv: &[String],
+        stdin: Option<&str>,
+    ) -> Result<String, NetnsError> {
+        let path = netns.map(NetnsName::path);
+        Ok(command::run(argv, stdin.map(str::as_bytes), path.as_deref())?)
+    }
+
+    fn read_sysctl(&self, netns: Option<&NetnsName>, key: &str) -> Result<String, NetnsError> {
+        Self::sysctl(netns, key, || std::fs::read_to_string(sysctl_path(key)))
+    }
+
+    fn write_sysctl(&self, netns: Option<&NetnsName>, key: &str, value: &str) -> Result<(), NetnsError> {
+        Self::sysctl(netns, key, || std::fs::write(sysctl_path(key), value))
     }
 }

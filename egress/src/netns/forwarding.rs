@@ -1,7 +1,12 @@
 //! IPv4 forwarding on the outer namespace's uplink: a node-wide setting,
 //! turned on once for all sandboxes and restored by its guard.
 
-use super::{exec_in, CommandRunner, NetnsError, NetnsName};
+use super::{CommandRunner, NetnsError, NetnsName};
+
+/// `/proc/sys` key of IPv4 forwarding on `interface`.
+pub(super) fn forwarding_key(interface: &str) -> String {
+    format!("net/ipv4/conf/{interface}/forwarding")
+}
 
 /// Turns on `net.ipv4.conf.<interface>.forwarding` in a namespace if it was
 /// off, and turns it off again when dropped (only if it was off before).
@@ -25,12 +30,11 @@ impl Forwarding {
         namespace: Option<NetnsName>,
         interface: &str,
     ) -> Result<Self, NetnsError> {
-        let key = format!("net.ipv4.conf.{interface}.forwarding");
-        let current = runner.run(&exec_in(namespace.as_ref(), &["sysctl", "-n", &key]), None)?;
+        let key = forwarding_key(interface);
+        let current = runner.read_sysctl(namespace.as_ref(), &key)?;
         let restore = current.trim() == "0";
         if restore {
-            let set = format!("{key}=1");
-            runner.run(&exec_in(namespace.as_ref(), &["sysctl", "-q", "-w", &set]), None)?;
+            runner.write_sysctl(namespace.as_ref(), &key, "1")?;
         }
         Ok(Forwarding {
             runner,
@@ -49,9 +53,8 @@ impl Forwarding {
 impl Drop for Forwarding {
     fn drop(&mut self) {
         if self.restore {
-            let set = format!("net.ipv4.conf.{}.forwarding=0", self.interface);
-            let argv = exec_in(self.namespace.as_ref(), &["sysctl", "-q", "-w", &set]);
-            if let Err(error) = self.runner.run(&argv, None) {
+            let key = forwarding_key(&self.interface);
+            if let Err(error) = self.runner.write_sysctl(self.namespace.as_ref(), &key, "0") {
                 tracing::warn!(%error, "restoring IPv4 forwarding");
             }
         }

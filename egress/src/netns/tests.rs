@@ -1,4 +1,6 @@
 use std::net::Ipv4Addr;
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
 
 use super::*;
@@ -24,24 +26,53 @@ impl Recorder {
     }
 }
 
-impl CommandRunner for Recorder {
-    fn run(&self, argv: &[String], stdin: Option<&str>) -> Result<String, NetnsError> {
-        let line = argv.join(" ");
-        let entry = match stdin {
-            Some(text) => format!("{line} <<{}", text.replace('\n', "⏎")),
-            None => line.clone(),
-        };
-        self.log.lock().unwrap().push(entry);
+impl Recorder {
+    /// Logs `entry`; fails it if it contains a registered needle.
+    fn record(&self, argv: &[String], entry: String) -> Result<String, NetnsError> {
+        self.log.lock().unwrap().push(entry.clone());
         let failures = self.failures.lock().unwrap();
-        if let Some((_, stderr)) = failures.iter().find(|(needle, _)| line.contains(needle.as_str())) {
-            return Err(NetnsError::Command {
+        if let Some((_, stderr)) = failures
+            .iter()
+            .find(|(needle, _)| entry.contains(needle.as_str()))
+        {
+            return Err(NetnsError::Run(RunError::Failed {
                 argv: argv.to_vec(),
-                status: "exit status: 2".to_owned(),
+                netns: None,
+                status: ExitStatus::from_raw(2 << 8),
                 stdout: String::new(),
                 stderr: stderr.clone(),
-            });
+            }));
         }
         Ok(String::new())
+    }
+}
+
+fn in_netns(netns: Option<&NetnsName>) -> String {
+    netns.map(|ns| format!("[{ns}] ")).unwrap_or_default()
+}
+
+impl CommandRunner for Recorder {
+    fn run(
+        &self,
+        netns: Option<&NetnsName>,
+        argv: &[String],
+        stdin: Option<&str>,
+    ) -> Result<String, NetnsError> {
+        let line = format!("{}{}", in_netns(netns), argv.join(" "));
+        let entry = match stdin {
+            Some(text) => format!("{line} <<{}", text.replace('\n', "⏎")),
+            None => line,
+        };
+        self.record(argv, entry)
+    }
+
+    fn read_sysctl(&self, netns: Option<&NetnsName>, key: &str) -> Result<String, NetnsError> {
+        self.record(&[], format!("{}read /proc/sys/{key}", in_netns(netns)))
+    }
+
+    fn write_sysctl(&self, netns: Option<&NetnsName>, key: &str, value: &str) -> Result<(), NetnsError> {
+        self.record(&[], format!("{}write /proc/sys/{key} {value}", in_netns(netns)))
+            .map(drop)
     }
 }
 
@@ -93,20 +124,19 @@ fn create_then_remove_runs_exactly_these_commands() {
         recorder.log(),
         [
             "ip netns add sb1".to_owned(),
-            "ip -n node link add sbxv0 type veth peer name eth0 netns sb1".to_owned(),
-            "ip -n node addr add 198.19.0.1/30 dev sbxv0".to_owned(),
-            "ip netns exec node sysctl -q -w net.ipv4.conf.sbxv0.forwarding=1".to_owned(),
-            "ip -n node link set sbxv0 up".to_owned(),
-            "ip -n sb1 link set lo up".to_owned(),
-            "ip -n sb1 addr add 198.19.0.2/30 dev eth0".to_owned(),
-            "ip -n sb1 link set eth0 up".to_owned(),
-            "ip -n sb1 route add default via 198.19.0.1".to_owned(),
+            "ip -n node -batch - <<link add sbxv0 type veth peer name eth0 netns sb1⏎\
+             addr add 198.19.0.1/30 dev sbxv0⏎link set sbxv0 up⏎"
+                .to_owned(),
+            "[node] write /proc/sys/net/ipv4/conf/sbxv0/forwarding 1".to_owned(),
+            "ip -n sb1 -batch - <<link set lo up⏎addr add 198.19.0.2/30 dev eth0⏎link set eth0 up⏎\
+             route add default via 198.19.0.1⏎"
+                .to_owned(),
             format!(
-                "ip netns exec node nft -f - <<{nft}table ip skillbox_nat_0 {{⏎  chain postrouting {{⏎    \
+                "[node] nft -f - <<{nft}table ip skillbox_nat_0 {{⏎  chain postrouting {{⏎    \
                  type nat hook postrouting priority srcnat; policy accept;⏎    \
                  ip saddr 198.19.0.2 oifname != \"sbxv0\" masquerade⏎  }}⏎}}⏎"
             ),
-            format!("ip netns exec node nft -f - <<{nft}"),
+            format!("[node] nft -f - <<{nft}"),
             "ip -n node link del sbxv0".to_owned(),
             "ip netns del sb1".to_owned(),
         ]
@@ -116,7 +146,10 @@ fn create_then_remove_runs_exactly_these_commands() {
 #[test]
 fn a_taken_slot_is_skipped() {
     let recorder = Recorder::default();
-    recorder.fail("link add sbxv0 ", "RTNETLINK answers: File exists\n");
+    recorder.fail(
+        "link add sbxv0 ",
+        "RTNETLINK answers: File exists\nCommand failed -:1\n",
+    );
     let network = SandboxNetwork::create(
         Box::new(recorder.clone()),
         NetnsName::new("sb2").unwrap(),
@@ -125,6 +158,34 @@ fn a_taken_slot_is_skipped() {
     .unwrap();
     assert_eq!(network.outer_interface(), "sbxv1");
     assert_eq!(network.addresses().inner, Ipv4Addr::new(198, 19, 0, 6));
+    assert!(recorder.log()[2].contains("addr add 198.19.0.5/30 dev sbxv1"));
+    // The taken slot's veth is another sandbox's: never deleted.
+    drop(network);
+    assert!(!recorder.log().iter().any(|line| line.contains("link del sbxv0")));
+}
+
+#[test]
+fn a_failure_after_link_add_still_removes_the_link() {
+    let recorder = Recorder::default();
+    recorder.fail(
+        "link add sbxv0 ",
+        "Error: ipv4: Address already assigned.\nCommand failed -:2\n",
+    );
+    let error = SandboxNetwork::create(
+        Box::new(recorder.clone()),
+        NetnsName::new("sb6").unwrap(),
+        &config(),
+    )
+    .unwrap_err();
+    assert!(matches!(error, NetnsError::SetUpLink { .. }), "{error}");
+    let log = recorder.log();
+    assert_eq!(
+        log[log.len() - 2..],
+        [
+            "ip -n node link del sbxv0".to_owned(),
+            "ip netns del sb6".to_owned()
+        ]
+    );
 }
 
 #[test]
@@ -192,5 +253,5 @@ fn forwarding_is_restored_only_when_it_was_changed() {
     let guard = Forwarding::enable(Box::new(recorder.clone()), None, "up0").unwrap();
     assert!(!guard.changed());
     drop(guard);
-    assert_eq!(recorder.log(), ["sysctl -n net.ipv4.conf.up0.forwarding"]);
+    assert_eq!(recorder.log(), ["read /proc/sys/net/ipv4/conf/up0/forwarding"]);
 }
