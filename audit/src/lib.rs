@@ -1,0 +1,8 @@
+//! The audit trail of skill executions (issue 5).
+//!
+//! - `event`: the one event schema every part of skillbox writes — the
+//!   sandbox's lifecycle, what gVisor's runtime monitoring reports of the
+//!   skill's processes, files and sockets, and (in the same envelope) the
+//!   egress events of `skillbox-egress`.
+
+pub mod event;
