@@ -3,6 +3,8 @@
 //! - `event`: the one event schema every part of skillbox writes — the
 //!   sandbox's lifecycle, what gVisor's runtime monitoring reports of the
 //!   skill's processes, files and sockets, and (in the same envelope) the
-//!   egress events of `skillbox-egress`.
+//!   egress events of `skillbox-egress`;
+//! - `jsonl`: the built-in exporter, a JSON Lines file per execution.
 
 pub mod event;
+pub mod jsonl;

@@ -32,36 +32,20 @@
 //!   the name that resolved to it (`allow: domain api.weather.gov ports
 //!   443`).
 //!
-//! Each event is written with a single `write` on a file opened with
+//! The envelope, the identity types and the writer are the audit trail's
+//! (`skillbox_audit::event`, `skillbox_audit::jsonl`): egress events are
+//! audit events, in the same file as the execution's other events. Each
+//! event is written with a single `write` on a file opened with
 //! `O_APPEND`, so lines never interleave and nothing stays buffered in the
 //! process.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::net::IpAddr;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use serde::Serialize;
-use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-/// Whom the events of one sandbox belong to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SandboxIdentity {
-    pub execution_id: String,
-    pub skill: SkillIdentity,
-    pub container_id: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SkillIdentity {
-    pub name: String,
-    pub version: Option<String>,
-    /// The skill package's digest, `sha256:<hex>`.
-    pub digest: Option<String>,
-}
+pub use skillbox_audit::event::{SandboxIdentity, SkillIdentity};
+pub use skillbox_audit::jsonl::JsonLinesWriter;
 
 /// One egress event, without the common fields.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -131,20 +115,8 @@ pub enum ConnectionVerdict {
 
 #[derive(Debug, thiserror::Error)]
 pub enum EventError {
-    #[error("cannot open the egress event log {path}")]
-    Open {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot write to the egress event log {path}")]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot encode an egress event")]
-    Encode(#[source] serde_json::Error),
+    #[error(transparent)]
+    Write(#[from] skillbox_audit::jsonl::WriteError),
 }
 
 /// Where the DNS proxy (and the connection logger) send their events. An
@@ -154,89 +126,24 @@ pub trait EventSink: Send + Sync {
     fn record(&self, event: &EgressEvent) -> Result<(), EventError>;
 }
 
-/// Appends one sandbox's events to its JSON Lines file.
-#[derive(Debug)]
-pub struct JsonLinesWriter {
-    path: PathBuf,
-    identity: SandboxIdentity,
-    file: Mutex<File>,
-}
-
-#[derive(Serialize)]
-struct Line<'a> {
-    timestamp: String,
-    #[serde(flatten)]
-    identity: &'a SandboxIdentity,
-    #[serde(flatten)]
-    event: &'a EgressEvent,
-}
-
 /// One event as a JSON line (with its newline), stamped with `at`.
 pub fn render_line(
     identity: &SandboxIdentity,
     event: &EgressEvent,
     at: OffsetDateTime,
 ) -> Result<Vec<u8>, EventError> {
-    let timestamp = at
-        .to_offset(time::UtcOffset::UTC)
-        .format(&Rfc3339)
-        .expect("an RFC 3339 timestamp of a UTC time between years 0 and 9999 always formats");
-    let mut line = serde_json::to_vec(&Line {
-        timestamp,
-        identity,
-        event,
-    })
-    .map_err(EventError::Encode)?;
-    line.push(b'\n');
-    Ok(line)
-}
-
-impl JsonLinesWriter {
-    /// Opens (creating, mode 0600) `path` for appending.
-    pub fn open(path: &Path, identity: SandboxIdentity) -> Result<Self, EventError> {
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|source| EventError::Open {
-                path: path.to_owned(),
-                source,
-            })?;
-        Ok(JsonLinesWriter {
-            path: path.to_owned(),
-            identity,
-            file: Mutex::new(file),
-        })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Appends `event` stamped with `at`.
-    pub fn write_at(&self, event: &EgressEvent, at: OffsetDateTime) -> Result<(), EventError> {
-        let line = render_line(&self.identity, event, at)?;
-        let mut file = self.file.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        file.write_all(&line)
-            .and_then(|()| file.flush())
-            .map_err(|source| EventError::Write {
-                path: self.path.clone(),
-                source,
-            })
-    }
+    skillbox_audit::event::render_line(identity, event, at)
+        .map_err(|err| EventError::Write(skillbox_audit::jsonl::WriteError::Encode(err)))
 }
 
 impl EventSink for JsonLinesWriter {
     fn record(&self, event: &EgressEvent) -> Result<(), EventError> {
-        self.write_at(event, OffsetDateTime::now_utc())
+        Ok(self.write(event)?)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::PermissionsExt;
-
     use serde_json::{json, Value};
 
     use super::*;
@@ -335,20 +242,10 @@ mod tests {
             let value: Value = serde_json::from_str(line).unwrap();
             assert_eq!(value["type"], "dns_query");
             let stamp = value["timestamp"].as_str().unwrap();
-            assert!(OffsetDateTime::parse(stamp, &Rfc3339).is_ok(), "{stamp}");
+            assert!(
+                OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339).is_ok(),
+                "{stamp}"
+            );
         }
-    }
-
-    #[test]
-    fn writer_creates_private_file_and_reports_path_on_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("egress.jsonl");
-        JsonLinesWriter::open(&path, identity()).unwrap();
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
-
-        let missing = dir.path().join("no/such/dir/egress.jsonl");
-        let err = JsonLinesWriter::open(&missing, identity()).unwrap_err();
-        assert!(err.to_string().contains("no/such/dir"), "{err}");
     }
 }

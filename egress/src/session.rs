@@ -218,7 +218,9 @@ impl EgressSession {
             })
             .build()
             .map_err(EgressError::Runtime)?;
-        let writer = Arc::new(JsonLinesWriter::open(&config.events, config.identity.clone())?);
+        let writer = Arc::new(
+            JsonLinesWriter::open(&config.events, config.identity.clone()).map_err(EventError::from)?,
+        );
         // The proxy's events go through `events`, which remembers the allow
         // rules of answered addresses to name `allow-learned` connections.
         let events = Arc::new(ResolvedRules::new(writer));
