@@ -128,7 +128,8 @@ impl ConnectionLog {
     ) -> Result<ConnectionLog, NflogError> {
         let (ready, bound) = mpsc::sync_channel(1);
         let (done, drained) = mpsc::channel::<()>();
-        let (woken, wake) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|errno| NflogError::Pipe(errno.into()))?;
+        let (woken, wake) =
+            pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|errno| NflogError::Pipe(errno.into()))?;
         let namespace = namespace.map(Path::to_owned);
         std::thread::Builder::new()
             .name(format!("nflog-{group}"))
@@ -224,7 +225,12 @@ fn subscribe(group: u16) -> Result<Socket, NflogError> {
 
 /// Sends one nflog config request for `group` and waits (up to the receive
 /// timeout) for its answer; datagrams read meanwhile go to `other`.
-fn configure(socket: &Socket, group: u16, nlas: Vec<ConfigNla>, mut other: impl FnMut(&[u8])) -> io::Result<()> {
+fn configure(
+    socket: &Socket,
+    group: u16,
+    nlas: Vec<ConfigNla>,
+    mut other: impl FnMut(&[u8]),
+) -> io::Result<()> {
     let request = config_request(NetfilterProtoFamily::Unspec, group, nlas);
     let mut bytes = vec![0; request.buffer_len()];
     request.serialize(&mut bytes);
