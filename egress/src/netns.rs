@@ -36,7 +36,9 @@
 //! <outer> -batch -` per slot tried (link, address, up: a taken slot
 //! fails on the batch's first line, nothing else ran); one `ip -n
 //! <sandbox> -batch -` (lo, address, up, route); `nft` for NAT. Removal
-//! starts three. `nft` runs from a thread inside the outer namespace, not
+//! starts three, or two when the caller removed the NAT table itself
+//! ([`SandboxNetwork::forget_nat_table`]; an `EgressSession` does, in one
+//! netlink batch with its filter table). `nft` runs from a thread inside the outer namespace, not
 //! through `ip netns exec` (an extra exec, mount namespace and `/sys`
 //! remount each time).
 //!
@@ -407,6 +409,12 @@ impl SandboxNetwork {
     /// The nftables table holding the masquerade rule, if any.
     pub fn nat_table(&self) -> Option<&str> {
         self.nat_table.as_deref()
+    }
+
+    /// Leaves the NAT table to the caller, who removed it (with the
+    /// sandbox's filter table, in one batch): `remove` no longer does.
+    pub fn forget_nat_table(&mut self) {
+        self.nat_table = None;
     }
 
     /// A `resolv.conf` naming the outer end (where the DNS proxy listens),

@@ -19,11 +19,16 @@
 //! logged, instead of batching up to 100 of them for up to a second. The
 //! same thread then reads the socket until the log is stopped.
 //!
-//! **Stopping.** Dropping (or [`ConnectionLog::stop`]) sets a flag that
-//! the thread sees within [`POLL_INTERVAL`]; it then reads whatever is
-//! still queued on the socket without waiting, and only then closes it
-//! (which also destroys the kernel's instance). A packet logged before the
-//! stop is therefore never lost: it was queued when its rule ran.
+//! **Stopping.** Dropping (or [`ConnectionLog::stop`]) writes a byte to a
+//! pipe that the thread polls together with the socket, so it wakes at
+//! once; it then reads whatever is still queued on the socket without
+//! waiting, unbinds the group (`NFULNL_CFG_CMD_UNBIND`, acknowledged: the
+//! kernel's instance is gone and the group free again) and only then
+//! reports back. A packet logged before the stop is therefore never lost:
+//! it was queued when its rule ran. Closing the socket happens after that,
+//! on the thread, without the caller waiting: releasing a netfilter
+//! netlink socket waits for nf_tables' pending transaction cleanup (an RCU
+//! grace period, ~10 ms; see `docs/nftables-facts.md`).
 //!
 //! **Losses** are reported, not hidden: a receive queue overflow
 //! (`ENOBUFS`), an undecodable message or a prefix that names no rule of
@@ -31,11 +36,9 @@
 
 use std::io;
 use std::net::IpAddr;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
@@ -43,9 +46,11 @@ use netlink_packet_netfilter::nflog::{config_request, ConfigCmd, ConfigMode, Con
 use netlink_packet_netfilter::{NetfilterMessage, NetfilterProtoFamily};
 use netlink_sys::constants::NETLINK_NETFILTER;
 use netlink_sys::Socket;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::sockopt::ReceiveTimeout;
 use nix::sys::socket::{setsockopt, MsgFlags};
 use nix::sys::time::TimeVal;
+use nix::unistd::{pipe2, write};
 
 use crate::events::{EgressEvent, EventSink};
 use crate::rules::JudgingRule;
@@ -62,8 +67,8 @@ pub const GROUP_BASE: u16 = 0x4000;
 /// Bytes of each packet copied to the log: an IPv6 header with a few
 /// extension headers and the start of the transport header fit.
 pub const COPY_RANGE: u32 = 128;
-/// How soon the reader notices it is being stopped.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// How long binding and unbinding wait for the kernel's acknowledgement.
+const ACK_TIMEOUT: Duration = Duration::from_secs(1);
 /// The socket's receive buffer: room for thousands of logged packets.
 const RECEIVE_BUFFER: usize = 1 << 20;
 /// The largest datagram read at once (the kernel's batches are smaller).
@@ -95,14 +100,18 @@ pub enum NflogError {
     },
     #[error("cannot start the connection log's thread")]
     Thread(#[source] io::Error),
+    #[error("cannot make the pipe that stops the connection log")]
+    Pipe(#[source] io::Error),
 }
 
 /// A running connection log; stops (after draining) when dropped.
 #[derive(Debug)]
 pub struct ConnectionLog {
     group: u16,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    /// Written to stop the reader; `None` once stopped.
+    wake: Option<OwnedFd>,
+    /// Closed by the reader once it has drained and unbound.
+    drained: mpsc::Receiver<()>,
 }
 
 impl ConnectionLog {
@@ -117,11 +126,12 @@ impl ConnectionLog {
         rules: Vec<JudgingRule>,
         events: Arc<ResolvedRules>,
     ) -> Result<ConnectionLog, NflogError> {
-        let stop = Arc::new(AtomicBool::new(false));
         let (ready, bound) = mpsc::sync_channel(1);
+        let (done, drained) = mpsc::channel::<()>();
+        let (woken, wake) =
+            pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|errno| NflogError::Pipe(errno.into()))?;
         let namespace = namespace.map(Path::to_owned);
-        let stopping = Arc::clone(&stop);
-        let thread = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name(format!("nflog-{group}"))
             .spawn(move || {
                 let socket = match subscribe_in(namespace.as_deref(), group) {
@@ -132,7 +142,10 @@ impl ConnectionLog {
                     }
                 };
                 let _ = ready.send(Ok(()));
-                read(&socket, group, &stopping, &rules, &events);
+                read(&socket, group, &woken, &rules, &events);
+                unbind(&socket, group, &rules, &events);
+                // The caller goes on; this thread closes the socket.
+                drop(done);
             })
             .map_err(NflogError::Thread)?;
         let bound = bound.recv().unwrap_or_else(|_| {
@@ -142,8 +155,8 @@ impl ConnectionLog {
         });
         let log = ConnectionLog {
             group,
-            stop,
-            thread: Some(thread),
+            wake: Some(wake),
+            drained,
         };
         bound.map(|()| log)
     }
@@ -159,12 +172,15 @@ impl ConnectionLog {
     }
 
     fn halt(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                tracing::warn!(group = self.group, "the connection log's thread panicked");
-            }
+        let Some(wake) = self.wake.take() else {
+            return;
+        };
+        if let Err(err) = write(&wake, &[1]) {
+            tracing::warn!(group = self.group, %err, "cannot wake the connection log's thread");
         }
+        // Disconnected once the thread has drained and unbound (or ended,
+        // or panicked).
+        let _ = self.drained.recv();
     }
 }
 
@@ -185,7 +201,7 @@ fn subscribe_in(namespace: Option<&Path>, group: u16) -> Result<Socket, NflogErr
 }
 
 /// A netfilter netlink socket bound to nflog `group` in the calling
-/// thread's network namespace, with a receive timeout of [`POLL_INTERVAL`].
+/// thread's network namespace, with a receive timeout of [`ACK_TIMEOUT`].
 fn subscribe(group: u16) -> Result<Socket, NflogError> {
     let bind_error = |source| NflogError::Bind { group, source };
     let mut socket = Socket::new(NETLINK_NETFILTER).map_err(NflogError::Socket)?;
@@ -194,42 +210,64 @@ fn subscribe(group: u16) -> Result<Socket, NflogError> {
     if let Err(err) = socket.set_rx_buf_sz(RECEIVE_BUFFER) {
         tracing::debug!(%err, "cannot enlarge the nflog socket's receive buffer");
     }
-    let timeout = TimeVal::new(0, POLL_INTERVAL.as_micros() as _);
+    let timeout = TimeVal::new(ACK_TIMEOUT.as_secs() as _, 0);
     setsockopt(&socket.as_fd(), ReceiveTimeout, &timeout).map_err(|errno| bind_error(errno.into()))?;
-    let request = config_request(
-        NetfilterProtoFamily::Unspec,
-        group,
-        vec![
-            ConfigCmd::Bind.into(),
-            ConfigMode::new_packet(COPY_RANGE).into(),
-            ConfigNla::QThresh(1),
-        ],
-    );
+    let bind = vec![
+        ConfigCmd::Bind.into(),
+        ConfigMode::new_packet(COPY_RANGE).into(),
+        ConfigNla::QThresh(1),
+    ];
+    // The acknowledgement, or the kernel's refusal (e.g. EPERM when another
+    // socket has the group); no packet comes before it.
+    configure(&socket, group, bind, |_| {}).map_err(bind_error)?;
+    Ok(socket)
+}
+
+/// Sends one nflog config request for `group` and waits (up to the receive
+/// timeout) for its answer; datagrams read meanwhile go to `other`.
+fn configure(
+    socket: &Socket,
+    group: u16,
+    nlas: Vec<ConfigNla>,
+    mut other: impl FnMut(&[u8]),
+) -> io::Result<()> {
+    let request = config_request(NetfilterProtoFamily::Unspec, group, nlas);
     let mut bytes = vec![0; request.buffer_len()];
     request.serialize(&mut bytes);
-    socket.send(&bytes, 0).map_err(bind_error)?;
-    // The acknowledgement (or the kernel's refusal, e.g. EBUSY when another
-    // socket has the group) comes back within the receive timeout.
-    let mut buffer = vec![0; 4096];
-    for _ in 0..20 {
+    socket.send(&bytes, 0)?;
+    let mut buffer = vec![0; DATAGRAM];
+    loop {
         let len = match socket.recv(&mut &mut buffer[..], 0) {
-            Ok(len) => len.min(buffer.len()),
-            Err(err) if is_timeout(&err) => continue,
-            Err(err) => return Err(bind_error(err)),
+            Ok(len) => len.min(DATAGRAM),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) if is_timeout(&err) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no acknowledgement from nfnetlink_log",
+                ))
+            }
+            Err(err) if err.raw_os_error() == Some(nix::errno::Errno::ENOBUFS as i32) => continue,
+            Err(err) => return Err(err),
         };
         if let Ok(message) = NetlinkMessage::<NetfilterMessage>::deserialize(&buffer[..len]) {
             if let NetlinkPayload::Error(error) = message.payload {
                 return match error.code {
-                    None => Ok(socket),
-                    Some(_) => Err(bind_error(error.to_io())),
+                    None => Ok(()),
+                    Some(_) => Err(error.to_io()),
                 };
             }
         }
+        other(&buffer[..len]);
     }
-    Err(bind_error(io::Error::new(
-        io::ErrorKind::TimedOut,
-        "no acknowledgement from nfnetlink_log",
-    )))
+}
+
+/// Unbinds the group: the kernel's instance goes now, not when the socket
+/// is closed later. Packets read before the answer are recorded.
+fn unbind(socket: &Socket, group: u16, rules: &[JudgingRule], events: &ResolvedRules) {
+    let record = |datagram: &[u8]| record(datagram, group, rules, events);
+    if let Err(err) = configure(socket, group, vec![ConfigCmd::Unbind.into()], record) {
+        tracing::warn!(group, %err, "cannot unbind the nflog group; it is freed when the socket closes");
+    }
 }
 
 fn is_timeout(err: &io::Error) -> bool {
@@ -239,17 +277,29 @@ fn is_timeout(err: &io::Error) -> bool {
     )
 }
 
-/// Reads `socket` until `stop` is set and the socket is drained.
-fn read(socket: &Socket, group: u16, stop: &AtomicBool, rules: &[JudgingRule], events: &ResolvedRules) {
+/// Reads `socket` until `wake` is readable (or closed) and the socket is
+/// drained.
+fn read(socket: &Socket, group: u16, wake: &OwnedFd, rules: &[JudgingRule], events: &ResolvedRules) {
     let mut buffer = vec![0; DATAGRAM];
+    let mut stopping = false;
     loop {
-        let stopping = stop.load(Ordering::Acquire);
-        let flags = if stopping {
-            MsgFlags::MSG_DONTWAIT.bits()
-        } else {
-            0
-        };
-        match socket.recv(&mut &mut buffer[..], flags) {
+        if !stopping {
+            let mut fds = [
+                PollFd::new(socket.as_fd(), PollFlags::POLLIN),
+                PollFd::new(wake.as_fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(err) => {
+                    tracing::warn!(group, %err, "cannot poll the nflog socket; the connection log stops");
+                    return;
+                }
+            }
+            // Woken (POLLIN) or the writer gone (POLLHUP): drain, then stop.
+            stopping = fds[1].any().unwrap_or(true);
+        }
+        match socket.recv(&mut &mut buffer[..], MsgFlags::MSG_DONTWAIT.bits()) {
             Ok(len) => record(&buffer[..len.min(DATAGRAM)], group, rules, events),
             Err(err) if is_timeout(&err) => {
                 if stopping {

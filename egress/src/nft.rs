@@ -4,7 +4,8 @@
 //! Every change to a table's rules is one `nft -j -f -` batch, which nft
 //! applies atomically: a table is never half there. Learned addresses go
 //! into its sets over a netfilter netlink socket (`netlink`), one atomic
-//! batch per answer, without a process. [`Firewall`] is the seam: [`Nft`]
+//! batch per answer, without a process; so does removal (one batch for
+//! the sandbox's tables). [`Firewall`] is the seam: [`Nft`]
 //! is the real one (the program started, and the socket opened, from a
 //! thread inside the namespace), and [`RecordingFirewall`] records calls
 //! for unit tests of the code above.
@@ -18,10 +19,10 @@ use serde_json::Value;
 
 use crate::command::{self, RunError};
 use crate::netns::NETNS_DIR;
-use crate::rules::{remove_batch, SandboxTable, FAMILY};
+use crate::rules::{SandboxTable, FAMILY};
 
 mod netlink;
-pub use netlink::{key_bytes, SetSocket};
+pub use netlink::{encode_removal, key_bytes, SetSocket, TableFamily, TableRef};
 
 /// The network namespace `nft` acts in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +66,13 @@ pub enum NftError {
     },
     #[error("cannot open a netfilter netlink socket in network namespace {namespace}: {source}")]
     OpenSocket {
+        namespace: Namespace,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot remove the tables {tables} in network namespace {namespace}: {source}")]
+    RemoveTables {
+        tables: String,
         namespace: Namespace,
         #[source]
         source: std::io::Error,
@@ -160,6 +168,55 @@ impl Nft {
         })
     }
 
+    /// Removes `tables` in one atomic batch over the netlink socket;
+    /// succeeds for tables already gone.
+    pub fn remove_tables(&self, tables: &[TableRef]) -> Result<(), NftError> {
+        let names = tables
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        tracing::debug!(tables = names, namespace = %self.namespace, "removing nftables tables");
+        self.with_socket(
+            |socket| socket.remove_tables(tables),
+            |source| NftError::RemoveTables {
+                tables: names.clone(),
+                namespace: self.namespace.clone(),
+                source,
+            },
+        )
+    }
+
+    /// Runs `work` on the namespace's netlink socket, opened (from a thread
+    /// inside the namespace) on first use; a failed `work` costs the socket,
+    /// so that no late answer to it is taken for the next batch's.
+    fn with_socket(
+        &self,
+        work: impl FnOnce(&mut SetSocket) -> std::io::Result<()>,
+        error: impl FnOnce(std::io::Error) -> NftError,
+    ) -> Result<(), NftError> {
+        let mut socket = self
+            .socket
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let open = match socket.as_mut() {
+            Some(open) => open,
+            None => {
+                let opened = command::in_netns(self.namespace.path().as_deref(), SetSocket::open)
+                    .and_then(|result| result)
+                    .map_err(|source| NftError::OpenSocket {
+                        namespace: self.namespace.clone(),
+                        source,
+                    })?;
+                socket.insert(opened)
+            }
+        };
+        work(open).map_err(|source| {
+            *socket = None;
+            error(source)
+        })
+    }
+
     /// Names of the `inet` tables in the namespace.
     pub fn tables(&self) -> Result<Vec<String>, NftError> {
         let listing = self.json(&["-j", "list", "tables", FAMILY])?;
@@ -188,34 +245,15 @@ impl Firewall for Nft {
         let Some(elements) = table.learned(addr, ports, ttl_secs) else {
             return Ok(());
         };
-        let open_error = |source| NftError::OpenSocket {
-            namespace: self.namespace.clone(),
-            source,
-        };
-        let mut socket = self
-            .socket
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let open = match socket.as_mut() {
-            Some(open) => open,
-            None => {
-                let opened = command::in_netns(self.namespace.path().as_deref(), SetSocket::open)
-                    .and_then(|result| result)
-                    .map_err(open_error)?;
-                socket.insert(opened)
-            }
-        };
-        open.add(&elements).map_err(|source| {
-            // A new socket next time: no late answer to this batch can be
-            // taken for the next one's.
-            *socket = None;
-            NftError::AddElements {
+        self.with_socket(
+            |socket| socket.add(&elements),
+            |source| NftError::AddElements {
                 table: elements.table.clone(),
                 set: elements.set.clone(),
                 namespace: self.namespace.clone(),
                 source,
-            }
-        })
+            },
+        )
     }
 
     fn list(&self, name: &str) -> Result<Option<Value>, NftError> {
@@ -226,8 +264,10 @@ impl Firewall for Nft {
     }
 
     fn remove(&self, name: &str) -> Result<(), NftError> {
-        tracing::debug!(table = name, namespace = %self.namespace, "removing egress table");
-        self.apply_batch(&remove_batch(name))
+        self.remove_tables(&[TableRef {
+            family: TableFamily::Inet,
+            name: name.to_owned(),
+        }])
     }
 }
 
@@ -322,6 +362,7 @@ impl Firewall for RecordingFirewall {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rules::remove_batch;
 
     #[test]
     fn nft_runs_inside_the_namespace_and_errors_name_it() {
@@ -331,7 +372,10 @@ mod tests {
             nft.argv(&["-j", "-f", "-"]),
             ["/nonexistent/nft", "-j", "-f", "-"]
         );
-        let err = nft.remove("skillbox-x").unwrap_err().to_string();
+        let err = nft
+            .apply_batch(&remove_batch("skillbox-x"))
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains(
                 "`/nonexistent/nft -j -f -` in network namespace /var/run/netns/skillbox-test-rules-none"

@@ -12,6 +12,10 @@
 //! slot (`nflog::group_for_slot`), which a `ConnectionLog`, also bound in
 //! the outer namespace, turns into `connection` events in the same file.
 //! It stops after the table is removed, writing what was logged first.
+//!
+//! **Removal** deletes the filter table and the NAT table in one netlink
+//! batch (no `nft` process), stops the connection log, then removes the
+//! veth pair and the namespace (`SandboxNetwork::remove`).
 
 use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::path::PathBuf;
@@ -26,7 +30,7 @@ use crate::dns::{AddressLearner, DnsError, DnsPolicy, DnsProxy, DnsProxyConfig};
 use crate::events::{EventError, JsonLinesWriter, SandboxIdentity};
 use crate::netns::{NetnsError, NetnsName, NetworkConfig, SandboxNetwork, SystemRunner};
 use crate::nflog::{group_for_slot, ConnectionLog, NflogError, ResolvedRules};
-use crate::nft::{Firewall, Namespace, Nft, NftError};
+use crate::nft::{Firewall, Namespace, Nft, NftError, TableFamily, TableRef};
 use crate::rules::{RulesError, SandboxFacts, SandboxTable};
 
 /// The port the proxy serves on the gateway.
@@ -95,7 +99,6 @@ impl SessionRecord {
             Some(outer) => Namespace::Named(outer.as_str().to_owned()),
             None => Namespace::Current,
         });
-        let table = firewall.remove(&self.table);
         let mut network = SandboxNetwork::adopt(
             Box::new(SystemRunner),
             NetnsName::new(&self.namespace)?,
@@ -103,10 +106,30 @@ impl SessionRecord {
             self.interface.clone(),
             self.nat_table.clone(),
         );
+        let tables = remove_tables(&firewall, &self.table, &mut network);
         let network = network.remove();
-        table?;
+        tables?;
         Ok(network?)
     }
+}
+
+/// Removes the filter table `table` and the network's NAT table in one
+/// batch; once they are gone, the network's removal leaves the NAT table
+/// alone (it would start `nft` for it).
+fn remove_tables(firewall: &Nft, table: &str, network: &mut SandboxNetwork) -> Result<(), NftError> {
+    let mut tables = vec![TableRef {
+        family: TableFamily::Inet,
+        name: table.to_owned(),
+    }];
+    if let Some(nat) = network.nat_table() {
+        tables.push(TableRef {
+            family: TableFamily::Ip,
+            name: nat.to_owned(),
+        });
+    }
+    firewall.remove_tables(&tables)?;
+    network.forget_nat_table();
+    Ok(())
 }
 
 /// What a session needs besides the policy.
@@ -297,8 +320,8 @@ impl Drop for EgressSession {
                 runtime.shutdown_timeout(Duration::from_secs(1));
             }
         }
-        if let Err(err) = self.firewall.remove(self.table.name()) {
-            tracing::warn!(%err, "cannot remove the sandbox's nftables table");
+        if let Err(err) = remove_tables(&self.firewall, self.table.name(), &mut self.network) {
+            tracing::warn!(%err, "cannot remove the sandbox's nftables tables");
         }
         drop(self.connections.take());
         if let Err(err) = self.network.remove() {

@@ -1,6 +1,8 @@
-//! Adding learned elements to a set over a netfilter netlink socket, in the
-//! socket's network namespace, without starting `nft` (a process per DNS
-//! answer cost ~5 ms, and more while the CPU is busy).
+//! Adding learned elements to a set, and removing tables, over a netfilter
+//! netlink socket, in the socket's network namespace, without starting
+//! `nft` (a process per DNS answer cost ~5 ms, and more while the CPU is
+//! busy; an `nft` run that changed something also waits ~10 ms on exit,
+//! see below).
 //!
 //! One learn is one nfnetlink batch, applied atomically like an `nft -f`
 //! batch: `NFT_MSG_NEWSETELEM`, `NFT_MSG_DELSETELEM`, `NFT_MSG_NEWSETELEM`
@@ -11,6 +13,16 @@
 //! (or the error is known) before the DNS answer leaves. The message
 //! layout is in `docs/nftables-facts.md`; [`encode`] is pure and
 //! golden-tested.
+//!
+//! A removal ([`encode_removal`]) is one batch too: for each table
+//! `NFT_MSG_NEWTABLE` then `NFT_MSG_DELTABLE` (what `nft` does for `table
+//! x {}; delete table x`): a table already gone is created and deleted, so
+//! removal is idempotent without a failed message aborting the batch.
+//!
+//! **Closing.** Releasing a netfilter netlink socket waits for nf_tables'
+//! pending transaction cleanup (an RCU grace period after every commit,
+//! ~10-20 ms here): a [`SetSocket`] is closed on a thread of its own when
+//! dropped, so no caller waits for it.
 
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -31,11 +43,15 @@ const NLA_F_NESTED: u16 = 0x8000;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFT_MSG_NEWTABLE: u16 = 0;
+const NFT_MSG_DELTABLE: u16 = 2;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_DELSETELEM: u16 = 14;
 const NFPROTO_INET: u8 = 1;
+const NFPROTO_IPV4: u8 = 2;
 const AF_UNSPEC: u8 = 0;
 
+const NFTA_TABLE_NAME: u16 = 1;
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
@@ -144,6 +160,60 @@ impl Writer {
         self.end_attr(list);
         self.end_message(message);
     }
+
+    /// A batch's begin or end message (`NFNL_MSG_BATCH_*`).
+    fn batch_mark(&mut self, kind: u16, seq: u32) {
+        let start = self.begin_message(kind, NLM_F_REQUEST, seq, AF_UNSPEC, NFNL_SUBSYS_NFTABLES);
+        self.end_message(start);
+    }
+
+    /// One `NFT_MSG_*TABLE` message naming `table`.
+    fn table(&mut self, kind: u16, flags: u16, seq: u32, table: &TableRef) {
+        let message = self.begin_message(
+            NFNL_SUBSYS_NFTABLES << 8 | kind,
+            NLM_F_REQUEST | NLM_F_ACK | flags,
+            seq,
+            table.family.proto(),
+            0,
+        );
+        self.attr_str(NFTA_TABLE_NAME, &table.name);
+        self.end_message(message);
+    }
+}
+
+/// An nftables address family this crate makes tables in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableFamily {
+    /// `inet`: the sandbox's filter table.
+    Inet,
+    /// `ip`: the sandbox's NAT table.
+    Ip,
+}
+
+impl TableFamily {
+    fn proto(self) -> u8 {
+        match self {
+            TableFamily::Inet => NFPROTO_INET,
+            TableFamily::Ip => NFPROTO_IPV4,
+        }
+    }
+}
+
+/// A table by family and name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableRef {
+    pub family: TableFamily,
+    pub name: String,
+}
+
+impl std::fmt::Display for TableRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let family = match self.family {
+            TableFamily::Inet => "inet",
+            TableFamily::Ip => "ip",
+        };
+        write!(f, "{family} {}", self.name)
+    }
 }
 
 /// The batch that adds `elements` (with their timeout, refreshed when
@@ -152,26 +222,28 @@ impl Writer {
 pub fn encode(elements: &LearnedElements, seq: u32) -> (Vec<u8>, [u32; 3]) {
     debug_assert_eq!(FAMILY, "inet", "the messages name NFPROTO_INET");
     let mut writer = Writer(Vec::with_capacity(256));
-    let begin = writer.begin_message(
-        NFNL_MSG_BATCH_BEGIN,
-        NLM_F_REQUEST,
-        seq,
-        AF_UNSPEC,
-        NFNL_SUBSYS_NFTABLES,
-    );
-    writer.end_message(begin);
+    writer.batch_mark(NFNL_MSG_BATCH_BEGIN, seq);
     let acked = [seq + 1, seq + 2, seq + 3];
     writer.set_elements(NFT_MSG_NEWSETELEM, NLM_F_CREATE, acked[0], elements, true);
     writer.set_elements(NFT_MSG_DELSETELEM, 0, acked[1], elements, false);
     writer.set_elements(NFT_MSG_NEWSETELEM, NLM_F_CREATE, acked[2], elements, true);
-    let end = writer.begin_message(
-        NFNL_MSG_BATCH_END,
-        NLM_F_REQUEST,
-        seq + 4,
-        AF_UNSPEC,
-        NFNL_SUBSYS_NFTABLES,
-    );
-    writer.end_message(end);
+    writer.batch_mark(NFNL_MSG_BATCH_END, seq + 4);
+    (writer.0, acked)
+}
+
+/// The batch that removes `tables` (those already gone too), its messages
+/// numbered from `seq`; and the sequence numbers the kernel acknowledges.
+pub fn encode_removal(tables: &[TableRef], seq: u32) -> (Vec<u8>, Vec<u32>) {
+    let mut writer = Writer(Vec::with_capacity(64 * (tables.len() + 1)));
+    writer.batch_mark(NFNL_MSG_BATCH_BEGIN, seq);
+    let mut acked = Vec::with_capacity(2 * tables.len());
+    for (table, at) in tables.iter().zip((seq + 1..).step_by(2)) {
+        writer.table(NFT_MSG_NEWTABLE, NLM_F_CREATE, at, table);
+        writer.table(NFT_MSG_DELTABLE, 0, at + 1, table);
+        acked.extend([at, at + 1]);
+    }
+    let end = seq + 1 + 2 * u32::try_from(tables.len()).expect("a few tables");
+    writer.batch_mark(NFNL_MSG_BATCH_END, end);
     (writer.0, acked)
 }
 
@@ -199,7 +271,8 @@ fn answers(buf: &[u8]) -> Vec<(u32, i32)> {
 /// A netfilter netlink socket in the namespace it was opened in.
 #[derive(Debug)]
 pub struct SetSocket {
-    fd: OwnedFd,
+    /// `None` only once dropped.
+    fd: Option<OwnedFd>,
     seq: u32,
 }
 
@@ -215,16 +288,42 @@ impl SetSocket {
         socket::bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0))?;
         let timeout = TimeVal::new(ANSWER_TIMEOUT.as_secs() as _, 0);
         socket::setsockopt(&fd, socket::sockopt::ReceiveTimeout, &timeout)?;
-        Ok(SetSocket { fd, seq: 0 })
+        Ok(SetSocket { fd: Some(fd), seq: 0 })
     }
 
     /// Adds `elements` in one batch and waits for the kernel's answer to
     /// each message. A refused message comes back as its errno.
     pub fn add(&mut self, elements: &LearnedElements) -> std::io::Result<()> {
-        // Five messages per batch; 0 is never used.
-        self.seq = if self.seq > u32::MAX - 10 { 1 } else { self.seq + 5 };
-        let (batch, acked) = encode(elements, self.seq);
-        let sent = socket::send(self.fd.as_raw_fd(), &batch, MsgFlags::empty())?;
+        // Five messages per batch.
+        let seq = self.next_seq(5);
+        let (batch, acked) = encode(elements, seq);
+        self.talk(&batch, seq, &acked)
+    }
+
+    /// Removes `tables` (and their contents) in one batch; a table already
+    /// gone counts as removed.
+    pub fn remove_tables(&mut self, tables: &[TableRef]) -> std::io::Result<()> {
+        let count = 2 * u32::try_from(tables.len()).expect("a few tables") + 2;
+        let seq = self.next_seq(count);
+        let (batch, acked) = encode_removal(tables, seq);
+        self.talk(&batch, seq, &acked)
+    }
+
+    /// The first sequence number of a batch of `count` messages; 0 is
+    /// never used.
+    fn next_seq(&mut self, count: u32) -> u32 {
+        self.seq = match self.seq.checked_add(count) {
+            Some(next) if next.checked_add(count).is_some() => next,
+            _ => 1,
+        };
+        self.seq
+    }
+
+    /// Sends `batch` (begun with `seq`) and waits for the answers to the
+    /// `acked` messages; returns the first refusal as its errno.
+    fn talk(&mut self, batch: &[u8], seq: u32, acked: &[u32]) -> std::io::Result<()> {
+        let fd = self.fd.as_ref().expect("open until dropped").as_raw_fd();
+        let sent = socket::send(fd, batch, MsgFlags::empty())?;
         if sent != batch.len() {
             return Err(std::io::Error::other("the netlink batch was sent in part"));
         }
@@ -234,18 +333,30 @@ impl SetSocket {
         let mut first_error = None;
         let mut buf = [0u8; 8192];
         while !pending.is_empty() {
-            let len = socket::recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::empty())?;
-            for (seq, code) in answers(&buf[..len]) {
-                if seq != self.seq && !acked.contains(&seq) {
+            let len = socket::recv(fd, &mut buf, MsgFlags::empty())?;
+            for (answered, code) in answers(&buf[..len]) {
+                if answered != seq && !acked.contains(&answered) {
                     continue; // a late answer to an earlier batch
                 }
-                pending.retain(|&waiting| waiting != seq);
+                pending.retain(|&waiting| waiting != answered);
                 if code != 0 && first_error.is_none() {
                     first_error = Some(std::io::Error::from_raw_os_error(-code));
                 }
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for SetSocket {
+    /// Closes the socket on a thread of its own (see the module's
+    /// "Closing"); on the caller's if no thread can be started.
+    fn drop(&mut self) {
+        if let Some(fd) = self.fd.take() {
+            let _ = std::thread::Builder::new()
+                .name("nft-close".into())
+                .spawn(move || drop(fd));
+        }
     }
 }
 
@@ -331,6 +442,81 @@ mod tests {
             hex(&again[len..]),
             ["14000000", "1100", "0100", "68000000", "00000000", "0000000a"].concat()
         );
+    }
+
+    #[test]
+    fn a_removal_creates_then_deletes_each_table_in_one_batch() {
+        let tables = [
+            TableRef {
+                family: TableFamily::Inet,
+                name: "skillbox-t".into(),
+            },
+            TableRef {
+                family: TableFamily::Ip,
+                name: "nat_0".into(),
+            },
+        ];
+        let (batch, acked) = encode_removal(&tables, 10);
+        assert_eq!(acked, [11, 12, 13, 14]);
+        let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let mut messages = Vec::new();
+        let mut rest = &batch[..];
+        while !rest.is_empty() {
+            let len = u32::from_ne_bytes(rest[..4].try_into().unwrap()) as usize;
+            messages.push(hex(&rest[4..len]));
+            rest = &rest[len..];
+        }
+        // Type, flags, seq, port id, nfgenmsg (family, version, res_id),
+        // then the NUL-terminated name, padded to 4.
+        let expected = [
+            ["1000", "0100", "0a000000", "00000000", "0000000a"].concat(),
+            [
+                "000a",
+                "0504",
+                "0b000000",
+                "00000000",
+                "01000000",
+                "0f000100",
+                "736b696c6c626f782d7400",
+                "00",
+            ]
+            .concat(),
+            [
+                "020a",
+                "0500",
+                "0c000000",
+                "00000000",
+                "01000000",
+                "0f000100",
+                "736b696c6c626f782d7400",
+                "00",
+            ]
+            .concat(),
+            [
+                "000a",
+                "0504",
+                "0d000000",
+                "00000000",
+                "02000000",
+                "0a000100",
+                "6e61745f3000",
+                "0000",
+            ]
+            .concat(),
+            [
+                "020a",
+                "0500",
+                "0e000000",
+                "00000000",
+                "02000000",
+                "0a000100",
+                "6e61745f3000",
+                "0000",
+            ]
+            .concat(),
+            ["1100", "0100", "0f000000", "00000000", "0000000a"].concat(),
+        ];
+        assert_eq!(messages, expected);
     }
 
     #[test]
