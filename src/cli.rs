@@ -32,6 +32,9 @@ pub enum Command {
     Policy(PolicyCommand),
     /// Report the installed runsc version and which network modes work here.
     Probe(ProbeArgs),
+    /// Print audit events (JSON Lines) from the node's audit log, filtered;
+    /// with --follow, keep printing new ones.
+    Audit(AuditArgs),
 }
 
 #[derive(Debug, Args)]
@@ -106,8 +109,8 @@ pub struct EgressArgs {
     #[arg(long = "dns-upstream", value_name = "ADDR")]
     pub dns_upstreams: Vec<String>,
     /// JSON Lines file the sandbox's egress events are appended to.
-    /// Default: `<[egress] log_dir>/<execution id>.jsonl`
-    /// (/var/log/skillbox/egress).
+    /// Default: `<[audit] log_dir>/<execution id>.jsonl`
+    /// (/var/log/skillbox/audit).
     #[arg(long, value_name = "FILE")]
     pub egress_log: Option<PathBuf>,
     /// Seconds added to each DNS record's TTL before an address the proxy
@@ -143,6 +146,32 @@ pub struct ExplainArgs {
     pub format: Format,
     #[command(flatten)]
     pub node: NodeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// The audit log directory. Default: `[audit] log_dir` of the node
+    /// config (/var/log/skillbox/audit).
+    #[arg(long, value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
+    /// Only events of this skill (its name).
+    #[arg(long, value_name = "NAME")]
+    pub skill: Option<String>,
+    /// Only events of this execution id.
+    #[arg(long = "execution", value_name = "ID")]
+    pub execution_id: Option<String>,
+    /// Only events of this type (`exec`, `file_open`, `connection`,
+    /// `dns_query`, `exit`, …); repeatable.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub types: Vec<String>,
+    /// Only events with this verdict.
+    #[arg(long, value_parser = ["allowed", "denied", "refused"])]
+    pub verdict: Option<String>,
+    /// Keep printing events as they are written (Ctrl-C to stop).
+    #[arg(long, short)]
+    pub follow: bool,
 }
 
 #[derive(Debug, Args)]

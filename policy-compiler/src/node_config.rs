@@ -28,6 +28,7 @@ pub struct NodeConfig {
     pub defaults: Defaults,
     pub runsc: RunscSettings,
     pub egress: EgressSettings,
+    pub audit: AuditSettings,
 }
 
 /// What to do with a skill that asks for more than the ceiling.
@@ -106,19 +107,40 @@ pub struct EgressSettings {
     /// Added to each DNS record's TTL before an address learned from it
     /// leaves the sandbox's allowed set. Default 10s.
     pub ttl_grace: Timeout,
-    /// Where each sandbox's egress events (JSON Lines) are written.
-    pub log_dir: PathBuf,
 }
-
-/// Where egress events go unless the node config says otherwise.
-pub const DEFAULT_EGRESS_LOG_DIR: &str = "/var/log/skillbox/egress";
 
 impl Default for EgressSettings {
     fn default() -> Self {
         EgressSettings {
             dns_upstreams: Vec::new(),
             ttl_grace: Timeout::from_secs(10),
-            log_dir: PathBuf::from(DEFAULT_EGRESS_LOG_DIR),
+        }
+    }
+}
+
+/// The audit trail: every execution's events (lifecycle, syscalls, egress)
+/// as JSON Lines, one file per execution.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditSettings {
+    /// `<log_dir>/<execution id>.jsonl` (skillbox run),
+    /// `<log_dir>/<containerd namespace>/<container id>.jsonl` (the shim).
+    pub log_dir: PathBuf,
+    /// A file is rotated (`.1`, `.2`, …) once it holds this much.
+    pub max_file_size: ByteSize,
+    /// Rotated files kept per execution.
+    pub keep_files: u32,
+}
+
+/// Where events go unless the node config says otherwise.
+pub const DEFAULT_AUDIT_LOG_DIR: &str = "/var/log/skillbox/audit";
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        AuditSettings {
+            log_dir: PathBuf::from(DEFAULT_AUDIT_LOG_DIR),
+            max_file_size: ByteSize::mebibytes(64),
+            keep_files: 4,
         }
     }
 }
@@ -382,7 +404,7 @@ mod tests {
             ]
         );
         assert_eq!(config.egress.ttl_grace, Timeout::from_secs(2));
-        assert_eq!(config.egress.log_dir, PathBuf::from(DEFAULT_EGRESS_LOG_DIR));
+        assert_eq!(config.audit.log_dir, PathBuf::from(DEFAULT_AUDIT_LOG_DIR));
         let err = NodeConfig::from_toml(
             Path::new("n.toml"),
             "[egress]\ndns_upstreams = [\"dns.example\"]\n",

@@ -158,7 +158,7 @@ pub fn start(
     let configured: Vec<_> = settings.dns_upstreams.iter().map(|upstream| upstream.0).collect();
     let upstreams = upstreams_or_resolv_conf(&configured).map_err(session_error)?;
     let key = session_key(namespace, id);
-    let log_dir = settings.log_dir.join(namespace);
+    let log_dir = config.node.audit.log_dir.join(namespace);
     std::fs::create_dir_all(&log_dir).map_err(|err| file_error(&log_dir, format!("cannot create: {err}")))?;
     let session_config = SessionConfig {
         outer,

@@ -60,7 +60,7 @@ impl Setup {
 
     fn node_toml(&self) -> String {
         format!(
-            "[egress]\ndns_upstreams = [\"{DNS_SERVER}\"]\nlog_dir = {:?}\n",
+            "[egress]\ndns_upstreams = [\"{DNS_SERVER}\"]\n[audit]\nlog_dir = {:?}\n",
             self.events_dir().display().to_string()
         )
     }

@@ -1,5 +1,6 @@
 //! One module per subcommand; this one dispatches and holds what they share.
 
+mod audit;
 mod compile;
 mod explain;
 mod probe;
@@ -40,6 +41,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Probe(args) => probe::probe(args),
+        Command::Audit(args) => audit::audit(args),
     }
 }
 

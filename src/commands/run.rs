@@ -100,6 +100,7 @@ fn prepare_and_run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 &bundle,
                 &args.egress,
                 &node.config.egress,
+                &node.config.audit.log_dir,
             )?;
             runsc_flags.network = NetworkMode::Host;
             Some(started)

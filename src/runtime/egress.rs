@@ -66,13 +66,14 @@ pub fn start(
     compiled: &CompiledAnnotations,
     args: &EgressArgs,
     node: &EgressSettings,
+    log_dir: &Path,
 ) -> anyhow::Result<(EgressSession, PathBuf)> {
     let events = match &args.egress_log {
         Some(path) => path.clone(),
         None => {
-            std::fs::create_dir_all(&node.log_dir)
-                .with_context(|| format!("{}: cannot create", node.log_dir.display()))?;
-            node.log_dir.join(format!("{id}.jsonl"))
+            std::fs::create_dir_all(log_dir)
+                .with_context(|| format!("{}: cannot create", log_dir.display()))?;
+            log_dir.join(format!("{id}.jsonl"))
         }
     };
     // Network namespace names are short and plain; ids are `<skill>-<hex>`.
