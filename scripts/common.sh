@@ -7,9 +7,11 @@
 # debootstrap (the Debian python3 base the python example runs on),
 # containerd (with ctr: the shim's tests run a private one), procps
 # (kill, used by the test harness) and util-linux (flock, used by the rootfs
-# scripts), nftables and iproute2 (the egress firewall and its tests).
+# scripts), nftables and iproute2 (the egress firewall and its tests),
+# dnsmasq (the fake internet's resolver) and postgresql (a private server
+# for the registry exporter's tests).
 # shellcheck disable=SC2034 # used by the scripts that source this file
-SKILLBOX_DEBIAN_PACKAGES=(runsc busybox-static debootstrap containerd procps util-linux python3 nftables iproute2 dnsmasq-base)
+SKILLBOX_DEBIAN_PACKAGES=(runsc busybox-static debootstrap containerd procps util-linux python3 nftables iproute2 dnsmasq-base postgresql)
 
 # Where build caches live (the rootfs caches, the demo's files, bench output).
 # shellcheck disable=SC2034

@@ -149,7 +149,10 @@ pub struct ExplainArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct AuditArgs {
+    #[command(subcommand)]
+    pub command: Option<AuditCommand>,
     #[command(flatten)]
     pub node: NodeArgs,
     /// The audit log directory. Default: `[audit] log_dir` of the node
@@ -172,6 +175,44 @@ pub struct AuditArgs {
     /// Keep printing events as they are written (Ctrl-C to stop).
     #[arg(long, short)]
     pub follow: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Copy lifecycle and policy-violation events from the audit log into
+    /// the registry's PostgreSQL `audit_log` table, from where the cursor
+    /// file says the last run stopped. Rows are committed in batches and
+    /// retried with backoff while the database is away; the log is the
+    /// buffer, so nothing is lost and no row is inserted twice.
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// The audit log directory. Default: `[audit] log_dir`.
+    #[arg(long, value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
+    /// libpq-style connection string or URL of the registry's database
+    /// (`host=/run/postgresql dbname=registry user=skillbox`,
+    /// `postgresql://skillbox@db/registry`).
+    #[arg(long, value_name = "CONNINFO", env = "SKILLBOX_REGISTRY_DATABASE")]
+    pub database: String,
+    /// Where the exporter records how far it got (created if missing).
+    #[arg(long, value_name = "FILE")]
+    pub cursor: PathBuf,
+    /// Rows per transaction.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch: u32,
+    /// Keep exporting new events as they are written (Ctrl-C to stop).
+    /// Without it, export what is there and exit (failing if the database
+    /// stays unreachable for --give-up-after).
+    #[arg(long, short)]
+    pub follow: bool,
+    /// Without --follow: seconds of failed attempts before giving up.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub give_up_after: u64,
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,7 @@
 //! One module per subcommand; this one dispatches and holds what they share.
 
 mod audit;
+mod audit_export;
 mod compile;
 mod explain;
 mod probe;
@@ -14,7 +15,7 @@ use anyhow::Context;
 use policy_compiler::node_config::DEFAULT_NODE_CONFIG;
 use policy_compiler::{NodeConfig, SkillPackage};
 
-use crate::cli::{Cli, Command, NodeArgs, PolicyCommand, RuntimeArgs};
+use crate::cli::{AuditArgs, AuditCommand, Cli, Command, NodeArgs, PolicyCommand, RuntimeArgs};
 
 /// An error and the exit code it maps to.
 pub struct Failure {
@@ -41,6 +42,10 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Probe(args) => probe::probe(args),
+        Command::Audit(AuditArgs {
+            command: Some(AuditCommand::Export(args)),
+            ..
+        }) => audit_export::export(args),
         Command::Audit(args) => audit::audit(args),
     }
 }

@@ -10,6 +10,7 @@
 pub mod events;
 pub mod fake_internet;
 pub mod fake_sandbox;
+pub mod postgres;
 pub mod sandbox;
 
 use std::ffi::OsStr;
