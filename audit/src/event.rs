@@ -68,10 +68,7 @@ pub enum AuditEvent {
         audit_level: String,
     },
     /// The sandbox's init process ended.
-    Exit {
-        status: i32,
-        wall_ms: Option<u64>,
-    },
+    Exit { status: i32, wall_ms: Option<u64> },
     /// The sandbox's cgroup recorded an OOM kill.
     Oom,
     /// The policy's wall-clock timeout ended the run.

@@ -4,5 +4,13 @@
 //!   sandbox's lifecycle, what gVisor's runtime monitoring reports of the
 //!   skill's processes, files and sockets, and (in the same envelope) the
 //!   egress events of `skillbox-egress`.
+//! - `gvisor`: the runtime-monitoring session configuration and the monitor
+//!   that receives the sentry's messages and turns them into events.
 
+mod error;
 pub mod event;
+pub mod gvisor;
+
+pub use error::Error;
+pub use event::{AuditEvent, SandboxIdentity, SkillIdentity, Task};
+pub use policy_compiler::manifest::AuditLevel;
