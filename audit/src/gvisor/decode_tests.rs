@@ -284,3 +284,17 @@ fn hex(text: &str) -> Vec<u8> {
         .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
         .collect()
 }
+
+/// Writes the fuzz seeds (`SKILLBOX_WRITE_FUZZ_SEEDS=1 cargo test -p
+/// skillbox-audit write_fuzz_seeds`); otherwise checks they are current.
+#[test]
+fn write_fuzz_seeds() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/decode");
+    for (i, packet) in super::decode::seed_packets().iter().enumerate() {
+        let path = dir.join(format!("seed-{i}"));
+        if std::env::var_os("SKILLBOX_WRITE_FUZZ_SEEDS").is_some() {
+            std::fs::write(&path, packet).unwrap();
+        }
+        assert_eq!(&std::fs::read(&path).unwrap(), packet, "{} is stale", path.display());
+    }
+}
