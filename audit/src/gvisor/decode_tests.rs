@@ -295,6 +295,11 @@ fn write_fuzz_seeds() {
         if std::env::var_os("SKILLBOX_WRITE_FUZZ_SEEDS").is_some() {
             std::fs::write(&path, packet).unwrap();
         }
-        assert_eq!(&std::fs::read(&path).unwrap(), packet, "{} is stale", path.display());
+        assert_eq!(
+            &std::fs::read(&path).unwrap(),
+            packet,
+            "{} is stale",
+            path.display()
+        );
     }
 }
