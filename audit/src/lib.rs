@@ -6,9 +6,17 @@
 //!   egress events of `skillbox-egress`;
 //! - `jsonl`: the built-in exporter, a JSON Lines file per execution;
 //! - `reader`: reading and following those files (`skillbox audit`);
-//! - `registry`: the rows the registry's `audit_log` table gets.
+//! - `registry`: the rows the registry's `audit_log` table gets;
+//! - `gvisor`: the runtime-monitoring session configuration and the monitor
+//!   that receives the sentry's messages and turns them into events.
 
+mod error;
 pub mod event;
+pub mod gvisor;
 pub mod jsonl;
 pub mod reader;
 pub mod registry;
+
+pub use error::Error;
+pub use event::{AuditEvent, SandboxIdentity, SkillIdentity, Task};
+pub use policy_compiler::manifest::AuditLevel;
