@@ -53,16 +53,21 @@ fn a_sandbox_reaches_only_what_its_policy_allows_by_name() {
         outer: Some(node.clone()),
         upstreams: vec![format!("{DNS_SERVER}:53").parse().unwrap()],
         ttl_grace: Duration::from_secs(10),
-        events: events.clone(),
-        identity: SandboxIdentity {
-            execution_id: id.clone(),
-            skill: SkillIdentity {
-                name: annotations.skill_name.clone(),
-                version: annotations.skill_version.clone(),
-                digest: Some(annotations.skill_digest.clone()),
-            },
-            container_id: id.clone(),
-        },
+        events: std::sync::Arc::new(
+            skillbox_egress::events::JsonLinesWriter::open(
+                &events,
+                SandboxIdentity {
+                    execution_id: id.clone(),
+                    skill: SkillIdentity {
+                        name: annotations.skill_name.clone(),
+                        version: annotations.skill_version.clone(),
+                        digest: Some(annotations.skill_digest.clone()),
+                    },
+                    container_id: id.clone(),
+                },
+            )
+            .expect("the events file opens"),
+        ),
     };
     let session = EgressSession::start(&id, name, &annotations.policy.network, &config).unwrap();
     let table = session.table_name().to_owned();

@@ -41,6 +41,15 @@ impl Default for Rotation {
     }
 }
 
+impl From<&policy_compiler::node_config::AuditSettings> for Rotation {
+    fn from(settings: &policy_compiler::node_config::AuditSettings) -> Self {
+        Rotation {
+            max_bytes: settings.max_file_size.bytes(),
+            keep: settings.keep_files,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     #[error("cannot open the audit log {path}: {source}")]

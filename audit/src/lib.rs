@@ -8,10 +8,13 @@
 //! - `reader`: reading and following those files (`skillbox audit`);
 //! - `registry`: the rows the registry's `audit_log` table gets;
 //! - `gvisor`: the runtime-monitoring session configuration and the monitor
-//!   that receives the sentry's messages and turns them into events.
+//!   that receives the sentry's messages and turns them into events;
+//! - `execution`: one execution's audit as a runtime drives it (log,
+//!   monitor, lifecycle events).
 
 mod error;
 pub mod event;
+pub mod execution;
 pub mod gvisor;
 pub mod jsonl;
 pub mod reader;

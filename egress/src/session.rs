@@ -27,7 +27,7 @@ use policy_compiler::network::Port;
 
 use crate::command::enter;
 use crate::dns::{AddressLearner, DnsError, DnsPolicy, DnsProxy, DnsProxyConfig};
-use crate::events::{EventError, JsonLinesWriter, SandboxIdentity};
+use crate::events::{EventError, JsonLinesWriter};
 use crate::netns::{NetnsError, NetnsName, NetworkConfig, SandboxNetwork, SystemRunner};
 use crate::nflog::{group_for_slot, ConnectionLog, NflogError, ResolvedRules};
 use crate::nft::{Firewall, Namespace, Nft, NftError, TableFamily, TableRef};
@@ -142,9 +142,9 @@ pub struct SessionConfig {
     pub upstreams: Vec<SocketAddr>,
     /// Added to each record's TTL before a learned address expires.
     pub ttl_grace: Duration,
-    /// The JSON Lines file the sandbox's egress events are appended to.
-    pub events: PathBuf,
-    pub identity: SandboxIdentity,
+    /// The execution's audit log, which the egress events join (shared
+    /// with the execution's other event sources).
+    pub events: Arc<JsonLinesWriter>,
 }
 
 /// Teaches the sandbox's table what the proxy resolved.
@@ -241,9 +241,7 @@ impl EgressSession {
             })
             .build()
             .map_err(EgressError::Runtime)?;
-        let writer = Arc::new(
-            JsonLinesWriter::open(&config.events, config.identity.clone()).map_err(EventError::from)?,
-        );
+        let writer = Arc::clone(&config.events);
         // The proxy's events go through `events`, which remembers the allow
         // rules of answered addresses to name `allow-learned` connections.
         let events = Arc::new(ResolvedRules::new(writer));

@@ -151,6 +151,17 @@ pub enum AuditLevel {
     All,
 }
 
+impl AuditLevel {
+    /// The level as the policy spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditLevel::None => "none",
+            AuditLevel::Security => "security",
+            AuditLevel::All => "all",
+        }
+    }
+}
+
 /// A positive process count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "i64", into = "u32")]

@@ -31,6 +31,10 @@ pub struct GlobalOptions {
     /// crashed sandbox otherwise only shows as exit status 2, which a skill
     /// can return too; a non-empty panic log tells the two apart.
     pub panic_log: Option<PathBuf>,
+    /// `--pod-init-config=FILE`: a runtime-monitoring trace session the
+    /// sandbox starts with (skillbox's audit), so no event is missed from
+    /// the first instruction.
+    pub pod_init_config: Option<PathBuf>,
 }
 
 impl GlobalOptions {
@@ -43,6 +47,7 @@ impl GlobalOptions {
             debug_log: None,
             debug: false,
             panic_log: None,
+            pod_init_config: None,
         }
     }
 }
@@ -258,6 +263,9 @@ pub fn argv(global: &GlobalOptions, flags: &RunscFlags, sub: &Subcommand) -> Vec
     }
     if let Some(panic_log) = &global.panic_log {
         out.push(flag_path("--panic-log=", panic_log));
+    }
+    if let Some(config) = &global.pod_init_config {
+        out.push(flag_path("--pod-init-config=", config));
     }
     out.extend(flags.to_args().into_iter().map(OsString::from));
     sub.push_args(&mut out);

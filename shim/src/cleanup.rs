@@ -17,6 +17,8 @@
 //! 6. Remove the egress session's network namespace, veth, NAT and
 //!    nftables tables named in the bundle's record (`egress.rs`), if the
 //!    shim died before its Delete removed them.
+//! 7. Remove the audit monitor's socket and session file (the events it
+//!    had received are in the log already; the rest died with the shim).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -35,6 +37,7 @@ const GRACE: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct DeadShim {
     pub id: String,
+    pub namespace: String,
     pub bundle: PathBuf,
     pub runsc_root: PathBuf,
 }
@@ -157,6 +160,7 @@ impl DeadShim {
         if let Err(err) = crate::egress::clean_up_recorded(&self.bundle) {
             failures.push(err);
         }
+        crate::audit::clean_up(&self.namespace, &self.id);
         failures
     }
 

@@ -28,6 +28,7 @@ use crate::runsc::{Runsc, RunscError};
 use crate::stdin::StdinPipe;
 pub use crate::stdio::StdioPaths;
 use crate::stdio::{open_output, Logger, StdioError};
+use skillbox_audit::execution::{Ending, ExecutionAudit};
 
 mod checkpoint;
 mod member;
@@ -40,6 +41,8 @@ pub enum ContainerError {
     Enforce(#[from] EnforceError),
     #[error(transparent)]
     Egress(#[from] Box<EgressSetupError>),
+    #[error("cannot start the container's audit trail: {0}")]
+    Audit(#[from] Box<skillbox_audit::execution::ExecutionAuditError>),
     #[error(transparent)]
     Stdio(#[from] StdioError),
     #[error("{path}: cannot read the sandbox pid: {reason}")]
@@ -155,6 +158,8 @@ pub struct Container {
     /// The sandbox's network egress, when its policy allows some; removed
     /// at delete, after the sandbox.
     egress: Mutex<Option<ContainerEgress>>,
+    /// The audit trail, until the reaper records the exit in it.
+    audit: Arc<Mutex<Option<ExecutionAudit>>>,
 }
 
 /// A stdio failure on `path` (a FIFO, a socket, the spec file).
@@ -204,14 +209,19 @@ impl Container {
         // The spec is rewritten (or refused) before runsc reads it, and the
         // runsc flags are the shim's, never the bundle's.
         let prepared = prepare_bundle(id, bundle, config)?;
-        // Dropped (removed again) if anything below fails.
+        // Both are dropped (removed again) if anything below fails.
+        let audit = crate::audit::start(id, namespace, bundle, &prepared.policy, config).map_err(Box::new)?;
         let egress = match prepared.policy.has_egress() {
             true => Some(
-                crate::egress::start(id, namespace, bundle, &prepared.policy, config).map_err(Box::new)?,
+                crate::egress::start(id, namespace, bundle, &prepared.policy, config, audit.writer())
+                    .map_err(Box::new)?,
             ),
             false => None,
         };
-        let runsc = Runsc::new(&config.node.runsc.binary, runsc_root, prepared.runsc_flags);
+        let mut runsc = Runsc::new(&config.node.runsc.binary, runsc_root, prepared.runsc_flags);
+        if let Some(session) = audit.pod_init_config() {
+            runsc = runsc.with_pod_init_config(session);
+        }
         let cgroup = cgroups_path(bundle);
         let created_cgroups = cgroup
             .as_ref()
@@ -282,6 +292,8 @@ impl Container {
         let reaped_state = Arc::clone(&state);
         let reaped_cgroup = cgroup.clone();
         let reaped_stdin = stdin.clone();
+        let audit = Arc::new(Mutex::new(Some(audit)));
+        let reaped_audit = Arc::clone(&audit);
         std::thread::spawn(move || {
             let status = reaper::wait_exit(pid as i32);
             // No output is lost: the exit is reported once it is copied.
@@ -301,6 +313,16 @@ impl Container {
                 at: SystemTime::now(),
                 oom,
             };
+            // The audit trail is closed before the exit is reported, so a
+            // shim told to shut down after Delete has written everything.
+            let audit = reaped_audit.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(audit) = audit {
+                audit.finish(Ending {
+                    status: status as i32,
+                    oom,
+                    ..Ending::default()
+                });
+            }
             record(&reaped_state, &sender, exit);
         });
         Ok(Container {
@@ -321,6 +343,7 @@ impl Container {
             member: None,
             logger: Mutex::new(logger),
             egress: Mutex::new(egress),
+            audit,
         })
     }
 
@@ -545,6 +568,8 @@ impl Container {
             fs.remove_if_empty(&self.created_cgroups);
         }
         drop(self.egress.lock().unwrap_or_else(|e| e.into_inner()).take());
+        // Normally the reaper closed the audit trail at the exit already.
+        drop(self.audit.lock().unwrap_or_else(|e| e.into_inner()).take());
         // The sandbox is gone, and with it the last write end of the
         // logger's pipes: it drains them and exits.
         let logger = self.logger.lock().unwrap_or_else(|e| e.into_inner()).take();

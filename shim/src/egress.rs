@@ -10,18 +10,18 @@
 //! subcommand removes it after a killed shim; Delete removes the record
 //! with the session.
 
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use policy_compiler::effective::EffectiveNetwork;
-use policy_compiler::oci::annotations;
 use policy_compiler::EffectivePolicy;
 use serde_json::Value;
-use skillbox_egress::events::{SandboxIdentity, SkillIdentity};
+use skillbox_audit::jsonl::JsonLinesWriter;
 use skillbox_egress::netns::{NetnsName, NETNS_DIR};
 use skillbox_egress::session::{upstreams_or_resolv_conf, EgressSession, SessionConfig, SessionRecord};
 use skillbox_egress::spec::{join_session, network_namespace};
 
+use crate::audit::session_key;
 use crate::config::ShimConfig;
 
 /// The bundle file naming what a container's egress session made.
@@ -46,19 +46,6 @@ pub enum EgressSetupError {
         #[source]
         source: Box<skillbox_egress::session::EgressError>,
     },
-}
-
-/// A name for the container's session unique on this node (containerd ids
-/// are unique per namespace only) and short enough for a network namespace.
-fn session_key(namespace: &str, id: &str) -> String {
-    let full = format!("{namespace}.{id}");
-    if full.len() <= 48 {
-        return full;
-    }
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    full.hash(&mut hasher);
-    let head: String = id.chars().take(24).collect();
-    format!("{head}.{:016x}", hasher.finish())
 }
 
 /// The outer namespace the spec asks for: `None` for a new one (the
@@ -87,20 +74,6 @@ fn outer_namespace(spec: &Value, path: &Path) -> Result<Option<NetnsName>, Egres
         value: given.to_owned(),
         expected: format!("egress needs the pod's network namespace named under {NETNS_DIR} (as CNI and `ip netns` make them), or none"),
     })
-}
-
-/// Whom the events belong to: the skill named in the spec's annotations.
-fn identity(spec: &Value, namespace: &str, id: &str) -> SandboxIdentity {
-    let note = |key: &str| spec["annotations"][key].as_str().map(str::to_owned);
-    SandboxIdentity {
-        execution_id: format!("{namespace}/{id}"),
-        skill: SkillIdentity {
-            name: note(annotations::SKILL_NAME).unwrap_or_else(|| id.to_owned()),
-            version: note(annotations::SKILL_VERSION),
-            digest: note(annotations::SKILL_DIGEST),
-        },
-        container_id: id.to_owned(),
-    }
 }
 
 fn file_error(path: &Path, message: impl std::fmt::Display) -> EgressSetupError {
@@ -143,6 +116,7 @@ pub fn start(
     bundle: &Path,
     policy: &EffectivePolicy,
     config: &ShimConfig,
+    events: &Arc<JsonLinesWriter>,
 ) -> Result<ContainerEgress, EgressSetupError> {
     let path = bundle.join(policy_compiler::bundle::CONFIG_JSON);
     let text =
@@ -158,14 +132,11 @@ pub fn start(
     let configured: Vec<_> = settings.dns_upstreams.iter().map(|upstream| upstream.0).collect();
     let upstreams = upstreams_or_resolv_conf(&configured).map_err(session_error)?;
     let key = session_key(namespace, id);
-    let log_dir = config.node.audit.log_dir.join(namespace);
-    std::fs::create_dir_all(&log_dir).map_err(|err| file_error(&log_dir, format!("cannot create: {err}")))?;
     let session_config = SessionConfig {
         outer,
         upstreams,
         ttl_grace: settings.ttl_grace.as_duration(),
-        events: log_dir.join(format!("{id}.jsonl")),
-        identity: identity(&spec, namespace, id),
+        events: Arc::clone(events),
     };
     let name = NetnsName::new(&format!("skillbox-{key}")).map_err(|err| session_error(err.into()))?;
     let session =
@@ -194,7 +165,6 @@ pub fn start(
         %id,
         namespace = %session.namespace_path().display(),
         table = session.table_name(),
-        events = %session_config.events.display(),
         "egress enforced"
     );
     Ok(egress)
@@ -223,17 +193,6 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-
-    #[test]
-    fn session_keys_are_unique_per_namespace_and_short() {
-        assert_eq!(session_key("default", "web"), "default.web");
-        assert_ne!(session_key("a", "web"), session_key("b", "web"));
-        let long = "x".repeat(76);
-        let key = session_key("k8s.io", &long);
-        assert!(key.len() <= 48 && key.starts_with("xxxx"), "{key}");
-        assert_ne!(key, session_key("other", &long));
-        assert!(NetnsName::new(&format!("skillbox-{key}")).is_ok());
-    }
 
     #[test]
     fn the_outer_namespace_is_the_pods_or_the_shims() {

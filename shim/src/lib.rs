@@ -2,6 +2,7 @@
 //! side of a sandbox shared with the `skillbox` CLI: the only code that
 //! starts runsc, and the sandbox cgroup skillbox owns.
 
+pub mod audit;
 pub mod cgroup;
 pub mod cleanup;
 pub mod config;

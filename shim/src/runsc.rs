@@ -66,6 +66,12 @@ impl Runsc {
         self
     }
 
+    /// Starts sandboxes with the runtime-monitoring session in `path`.
+    pub fn with_pod_init_config(mut self, path: impl Into<PathBuf>) -> Runsc {
+        self.global.pod_init_config = Some(path.into());
+        self
+    }
+
     /// The first line of the panic log, if the Sentry crashed.
     pub fn panic_summary(&self) -> Option<String> {
         let text = std::fs::read_to_string(self.global.panic_log.as_ref()?).ok()?;

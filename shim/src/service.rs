@@ -91,6 +91,7 @@ impl Shim for SkillboxShim {
         };
         let dead = DeadShim {
             id: self.id.clone(),
+            namespace: self.namespace.clone(),
             bundle,
             runsc_root: self.runsc_root.clone(),
         };

@@ -68,6 +68,7 @@ impl From<ContainerError> for TtrpcError {
             | ContainerError::Runsc(_)
             | ContainerError::CheckpointDir { .. }
             | ContainerError::Egress(_)
+            | ContainerError::Audit(_)
             | ContainerError::Cgroup(_) => Code::INTERNAL,
         };
         rpc_error(code, err.to_string())

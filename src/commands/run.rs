@@ -15,9 +15,10 @@ use skillbox_shim::runsc::Runsc;
 
 use super::{base_rootfs_dir, invoking_env, load_node, load_skill, print_warnings, runsc_binary, Failure};
 use crate::cli::RunArgs;
-use crate::runtime::egress;
 use crate::runtime::execution::{Ended, Execution, Interrupts, Outcome, Workspace, CGROUP_PARENT};
+use crate::runtime::{audit, egress};
 use runsc_config::NetworkMode;
+use skillbox_audit::execution::Ending;
 
 /// skillbox failed before or around the run (as `docker run` does).
 const EXIT_SKILLBOX_FAILED: u8 = 125;
@@ -34,7 +35,10 @@ struct Report<'a> {
     cpu_usage_ms: u128,
     memory_peak_bytes: u64,
     cgroup: &'a str,
-    /// The JSON Lines file of the sandbox's DNS queries, when it had egress.
+    /// The execution's audit log (JSON Lines): lifecycle, syscall and
+    /// egress events.
+    audit_log: String,
+    /// The same file, named for egress, when the sandbox had egress.
     #[serde(skip_serializing_if = "Option::is_none")]
     egress_log: Option<String>,
 }
@@ -90,6 +94,13 @@ fn prepare_and_run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let bundle = read_annotations(&workspace.bundle())?;
     let policy = bundle.policy.clone();
     let mut runsc_flags = bundle.runsc_flags.clone();
+    // Every execution's events go to its audit log, from before runsc starts.
+    let audit_log = args
+        .egress
+        .egress_log
+        .clone()
+        .unwrap_or_else(|| node.config.audit.log_dir.join(format!("{id}.jsonl")));
+    let audit = audit::start(&id, &audit_log, &bundle, &node.config.audit, policy.audit)?;
     // With egress, the sandbox gets its own network namespace behind the
     // enforcement, and runsc uses that namespace's kernel stack.
     let egress = match policy.has_egress() {
@@ -100,7 +111,7 @@ fn prepare_and_run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 &bundle,
                 &args.egress,
                 &node.config.egress,
-                &node.config.audit.log_dir,
+                audit.writer(),
             )?;
             runsc_flags.network = NetworkMode::Host;
             Some(started)
@@ -109,21 +120,31 @@ fn prepare_and_run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let limits = CgroupLimits::for_policy(&policy, runsc_flags.platform);
     let cgroup = Execution::prepare_cgroup(&id, &limits)?;
-    let runsc = Runsc::new(
+    let mut runsc = Runsc::new(
         runsc_binary(&args.runtime, &node.config),
         workspace.runsc_root(),
         runsc_flags,
     )
     .with_panic_log(workspace.panic_log());
+    if let Some(session) = audit.pod_init_config() {
+        runsc = runsc.with_pod_init_config(session);
+    }
     let mut execution = Execution::start(&id, runsc, cgroup, &workspace.bundle())?;
     let ended = execution.wait(policy.resources.timeout.as_duration(), &interrupts)?;
     let cgroups_path = execution.cgroups_path();
-    // Tear down the sandbox and its cgroup, then its network, before reporting.
+    // Tear down the sandbox and its cgroup, then its network, then close
+    // the audit trail (the monitor has everything once the sandbox is gone).
     drop(execution);
-    let egress_log = egress.map(|(session, log)| {
-        drop(session);
-        log.display().to_string()
+    let had_egress = egress.is_some();
+    drop(egress);
+    audit.finish(Ending {
+        status: ended.status,
+        wall: Some(ended.wall),
+        oom: ended.outcome == Outcome::Oom,
+        timeout: (ended.outcome == Outcome::Timeout).then(|| policy.resources.timeout.as_duration()),
     });
+    let audit_log = audit_log.display().to_string();
+    let egress_log = had_egress.then(|| audit_log.clone());
     drop(workspace);
 
     if let Some(path) = &args.report {
@@ -136,6 +157,7 @@ fn prepare_and_run(args: RunArgs) -> anyhow::Result<ExitCode> {
             cpu_usage_ms: ended.stats.cpu_usage.as_millis(),
             memory_peak_bytes: ended.stats.memory_peak_bytes,
             cgroup: &cgroups_path,
+            audit_log,
             egress_log,
         };
         let json = serde_json::to_string_pretty(&report).expect("the report serializes");

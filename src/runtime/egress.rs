@@ -5,13 +5,14 @@
 //! `--network=host`, i.e. on the kernel stack of that namespace
 //! (docs/runsc-facts.md).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use policy_compiler::bundle::CompiledAnnotations;
 use policy_compiler::node_config::{DnsUpstream, EgressSettings};
-use skillbox_egress::events::{SandboxIdentity, SkillIdentity};
+use skillbox_audit::jsonl::JsonLinesWriter;
 use skillbox_egress::netns::NetnsName;
 use skillbox_egress::session::{upstreams_or_resolv_conf, EgressSession, SessionConfig};
 use skillbox_egress::spec::join_session;
@@ -57,25 +58,17 @@ fn rewrite_spec(bundle: &Path, session: &EgressSession) -> anyhow::Result<()> {
     std::fs::write(&config, spec.to_string()).with_context(|| format!("{}: cannot write", config.display()))
 }
 
-/// Starts egress for execution `id` of the compiled `bundle` and rewrites
-/// its spec; returns the session (dropping it removes everything) and the
-/// events file.
+/// Starts egress for execution `id` of the compiled `bundle`, its events
+/// joining the execution's audit log `events`, and rewrites its spec;
+/// dropping the session removes everything.
 pub fn start(
     id: &str,
     bundle: &Path,
     compiled: &CompiledAnnotations,
     args: &EgressArgs,
     node: &EgressSettings,
-    log_dir: &Path,
-) -> anyhow::Result<(EgressSession, PathBuf)> {
-    let events = match &args.egress_log {
-        Some(path) => path.clone(),
-        None => {
-            std::fs::create_dir_all(log_dir)
-                .with_context(|| format!("{}: cannot create", log_dir.display()))?;
-            log_dir.join(format!("{id}.jsonl"))
-        }
-    };
+    events: &Arc<JsonLinesWriter>,
+) -> anyhow::Result<EgressSession> {
     // Network namespace names are short and plain; ids are `<skill>-<hex>`.
     let name = NetnsName::new(&format!("skillbox-{}", &id[id.len().saturating_sub(16)..]))?;
     let ttl_grace = match args.ttl_grace_secs {
@@ -86,19 +79,10 @@ pub fn start(
         outer: None,
         upstreams: upstreams(args, node)?,
         ttl_grace,
-        events: events.clone(),
-        identity: SandboxIdentity {
-            execution_id: id.to_owned(),
-            skill: SkillIdentity {
-                name: compiled.skill_name.clone(),
-                version: compiled.skill_version.clone(),
-                digest: Some(compiled.skill_digest.clone()),
-            },
-            container_id: id.to_owned(),
-        },
+        events: Arc::clone(events),
     };
     let session = EgressSession::start(id, name, &compiled.policy.network, &config)
         .context("cannot set up the sandbox's network egress")?;
     rewrite_spec(bundle, &session)?;
-    Ok((session, events))
+    Ok(session)
 }

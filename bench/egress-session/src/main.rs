@@ -52,8 +52,10 @@ fn main() {
             outer: Some(outer.clone()),
             upstreams: vec![upstream],
             ttl_grace: Duration::from_secs(10),
-            events: events.clone(),
-            identity: SandboxIdentity {
+            events: std::sync::Arc::new(
+            skillbox_egress::events::JsonLinesWriter::open(
+                &events,
+                SandboxIdentity {
                 execution_id: id.clone(),
                 skill: SkillIdentity {
                     name: annotations.skill_name.clone(),
@@ -62,7 +64,10 @@ fn main() {
                 },
                 container_id: id.clone(),
             },
-        };
+            )
+            .expect("the events file opens"),
+        ),
+    };
         let began = Instant::now();
         let session = EgressSession::start(&id, name, &annotations.policy.network, &config)
             .expect("EgressSession::start");

@@ -44,6 +44,7 @@ fn all_global_options_come_first_in_fixed_order() {
         debug_log: Some("/d".into()),
         debug: true,
         panic_log: Some("/l/panic.log".into()),
+        pod_init_config: Some("/a/session.json".into()),
     };
     let flags = RunscFlags {
         network: NetworkMode::Sandbox,
@@ -59,6 +60,7 @@ fn all_global_options_come_first_in_fixed_order() {
             "--debug-log=/d/",
             "--debug",
             "--panic-log=/l/panic.log",
+            "--pod-init-config=/a/session.json",
             "--network=sandbox",
             "--platform=systrap",
             "--overlay",

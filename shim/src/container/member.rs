@@ -123,6 +123,9 @@ impl Container {
             logger: Mutex::new(None),
             // The sandbox's egress is the pod's; the sandbox container owns it.
             egress: Mutex::new(None),
+            // The sandbox's monitor sees the whole pod; its events carry the
+            // sandbox container's identity (a known limit).
+            audit: Arc::new(Mutex::new(None)),
         })
     }
 

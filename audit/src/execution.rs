@@ -1,0 +1,192 @@
+//! One execution's audit trail as a runtime (the shim, `skillbox run`)
+//! drives it: the execution's log file, its `start` event, the gVisor
+//! monitor and session file when the policy's audit level asks for one,
+//! and at the end the lifecycle events (`oom`, `timeout`, `exit`) after the
+//! monitor has read everything the sandbox sent.
+//!
+//! The same writer is handed to the egress session, so an execution's
+//! DNS, connection, process, file and lifecycle events are one file.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::event::{AuditEvent, SandboxIdentity};
+use crate::gvisor::{pod_init_config, write_pod_init_config, EventSink, Monitor};
+use crate::jsonl::{JsonLinesWriter, Rotation, WriteError};
+use crate::AuditLevel;
+
+/// Where runtimes put the monitors' sockets and session files (socket
+/// paths are limited to 108 bytes: not under a bundle or state directory).
+pub const SOCKET_DIR: &str = "/run/skillbox/audit";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutionAuditError {
+    #[error(transparent)]
+    Log(#[from] WriteError),
+    #[error(transparent)]
+    Monitor(#[from] crate::Error),
+    #[error("{path}: cannot create the audit socket directory: {source}")]
+    SocketDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Where an execution's audit goes.
+#[derive(Debug, Clone)]
+pub struct AuditSetup<'a> {
+    /// The execution's JSON Lines file.
+    pub log: &'a Path,
+    pub rotation: Rotation,
+    pub identity: SandboxIdentity,
+    pub level: AuditLevel,
+    /// `shim` or `skillbox-run`, for the `start` event.
+    pub runtime: &'a str,
+    /// A root-only directory for the monitor's socket and session file
+    /// (socket paths are limited to 108 bytes: keep it short).
+    pub socket_dir: &'a Path,
+    /// A name unique on the node, for the socket and session file.
+    pub key: &'a str,
+    /// The sandbox's container id as runsc knows it.
+    pub container_id: &'a str,
+}
+
+/// The monitor's socket and the session file of execution `key`.
+fn files(socket_dir: &Path, key: &str) -> (PathBuf, PathBuf) {
+    (
+        socket_dir.join(format!("{key}.sock")),
+        socket_dir.join(format!("{key}.json")),
+    )
+}
+
+/// Removes what [`ExecutionAudit::start`] made in `socket_dir` for `key`,
+/// after its process died without dropping it.
+pub fn remove_files(socket_dir: &Path, key: &str) {
+    let (socket, session) = files(socket_dir, key);
+    let _ = std::fs::remove_file(socket);
+    let _ = std::fs::remove_file(session);
+}
+
+/// How the execution ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ending {
+    pub status: i32,
+    pub wall: Option<Duration>,
+    pub oom: bool,
+    /// The policy's timeout ended it, after this limit.
+    pub timeout: Option<Duration>,
+}
+
+/// The monitor's events go to the execution's log; a failed write is
+/// logged (the monitor cannot push back on the sentry).
+struct LogSink(Arc<JsonLinesWriter>);
+
+impl EventSink for LogSink {
+    fn record(&self, event: AuditEvent) {
+        if let Err(err) = self.0.write(&event) {
+            tracing::warn!(%err, "an audit event was not written");
+        }
+    }
+}
+
+/// An execution's audit, running.
+pub struct ExecutionAudit {
+    writer: Arc<JsonLinesWriter>,
+    monitor: Option<Monitor>,
+    session_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for ExecutionAudit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecutionAudit")
+            .field("log", &self.writer.path())
+            .field("session_file", &self.session_file)
+            .finish()
+    }
+}
+
+impl ExecutionAudit {
+    /// Opens the log, records `start`, and (unless the level is `none`)
+    /// starts the monitor and writes the session file runsc must be
+    /// started with ([`ExecutionAudit::pod_init_config`]).
+    pub fn start(setup: &AuditSetup<'_>) -> Result<ExecutionAudit, ExecutionAuditError> {
+        let writer = Arc::new(JsonLinesWriter::with_rotation(
+            setup.log,
+            setup.identity.clone(),
+            setup.rotation,
+        )?);
+        writer.write(&AuditEvent::Start {
+            runtime: setup.runtime.to_owned(),
+            audit_level: setup.level.as_str().to_owned(),
+        })?;
+        let mut audit = ExecutionAudit {
+            writer,
+            monitor: None,
+            session_file: None,
+        };
+        let (socket, session_file) = files(setup.socket_dir, setup.key);
+        if let Some(config) = pod_init_config(setup.level, &socket) {
+            std::fs::create_dir_all(setup.socket_dir).map_err(|source| ExecutionAuditError::SocketDir {
+                path: setup.socket_dir.to_owned(),
+                source,
+            })?;
+            // A socket left by a killed runtime with the same key.
+            let _ = std::fs::remove_file(&socket);
+            let sink = Arc::new(LogSink(Arc::clone(&audit.writer)));
+            audit.monitor = Some(Monitor::bind(&socket, setup.container_id, setup.level, sink)?);
+            write_pod_init_config(&config, &session_file)?;
+            audit.session_file = Some(session_file);
+        }
+        Ok(audit)
+    }
+
+    /// The execution's log, for the other event sources (egress).
+    pub fn writer(&self) -> &Arc<JsonLinesWriter> {
+        &self.writer
+    }
+
+    /// The session file to start runsc with (`--pod-init-config`), if any.
+    pub fn pod_init_config(&self) -> Option<&Path> {
+        self.session_file.as_deref()
+    }
+
+    /// Records how the execution ended, once the sandbox is gone (so the
+    /// monitor has read all it sent).
+    pub fn finish(mut self, ending: Ending) {
+        if let Some(monitor) = self.monitor.take() {
+            match monitor.stop() {
+                Ok(stats) => tracing::debug!(?stats, "audit monitor stopped"),
+                Err(err) => tracing::warn!(%err, "the audit monitor did not stop cleanly"),
+            }
+        }
+        let mut events = Vec::new();
+        if ending.oom {
+            events.push(AuditEvent::Oom);
+        }
+        if let Some(limit) = ending.timeout {
+            events.push(AuditEvent::Timeout {
+                limit_ms: limit.as_millis() as u64,
+            });
+        }
+        events.push(AuditEvent::Exit {
+            status: ending.status,
+            wall_ms: ending.wall.map(|wall| wall.as_millis() as u64),
+        });
+        for event in events {
+            if let Err(err) = self.writer.write(&event) {
+                tracing::warn!(%err, "a lifecycle event was not written");
+            }
+        }
+    }
+}
+
+impl Drop for ExecutionAudit {
+    fn drop(&mut self) {
+        drop(self.monitor.take());
+        if let Some(file) = self.session_file.take() {
+            let _ = std::fs::remove_file(file);
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! The audit trail of a `skillbox run` (issue 5): a skill that execs a
+//! child, opens a file for writing, and connects to an allowed and a
+//! denied destination leaves exactly those events in its audit log, next
+//! to its lifecycle and egress events, each with the execution's identity.
+//! With `audit: all`, a known number of one system call is counted.
+//! `skillbox run` runs in the fake internet's node namespace.
+
+mod common;
+
+use std::time::Duration;
+
+use common::fake_internet::{FakeInternet, NODE_UPLINK};
+use common::{busybox_rootfs, require_sandbox_prerequisites, run_with_watchdog, Skill, SKILLBOX};
+use serde_json::Value;
+use skillbox_egress::netns::{Forwarding, NetnsName, SystemRunner};
+
+const SCRIPT: &str = r#"echo written > /tmp/out
+/bin/cat /tmp/out
+printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 3 203.0.113.10 8080 | tail -1
+printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 3 198.51.100.20 8080 || echo "198.51.100.20: refused"
+"#;
+
+const POLICY: &str = "  resources: { cpus: 0.5, memory: 128Mi, pids: 16, timeout: 60s }
+  network:
+    allow:
+      - { cidr: 203.0.113.10/32, ports: [8080] }
+  audit: { syscalls: security }
+";
+
+fn events(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+/// The events of `kind` whose fields include every `(key, value)` of `fields`.
+fn matching<'a>(all: &'a [Value], kind: &str, fields: &[(&str, Value)]) -> Vec<&'a Value> {
+    all.iter()
+        .filter(|event| event["type"] == kind && fields.iter().all(|(key, value)| &event[*key] == value))
+        .collect()
+}
+
+fn run_in_node(fake: &FakeInternet, skill: &Skill, log: &std::path::Path) -> common::Output {
+    let mut command = fake.node_command(SKILLBOX);
+    command
+        .arg("run")
+        .arg("--base-rootfs")
+        .arg(busybox_rootfs())
+        .arg("--egress-log")
+        .arg(log)
+        .arg(skill.path());
+    run_with_watchdog(command, Duration::from_secs(90))
+}
+
+#[test]
+fn a_runs_exec_write_and_connections_are_audited_with_its_identity() {
+    require_sandbox_prerequisites();
+    let fake = FakeInternet::start("aud");
+    let node = NetnsName::new(&fake.node).unwrap();
+    let _uplink = Forwarding::enable(Box::new(SystemRunner), Some(node), NODE_UPLINK).unwrap();
+    let skill = Skill::sh("audit-run", POLICY, SCRIPT);
+    let work = tempfile::tempdir().unwrap();
+    let log = work.path().join("audit.jsonl");
+    let output = run_in_node(&fake, &skill, &log);
+    assert_eq!(output.code, 0, "{}", output.describe());
+    assert!(output.stdout.contains("written") && output.stdout.contains("fake-internet 203.0.113.10"));
+    assert!(
+        output.stdout.contains("198.51.100.20: refused"),
+        "{}",
+        output.describe()
+    );
+
+    let all = events(&log);
+    let text = std::fs::read_to_string(&log).unwrap();
+    // One identity on every line.
+    let execution = all[0]["execution_id"].as_str().unwrap().to_owned();
+    for event in &all {
+        assert_eq!(event["execution_id"], execution.as_str(), "{event}");
+        assert_eq!(event["skill"]["name"], "audit-run", "{event}");
+        assert!(
+            event["skill"]["digest"].as_str().unwrap().starts_with("sha256:"),
+            "{event}"
+        );
+    }
+    // Lifecycle: first and last.
+    assert_eq!(all[0]["type"], "start", "{text}");
+    assert_eq!(all[0]["audit_level"], "security");
+    assert_eq!(all.last().unwrap()["type"], "exit", "{text}");
+    assert_eq!(all.last().unwrap()["status"], 0);
+    // The child exec'd, with its argv, from the skill's shell (`path` is
+    // the binary the kernel ran: /bin/cat is busybox).
+    let execs = matching(
+        &all,
+        "exec",
+        &[("argv", serde_json::json!(["/bin/cat", "/tmp/out"]))],
+    );
+    assert_eq!(execs.len(), 1, "{text}");
+    assert_eq!(execs[0]["path"], "/bin/busybox");
+    assert!(
+        execs[0]["pid"].as_u64().is_some() && execs[0]["process"].is_string(),
+        "{}",
+        execs[0]
+    );
+    // The file opened for writing, by the shell's redirection.
+    let writes = matching(
+        &all,
+        "file_open",
+        &[("path", "/tmp/out".into()), ("write", true.into())],
+    );
+    assert_eq!(writes.len(), 1, "{text}");
+    assert_eq!(writes[0]["process"], "sh");
+    // Both connect(2) calls, with what the kernel said, and the table's verdicts.
+    let allowed = matching(
+        &all,
+        "connect",
+        &[("address", "203.0.113.10".into()), ("port", 8080.into())],
+    );
+    assert_eq!(allowed.len(), 1, "{text}");
+    assert_eq!(allowed[0]["result"], 0);
+    assert_eq!(allowed[0]["process"], "nc");
+    let denied = matching(
+        &all,
+        "connect",
+        &[("address", "198.51.100.20".into()), ("port", 8080.into())],
+    );
+    assert_eq!(denied.len(), 1, "{text}");
+    assert_eq!(
+        denied[0]["result"], -111,
+        "ECONNREFUSED: the table answered with a reset"
+    );
+    let verdicts = |destination: &str| -> Vec<String> {
+        matching(&all, "connection", &[("destination", destination.into())])
+            .iter()
+            .map(|event| {
+                format!(
+                    "{} {}",
+                    event["verdict"].as_str().unwrap(),
+                    event["rule"].as_str().unwrap_or("-")
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        verdicts("203.0.113.10"),
+        ["allowed allow: cidr 203.0.113.10/32 ports 8080"],
+        "{text}"
+    );
+    assert_eq!(verdicts("198.51.100.20"), ["denied default-deny"], "{text}");
+}
+
+/// The shell's `newfstatat` calls in a run of `test -e` repeated `times`.
+fn shell_stats(times: usize) -> usize {
+    let loop_body = "test -e /skill-count-probe; ".repeat(times);
+    let skill = Skill::sh(
+        "audit-all",
+        "  audit: { syscalls: all }\n",
+        &format!("{loop_body}\nexit 0\n"),
+    );
+    let work = tempfile::tempdir().unwrap();
+    let log = work.path().join("audit.jsonl");
+    let output = common::skillbox([
+        "run".as_ref(),
+        "--base-rootfs".as_ref(),
+        busybox_rootfs().as_os_str(),
+        "--egress-log".as_ref(),
+        log.as_os_str(),
+        skill.path().as_os_str(),
+    ]);
+    assert_eq!(output.code, 0, "{}", output.describe());
+    let all = events(&log);
+    assert_eq!(matching(&all, "start", &[("audit_level", "all".into())]).len(), 1);
+    all.iter()
+        .filter(|event| {
+            event["type"] == "syscall" && event["name"] == "newfstatat" && event["process"] == "sh"
+        })
+        .count()
+}
+
+#[test]
+fn audit_all_counts_every_call_of_a_syscall() {
+    require_sandbox_prerequisites();
+    // The shell stats a few things of its own: the difference between a
+    // run with 7 `test -e` and one with none is exactly 7.
+    let (none, seven) = (shell_stats(0), shell_stats(7));
+    assert_eq!(seven - none, 7, "{none} without the loop, {seven} with it");
+}
