@@ -127,6 +127,20 @@ fn start_event() -> AuditEvent {
     }
 }
 
+fn dropped(count: u64) -> AuditEvent {
+    AuditEvent::EventsDropped {
+        count,
+        source: "sentry".to_owned(),
+    }
+}
+
+fn exit(status: i32, wall_ms: u64) -> AuditEvent {
+    AuditEvent::Exit {
+        status,
+        wall_ms: Some(wall_ms),
+    }
+}
+
 fn connection(verdict: ConnectionVerdict) -> EgressEvent {
     EgressEvent::Connection(ConnectionEvent {
         destination: "203.0.113.7".parse().unwrap(),
@@ -196,18 +210,8 @@ fn counters_follow_the_audit_log_as_skills_run() {
     weather.write(&dns_query(DnsVerdict::Refused)).unwrap();
     weather.write(&dns_query(DnsVerdict::Refused)).unwrap();
     weather.write(&dns_query(DnsVerdict::Allowed)).unwrap();
-    weather
-        .write(&AuditEvent::EventsDropped {
-            count: 5,
-            source: "sentry".to_owned(),
-        })
-        .unwrap();
-    weather
-        .write(&AuditEvent::Exit {
-            status: 0,
-            wall_ms: Some(1200),
-        })
-        .unwrap();
+    weather.write(&dropped(5)).unwrap();
+    weather.write(&exit(0, 1200)).unwrap();
     assert!(
         dir.path().join("default/weather-1.jsonl.1").exists(),
         "the test wants a rotation"
@@ -217,18 +221,8 @@ fn counters_follow_the_audit_log_as_skills_run() {
     });
 
     shell.write(&AuditEvent::Oom).unwrap();
-    shell
-        .write(&AuditEvent::EventsDropped {
-            count: 2,
-            source: "sentry".to_owned(),
-        })
-        .unwrap();
-    shell
-        .write(&AuditEvent::Exit {
-            status: 137,
-            wall_ms: Some(300),
-        })
-        .unwrap();
+    shell.write(&dropped(2)).unwrap();
+    shell.write(&exit(137, 300)).unwrap();
     let expected = [
         ("skillbox_sandboxes_running", 0.0),
         ("skillbox_sandboxes_started_total{skill=\"weather\"}", 1.0),

@@ -47,6 +47,12 @@ fn sample(metrics: &Metrics, series: &str) -> Option<f64> {
     })
 }
 
+fn assert_samples(metrics: &Metrics, expected: &[(&str, Option<f64>)]) {
+    for (series, value) in expected {
+        assert_eq!(sample(metrics, series), *value, "{series}");
+    }
+}
+
 fn observe_all(metrics: &mut Metrics, events: &[Value]) {
     for event in events {
         metrics.observe(event);
@@ -65,15 +71,17 @@ fn lifecycle_events_count_starts_running_failures_and_durations() {
             start("e3", "shell", 2),
         ],
     );
-    assert_eq!(sample(&metrics, "skillbox_sandboxes_running"), Some(3.0));
-    assert_eq!(
-        sample(&metrics, "skillbox_sandboxes_started_total{skill=\"weather\"}"),
-        Some(2.0)
+    assert_samples(
+        &metrics,
+        &[
+            ("skillbox_sandboxes_running", Some(3.0)),
+            ("skillbox_sandboxes_started_total{skill=\"weather\"}", Some(2.0)),
+        ],
     );
     observe_all(
         &mut metrics,
         &[
-            // Ends well after 1.5 s by its own account.
+            // wall_ms (1.5 s) wins over the timestamps (3 s).
             exit("e1", "weather", 3, 0, Some(1500)),
             // OOM-killed: one failure, not two.
             event("e2", "weather", 4, "oom", json!({})),
@@ -84,39 +92,28 @@ fn lifecycle_events_count_starts_running_failures_and_durations() {
             exit("e3", "shell", 7, 124, Some(5000)),
         ],
     );
-    assert_eq!(sample(&metrics, "skillbox_sandboxes_running"), Some(0.0));
-    assert_eq!(
-        sample(&metrics, "skillbox_sandboxes_failed_total{skill=\"weather\"}"),
-        Some(1.0)
-    );
-    assert_eq!(
-        sample(&metrics, "skillbox_sandboxes_failed_total{skill=\"shell\"}"),
-        Some(1.0)
-    );
-    assert_eq!(
-        sample(&metrics, "skillbox_oom_kills_total{skill=\"weather\"}"),
-        Some(2.0)
-    );
-    assert_eq!(
-        sample(&metrics, "skillbox_timeouts_total{skill=\"shell\"}"),
-        Some(1.0)
+    assert_samples(
+        &metrics,
+        &[
+            ("skillbox_sandboxes_running", Some(0.0)),
+            ("skillbox_sandboxes_failed_total{skill=\"weather\"}", Some(1.0)),
+            ("skillbox_sandboxes_failed_total{skill=\"shell\"}", Some(1.0)),
+            ("skillbox_oom_kills_total{skill=\"weather\"}", Some(2.0)),
+            ("skillbox_timeouts_total{skill=\"shell\"}", Some(1.0)),
+        ],
     );
     // 1.5 s and 5 s from wall_ms, 4 s (second 1 to second 5) from the timestamps.
-    assert_eq!(
-        sample(&metrics, "skillbox_execution_duration_seconds_count"),
-        Some(3.0)
-    );
-    assert_eq!(
-        sample(&metrics, "skillbox_execution_duration_seconds_sum"),
-        Some(10.5)
-    );
-    assert_eq!(
-        sample(&metrics, "skillbox_execution_duration_seconds_bucket{le=\"2.5\"}"),
-        Some(1.0)
-    );
-    assert_eq!(
-        sample(&metrics, "skillbox_execution_duration_seconds_bucket{le=\"5\"}"),
-        Some(3.0)
+    assert_samples(
+        &metrics,
+        &[
+            ("skillbox_execution_duration_seconds_count", Some(3.0)),
+            ("skillbox_execution_duration_seconds_sum", Some(10.5)),
+            (
+                "skillbox_execution_duration_seconds_bucket{le=\"2.5\"}",
+                Some(1.0),
+            ),
+            ("skillbox_execution_duration_seconds_bucket{le=\"5\"}", Some(3.0)),
+        ],
     );
 }
 
@@ -131,10 +128,12 @@ fn a_repeated_start_or_an_exit_without_start_does_not_skew_running() {
             exit("e0", "weather", 1, 0, None),
         ],
     );
-    assert_eq!(sample(&metrics, "skillbox_sandboxes_running"), Some(1.0));
-    assert_eq!(
-        sample(&metrics, "skillbox_sandboxes_started_total{skill=\"weather\"}"),
-        Some(1.0)
+    assert_samples(
+        &metrics,
+        &[
+            ("skillbox_sandboxes_running", Some(1.0)),
+            ("skillbox_sandboxes_started_total{skill=\"weather\"}", Some(1.0)),
+        ],
     );
     // No start, no wall_ms: no duration to observe.
     assert_eq!(
@@ -143,10 +142,12 @@ fn a_repeated_start_or_an_exit_without_start_does_not_skew_running() {
     );
     metrics.observe(&exit("e1", "weather", 2, 0, None));
     metrics.observe(&exit("e1", "weather", 3, 0, None));
-    assert_eq!(sample(&metrics, "skillbox_sandboxes_running"), Some(0.0));
-    assert_eq!(
-        sample(&metrics, "skillbox_sandboxes_failed_total{skill=\"weather\"}"),
-        None
+    assert_samples(
+        &metrics,
+        &[
+            ("skillbox_sandboxes_running", Some(0.0)),
+            ("skillbox_sandboxes_failed_total{skill=\"weather\"}", None),
+        ],
     );
 }
 
@@ -230,26 +231,30 @@ fn event_types_and_drop_sources_are_bounded_and_drops_summed() {
     for source in 0..MAX_SOURCES {
         metrics.observe(&dropped(1, &format!("source-{source}")));
     }
-    assert_eq!(
-        sample(&metrics, "skillbox_audit_events_dropped_total{source=\"sentry\"}"),
-        Some(7.0)
-    );
-    assert_eq!(
-        sample(&metrics, "skillbox_audit_events_dropped_total{source=\"jsonl\"}"),
-        Some(1.0)
+    assert_samples(
+        &metrics,
+        &[
+            (
+                "skillbox_audit_events_dropped_total{source=\"sentry\"}",
+                Some(7.0),
+            ),
+            ("skillbox_audit_events_dropped_total{source=\"jsonl\"}", Some(1.0)),
+        ],
     );
     // Two sources were there first: the last two of the loop are folded.
-    assert_eq!(
-        sample(&metrics, "skillbox_audit_events_dropped_total{source=\"_other\"}"),
-        Some(2.0)
-    );
-    assert_eq!(
-        sample(&metrics, "skillbox_audit_events_total{type=\"events_dropped\"}"),
-        Some(3.0 + MAX_SOURCES as f64)
-    );
-    assert_eq!(
-        sample(&metrics, "skillbox_audit_events_total{type=\"_other\"}"),
-        Some(2.0)
+    assert_samples(
+        &metrics,
+        &[
+            (
+                "skillbox_audit_events_dropped_total{source=\"_other\"}",
+                Some(2.0),
+            ),
+            (
+                "skillbox_audit_events_total{type=\"events_dropped\"}",
+                Some(3.0 + MAX_SOURCES as f64),
+            ),
+            ("skillbox_audit_events_total{type=\"_other\"}", Some(2.0)),
+        ],
     );
 }
 
@@ -263,17 +268,13 @@ fn skills_past_the_cap_fold_into_other_and_execution_ids_are_never_labels() {
     let mut nameless = event("exec-y", "", 0, "oom", json!({}));
     nameless.as_object_mut().unwrap().remove("skill");
     metrics.observe(&nameless);
-    assert_eq!(
-        sample(&metrics, "skillbox_sandboxes_started_total{skill=\"skill-0\"}"),
-        Some(2.0)
-    );
-    assert_eq!(
-        sample(&metrics, "skillbox_sandboxes_started_total{skill=\"_other\"}"),
-        Some(5.0)
-    );
-    assert_eq!(
-        sample(&metrics, "skillbox_oom_kills_total{skill=\"_unknown\"}"),
-        Some(1.0)
+    assert_samples(
+        &metrics,
+        &[
+            ("skillbox_sandboxes_started_total{skill=\"skill-0\"}", Some(2.0)),
+            ("skillbox_sandboxes_started_total{skill=\"_other\"}", Some(5.0)),
+            ("skillbox_oom_kills_total{skill=\"_unknown\"}", Some(1.0)),
+        ],
     );
     let text = metrics.render();
     assert!(!text.contains("exec-"), "an execution id became a label");
@@ -289,18 +290,14 @@ fn shims_malformed_lines_and_read_errors_are_reported_as_set() {
     metrics.read_error();
     let text = metrics.render();
     assert!(text.contains("# TYPE skillbox_shim_memory_bytes gauge"), "{text}");
-    assert_eq!(sample(&metrics, "skillbox_shims"), Some(2.0));
-    assert_eq!(
-        sample(&metrics, "skillbox_shim_memory_bytes"),
-        Some((48 << 20) as f64)
-    );
-    assert_eq!(
-        sample(&metrics, "skillbox_audit_log_malformed_lines_total"),
-        Some(3.0)
-    );
-    assert_eq!(
-        sample(&metrics, "skillbox_audit_log_read_errors_total"),
-        Some(1.0)
+    assert_samples(
+        &metrics,
+        &[
+            ("skillbox_shims", Some(2.0)),
+            ("skillbox_shim_memory_bytes", Some((48 << 20) as f64)),
+            ("skillbox_audit_log_malformed_lines_total", Some(3.0)),
+            ("skillbox_audit_log_read_errors_total", Some(1.0)),
+        ],
     );
     metrics.set_shims(0, 0);
     assert_eq!(sample(&metrics, "skillbox_shims"), Some(0.0));
