@@ -5,6 +5,8 @@
 //! timeout fired; 137 when the skill was killed (out of memory is reported
 //! on stderr); 125 when skillbox itself failed before or around the run;
 //! 128+N when skillbox was interrupted by signal N (SIGINT 130, SIGTERM 143).
+//! `audit --follow` and `metrics-server` run until stopped; they exit 1 when
+//! they cannot start (an unreadable node config, an address in use).
 
 use std::path::PathBuf;
 
@@ -35,6 +37,10 @@ pub enum Command {
     /// Print audit events (JSON Lines) from the node's audit log, filtered;
     /// with --follow, keep printing new ones.
     Audit(AuditArgs),
+    /// Serve the node's metrics (Prometheus text format) at
+    /// `http://ADDR/metrics`, counted from the audit log of every skillbox
+    /// execution on the node.
+    MetricsServer(MetricsServerArgs),
 }
 
 #[derive(Debug, Args)]
@@ -213,6 +219,19 @@ pub struct ExportArgs {
     /// Without --follow: seconds of failed attempts before giving up.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     pub give_up_after: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct MetricsServerArgs {
+    /// Address to listen on (`127.0.0.1:9464`, `[::]:9464`; port 0 picks a
+    /// free port). The bound address is printed on stderr.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// The audit log directory. Default: `[audit] log_dir`.
+    #[arg(long, value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

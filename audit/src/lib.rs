@@ -6,6 +6,7 @@
 //!   egress events of `skillbox-egress`;
 //! - `jsonl`: the built-in exporter, a JSON Lines file per execution;
 //! - `reader`: reading and following those files (`skillbox audit`);
+//! - `metrics`: the node's Prometheus metrics, counted from the events;
 //! - `registry`: the rows the registry's `audit_log` table gets;
 //! - `gvisor`: the runtime-monitoring session configuration and the monitor
 //!   that receives the sentry's messages and turns them into events;
@@ -17,6 +18,7 @@ pub mod event;
 pub mod execution;
 pub mod gvisor;
 pub mod jsonl;
+pub mod metrics;
 pub mod reader;
 pub mod registry;
 

@@ -4,6 +4,7 @@ mod audit;
 mod audit_export;
 mod compile;
 mod explain;
+mod metrics_server;
 mod probe;
 mod run;
 
@@ -47,6 +48,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             ..
         }) => audit_export::export(args),
         Command::Audit(args) => audit::audit(args),
+        Command::MetricsServer(args) => metrics_server::serve(args),
     }
 }
 
