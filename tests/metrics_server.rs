@@ -315,3 +315,55 @@ fn shim_processes_are_counted_with_their_memory() {
     });
     assert!(samples["skillbox_shim_memory_bytes"] < (1u64 << 40) as f64);
 }
+
+#[test]
+fn real_runs_move_the_counters() {
+    common::require_sandbox_prerequisites();
+    let work = tempfile::tempdir().unwrap();
+    let log_dir = work.path().join("audit");
+    std::fs::create_dir_all(&log_dir).unwrap();
+    let node_config = work.path().join("node.toml");
+    std::fs::write(
+        &node_config,
+        format!("[audit]\nlog_dir = {:?}\n", log_dir.display().to_string()),
+    )
+    .unwrap();
+    let (_server, addr) = start_server(&log_dir);
+    let value = |samples: &HashMap<String, f64>, key: &str| samples.get(key).copied().unwrap_or(0.0);
+    for (name, script) in [("metrics-ok", "exit 0\n"), ("metrics-fails", "exit 3\n")] {
+        let skill = common::Skill::sh(name, "  audit: { syscalls: security }\n", script);
+        let output = common::skillbox([
+            "run".as_ref(),
+            "--node-config".as_ref(),
+            node_config.as_os_str(),
+            "--base-rootfs".as_ref(),
+            common::busybox_rootfs().as_os_str(),
+            skill.path().as_os_str(),
+        ]);
+        assert!(output.code == 0 || output.code == 3, "{}", output.describe());
+    }
+    let samples = scrape_until(addr, "counted both runs", |samples| {
+        value(samples, "skillbox_sandboxes_started_total{skill=\"metrics-ok\"}") == 1.0
+            && value(
+                samples,
+                "skillbox_sandboxes_started_total{skill=\"metrics-fails\"}",
+            ) == 1.0
+    });
+    assert_eq!(
+        value(
+            &samples,
+            "skillbox_sandboxes_failed_total{skill=\"metrics-fails\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(&samples, "skillbox_sandboxes_failed_total{skill=\"metrics-ok\"}"),
+        0.0
+    );
+    assert_eq!(value(&samples, "skillbox_sandboxes_running"), 0.0);
+    assert_eq!(value(&samples, "skillbox_execution_duration_seconds_count"), 2.0);
+    assert!(
+        value(&samples, "skillbox_audit_events_total{type=\"container_start\"}") >= 2.0,
+        "{samples:#?}"
+    );
+}
