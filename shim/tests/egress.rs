@@ -106,6 +106,16 @@ impl Setup {
             if record.exists() {
                 left.push(record.display().to_string());
             }
+            // The audit monitor's socket and session file.
+            let audit_files = std::fs::read_dir("/run/skillbox/audit")
+                .into_iter()
+                .flatten()
+                .flatten();
+            left.extend(
+                audit_files
+                    .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                    .filter(|name| name.starts_with(&format!("{namespace}."))),
+            );
             if left.is_empty() {
                 return;
             }
@@ -278,6 +288,23 @@ fn containerd_runs_each_skill_with_exactly_its_own_egress() {
         assert_eq!(event["skill"]["name"], "egr-a", "{line}");
         assert_eq!(event["execution_id"], format!("{namespace}/egr-a"), "{line}");
         assert_eq!(event["container_id"], "egr-a", "{line}");
+    }
+    // The audit trail of the container: lifecycle from the shim, the
+    // skill's processes from gVisor, in one file with the egress events.
+    let types: Vec<String> = events_a
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(types.first().map(String::as_str), Some("start"), "{events_a}");
+    assert_eq!(types.last().map(String::as_str), Some("exit"), "{events_a}");
+    assert!(events_a.contains("\"runtime\":\"shim\""), "{events_a}");
+    for kind in ["container_start", "exec", "connect"] {
+        assert!(types.iter().any(|t| t == kind), "no {kind} event:\n{events_a}");
     }
     let connections = connection_events(&events_a);
     for expected in [
