@@ -62,7 +62,7 @@ section "Runs"
 for run in $(seq 1 "$runs"); do
     for level in "${levels[@]}"; do
         log="$work/$level-$run.jsonl"
-        "$skillbox" run --base-rootfs "$rootfs" --egress-log "$log" \
+        "$skillbox" run --base-rootfs "$rootfs" --audit-log "$log" \
             --report "$work/$level-$run.report.json" "$work/skill-$level" >/dev/null
         wall="$(jq -r .wall_ms "$work/$level-$run.report.json")"
         events="$(wc -l <"$log")"

@@ -8,7 +8,9 @@
 #   6. runs it in gVisor with a host secret in the environment: the skill
 #      prints everything it tries and whether the policy blocked it;
 #   7. runs the same compiled bundle through a private containerd and
-#      skillbox's shim (ctr run --runtime io.containerd.skillbox.v1).
+#      skillbox's shim (ctr run --runtime io.containerd.skillbox.v1);
+#   8. shows the run's audit trail (skillbox audit): what gVisor's runtime
+#      monitoring recorded of the skill's execs, writes and connects.
 # Exits non-zero if anything fails unexpectedly (including a leaked secret).
 #
 #   bash scripts/demo.sh
@@ -149,13 +151,36 @@ else
     echo "(no report written)"
 fi
 
+section "10. Its audit trail: skillbox audit --execution <id>"
+# gVisor's runtime monitoring recorded what the skill did (its policy asks
+# for audit level `all`), next to the run's lifecycle events.
+audit_log="$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["audit_log"])' "$work/report.json")"
+execution="$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["execution_id"])' "$work/report.json")"
+echo "\$ $skillbox audit --log-dir $(dirname "$audit_log") --execution $execution"
+"$skillbox" audit --log-dir "$(dirname "$audit_log")" --execution "$execution" >"$work/audit.jsonl"
+python3 - "$work/audit.jsonl" <<'PY'
+import collections, json, sys
+events = [json.loads(line) for line in open(sys.argv[1])]
+counts = collections.Counter(event["type"] for event in events)
+print(f"{len(events)} events: " + ", ".join(f"{n} {kind}" for kind, n in counts.most_common()))
+shown = [
+    event for event in events
+    if event["type"] in ("exec", "connect") or (event["type"] == "file_open" and event.get("write"))
+]
+for event in shown[:30]:
+    detail = event.get("argv") or event.get("path") or f'{event.get("address")}:{event.get("port")}'
+    print(f'  {event["type"]:<9} pid {event.get("pid")}  {event.get("process")}: {detail}  result {event.get("result", "-")}')
+if len(shown) > 30:
+    print(f"  … and {len(shown) - 30} more execs, writes and connects")
+PY
+
 section "Verdict"
 failed=0
-if grep -qF "$secret" "$work/output.txt" "$work/output-containerd.txt"; then
+if grep -qF "$secret" "$work/output.txt" "$work/output-containerd.txt" "$work/audit.jsonl"; then
     echo "FAIL: the host's SECRET_TOKEN value appeared inside the sandbox"
     failed=1
 else
-    echo "ok: SECRET_TOKEN's value never reached the skill"
+    echo "ok: SECRET_TOKEN's value never reached the skill (nor its audit trail)"
 fi
 # The only thing this skill's policy allows is writing its scratch /tmp; it
 # must also run as a non-root user without capabilities.

@@ -114,11 +114,11 @@ pub struct EgressArgs {
     /// of /etc/resolv.conf.
     #[arg(long = "dns-upstream", value_name = "ADDR")]
     pub dns_upstreams: Vec<String>,
-    /// JSON Lines file the sandbox's egress events are appended to.
-    /// Default: `<[audit] log_dir>/<execution id>.jsonl`
-    /// (/var/log/skillbox/audit).
-    #[arg(long, value_name = "FILE")]
-    pub egress_log: Option<PathBuf>,
+    /// The execution's audit log (JSON Lines: lifecycle, syscall and egress
+    /// events). Default: `<[audit] log_dir>/<execution id>.jsonl`
+    /// (/var/log/skillbox/audit). `--egress-log` is an older name.
+    #[arg(long = "audit-log", alias = "egress-log", value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
     /// Seconds added to each DNS record's TTL before an address the proxy
     /// learned expires from the sandbox's table (`[egress] ttl_grace`,
     /// default 10 s). For tests; hidden.

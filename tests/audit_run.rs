@@ -48,7 +48,7 @@ fn run_in_node(fake: &FakeInternet, skill: &Skill, log: &std::path::Path) -> com
         .arg("run")
         .arg("--base-rootfs")
         .arg(busybox_rootfs())
-        .arg("--egress-log")
+        .arg("--audit-log")
         .arg(log)
         .arg(skill.path());
     run_with_watchdog(command, Duration::from_secs(90))
@@ -164,7 +164,7 @@ fn shell_stats(times: usize) -> usize {
         "run".as_ref(),
         "--base-rootfs".as_ref(),
         busybox_rootfs().as_os_str(),
-        "--egress-log".as_ref(),
+        "--audit-log".as_ref(),
         log.as_os_str(),
         skill.path().as_os_str(),
     ]);

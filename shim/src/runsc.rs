@@ -309,10 +309,32 @@ impl Runsc {
     }
 
     pub fn delete_force(&self, id: &str) -> Result<String, RunscError> {
-        self.check(&Subcommand::Delete {
+        let deleted = self.check(&Subcommand::Delete {
             id: id.to_owned(),
             force: true,
-        })
+        });
+        self.remove_stale_locks(id);
+        deleted
+    }
+
+    /// Removes `<id>_sandbox:*.lock` files left without their `.state`:
+    /// a runsc command that loads a container (`wait`, `state`) creates the
+    /// lock file first, so one racing a delete leaves it behind.
+    fn remove_stale_locks(&self, id: &str) {
+        let prefix = format!("{id}_sandbox:");
+        let Ok(entries) = std::fs::read_dir(&self.global.root) else {
+            return;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(stem) = name.strip_prefix(&prefix).and_then(|rest| rest.strip_suffix(".lock")) else {
+                continue;
+            };
+            let state = self.global.root.join(format!("{prefix}{stem}.state"));
+            if !state.exists() {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
     }
 
     /// `runsc --version`, parsed.

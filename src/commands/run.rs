@@ -97,7 +97,7 @@ fn prepare_and_run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // Every execution's events go to its audit log, from before runsc starts.
     let audit_log = args
         .egress
-        .egress_log
+        .audit_log
         .clone()
         .unwrap_or_else(|| node.config.audit.log_dir.join(format!("{id}.jsonl")));
     let audit = audit::start(&id, &audit_log, &bundle, &node.config.audit, policy.audit)?;

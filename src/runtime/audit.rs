@@ -1,5 +1,5 @@
 //! The audit trail of a `skillbox run`: the execution's log at
-//! `[audit] log_dir/<execution id>.jsonl` (or `--egress-log`), its
+//! `[audit] log_dir/<execution id>.jsonl` (or `--audit-log`), its
 //! lifecycle events, and gVisor runtime monitoring at the policy's level.
 
 use std::path::Path;
