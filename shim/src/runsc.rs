@@ -327,7 +327,10 @@ impl Runsc {
         };
         for entry in entries.filter_map(Result::ok) {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(stem) = name.strip_prefix(&prefix).and_then(|rest| rest.strip_suffix(".lock")) else {
+            let Some(stem) = name
+                .strip_prefix(&prefix)
+                .and_then(|rest| rest.strip_suffix(".lock"))
+            else {
                 continue;
             };
             let state = self.global.root.join(format!("{prefix}{stem}.state"));
