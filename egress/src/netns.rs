@@ -330,6 +330,22 @@ impl SandboxNetwork {
     }
 
     fn configure_nat(&mut self) -> Result<(), NetnsError> {
+        let (table, script) = self.nat_rules();
+        self.nat_table = Some(table);
+        self.runner
+            .run(self.outer.as_ref(), &strings(&["nft", "-f", "-"]), Some(&script))
+            .map_err(|source| NetnsError::SetUpNat {
+                interface: self.interface.clone(),
+                source: Box::new(source),
+            })?;
+        Ok(())
+    }
+
+    /// The masquerade table for this network: its name and the nft script
+    /// that (re)creates it, for a caller that applies it itself (the
+    /// session, in process) instead of `NetworkConfig::masquerade`. Then
+    /// [`SandboxNetwork::adopt_nat_table`] once applied.
+    pub fn nat_rules(&self) -> (String, String) {
         let table = format!("skillbox_nat_{}", self.slot);
         // Declaring and deleting first replaces a table a crashed run left.
         let script = format!(
@@ -339,14 +355,12 @@ impl SandboxNetwork {
             inner = self.addresses.inner,
             interface = self.interface,
         );
+        (table, script)
+    }
+
+    /// Records the NAT table a caller applied from [`SandboxNetwork::nat_rules`].
+    pub fn adopt_nat_table(&mut self, table: String) {
         self.nat_table = Some(table);
-        self.runner
-            .run(self.outer.as_ref(), &strings(&["nft", "-f", "-"]), Some(&script))
-            .map_err(|source| NetnsError::SetUpNat {
-                interface: self.interface.clone(),
-                source: Box::new(source),
-            })?;
-        Ok(())
     }
 
     /// Takes charge of a network an earlier process created and recorded

@@ -195,8 +195,10 @@ impl EgressSession {
         policy: &EffectiveNetwork,
         config: &SessionConfig,
     ) -> Result<EgressSession, EgressError> {
+        // The NAT table is applied below, in process, with the filter table.
         let network_config = NetworkConfig {
             outer: config.outer.clone(),
+            masquerade: false,
             ..NetworkConfig::default()
         };
         let network = SandboxNetwork::create(Box::new(SystemRunner), name, &network_config)?;
@@ -227,6 +229,9 @@ impl EgressSession {
             connections: None,
         };
         session.firewall.apply(&session.table)?;
+        let (nat_table, nat_script) = session.network.nat_rules();
+        session.firewall.apply_commands(&nat_script)?;
+        session.network.adopt_nat_table(nat_table);
         let (udp, tcp) = bind_in(config.outer.as_ref(), proxy_addr)?;
         // The proxy's own upstream queries must leave from the outer
         // namespace too: every runtime thread enters it as it starts.
