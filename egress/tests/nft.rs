@@ -128,9 +128,10 @@ fn errors_name_the_namespace_and_nft_stderr() {
     let err = nft.apply_batch(&json!({"nftables": [{"add": {"chain": {"family": "inet", "table": "skillbox-absent", "name": "c"}}}]}))
         .unwrap_err()
         .to_string();
+    // Applied through libnftables: the namespace and nft's own message.
     assert!(
         err.contains(&format!(
-            "`nft -j -f -` in network namespace /var/run/netns/{}",
+            "nftables in network namespace {} refused the batch",
             ns.0
         )),
         "{err}"
