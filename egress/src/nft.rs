@@ -1,14 +1,15 @@
 //! Applying, extending, reading and removing a sandbox's nftables table,
 //! in a chosen network namespace.
 //!
-//! Every change to a table's rules is one `nft -j -f -` batch, which nft
-//! applies atomically: a table is never half there. Learned addresses go
+//! Every change to a table's rules is one `nft -j` batch (JSON, or nft's
+//! text syntax for the NAT table), applied atomically in process through
+//! libnftables (`libnftables`): a table is never half there. Learned addresses go
 //! into its sets over a netfilter netlink socket (`netlink`), one atomic
 //! batch per answer, without a process; so does removal (one batch for
-//! the sandbox's tables). [`Firewall`] is the seam: [`Nft`]
-//! is the real one (the program started, and the socket opened, from a
-//! thread inside the namespace), and [`RecordingFirewall`] records calls
-//! for unit tests of the code above.
+//! the sandbox's tables). `nft` itself runs only to list a table.
+//! [`Firewall`] is the seam: [`Nft`] is the real one (its context and
+//! socket opened, and `nft` started, from a thread inside the namespace),
+//! and [`RecordingFirewall`] records calls for unit tests of the code above.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
