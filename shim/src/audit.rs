@@ -7,13 +7,11 @@
 use std::hash::{Hash, Hasher};
 use std::path::Path;
 
-use policy_compiler::oci::annotations;
-use policy_compiler::EffectivePolicy;
-use serde_json::Value;
 use skillbox_audit::execution::{AuditSetup, ExecutionAudit, ExecutionAuditError, SOCKET_DIR};
 use skillbox_audit::{SandboxIdentity, SkillIdentity};
 
 use crate::config::ShimConfig;
+use crate::enforce::{Prepared, SkillAnnotations};
 
 /// A name for the container unique on this node (containerd ids are unique
 /// per namespace only) and short enough for a network namespace and a
@@ -29,41 +27,36 @@ pub(crate) fn session_key(namespace: &str, id: &str) -> String {
     format!("{head}.{:016x}", hasher.finish())
 }
 
-/// Whom the events belong to: the skill named in the spec's annotations.
-fn identity(spec: &Value, namespace: &str, id: &str) -> SandboxIdentity {
-    let note = |key: &str| spec["annotations"][key].as_str().map(str::to_owned);
+/// Whom the events belong to: the skill the spec's annotations name, else
+/// the container.
+fn identity(skill: &SkillAnnotations, namespace: &str, id: &str) -> SandboxIdentity {
     SandboxIdentity {
         execution_id: format!("{namespace}/{id}"),
         skill: SkillIdentity {
-            name: note(annotations::SKILL_NAME).unwrap_or_else(|| id.to_owned()),
-            version: note(annotations::SKILL_VERSION),
-            digest: note(annotations::SKILL_DIGEST),
+            name: skill.name.clone().unwrap_or_else(|| id.to_owned()),
+            version: skill.version.clone(),
+            digest: skill.digest.clone(),
         },
         container_id: id.to_owned(),
     }
 }
 
-/// Starts the audit of container `id` (namespace `namespace`) whose
-/// enforced spec is in `bundle`.
+/// Starts the audit of container `id` (namespace `namespace`) under the
+/// policy and skill its enforcement found.
 pub fn start(
     id: &str,
     namespace: &str,
-    bundle: &Path,
-    policy: &EffectivePolicy,
+    prepared: &Prepared,
     config: &ShimConfig,
 ) -> Result<ExecutionAudit, ExecutionAuditError> {
-    let spec: Value = std::fs::read_to_string(bundle.join(policy_compiler::bundle::CONFIG_JSON))
-        .ok()
-        .and_then(|text| serde_json::from_str(&text).ok())
-        .unwrap_or(Value::Null);
     let settings = &config.node.audit;
     let log = settings.log_dir.join(namespace).join(format!("{id}.jsonl"));
     let key = session_key(namespace, id);
     ExecutionAudit::start(&AuditSetup {
         log: &log,
         rotation: settings.into(),
-        identity: identity(&spec, namespace, id),
-        level: policy.audit,
+        identity: identity(&prepared.skill, namespace, id),
+        level: prepared.policy.audit,
         runtime: "shim",
         socket_dir: Path::new(SOCKET_DIR),
         key: &key,

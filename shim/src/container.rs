@@ -210,7 +210,7 @@ impl Container {
         // runsc flags are the shim's, never the bundle's.
         let prepared = prepare_bundle(id, bundle, config)?;
         // Both are dropped (removed again) if anything below fails.
-        let audit = crate::audit::start(id, namespace, bundle, &prepared.policy, config).map_err(Box::new)?;
+        let audit = crate::audit::start(id, namespace, &prepared, config).map_err(Box::new)?;
         let egress = match prepared.policy.has_egress() {
             true => Some(
                 crate::egress::start(id, namespace, bundle, &prepared.policy, config, audit.writer())

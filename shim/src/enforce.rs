@@ -169,6 +169,28 @@ pub struct Prepared {
     pub source: PolicySource,
     pub runsc_flags: RunscFlags,
     pub changes: Vec<Change>,
+    /// The skill the spec's annotations name (`io.skillbox.skill.*`), for
+    /// the audit trail; all `None` for a plain container.
+    pub skill: SkillAnnotations,
+}
+
+/// The skill a compiled bundle's annotations name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SkillAnnotations {
+    pub name: Option<String>,
+    pub version: Option<String>,
+    pub digest: Option<String>,
+}
+
+impl SkillAnnotations {
+    fn of(spec: &Value) -> SkillAnnotations {
+        let note = |key: &str| spec["annotations"][key].as_str().map(str::to_owned);
+        SkillAnnotations {
+            name: note(annotations::SKILL_NAME),
+            version: note(annotations::SKILL_VERSION),
+            digest: note(annotations::SKILL_DIGEST),
+        }
+    }
 }
 
 /// The effective policy of `spec` (read from `path`) on this node, with the
@@ -259,6 +281,7 @@ pub fn enforce_spec(
         source,
         runsc_flags,
         changes,
+        skill: SkillAnnotations::of(spec),
     })
 }
 
