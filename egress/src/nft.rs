@@ -37,6 +37,14 @@ pub enum Namespace {
 }
 
 impl Namespace {
+    /// The named namespace `outer`, or the caller's own for `None`.
+    pub fn of(outer: Option<&crate::netns::NetnsName>) -> Namespace {
+        match outer {
+            Some(outer) => Namespace::Named(outer.as_str().to_owned()),
+            None => Namespace::Current,
+        }
+    }
+
     /// The namespace's file, `None` for the caller's own.
     fn path(&self) -> Option<PathBuf> {
         match self {

@@ -95,10 +95,7 @@ impl SessionRecord {
     /// whatever is already gone counts as removed.
     pub fn remove(&self) -> Result<(), EgressError> {
         let outer = self.outer.as_deref().map(NetnsName::new).transpose()?;
-        let firewall = Nft::new(match &outer {
-            Some(outer) => Namespace::Named(outer.as_str().to_owned()),
-            None => Namespace::Current,
-        });
+        let firewall = Nft::new(Namespace::of(outer.as_ref()));
         let mut network = SandboxNetwork::adopt(
             Box::new(SystemRunner),
             NetnsName::new(&self.namespace)?,
@@ -216,10 +213,7 @@ impl EgressSession {
             log_group: Some(log_group),
         };
         let table = SandboxTable::build(policy, &facts)?;
-        let firewall = Nft::new(match &config.outer {
-            Some(outer) => Namespace::Named(outer.as_str().to_owned()),
-            None => Namespace::Current,
-        });
+        let firewall = Nft::new(Namespace::of(config.outer.as_ref()));
         let mut session = EgressSession {
             proxy: None,
             runtime: None,
