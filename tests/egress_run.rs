@@ -39,67 +39,18 @@ const POLICY: &str = "  resources: { cpus: 0.5, memory: 128Mi, pids: 16, timeout
       - { cidr: 203.0.113.11/32 }
 ";
 
-/// An HTTP server answering `fake-internet …`, killed on drop.
-struct Server(std::process::Child);
-
-impl Server {
-    /// Serves on `address:port` from `python` (a `python3` entering the
-    /// namespace at `netns`), once it accepts connections there.
-    fn start(mut python: std::process::Command, netns: &Path, address: &str, port: u16) -> Server {
-        let root = tempfile::tempdir().unwrap().keep();
-        std::fs::write(root.join("index.html"), format!("fake-internet {address}\n")).unwrap();
-        let child = python
-            .args(["-m", "http.server", "--bind", address, &port.to_string()])
-            .current_dir(&root)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !fake_internet::can_connect_from(netns, address.parse().unwrap(), port)
-            && std::time::Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Server(child)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn skillbox_run_gives_a_skill_exactly_the_egress_its_policy_declares() {
     require_sandbox_prerequisites();
-    let fake = FakeInternet::start("run");
+    let mut fake = FakeInternet::start("run");
     let node = NetnsName::new(&fake.node).unwrap();
     // The node forwards from its uplink (sandboxes get their own veth's).
     let uplink = Forwarding::enable(Box::new(SystemRunner), Some(node.clone()), NODE_UPLINK).unwrap();
     // Servers where the policy must not let the skill in: without the
     // always-denied ranges and the node rules, `0.0.0.0/0` port 80 would
     // reach the metadata service and the node's address would answer.
-    fake_internet::must(&[
-        "ip",
-        "-n",
-        &fake.internet,
-        "addr",
-        "add",
-        "169.254.169.254/32",
-        "dev",
-        "lo",
-    ]);
-    let internet = Path::new("/var/run/netns").join(&fake.internet);
-    let _metadata = Server::start(fake.internet_command("python3"), &internet, "169.254.169.254", 80);
-    let _node_server = Server::start(
-        fake.node_command("python3"),
-        &fake.node_path(),
-        NODE_ADDRESS,
-        8080,
-    );
+    fake.serve_http_in_internet("169.254.169.254", 80);
+    fake.serve_http_on_node(NODE_ADDRESS, 8080);
     let skill = Skill::sh("egress-run", POLICY, PROBE);
     let work = tempfile::tempdir().unwrap();
     let (report, events) = (work.path().join("report.json"), work.path().join("egress.jsonl"));
