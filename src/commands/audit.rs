@@ -1,7 +1,6 @@
 //! `skillbox audit`: the node's audit log, filtered, in time order; with
 //! `--follow`, new events as they are written (rotations included).
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -11,7 +10,7 @@ use skillbox_audit::reader::{Cursor, Filter};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::{emit, load_node, Failure};
+use super::{audit_log_dir, emit, Failure};
 use crate::cli::AuditArgs;
 
 /// How often `--follow` looks for new lines.
@@ -33,10 +32,7 @@ fn print(mut events: Vec<Value>) -> std::io::Result<()> {
 }
 
 pub fn audit(args: AuditArgs) -> Result<ExitCode, Failure> {
-    let dir: PathBuf = match args.log_dir {
-        Some(dir) => dir,
-        None => load_node(&args.node)?.config.audit.log_dir,
-    };
+    let dir = audit_log_dir(args.log_dir, &args.node)?;
     let filter = Filter {
         skill: args.skill,
         execution_id: args.execution_id,

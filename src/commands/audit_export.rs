@@ -20,7 +20,7 @@ use postgres::{Client, NoTls};
 use skillbox_audit::reader::{Cursor, Filter};
 use skillbox_audit::registry::{row, Row, TARGET_TYPE};
 
-use super::{load_node, Failure};
+use super::{audit_log_dir, Failure};
 use crate::cli::ExportArgs;
 
 /// How often `--follow` looks for new events when the log is quiet.
@@ -102,10 +102,7 @@ impl Registry {
 }
 
 pub fn export(args: ExportArgs) -> Result<ExitCode, Failure> {
-    let dir = match &args.log_dir {
-        Some(dir) => dir.clone(),
-        None => load_node(&args.node)?.config.audit.log_dir,
-    };
+    let dir = audit_log_dir(args.log_dir.clone(), &args.node)?;
     let mut cursor = Cursor::load(&args.cursor).map_err(anyhow::Error::msg)?;
     let mut registry = Registry {
         database: args.database.clone(),

@@ -21,7 +21,7 @@ use anyhow::Context;
 use skillbox_audit::metrics::Metrics;
 use skillbox_audit::reader::{Cursor, Filter};
 
-use super::{load_node, Failure};
+use super::{audit_log_dir, Failure};
 use crate::cli::MetricsServerArgs;
 
 /// How often the log is read between scrapes.
@@ -87,10 +87,7 @@ impl Drop for Slot {
 }
 
 pub fn serve(args: MetricsServerArgs) -> Result<ExitCode, Failure> {
-    let dir = match args.log_dir {
-        Some(dir) => dir,
-        None => load_node(&args.node)?.config.audit.log_dir,
-    };
+    let dir = audit_log_dir(args.log_dir, &args.node)?;
     let listener =
         TcpListener::bind(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
     let bound = listener

@@ -68,6 +68,15 @@ pub fn load_node(args: &NodeArgs) -> Result<Node, policy_compiler::Error> {
     Ok(Node { config, name })
 }
 
+/// The audit log directory: the command line's, else the node config's
+/// `[audit] log_dir`.
+pub fn audit_log_dir(given: Option<PathBuf>, node: &NodeArgs) -> Result<PathBuf, policy_compiler::Error> {
+    match given {
+        Some(dir) => Ok(dir),
+        None => Ok(load_node(node)?.config.audit.log_dir),
+    }
+}
+
 /// The runsc binary: the command line's, else the node config's.
 pub fn runsc_binary(runtime: &RuntimeArgs, node: &NodeConfig) -> PathBuf {
     runtime.runsc.clone().unwrap_or_else(|| node.runsc.binary.clone())
