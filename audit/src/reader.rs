@@ -107,7 +107,16 @@ impl Cursor {
     pub fn read_at_most(&mut self, dir: &Path, filter: &Filter, limit: usize) -> std::io::Result<Pass> {
         let mut pass = Pass::default();
         for path in log_files(dir)? {
-            // A file may be rotated away or removed between listing and opening.
+            // Followers pass over every file several times a second: a
+            // file with nothing new costs one stat, not an open.
+            let unchanged = std::fs::metadata(&path).map_or(true, |meta| {
+                meta.len() <= self.offsets.get(&(meta.dev(), meta.ino())).copied().unwrap_or(0)
+            });
+            if unchanged {
+                continue;
+            }
+            // A file may be rotated away or removed between listing and
+            // opening; what counts is the file opened.
             let Ok(mut file) = std::fs::File::open(&path) else {
                 continue;
             };
