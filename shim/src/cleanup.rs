@@ -26,9 +26,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::cgroup::CgroupFs;
+use skillbox_sandbox::cgroup::CgroupFs;
 use crate::config;
-use crate::runsc::Runsc;
+use skillbox_sandbox::runsc::Runsc;
 
 /// How long processes and cgroups get to disappear after SIGKILL.
 const GRACE: Duration = Duration::from_secs(5);

@@ -17,14 +17,14 @@ use serde_json::Value;
 
 use tokio::sync::watch;
 
-use crate::cgroup::{CgroupFs, CgroupStats, LimitUpdate};
+use skillbox_sandbox::cgroup::{CgroupFs, CgroupStats, LimitUpdate};
 use crate::config::ShimConfig;
 use crate::console::{Console, ConsoleSocket};
 use crate::egress::{ContainerEgress, EgressSetupError};
 use crate::enforce::{prepare_bundle, EnforceError};
 use crate::exec::{ExecProcess, OUTPUT_DRAIN};
-use crate::reaper;
-use crate::runsc::{Runsc, RunscError};
+use skillbox_sandbox::reaper;
+use skillbox_sandbox::runsc::{Runsc, RunscError};
 use crate::stdin::StdinPipe;
 pub use crate::stdio::StdioPaths;
 use crate::stdio::{open_output, Logger, StdioError};
@@ -60,7 +60,7 @@ pub enum ContainerError {
     #[error("{bundle}: config.json names no cgroup (linux.cgroupsPath) to update")]
     NoCgroup { bundle: PathBuf },
     #[error("cannot update the sandbox cgroup: {0}")]
-    Cgroup(#[from] crate::cgroup::CgroupError),
+    Cgroup(#[from] skillbox_sandbox::cgroup::CgroupError),
     #[error("exec {exec_id}: bad process spec: {reason}")]
     ExecSpec { exec_id: String, reason: String },
     #[error("container {id} has no exec process {exec_id}")]

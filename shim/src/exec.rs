@@ -18,8 +18,8 @@ use tokio::sync::watch;
 use crate::console::{Console, ConsoleSocket};
 use crate::container::{stdio_error, wait_for_exit, ContainerError, Exit, Status, StdioPaths};
 use crate::enforce::enforce_exec_process;
-use crate::reaper;
-use crate::runsc::Runsc;
+use skillbox_sandbox::reaper;
+use skillbox_sandbox::runsc::Runsc;
 use crate::stdin::StdinPipe;
 use crate::stdio::{open_input, open_output};
 

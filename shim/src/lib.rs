@@ -1,9 +1,7 @@
-//! skillbox's containerd shim v2 (`containerd-shim-skillbox-v1`) and the host
-//! side of a sandbox shared with the `skillbox` CLI: the only code that
-//! starts runsc, and the sandbox cgroup skillbox owns.
+//! skillbox's containerd shim v2 (`containerd-shim-skillbox-v1`): the
+//! containerd task service over sandboxes of the `skillbox-sandbox` crate.
 
 pub mod audit;
-pub mod cgroup;
 pub mod cleanup;
 pub mod config;
 pub mod console;
@@ -15,9 +13,7 @@ pub mod exec;
 pub mod introspection;
 pub mod pod;
 pub mod publisher;
-pub mod reaper;
 pub mod rootfs;
-pub mod runsc;
 pub mod service;
 pub mod stats;
 pub mod stdin;

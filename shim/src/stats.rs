@@ -8,7 +8,7 @@ use containerd_shim::protos::cgroups::metrics::{
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use containerd_shim::protos::protobuf::{Message, MessageField};
 
-use crate::cgroup::CgroupStats;
+use skillbox_sandbox::cgroup::CgroupStats;
 
 /// The type URL containerd's typeurl registry knows cgroup v1 metrics by.
 pub const METRICS_TYPE_URL: &str = "io.containerd.cgroups.v1.Metrics";

@@ -6,7 +6,7 @@ use policy_compiler::node_config::NodeConfig;
 use policy_compiler::oci::CPU_PERIOD_US;
 use runsc_config::HostTaskBudget;
 
-use crate::cgroup::LimitUpdate;
+use skillbox_sandbox::cgroup::LimitUpdate;
 
 /// Turns the `LinuxResources` JSON containerd sends into a `LimitUpdate`,
 /// refusing anything above the ceiling of `node` (named `config` in messages).

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use policy_compiler::NodeConfig;
-use skillbox_shim::cgroup::{CgroupFs, LimitUpdate};
+use skillbox_sandbox::cgroup::{CgroupFs, LimitUpdate};
 use skillbox_shim::config::ShimConfig;
 use skillbox_shim::container::{Container, Status, StdioPaths};
 

@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use skillbox_shim::cgroup::CgroupFs;
+use skillbox_sandbox::cgroup::CgroupFs;
 use skillbox_shim::enforce::ENFORCED;
 
 mod common;

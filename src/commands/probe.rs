@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use runsc_config::{HostCapabilities, ModeSupport, NetworkMode, RunscFlags};
-use skillbox_shim::runsc::Runsc;
+use skillbox_sandbox::runsc::Runsc;
 
 use super::{emit, load_node, pretty_json, runsc_binary, Failure};
 use crate::cli::{Format, ProbeArgs};

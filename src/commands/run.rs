@@ -10,8 +10,8 @@ use policy_compiler::bundle::read_annotations;
 use policy_compiler::oci::CgroupLimits;
 use policy_compiler::CompileOptions;
 use serde::Serialize;
-use skillbox_shim::cgroup::ExecutionCgroup;
-use skillbox_shim::runsc::Runsc;
+use skillbox_sandbox::cgroup::ExecutionCgroup;
+use skillbox_sandbox::runsc::Runsc;
 
 use super::{base_rootfs_dir, invoking_env, load_node, load_skill, print_warnings, runsc_binary, Failure};
 use crate::cli::RunArgs;

@@ -14,8 +14,8 @@ use policy_compiler::oci::CgroupLimits;
 use serde::Serialize;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::{Handle, Signals};
-use skillbox_shim::cgroup::{CgroupError, CgroupFs, CgroupStats, ExecutionCgroup};
-use skillbox_shim::runsc::{Runsc, RunscError};
+use skillbox_sandbox::cgroup::{CgroupError, CgroupFs, CgroupStats, ExecutionCgroup};
+use skillbox_sandbox::runsc::{Runsc, RunscError};
 use tracing::{info_span, warn};
 
 /// The cgroup directory all executions are placed under.

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 
-use crate::cgroup::CgroupFs;
+use skillbox_sandbox::cgroup::CgroupFs;
 
 use super::{
     cgroups_path, open_output, record, with_terminal, Container, ContainerError, Exit, State, Status,
@@ -26,7 +26,7 @@ use super::{
 use crate::config::ShimConfig;
 use crate::enforce::prepare_bundle;
 use crate::pod::PodError;
-use crate::reaper;
+use skillbox_sandbox::reaper;
 use policy_compiler::effective::EffectiveNetwork;
 
 /// How the member joined: its sandbox, and where its exit goes once known.
