@@ -5,6 +5,7 @@
 //! timeout fired; 137 when the skill was killed (out of memory is reported
 //! on stderr); 125 when skillbox itself failed before or around the run;
 //! 128+N when skillbox was interrupted by signal N (SIGINT 130, SIGTERM 143).
+//! `gc`: 0 when nothing is left, 1 when something could not be removed.
 //! `audit --follow` and `metrics-server` run until stopped; they exit 1 when
 //! they cannot start (an unreadable node config, an address in use).
 
@@ -34,6 +35,9 @@ pub enum Command {
     Policy(PolicyCommand),
     /// Report the installed runsc version and which network modes work here.
     Probe(ProbeArgs),
+    /// Remove what killed `skillbox run`s left behind (network namespaces,
+    /// nftables tables, cgroups, runsc state), from their teardown records.
+    Gc(GcArgs),
     /// Print audit events (JSON Lines) from the node's audit log, filtered;
     /// with --follow, keep printing new ones.
     Audit(AuditArgs),
@@ -58,6 +62,18 @@ pub struct RuntimeArgs {
     #[arg(long, value_name = "PATH", env = "SKILLBOX_RUNSC")]
     pub runsc: Option<PathBuf>,
     /// Directory for temporary bundles and runsc state.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "SKILLBOX_STATE_DIR",
+        default_value = "/run/skillbox"
+    )]
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// The state directory `skillbox run` used (`--state-dir`).
     #[arg(
         long,
         value_name = "DIR",

@@ -36,6 +36,7 @@ fn exit(status: i32) -> AuditEvent {
     AuditEvent::Exit {
         status,
         wall_ms: None,
+        outcome: None,
     }
 }
 

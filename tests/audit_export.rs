@@ -56,6 +56,7 @@ fn run_events(log: &JsonLinesWriter) {
     log.write(&AuditEvent::Exit {
         status: 0,
         wall_ms: Some(12),
+        outcome: None,
     })
     .unwrap();
 }

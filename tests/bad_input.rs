@@ -37,7 +37,7 @@ fn check(dir: &Path, node_toml: &str) -> Result<Vec<String>, String> {
         base_rootfs: Path::new("/rootfs"),
         extra_args: &[],
         env: &env,
-        cgroups_path: "/skillbox/test",
+        cgroups_path: Some("/skillbox/test"),
     };
     effective_policy(&package, &options)
         .map(|(_, warnings)| warnings)
@@ -376,7 +376,7 @@ fn clamp_mode_lowers_to_the_ceiling_with_a_warning() {
         base_rootfs: Path::new("/rootfs"),
         extra_args: &[],
         env: &env,
-        cgroups_path: "/skillbox/test",
+        cgroups_path: Some("/skillbox/test"),
     };
     let (policy, _) = effective_policy(&package, &options).unwrap();
     assert_eq!(policy.resources.memory.to_string(), "1Gi");

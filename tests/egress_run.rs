@@ -526,3 +526,193 @@ ip -6 addr; ip -6 route
     );
     assert_nothing_left(&fake, &[&run]);
 }
+
+/// Where a `skillbox run` is SIGKILLed in [`a_sigkilled_run_leaves_nothing_once_gc_or_the_next_run_collects`].
+#[derive(Debug, Clone, Copy)]
+enum KillStage {
+    /// Everything is prepared (network, firewall, cgroup, audit socket)
+    /// and runsc is being started: a stand-in runsc that never returns.
+    BeforeRunsc,
+    /// The skill runs in a real sandbox, with egress and audit.
+    SkillRunning,
+}
+
+/// What a killed run with execution id `id` may leave; empty once clean.
+fn left_by(fake: &FakeInternet, state: &Path, id: &str) -> Vec<String> {
+    let short = &id[id.len() - 16..];
+    let mut left: Vec<String> = netns_list()
+        .into_iter()
+        .filter(|name| name.contains(short))
+        .map(|name| format!("network namespace {name}"))
+        .collect();
+    // The node namespace is this test's alone: any table of ours is the run's.
+    let ruleset = fake_internet::must(&["ip", "netns", "exec", &fake.node, "nft", "list", "ruleset"]);
+    if ruleset.contains("skillbox-") || ruleset.contains("skillbox_nat") {
+        left.push(format!("nftables:\n{ruleset}"));
+    }
+    let links = fake_internet::must(&["ip", "-n", &fake.node, "-o", "link"]);
+    if links.contains("sbxv") {
+        left.push(format!("veth:\n{links}"));
+    }
+    for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .filter_map(Result::ok)
+    {
+        for cgroup in [
+            hierarchy.path().join("skillbox").join(id),
+            hierarchy.path().join(id),
+        ] {
+            if cgroup.exists() {
+                left.push(format!("cgroup {}", cgroup.display()));
+            }
+        }
+    }
+    let audit_files: Vec<String> = std::fs::read_dir("/run/skillbox/audit")
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                .filter(|name| name.contains(short))
+                .collect()
+        })
+        .unwrap_or_default();
+    left.extend(audit_files.into_iter().map(|name| format!("audit file {name}")));
+    let dirs: Vec<String> = std::fs::read_dir(state)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|entry| entry.path().display().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    left.extend(dirs.into_iter().map(|dir| format!("execution directory {dir}")));
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    left.extend(
+        mounts
+            .lines()
+            .filter(|line| line.contains(&state.display().to_string()))
+            .map(|line| format!("mount {line}")),
+    );
+    let processes = common::sandbox::processes_mentioning(&state.display().to_string(), Some(id));
+    left.extend(processes.into_iter().map(|process| format!("process {process}")));
+    left
+}
+
+/// The execution id of the one run recorded under `state`.
+fn recorded_execution(state: &Path) -> String {
+    let dir = std::fs::read_dir(state)
+        .unwrap()
+        .filter_map(Result::ok)
+        .next()
+        .expect("the run made its execution directory");
+    let record = std::fs::read_to_string(dir.path().join("skillbox-sandbox.json")).unwrap();
+    let record: serde_json::Value = serde_json::from_str(&record).unwrap();
+    record["id"].as_str().unwrap().to_owned()
+}
+
+/// Starts `skillbox run` of a long skill with egress and audit, SIGKILLs
+/// it at `stage`, and returns its execution id.
+fn kill_run_at(fake: &FakeInternet, state: &Path, work: &Path, stage: KillStage) -> String {
+    use std::io::BufRead;
+    use std::os::unix::fs::PermissionsExt;
+    let policy = "  resources: { timeout: 60s }
+  network:
+    allow:
+      - { domain: allowed.example, ports: [8080] }
+  audit: { syscalls: security }
+";
+    let skill = Skill::sh("killed-run", policy, "echo started\nsleep 60\n");
+    let mut command = run_command(fake, &skill, work);
+    command.env("SKILLBOX_STATE_DIR", state);
+    let marker = work.join("runsc-started");
+    if let KillStage::BeforeRunsc = stage {
+        let stand_in = work.join("runsc");
+        std::fs::write(
+            &stand_in,
+            "#!/bin/sh\ntouch \"$SKILLBOX_TEST_MARKER\"\nwhile :; do sleep 0.2; done\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&stand_in, std::fs::Permissions::from_mode(0o755)).unwrap();
+        command
+            .env("SKILLBOX_RUNSC", &stand_in)
+            .env("SKILLBOX_TEST_MARKER", &marker);
+    }
+    command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut child = command.spawn().unwrap();
+    match stage {
+        KillStage::BeforeRunsc => {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while !marker.exists() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the stand-in runsc never started"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        KillStage::SkillRunning => {
+            let mut line = String::new();
+            std::io::BufReader::new(child.stdout.take().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            assert_eq!(line, "started\n", "the skill did not start");
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    recorded_execution(state)
+}
+
+#[test]
+fn a_sigkilled_run_leaves_nothing_once_gc_or_the_next_run_collects() {
+    require_sandbox_prerequisites();
+    let fake = FakeInternet::start("kill9");
+    let _uplink = node_with_forwarding(&fake);
+    for stage in [KillStage::BeforeRunsc, KillStage::SkillRunning] {
+        let work = tempfile::tempdir().unwrap();
+        let state = work.path().join("state");
+        let id = kill_run_at(&fake, &state, work.path(), stage);
+        // What a killed run leaves is real: the collectors have work.
+        let left = left_by(&fake, &state, &id);
+        assert!(
+            left.iter().any(|thing| thing.starts_with("network namespace"))
+                && left.iter().any(|thing| thing.starts_with("cgroup"))
+                && left.iter().any(|thing| thing.starts_with("audit file")),
+            "{stage:?}: a killed run should leave its sandbox: {left:#?}"
+        );
+        let next_skill = Skill::sh("after-kill", "", "true\n");
+        let collector = match stage {
+            KillStage::BeforeRunsc => {
+                let mut gc = fake.node_command(SKILLBOX);
+                gc.arg("gc").env("SKILLBOX_STATE_DIR", &state);
+                gc
+            }
+            // The next run collects before it starts.
+            KillStage::SkillRunning => {
+                let mut next = fake.node_command(SKILLBOX);
+                next.arg("run")
+                    .arg("--base-rootfs")
+                    .arg(busybox_rootfs())
+                    .arg(next_skill.path())
+                    .env("SKILLBOX_STATE_DIR", &state);
+                next
+            }
+        };
+        let output = run_with_watchdog(collector, Duration::from_secs(60));
+        assert_eq!(output.code, 0, "{stage:?}: {}", output.describe());
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = left_by(&fake, &state, &id);
+            if left.is_empty() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{stage:?}: left after collection: {left:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}

@@ -58,7 +58,7 @@ fn interrupted_after(delay: Duration, signal: &'static str) -> common::sandbox::
 fn sigterm_removes_the_sandbox_and_exits_143() {
     let run = interrupted_run("TERM");
     assert_eq!(run.output.code, 143, "{}", run.describe());
-    assert_eq!(run.outcome(), "interrupted", "{}", run.describe());
+    assert_eq!(run.outcome(), "killed", "{}", run.describe());
     assert!(run.output.stderr.contains("interrupted"), "{}", run.describe());
     assert_eq!(run.output.stdout, "started\n");
     assert!(run.output.elapsed < Duration::from_secs(10), "{}", run.describe());
@@ -68,7 +68,7 @@ fn sigterm_removes_the_sandbox_and_exits_143() {
 fn sigint_removes_the_sandbox_and_exits_130() {
     let run = interrupted_run("INT");
     assert_eq!(run.output.code, 130, "{}", run.describe());
-    assert_eq!(run.outcome(), "interrupted", "{}", run.describe());
+    assert_eq!(run.outcome(), "killed", "{}", run.describe());
     assert!(run.output.elapsed < Duration::from_secs(10), "{}", run.describe());
 }
 

@@ -138,6 +138,7 @@ fn exit(status: i32, wall_ms: u64) -> AuditEvent {
     AuditEvent::Exit {
         status,
         wall_ms: Some(wall_ms),
+        outcome: None,
     }
 }
 

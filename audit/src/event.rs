@@ -56,6 +56,44 @@ pub struct Task {
     pub process: Option<String>,
 }
 
+/// How a sandbox ended: one vocabulary for `skillbox run`'s report, the
+/// shim, the audit `exit` event and the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The skill's process exited on its own (any status).
+    Exited,
+    /// The sandbox's cgroup recorded an OOM kill and the sandbox died of it.
+    Oom,
+    /// The policy's wall-clock timeout fired and the sandbox was killed.
+    Timeout,
+    /// Someone else ended it: a signal to `skillbox run`, a Kill or Delete
+    /// through containerd.
+    Killed,
+    /// The sandbox itself failed (runsc or the Sentry), not the skill.
+    SandboxFailed,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 5] = [
+        Outcome::Exited,
+        Outcome::Oom,
+        Outcome::Timeout,
+        Outcome::Killed,
+        Outcome::SandboxFailed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Exited => "exited",
+            Outcome::Oom => "oom",
+            Outcome::Timeout => "timeout",
+            Outcome::Killed => "killed",
+            Outcome::SandboxFailed => "sandbox_failed",
+        }
+    }
+}
+
 /// One audit event, without the envelope.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -67,8 +105,14 @@ pub enum AuditEvent {
         /// The policy's audit level: `none`, `security` or `all`.
         audit_level: String,
     },
-    /// The sandbox's init process ended.
-    Exit { status: i32, wall_ms: Option<u64> },
+    /// The sandbox's init process ended; `outcome` says how (absent in
+    /// logs written before it was recorded).
+    Exit {
+        status: i32,
+        wall_ms: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        outcome: Option<Outcome>,
+    },
     /// The sandbox's cgroup recorded an OOM kill.
     Oom,
     /// The policy's wall-clock timeout ended the run.
@@ -272,6 +316,7 @@ mod tests {
             AuditEvent::Exit {
                 status: 137,
                 wall_ms: Some(12),
+                outcome: Some(Outcome::Oom),
             },
             AuditEvent::EventsDropped {
                 count: 3,

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::event::{AuditEvent, SandboxIdentity};
+use crate::event::{AuditEvent, Outcome, SandboxIdentity};
 use crate::gvisor::{pod_init_config, write_pod_init_config, EventSink, Monitor};
 use crate::jsonl::{JsonLinesWriter, Rotation, WriteError};
 use crate::AuditLevel;
@@ -70,13 +70,15 @@ pub fn remove_files(socket_dir: &Path, key: &str) {
 }
 
 /// How the execution ended.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ending {
+    /// The status the runtime reports (128 + signal when killed, 124 after
+    /// the timeout).
     pub status: i32,
     pub wall: Option<Duration>,
-    pub oom: bool,
-    /// The policy's timeout ended it, after this limit.
-    pub timeout: Option<Duration>,
+    pub outcome: Outcome,
+    /// The policy's timeout, recorded with a `timeout` outcome.
+    pub timeout_limit: Duration,
 }
 
 /// The monitor's events go to the execution's log; a failed write is
@@ -162,17 +164,17 @@ impl ExecutionAudit {
             }
         }
         let mut events = Vec::new();
-        if ending.oom {
-            events.push(AuditEvent::Oom);
-        }
-        if let Some(limit) = ending.timeout {
-            events.push(AuditEvent::Timeout {
-                limit_ms: limit.as_millis() as u64,
-            });
+        match ending.outcome {
+            Outcome::Oom => events.push(AuditEvent::Oom),
+            Outcome::Timeout => events.push(AuditEvent::Timeout {
+                limit_ms: ending.timeout_limit.as_millis() as u64,
+            }),
+            Outcome::Exited | Outcome::Killed | Outcome::SandboxFailed => {}
         }
         events.push(AuditEvent::Exit {
             status: ending.status,
             wall_ms: ending.wall.map(|wall| wall.as_millis() as u64),
+            outcome: Some(ending.outcome),
         });
         for event in events {
             if let Err(err) = self.writer.write(&event) {

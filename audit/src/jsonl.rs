@@ -252,6 +252,7 @@ mod tests {
         let exit = |status| AuditEvent::Exit {
             status,
             wall_ms: None,
+            outcome: None,
         };
         let one_line = render_line(&identity(), &exit(0), OffsetDateTime::UNIX_EPOCH)
             .unwrap()

@@ -23,5 +23,5 @@ pub mod reader;
 pub mod registry;
 
 pub use error::Error;
-pub use event::{AuditEvent, SandboxIdentity, SkillIdentity, Task};
+pub use event::{AuditEvent, Outcome, SandboxIdentity, SkillIdentity, Task};
 pub use policy_compiler::manifest::AuditLevel;

@@ -13,6 +13,9 @@
 //! - `skillbox_sandboxes_failed_total{skill}`: executions that exited with
 //!   a status other than 0, or were OOM-killed or timed out — each counted
 //!   once however many of these it had;
+//! - `skillbox_sandboxes_ended_total{skill,outcome}`: `exit` events by
+//!   their `outcome` (`exited`, `oom`, `timeout`, `killed`,
+//!   `sandbox_failed`; `_unknown` for an exit written without one);
 //! - `skillbox_execution_duration_seconds`: histogram of the executions'
 //!   wall-clock time, from `exit.wall_ms`, else the time between the
 //!   `start` and `exit` events;
@@ -141,6 +144,7 @@ pub struct Metrics {
     duration: Histogram,
     oom_kills: IntCounterVec,
     timeouts: IntCounterVec,
+    outcomes: IntCounterVec,
     connections: IntCounterVec,
     dns_queries: IntCounterVec,
     events: IntCounterVec,
@@ -207,6 +211,11 @@ impl Metrics {
                 "skillbox_timeouts_total",
                 "Executions ended by their timeout.",
                 &["skill"],
+            )?,
+            outcomes: counters(
+                "skillbox_sandboxes_ended_total",
+                "Executions ended, by how they ended.",
+                &["skill", "outcome"],
             )?,
             connections: counters(
                 "skillbox_egress_connections_total",
@@ -288,6 +297,12 @@ impl Metrics {
                 if let Some(seconds) = seconds {
                     self.duration.observe(seconds);
                 }
+                let outcomes = crate::Outcome::ALL.map(crate::Outcome::as_str);
+                let outcome = match &event["outcome"] {
+                    Value::Null => "_unknown",
+                    given => known(given, &outcomes),
+                };
+                self.outcomes.with_label_values(&[skill, outcome]).inc();
                 if event["status"].as_i64().is_some_and(|status| status != 0) {
                     self.fail(execution, skill);
                 }

@@ -268,6 +268,7 @@ mod tests {
         let exit = |status| AuditEvent::Exit {
             status,
             wall_ms: None,
+            outcome: None,
         };
         let line =
             crate::event::render_line(&identity("e1", "s"), &exit(0), OffsetDateTime::UNIX_EPOCH).unwrap();
@@ -333,6 +334,7 @@ mod tests {
                 .write(&AuditEvent::Exit {
                     status,
                     wall_ms: None,
+                    outcome: None,
                 })
                 .unwrap();
         }

@@ -88,34 +88,44 @@ pub struct CompiledAnnotations {
 /// Reads the skill identity, effective policy and runsc flags that the
 /// compiler wrote into `<bundle>/config.json`.
 pub fn read_annotations(bundle: &Path) -> Result<CompiledAnnotations> {
-    use crate::oci::annotations as keys;
     let path = bundle.join(CONFIG_JSON);
-    let invalid = |field: &str, message: String| Error::InvalidField {
-        file: path.clone(),
-        field: format!("annotations.\"{field}\""),
-        message,
-    };
     let text = fs::read_to_string(&path).map_err(|source| Error::ReadSkill {
         path: path.clone(),
         source,
     })?;
-    let spec: serde_json::Value =
-        serde_json::from_str(&text).map_err(|err| invalid("", format!("config.json is not JSON: {err}")))?;
-    let annotation = |key: &str| -> Result<String> {
-        spec["annotations"][key]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| invalid(key, "missing: the bundle was not compiled by skillbox".to_owned()))
-    };
-    let policy = serde_json::from_str(&annotation(keys::POLICY)?)
-        .map_err(|err| invalid(keys::POLICY, format!("not a valid effective policy: {err}")))?;
-    let runsc_flags = serde_json::from_str(&annotation(keys::RUNSC_FLAGS)?)
-        .map_err(|err| invalid(keys::RUNSC_FLAGS, format!("not valid runsc flags: {err}")))?;
-    Ok(CompiledAnnotations {
-        skill_name: annotation(keys::SKILL_NAME)?,
-        skill_version: annotation(keys::SKILL_VERSION).ok(),
-        skill_digest: annotation(keys::SKILL_DIGEST)?,
-        policy,
-        runsc_flags,
-    })
+    let spec: serde_json::Value = serde_json::from_str(&text).map_err(|err| Error::InvalidField {
+        file: path.clone(),
+        field: "annotations".to_owned(),
+        message: format!("config.json is not JSON: {err}"),
+    })?;
+    CompiledAnnotations::from_spec(&spec, &path)
+}
+
+impl CompiledAnnotations {
+    /// The annotations of `spec`, read from `path` (named in errors).
+    pub fn from_spec(spec: &serde_json::Value, path: &Path) -> Result<CompiledAnnotations> {
+        use crate::oci::annotations as keys;
+        let invalid = |field: &str, message: String| Error::InvalidField {
+            file: path.to_owned(),
+            field: format!("annotations.\"{field}\""),
+            message,
+        };
+        let annotation = |key: &str| -> Result<String> {
+            spec["annotations"][key]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| invalid(key, "missing: the bundle was not compiled by skillbox".to_owned()))
+        };
+        let policy = serde_json::from_str(&annotation(keys::POLICY)?)
+            .map_err(|err| invalid(keys::POLICY, format!("not a valid effective policy: {err}")))?;
+        let runsc_flags = serde_json::from_str(&annotation(keys::RUNSC_FLAGS)?)
+            .map_err(|err| invalid(keys::RUNSC_FLAGS, format!("not valid runsc flags: {err}")))?;
+        Ok(CompiledAnnotations {
+            skill_name: annotation(keys::SKILL_NAME)?,
+            skill_version: annotation(keys::SKILL_VERSION).ok(),
+            skill_digest: annotation(keys::SKILL_DIGEST)?,
+            policy,
+            runsc_flags,
+        })
+    }
 }

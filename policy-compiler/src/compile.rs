@@ -25,8 +25,9 @@ pub struct CompileOptions<'a> {
     pub extra_args: &'a [String],
     /// The invoking environment; only names in `env.pass` are read.
     pub env: &'a BTreeMap<String, String>,
-    /// The cgroup to place the sandbox in.
-    pub cgroups_path: &'a str,
+    /// The cgroup to place the sandbox in; `None` leaves it to the runtime
+    /// (the shim gives every container its own).
+    pub cgroups_path: Option<&'a str>,
 }
 
 /// What a compile produced.
@@ -37,12 +38,15 @@ pub struct Compiled {
     pub warnings: Vec<String>,
 }
 
-/// The runsc flags a policy implies. Egress enforcement is a later layer:
-/// until it exists no policy gets a network stack, and the runtime refuses
-/// policies whose allow list needs one (`EffectivePolicy::has_egress`).
-pub fn runsc_flags(node: &NodeConfig) -> RunscFlags {
+/// The runsc flags a policy implies on this node. A policy that allows
+/// egress runs on the kernel stack of its own network namespace, behind the
+/// egress enforcement (`--network=host`); any other gets no network at all.
+pub fn runsc_flags(node: &NodeConfig, policy: &EffectivePolicy) -> RunscFlags {
     RunscFlags {
-        network: NetworkMode::None,
+        network: match policy.has_egress() {
+            true => NetworkMode::Host,
+            false => NetworkMode::None,
+        },
         platform: node.runsc.platform,
         overlay: false,
     }
@@ -65,7 +69,7 @@ pub fn effective_policy(
 /// Compiles `package` into an OCI bundle at `bundle_dir` (absent or empty).
 pub fn compile(package: &SkillPackage, bundle_dir: &Path, options: &CompileOptions<'_>) -> Result<Compiled> {
     let (policy, mut warnings) = effective_policy(package, options)?;
-    let flags = runsc_flags(options.node);
+    let flags = runsc_flags(options.node, &policy);
     for name in &policy.env_pass {
         if !options.env.contains_key(name.as_str()) {
             warnings.push(format!(

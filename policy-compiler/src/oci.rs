@@ -55,8 +55,8 @@ pub struct SpecInputs<'a> {
     pub extra_args: &'a [String],
     /// Values for the names in `env_pass`, taken from the invoking environment.
     pub env_values: &'a BTreeMap<String, String>,
-    /// The cgroup the sandbox is placed in.
-    pub cgroups_path: &'a str,
+    /// The cgroup the sandbox is placed in (`None`: the runtime's choice).
+    pub cgroups_path: Option<&'a str>,
     pub runsc_flags: &'a RunscFlags,
 }
 
@@ -220,9 +220,12 @@ pub fn build_spec(policy: &EffectivePolicy, inputs: &SpecInputs<'_>) -> Result<S
             .map_err(spec_error)
     })
     .collect::<Result<Vec<_>>>()?;
-    let linux = LinuxBuilder::default()
+    let mut linux = LinuxBuilder::default();
+    if let Some(path) = inputs.cgroups_path {
+        linux = linux.cgroups_path(PathBuf::from(path));
+    }
+    let linux = linux
         .namespaces(namespaces)
-        .cgroups_path(PathBuf::from(inputs.cgroups_path))
         .resources(
             LinuxResourcesBuilder::default()
                 .devices(Vec::new())

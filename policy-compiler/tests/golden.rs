@@ -76,7 +76,7 @@ fn compile_hello(skill: &Path, bundle: &Path) -> Vec<String> {
             base_rootfs: Path::new(BASE_ROOTFS),
             extra_args: &args,
             env: &env,
-            cgroups_path: CGROUP,
+            cgroups_path: Some(CGROUP),
         },
     )
     .unwrap();

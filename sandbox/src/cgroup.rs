@@ -14,9 +14,6 @@ use std::time::{Duration, Instant};
 
 use policy_compiler::oci::CgroupLimits;
 
-/// The file in a bundle listing the parent cgroups runsc created for it.
-pub const CREATED_CGROUPS_FILE: &str = "skillbox-created-cgroups";
-
 /// How cgroups are mounted on this host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CgroupFs {
@@ -50,6 +47,8 @@ pub enum CgroupError {
     NotMounted,
     #[error("cannot remove {path}: still busy after killing its processes")]
     Busy { path: PathBuf },
+    #[error("{path} exists already: another sandbox owns it, and a cgroup is never shared")]
+    Exists { path: PathBuf },
 }
 
 /// Limits to change; `None` leaves a limit as it is.
@@ -222,29 +221,6 @@ impl CgroupFs {
         missing
     }
 
-    /// Records `relatives` (from `missing_ancestors`) in the bundle, so that
-    /// the `delete` subcommand can remove them after a killed shim.
-    pub fn record_created(bundle: &Path, relatives: &[PathBuf]) {
-        let lines: Vec<String> = relatives.iter().map(|r| r.display().to_string()).collect();
-        if let Err(err) = fs::write(bundle.join(CREATED_CGROUPS_FILE), lines.join("\n")) {
-            tracing::warn!(%err, "cannot record the cgroups runsc will create");
-        }
-    }
-
-    /// What `record_created` wrote in `bundle` (plain relative paths only).
-    pub fn recorded_created(bundle: &Path) -> Vec<PathBuf> {
-        let text = fs::read_to_string(bundle.join(CREATED_CGROUPS_FILE)).unwrap_or_default();
-        text.lines()
-            .map(PathBuf::from)
-            .filter(|path| {
-                !path.as_os_str().is_empty()
-                    && path
-                        .components()
-                        .all(|c| matches!(c, std::path::Component::Normal(_)))
-            })
-            .collect()
-    }
-
     /// Removes cgroups `relatives` (outermost first, as `missing_ancestors`
     /// gives them) from every hierarchy, innermost first. `rmdir` of a cgroup
     /// with children or tasks fails, so one still in use stays.
@@ -254,6 +230,20 @@ impl CgroupFs {
                 let _ = fs::remove_dir(root.join(relative));
             }
         }
+    }
+
+    /// Removes cgroups `created` (outermost first, the sandbox's own last):
+    /// the sandbox's cgroup after killing what is left in it, then its
+    /// ancestors once empty (another sandbox may still use one).
+    pub fn remove_created(&self, created: &[PathBuf]) -> Result<(), CgroupError> {
+        let Some((leaf, ancestors)) = created.split_last() else {
+            return Ok(());
+        };
+        for root in self.roots() {
+            remove_dir(&root.join(leaf))?;
+        }
+        self.remove_if_empty(ancestors);
+        Ok(())
     }
 
     pub fn detect() -> Result<CgroupFs, CgroupError> {
@@ -298,29 +288,44 @@ fn mkdir(path: &Path) -> Result<(), CgroupError> {
     }
 }
 
-/// A cgroup at `<hierarchy>/<relative>` in each hierarchy, removed by `remove`.
+/// The sandbox's cgroup, which skillbox owns in every runtime: it creates
+/// the cgroup (and any missing ancestor) with the limits written before
+/// runsc starts, runsc joins it without taking ownership, so the cgroup
+/// outlives the sandbox (its OOM count and CPU time stay readable), and
+/// skillbox removes what it created at teardown.
 #[derive(Debug)]
-pub struct ExecutionCgroup {
+pub struct SandboxCgroup {
     fs: CgroupFs,
     /// Relative path, e.g. `skillbox/hello-1a2b`; also runsc's `cgroupsPath`.
     relative: PathBuf,
+    /// What this created, outermost first; the last one is `relative`.
+    created: Vec<PathBuf>,
 }
 
-impl ExecutionCgroup {
-    /// Creates `<parent>/<name>` with `limits` applied.
-    pub fn create(
-        fs: CgroupFs,
-        parent: &str,
-        name: &str,
-        limits: &CgroupLimits,
-    ) -> Result<Self, CgroupError> {
-        let cgroup = ExecutionCgroup {
+impl SandboxCgroup {
+    /// Creates cgroup `relative` with `limits` applied. A cgroup that
+    /// exists already belongs to another sandbox: it is refused, never
+    /// shared.
+    pub fn create(fs: CgroupFs, relative: &Path, limits: &LimitUpdate) -> Result<Self, CgroupError> {
+        let relative = relative.strip_prefix("/").unwrap_or(relative).to_owned();
+        if let Some(dir) = fs
+            .roots()
+            .iter()
+            .map(|root| root.join(&relative))
+            .find(|dir| dir.exists())
+        {
+            return Err(CgroupError::Exists { path: dir });
+        }
+        let mut created = fs.missing_ancestors(&relative);
+        created.push(relative.clone());
+        let cgroup = SandboxCgroup {
             fs,
-            relative: Path::new(parent).join(name),
+            relative,
+            created,
         };
         // On error, dropping `cgroup` removes whatever was created.
         cgroup.create_dirs()?;
-        cgroup.apply(limits)?;
+        cgroup.fs.set_limits(&cgroup.relative, limits)?;
         Ok(cgroup)
     }
 
@@ -329,19 +334,28 @@ impl ExecutionCgroup {
         format!("/{}", self.relative.display())
     }
 
-    /// The `cgroups_path` that `create(_, parent, name, _)` will have.
-    pub fn cgroups_path_for(parent: &str, name: &str) -> String {
-        format!("/{parent}/{name}")
-    }
-
-    fn dirs(&self) -> Vec<PathBuf> {
-        match &self.fs {
-            CgroupFs::V1 { hierarchies } => hierarchies.iter().map(|h| h.join(&self.relative)).collect(),
-            CgroupFs::V2 { root } => vec![root.join(&self.relative)],
-        }
+    /// The cgroups this created, outermost first (for a teardown record).
+    pub fn created(&self) -> &[PathBuf] {
+        &self.created
     }
 
     fn create_dirs(&self) -> Result<(), CgroupError> {
+        // A concurrent sandbox's teardown may remove a shared parent between
+        // two mkdirs: try again from the top.
+        let mut attempts = 3;
+        loop {
+            match self.create_dirs_once() {
+                Err(CgroupError::Write { source, .. })
+                    if source.kind() == ErrorKind::NotFound && attempts > 1 =>
+                {
+                    attempts -= 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn create_dirs_once(&self) -> Result<(), CgroupError> {
         match &self.fs {
             CgroupFs::V1 { hierarchies } => {
                 for hierarchy in hierarchies {
@@ -380,35 +394,45 @@ impl ExecutionCgroup {
         self.fs.stats(&self.relative)
     }
 
-    fn apply(&self, limits: &CgroupLimits) -> Result<(), CgroupError> {
-        self.fs.set_limits(
-            &self.relative,
-            &LimitUpdate {
-                memory_bytes: Some(limits.memory_bytes),
-                cpu: Some((limits.cpu_quota_us, limits.cpu_period_us)),
-                pids: Some(limits.pids),
-            },
-        )
+    /// Changes the cgroup's limits.
+    pub fn update(&self, update: &LimitUpdate) -> Result<(), CgroupError> {
+        self.fs.set_limits(&self.relative, update)
     }
 
-    /// Kills whatever is left in the cgroup and removes its directories (and
-    /// the shared parent when this was its last child).
+    /// Kills whatever is left in the cgroup and removes what this created.
     pub fn remove(&self) -> Result<(), CgroupError> {
-        for dir in self.dirs() {
-            remove_dir(&dir)?;
-            if let Some(parent) = dir.parent() {
-                // Another execution may still use the parent: that is fine.
-                let _ = fs::remove_dir(parent);
-            }
-        }
-        Ok(())
+        self.fs.remove_created(&self.created)
     }
 }
 
-impl Drop for ExecutionCgroup {
+impl Drop for SandboxCgroup {
     fn drop(&mut self) {
         if let Err(err) = self.remove() {
             tracing::warn!(%err, "cgroup cleanup failed");
+        }
+    }
+}
+
+impl From<&CgroupLimits> for LimitUpdate {
+    fn from(limits: &CgroupLimits) -> LimitUpdate {
+        LimitUpdate {
+            memory_bytes: Some(limits.memory_bytes),
+            cpu: Some((limits.cpu_quota_us, limits.cpu_period_us)),
+            pids: Some(limits.pids),
+        }
+    }
+}
+
+impl LimitUpdate {
+    /// The limits an OCI spec's `linux.resources` sets (those it leaves
+    /// out stay `None`).
+    pub fn of_spec(spec: &serde_json::Value) -> LimitUpdate {
+        let resources = &spec["linux"]["resources"];
+        let quota = resources["cpu"]["quota"].as_i64().filter(|quota| *quota > 0);
+        LimitUpdate {
+            memory_bytes: resources["memory"]["limit"].as_i64().filter(|bytes| *bytes > 0),
+            cpu: quota.map(|quota| (quota, resources["cpu"]["period"].as_u64().unwrap_or(100_000))),
+            pids: resources["pids"]["limit"].as_i64().filter(|pids| *pids > 0),
         }
     }
 }
@@ -519,7 +543,12 @@ mod tests {
             cpu_period_us: 100_000,
             pids: 704,
         };
-        let cgroup = ExecutionCgroup::create(fs, "skillbox", "x-1", &limits).unwrap();
+        let cgroup =
+            SandboxCgroup::create(fs.clone(), Path::new("/skillbox/x-1"), &(&limits).into()).unwrap();
+        assert!(matches!(
+            SandboxCgroup::create(fs, Path::new("skillbox/x-1"), &LimitUpdate::default()),
+            Err(CgroupError::Exists { .. })
+        ));
         assert_eq!(cgroup.cgroups_path(), "/skillbox/x-1");
         let dir = memory.join("skillbox/x-1");
         assert_eq!(
@@ -535,5 +564,29 @@ mod tests {
         let stats = cgroup.stats();
         assert_eq!(stats.oom_kills, 2);
         assert_eq!(stats.cpu_usage, Duration::from_millis(1500));
+        assert_eq!(
+            cgroup.created(),
+            [PathBuf::from("skillbox"), PathBuf::from("skillbox/x-1")]
+        );
+    }
+
+    #[test]
+    fn limits_are_read_from_a_spec() {
+        let spec = serde_json::json!({"linux": {"resources": {
+            "memory": {"limit": 67108864},
+            "cpu": {"quota": 50000, "period": 100000},
+        }}});
+        assert_eq!(
+            LimitUpdate::of_spec(&spec),
+            LimitUpdate {
+                memory_bytes: Some(64 << 20),
+                cpu: Some((50_000, 100_000)),
+                pids: None,
+            }
+        );
+        assert_eq!(
+            LimitUpdate::of_spec(&serde_json::json!({})),
+            LimitUpdate::default()
+        );
     }
 }

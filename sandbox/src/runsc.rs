@@ -60,6 +60,15 @@ impl Runsc {
         }
     }
 
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
+    /// runsc's state root (`--root`).
+    pub fn root(&self) -> &Path {
+        &self.global.root
+    }
+
     /// Makes runsc write Go runtime panics (a crashed Sentry) to `path`.
     pub fn with_panic_log(mut self, path: impl Into<PathBuf>) -> Runsc {
         self.global.panic_log = Some(path.into());

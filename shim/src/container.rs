@@ -1,34 +1,41 @@
-//! One container run by the shim: a runsc sandbox created from a bundle
-//! (compiled by skillbox or not) under its enforced policy, its stdio, its
-//! exit status.
+//! One container run by the shim: a sandbox of the `skillbox-sandbox` crate
+//! prepared from its bundle (compiled by skillbox or not) under its
+//! enforced policy, its runsc container, its stdio, its exit.
 //!
-//! Lifecycle: `create` (policy enforced on the bundle, then runsc create, then a thread reaps the sandbox pid,
-//! whose exit status is the container's) → `start` → exit → `delete`.
-//! Illegal transitions are `ContainerError::State` errors.
+//! Lifecycle: `create` (spec loaded once and enforced; the sandbox prepared
+//! and the spec written; runsc create; a thread reaps the sandbox pid, whose
+//! exit status is the container's) → `start` (the policy's deadline armed)
+//! → exit (the sandbox decides the outcome and closes its audit trail) →
+//! `delete` (the sandbox torn down). Illegal transitions are
+//! `ContainerError::State` errors.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
-
+use skillbox_audit::{SandboxIdentity, SkillIdentity};
+use skillbox_egress::session::upstreams_or_resolv_conf;
+use skillbox_sandbox::cgroup::{CgroupStats, LimitUpdate};
+use skillbox_sandbox::deadline::Deadline;
+use skillbox_sandbox::reaper;
+use skillbox_sandbox::record::RECORD_FILE;
+use skillbox_sandbox::runsc::{Runsc, RunscError};
+use skillbox_sandbox::sandbox::{node_key, EgressSettings};
+use skillbox_sandbox::spec::{BundleSpec, SkillAnnotations, SpecError};
+use skillbox_sandbox::{Ending, Outcome, Sandbox, SandboxConfig, SandboxError};
 use tokio::sync::watch;
 
-use skillbox_sandbox::cgroup::{CgroupFs, CgroupStats, LimitUpdate};
 use crate::config::ShimConfig;
 use crate::console::{Console, ConsoleSocket};
-use crate::egress::{ContainerEgress, EgressSetupError};
-use crate::enforce::{prepare_bundle, EnforceError};
+use crate::enforce::{enforce, EnforceError};
 use crate::exec::{ExecProcess, OUTPUT_DRAIN};
-use skillbox_sandbox::reaper;
-use skillbox_sandbox::runsc::{Runsc, RunscError};
 use crate::stdin::StdinPipe;
 pub use crate::stdio::StdioPaths;
 use crate::stdio::{open_output, Logger, StdioError};
-use skillbox_audit::execution::{Ending, ExecutionAudit};
 
 mod checkpoint;
 mod member;
@@ -36,13 +43,16 @@ pub use checkpoint::{checkpoint_request, CheckpointRequest};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
     /// The spec was refused, or could not be brought within its policy.
     #[error(transparent)]
     Enforce(#[from] EnforceError),
+    /// The sandbox's audit trail, egress or cgroup could not be made.
     #[error(transparent)]
-    Egress(#[from] Box<EgressSetupError>),
-    #[error("cannot start the container's audit trail: {0}")]
-    Audit(#[from] Box<skillbox_audit::execution::ExecutionAuditError>),
+    Sandbox(#[from] Box<SandboxError>),
+    #[error("cannot set up the network egress of container {id}: {reason}")]
+    EgressUpstreams { id: String, reason: String },
     #[error(transparent)]
     Stdio(#[from] StdioError),
     #[error("{path}: cannot read the sandbox pid: {reason}")]
@@ -80,6 +90,12 @@ pub enum ContainerError {
     },
 }
 
+impl From<SandboxError> for ContainerError {
+    fn from(err: SandboxError) -> Self {
+        ContainerError::Sandbox(Box::new(err))
+    }
+}
+
 /// Where a container is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -89,13 +105,25 @@ pub enum Status {
     Stopped,
 }
 
-/// How the container ended.
+/// How the container (or an exec) ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Exit {
+    /// The status reported to containerd: the process's own, 137 after an
+    /// OOM kill, 124 after the policy's timeout.
     pub status: u32,
     pub at: SystemTime,
-    /// The sandbox cgroup recorded an OOM kill.
-    pub oom: bool,
+    pub outcome: Outcome,
+}
+
+impl Exit {
+    /// An exit whose status is all that is known.
+    pub fn with_status(status: u32) -> Exit {
+        Exit {
+            status,
+            at: SystemTime::now(),
+            outcome: Outcome::Exited,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -122,11 +150,15 @@ pub(crate) async fn wait_for_exit(exited: &watch::Receiver<Option<Exit>>) -> Exi
         .ok()
         .flatten();
     // The sender lives until the exit is recorded, so this is set.
-    exit.unwrap_or(Exit {
-        status: 255,
-        at: SystemTime::now(),
-        oom: false,
-    })
+    exit.unwrap_or(Exit::with_status(255))
+}
+
+/// What ended the container besides its own exit, set before the kill is
+/// sent so that the reaper sees it.
+#[derive(Debug, Default)]
+struct EndCauses {
+    timed_out: AtomicBool,
+    killed: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -136,13 +168,16 @@ pub struct Container {
     pub stdio: StdioPaths,
     pub pid: u32,
     runsc: Runsc,
-    /// The host cgroup filesystem and the bundle's cgroupsPath.
-    cgroup: Option<(CgroupFs, PathBuf)>,
-    /// Ancestors of the cgroupsPath that did not exist before create
-    /// (`/<namespace>` for `ctr run`), removed at delete when empty.
-    created_cgroups: Vec<PathBuf>,
+    /// The sandbox this container runs in: its own, or (for a pod member)
+    /// the pod's, which the pod's sandbox container owns.
+    sandbox: Arc<Sandbox>,
     state: Arc<Mutex<State>>,
     exited: watch::Receiver<Option<Exit>>,
+    /// The policy's wall-clock limit, counted from Start; `None` for a
+    /// pod's sandbox container, which runs no skill.
+    timeout: Option<Duration>,
+    deadline: Mutex<Option<Deadline>>,
+    causes: Arc<EndCauses>,
     /// The init process's terminal, when the spec asks for one.
     console: Option<Console>,
     /// The init process's stdin, when containerd gave one.
@@ -155,11 +190,6 @@ pub struct Container {
     member: Option<member::Member>,
     /// The `binary://` logger, waited for at delete (see stdio.rs).
     logger: Mutex<Option<Logger>>,
-    /// The sandbox's network egress, when its policy allows some; removed
-    /// at delete, after the sandbox.
-    egress: Mutex<Option<ContainerEgress>>,
-    /// The audit trail, until the reaper records the exit in it.
-    audit: Arc<Mutex<Option<ExecutionAudit>>>,
 }
 
 /// A stdio failure on `path` (a FIFO, a socket, the spec file).
@@ -170,28 +200,44 @@ pub(crate) fn stdio_error(path: impl Into<String>, source: std::io::Error) -> Co
     })
 }
 
-/// Makes the enforced spec's `process.terminal` what Create asked for
-/// (`ctr run -t --config` does not set it in the spec) and returns the
-/// `process`, which every exec is held within.
-fn with_terminal(bundle: &Path, terminal: bool) -> Result<Value, ContainerError> {
-    let path = bundle.join("config.json");
-    let error = |source| stdio_error(path.display().to_string(), source);
-    let text = std::fs::read_to_string(&path).map_err(error)?;
-    let mut spec: Value = serde_json::from_str(&text).map_err(|err| error(err.into()))?;
-    if spec["process"]["terminal"].as_bool().unwrap_or(false) != terminal {
-        spec["process"]["terminal"] = Value::Bool(terminal);
-        std::fs::write(&path, spec.to_string()).map_err(error)?;
+/// Whom the events belong to: the skill the spec's annotations name, else
+/// the container.
+fn identity(skill: &SkillAnnotations, namespace: &str, id: &str) -> SandboxIdentity {
+    SandboxIdentity {
+        execution_id: format!("{namespace}/{id}"),
+        skill: SkillIdentity {
+            name: skill.name.clone().unwrap_or_else(|| id.to_owned()),
+            version: skill.version.clone(),
+            digest: skill.digest.clone(),
+        },
+        container_id: id.to_owned(),
     }
-    Ok(spec["process"].take())
 }
 
-/// The host cgroup filesystem and the bundle's `linux.cgroupsPath`, if both
-/// can be known.
-fn cgroups_path(bundle: &Path) -> Option<(CgroupFs, PathBuf)> {
-    let text = std::fs::read_to_string(bundle.join("config.json")).ok()?;
-    let spec: serde_json::Value = serde_json::from_str(&text).ok()?;
-    let path = spec["linux"]["cgroupsPath"].as_str()?;
-    Some((CgroupFs::detect().ok()?, PathBuf::from(path)))
+/// The DNS proxy's upstreams and TTL grace from the node config.
+fn egress_settings(id: &str, config: &ShimConfig) -> Result<EgressSettings, ContainerError> {
+    let settings = &config.node.egress;
+    let configured: Vec<_> = settings.dns_upstreams.iter().map(|upstream| upstream.0).collect();
+    let upstreams = upstreams_or_resolv_conf(&configured).map_err(|err| ContainerError::EgressUpstreams {
+        id: id.to_owned(),
+        reason: err.to_string(),
+    })?;
+    Ok(EgressSettings {
+        upstreams,
+        ttl_grace: settings.ttl_grace.as_duration(),
+    })
+}
+
+/// Reads the sandbox pid runsc wrote to `path`.
+pub(crate) fn pid_from(path: &Path) -> Result<u32, ContainerError> {
+    let text = std::fs::read_to_string(path).map_err(|err| ContainerError::PidFile {
+        path: path.to_owned(),
+        reason: err.to_string(),
+    })?;
+    text.trim().parse().map_err(|_| ContainerError::PidFile {
+        path: path.to_owned(),
+        reason: format!("{:?} is not a pid", text.trim()),
+    })
 }
 
 impl Container {
@@ -206,30 +252,49 @@ impl Container {
         config: &ShimConfig,
         namespace: &str,
     ) -> Result<Container, ContainerError> {
-        // The spec is rewritten (or refused) before runsc reads it, and the
-        // runsc flags are the shim's, never the bundle's.
-        let prepared = prepare_bundle(id, bundle, config)?;
-        // Both are dropped (removed again) if anything below fails.
-        let audit = crate::audit::start(id, namespace, &prepared, config).map_err(Box::new)?;
+        // The spec is loaded once, enforced (or refused) in memory, and
+        // written by the sandbox just before runsc reads it; the runsc flags
+        // are the shim's, never the bundle's.
+        let mut spec = BundleSpec::load(bundle)?;
+        let key = node_key(namespace, id);
+        let prepared = enforce(id, &key, &mut spec, config)?;
+        spec.set_terminal(terminal);
+        let init_process = spec.process();
+        let timeout = (!spec.is_pod_sandbox()).then(|| prepared.policy.resources.timeout.as_duration());
         let egress = match prepared.policy.has_egress() {
-            true => Some(
-                crate::egress::start(id, namespace, bundle, &prepared.policy, config, audit.writer())
-                    .map_err(Box::new)?,
-            ),
+            true => Some(egress_settings(id, config)?),
             false => None,
         };
-        let mut runsc = Runsc::new(&config.node.runsc.binary, runsc_root, prepared.runsc_flags);
-        if let Some(session) = audit.pod_init_config() {
-            runsc = runsc.with_pod_init_config(session);
-        }
-        let cgroup = cgroups_path(bundle);
-        let created_cgroups = cgroup
-            .as_ref()
-            .map(|(fs, path)| fs.missing_ancestors(path))
-            .unwrap_or_default();
-        CgroupFs::record_created(bundle, &created_cgroups);
+        let audit_log = config
+            .node
+            .audit
+            .log_dir
+            .join(namespace)
+            .join(format!("{id}.jsonl"));
+        // Dropped (torn down) if anything below fails.
+        let sandbox = Arc::new(Sandbox::prepare(
+            SandboxConfig {
+                id,
+                key: &key,
+                runtime: "shim",
+                identity: identity(&prepared.skill, namespace, id),
+                policy: &prepared.policy,
+                runsc: Runsc::new(
+                    &config.node.runsc.binary,
+                    runsc_root,
+                    prepared.runsc_flags.clone(),
+                ),
+                audit: &config.node.audit,
+                audit_log: &audit_log,
+                egress,
+                resolv_conf: bundle.join("skillbox-resolv.conf"),
+                record: bundle.join(RECORD_FILE),
+                directory: None,
+            },
+            &mut spec,
+        )?);
+        let runsc = sandbox.runsc().clone();
         let pid_file = bundle.join("init.pid");
-        let init_process = with_terminal(bundle, terminal)?;
         let console_socket = match terminal {
             true => Some(ConsoleSocket::bind().map_err(|source| stdio_error("console socket", source))?),
             false => None,
@@ -275,25 +340,16 @@ impl Container {
             }
             None => (None, None),
         };
-        let pid_text = std::fs::read_to_string(&pid_file).map_err(|err| ContainerError::PidFile {
-            path: pid_file.clone(),
-            reason: err.to_string(),
-        })?;
-        let pid: u32 = pid_text.trim().parse().map_err(|_| ContainerError::PidFile {
-            path: pid_file.clone(),
-            reason: format!("{:?} is not a pid", pid_text.trim()),
-        })?;
+        let pid = pid_from(&pid_file)?;
 
         let state = Arc::new(Mutex::new(State {
             status: Status::Created,
             exit: None,
         }));
         let (sender, exited) = watch::channel(None);
-        let reaped_state = Arc::clone(&state);
-        let reaped_cgroup = cgroup.clone();
-        let reaped_stdin = stdin.clone();
-        let audit = Arc::new(Mutex::new(Some(audit)));
-        let reaped_audit = Arc::clone(&audit);
+        let causes = Arc::new(EndCauses::default());
+        let (reaped_state, reaped_stdin) = (Arc::clone(&state), stdin.clone());
+        let (reaped_sandbox, reaped_causes) = (Arc::clone(&sandbox), Arc::clone(&causes));
         std::thread::spawn(move || {
             let status = reaper::wait_exit(pid as i32);
             // No output is lost: the exit is reported once it is copied.
@@ -303,26 +359,23 @@ impl Container {
             if let Some(pipe) = reaped_stdin {
                 pipe.release();
             }
-            // runsc removes the cgroup only at delete: its OOM count is
-            // still there when the sandbox has just died.
-            let oom = reaped_cgroup
-                .map(|(fs, path)| fs.stats(&path).oom_kills > 0)
-                .unwrap_or(false);
-            let exit = Exit {
-                status,
-                at: SystemTime::now(),
-                oom,
-            };
-            // The audit trail is closed before the exit is reported, so a
+            // The cgroup still holds the OOM count (it goes at delete), and
+            // the audit trail is closed before the exit is reported, so a
             // shim told to shut down after Delete has written everything.
-            let audit = reaped_audit.lock().unwrap_or_else(|e| e.into_inner()).take();
-            if let Some(audit) = audit {
-                audit.finish(Ending {
+            let ended = reaped_sandbox.end(
+                Ending {
                     status: status as i32,
-                    oom,
+                    timed_out: reaped_causes.timed_out.load(Ordering::SeqCst),
+                    killed: reaped_causes.killed.load(Ordering::SeqCst),
                     ..Ending::default()
-                });
-            }
+                },
+                None,
+            );
+            let exit = Exit {
+                status: ended.status as u32,
+                at: SystemTime::now(),
+                outcome: ended.outcome,
+            };
             record(&reaped_state, &sender, exit);
         });
         Ok(Container {
@@ -331,10 +384,12 @@ impl Container {
             stdio,
             pid,
             runsc,
-            cgroup,
-            created_cgroups,
+            sandbox,
             state,
             exited,
+            timeout,
+            deadline: Mutex::new(None),
+            causes,
             console,
             stdin,
             init_process,
@@ -342,8 +397,6 @@ impl Container {
             next_exec: AtomicU64::new(0),
             member: None,
             logger: Mutex::new(logger),
-            egress: Mutex::new(egress),
-            audit,
         })
     }
 
@@ -444,8 +497,7 @@ impl Container {
     /// The network policy the sandbox's egress enforces (`None`: the
     /// sandbox has no network).
     pub fn egress_network(&self) -> Option<policy_compiler::effective::EffectiveNetwork> {
-        let egress = self.egress.lock().unwrap_or_else(|e| e.into_inner());
-        egress.as_ref().map(|egress| egress.network.clone())
+        self.sandbox.network().cloned()
     }
 
     pub fn status(&self) -> (Status, Option<Exit>) {
@@ -471,11 +523,30 @@ impl Container {
                 self.runsc.start(&self.id)?;
             }
         }
+        self.arm_deadline();
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if state.status == Status::Created {
             state.status = Status::Running;
         }
         Ok(())
+    }
+
+    /// Kills the container at its policy's deadline: a member alone, any
+    /// other container with all its processes. Disarmed at delete.
+    fn arm_deadline(&self) {
+        let Some(limit) = self.timeout else {
+            return;
+        };
+        let (runsc, id, causes) = (self.runsc.clone(), self.id.clone(), Arc::clone(&self.causes));
+        let all = self.member.is_none();
+        let deadline = Deadline::arm(limit, move || {
+            causes.timed_out.store(true, Ordering::SeqCst);
+            tracing::warn!(%id, limit = ?limit, "the policy's timeout fired; killing the container");
+            if let Err(err) = runsc.kill_with(&id, nix::sys::signal::SIGKILL as i32, all) {
+                tracing::warn!(%id, %err, "cannot kill the container at its deadline");
+            }
+        });
+        *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) = Some(deadline);
     }
 
     /// Freezes (`pause`) or thaws (`resume`) every process of the container.
@@ -510,10 +581,7 @@ impl Container {
     /// What the sandbox cgroup has recorded (all zeros if it is unknown);
     /// for a pod's member, the whole pod's sandbox.
     pub fn stats(&self) -> CgroupStats {
-        self.cgroup
-            .as_ref()
-            .map(|(fs, path)| fs.stats(path))
-            .unwrap_or_default()
+        self.sandbox.stats()
     }
 
     /// The container's processes (sandbox pids). Blocking.
@@ -524,12 +592,12 @@ impl Container {
     /// Changes the sandbox cgroup's limits. Blocking.
     pub fn update(&self, update: &LimitUpdate) -> Result<(), ContainerError> {
         self.refuse_for_member("update")?;
-        let Some((fs, path)) = &self.cgroup else {
-            return Err(ContainerError::NoCgroup {
+        match self.sandbox.update(update)? {
+            true => Ok(()),
+            false => Err(ContainerError::NoCgroup {
                 bundle: self.bundle.clone(),
-            });
-        };
-        Ok(fs.set_limits(path, update)?)
+            }),
+        }
     }
 
     /// Waits for the container to exit.
@@ -540,6 +608,9 @@ impl Container {
     /// Sends `signal` to the container (all its processes with `all`). A
     /// container that already stopped is not an error. Blocking.
     pub fn kill(&self, signal: u32, all: bool) -> Result<(), ContainerError> {
+        if self.status().0 != Status::Stopped {
+            self.causes.killed.store(true, Ordering::SeqCst);
+        }
         match self.runsc.kill_with(&self.id, signal as i32, all) {
             Err(_) if self.status().0 == Status::Stopped => Ok(()),
             other => other.map(|_| ()).map_err(ContainerError::from),
@@ -548,10 +619,12 @@ impl Container {
 
     /// Removes the sandbox. A running container is killed first. Blocking.
     pub fn delete(&self) -> Result<Option<Exit>, ContainerError> {
+        drop(self.deadline.lock().unwrap_or_else(|e| e.into_inner()).take());
         if let Some(member) = &self.member {
             return self.delete_member(member);
         }
         if self.status().0 != Status::Stopped {
+            self.causes.killed.store(true, Ordering::SeqCst);
             let _ = self.runsc.kill(&self.id, nix::sys::signal::SIGKILL as i32);
         }
         // Reap the helpers only once the sandbox pid has been collected, so
@@ -561,15 +634,9 @@ impl Container {
             std::thread::sleep(Duration::from_millis(10));
         }
         reaper::reap_orphans(Duration::from_secs(2));
-        if let Err(err) = self.runsc.delete_force(&self.id) {
-            tracing::warn!(%err, id = %self.id, "runsc delete failed");
+        for failure in self.sandbox.teardown() {
+            tracing::warn!(id = %self.id, %failure, "sandbox not fully removed; the delete subcommand tries again");
         }
-        if let Some((fs, _)) = &self.cgroup {
-            fs.remove_if_empty(&self.created_cgroups);
-        }
-        drop(self.egress.lock().unwrap_or_else(|e| e.into_inner()).take());
-        // Normally the reaper closed the audit trail at the exit already.
-        drop(self.audit.lock().unwrap_or_else(|e| e.into_inner()).take());
         // The sandbox is gone, and with it the last write end of the
         // logger's pipes: it drains them and exits.
         let logger = self.logger.lock().unwrap_or_else(|e| e.into_inner()).take();

@@ -18,13 +18,14 @@
 //!    `/sys` and cgroup mounts, a `/tmp` as the policy says, a cgroup path.
 //!    Each is logged with `tracing::warn!` and listed in the
 //!    `io.skillbox.enforced` annotation of the rewritten `config.json`.
-//! 4. **runsc flags** computed by the shim (`--network=none`, or
-//!    `--network=host` on the sandbox's own namespace when the policy allows
-//!    egress, see `egress.rs`; the node's platform); an
+//! 4. **runsc flags** computed by the shim as the compiler computes them
+//!    (`--network=none`, or `--network=host` on the sandbox's own namespace
+//!    when the policy allows egress; the node's platform); an
 //!    `io.skillbox.runsc.flags` annotation is replaced by them.
 //!
 //! The decisions are pure functions of the spec, the node config and two
-//! host facts behind [`HostPaths`]; [`prepare_bundle`] adds the file I/O.
+//! host facts behind [`HostPaths`]; the spec is the one value the runtime
+//! loaded ([`BundleSpec`]), written once by the sandbox before runsc runs.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,7 @@ use policy_compiler::oci::annotations;
 use policy_compiler::EffectivePolicy;
 use runsc_config::RunscFlags;
 use serde_json::Value;
+use skillbox_sandbox::spec::{BundleSpec, SkillAnnotations};
 
 use crate::config::ShimConfig;
 
@@ -100,30 +102,12 @@ impl fmt::Display for Refusals {
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnforceError {
-    #[error("{path}: cannot read the bundle's spec: {source}")]
-    ReadSpec {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: the bundle's spec is not JSON: {source}")]
-    ParseSpec {
-        path: PathBuf,
-        #[source]
-        source: serde_json::Error,
-    },
     /// A malformed policy annotation, or one above the node ceiling in
     /// `reject` mode.
     #[error(transparent)]
     Policy(#[from] policy_compiler::Error),
     #[error("{path}: refused, the sandbox would run looser than its policy: {refusals}")]
     Refused { path: PathBuf, refusals: Refusals },
-    #[error("{path}: cannot write the enforced spec: {source}")]
-    WriteSpec {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 /// The facts about the host the decisions need.
@@ -174,25 +158,6 @@ pub struct Prepared {
     pub skill: SkillAnnotations,
 }
 
-/// The skill a compiled bundle's annotations name.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SkillAnnotations {
-    pub name: Option<String>,
-    pub version: Option<String>,
-    pub digest: Option<String>,
-}
-
-impl SkillAnnotations {
-    fn of(spec: &Value) -> SkillAnnotations {
-        let note = |key: &str| spec["annotations"][key].as_str().map(str::to_owned);
-        SkillAnnotations {
-            name: note(annotations::SKILL_NAME),
-            version: note(annotations::SKILL_VERSION),
-            digest: note(annotations::SKILL_DIGEST),
-        }
-    }
-}
-
 /// The effective policy of `spec` (read from `path`) on this node, with the
 /// changes a clamping ceiling made.
 fn effective_policy(
@@ -223,11 +188,11 @@ fn effective_policy(
     Ok((held.policy, PolicySource::Bundle, changes))
 }
 
-/// Enforces the effective policy on `spec`, the `config.json` of container
-/// `id` in `bundle` (both canonical), rewriting it in place. Pure but for
-/// `host`.
+/// Enforces the effective policy on `spec`, the `config.json` of the
+/// container whose node-unique key is `key` in `bundle` (canonical),
+/// rewriting it in place. Pure but for `host`.
 pub fn enforce_spec(
-    id: &str,
+    key: &str,
     spec: &mut Value,
     bundle: &Path,
     config: &ShimConfig,
@@ -252,13 +217,8 @@ pub fn enforce_spec(
             refusals: Refusals(refusals),
         });
     }
-    let mut runsc_flags = policy_compiler::compile::runsc_flags(&config.node);
-    if policy.has_egress() {
-        // runsc uses the kernel stack of the namespace the spec names,
-        // which `egress.rs` makes behind the policy's nftables table.
-        runsc_flags.network = runsc_config::NetworkMode::Host;
-    }
-    changes.extend(tighten::tighten(id, spec, &policy, &runsc_flags));
+    let runsc_flags = policy_compiler::compile::runsc_flags(&config.node, &policy);
+    changes.extend(tighten::tighten(key, spec, &policy, &runsc_flags));
     let notes = spec["annotations"].as_object_mut();
     let notes = match notes {
         Some(notes) => notes,
@@ -276,29 +236,28 @@ pub fn enforce_spec(
         ENFORCED.to_owned(),
         Value::String(Value::Array(rendered).to_string()),
     );
+    let skill = BundleSpec::new(bundle, spec.clone()).skill();
     Ok(Prepared {
         policy,
         source,
         runsc_flags,
         changes,
-        skill: SkillAnnotations::of(spec),
+        skill,
     })
 }
 
-/// Reads `<bundle>/config.json`, enforces the effective policy on it and
-/// writes it back for runsc. Nothing is written when the spec is refused.
-pub fn prepare_bundle(id: &str, bundle: &Path, config: &ShimConfig) -> Result<Prepared, EnforceError> {
-    let path = bundle.join(policy_compiler::bundle::CONFIG_JSON);
-    let text = std::fs::read_to_string(&path).map_err(|source| EnforceError::ReadSpec {
-        path: path.clone(),
-        source,
-    })?;
-    let mut spec: Value = serde_json::from_str(&text).map_err(|source| EnforceError::ParseSpec {
-        path: path.clone(),
-        source,
-    })?;
-    let canonical = RealHost.canonical(bundle).unwrap_or_else(|| bundle.to_owned());
-    let prepared = match enforce_spec(id, &mut spec, &canonical, config, &RealHost) {
+/// Enforces the effective policy on the loaded `spec` of container `id`
+/// (node-unique key `key`), in memory: nothing is written, and nothing when
+/// the spec is refused.
+pub fn enforce(
+    id: &str,
+    key: &str,
+    spec: &mut BundleSpec,
+    config: &ShimConfig,
+) -> Result<Prepared, EnforceError> {
+    let bundle = spec.bundle().to_owned();
+    let canonical = RealHost.canonical(&bundle).unwrap_or(bundle);
+    let prepared = match enforce_spec(key, spec.value_mut(), &canonical, config, &RealHost) {
         Ok(prepared) => prepared,
         Err(err) => {
             tracing::warn!(%id, %err, "spec refused");
@@ -309,9 +268,6 @@ pub fn prepare_bundle(id: &str, bundle: &Path, config: &ShimConfig) -> Result<Pr
         tracing::warn!(%id, field = %change.field, from = %change.from, to = %change.to, "spec tightened");
     }
     tracing::info!(%id, source = ?prepared.source, flags = ?prepared.runsc_flags.to_args(), "policy enforced");
-    let text = serde_json::to_string_pretty(&spec).expect("a JSON value serializes");
-    // Rewriting in place keeps containerd's mode and owner on the file.
-    std::fs::write(&path, text).map_err(|source| EnforceError::WriteSpec { path, source })?;
     Ok(prepared)
 }
 

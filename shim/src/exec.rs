@@ -7,21 +7,21 @@
 //! sandbox pid (`runsc kill --pid`), as that child forwards none without a
 //! terminal.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::console::{Console, ConsoleSocket};
-use crate::container::{stdio_error, wait_for_exit, ContainerError, Exit, Status, StdioPaths};
+use crate::container::{pid_from, stdio_error, wait_for_exit, ContainerError, Exit, Status, StdioPaths};
 use crate::enforce::enforce_exec_process;
-use skillbox_sandbox::reaper;
-use skillbox_sandbox::runsc::Runsc;
 use crate::stdin::StdinPipe;
 use crate::stdio::{open_input, open_output};
+use skillbox_sandbox::reaper;
+use skillbox_sandbox::runsc::Runsc;
 
 /// How long an exited process's terminal output may take to drain.
 pub const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
@@ -48,17 +48,6 @@ pub struct ExecProcess {
     state: Arc<Mutex<Running>>,
     exited: watch::Receiver<Option<Exit>>,
     exited_sender: Arc<watch::Sender<Option<Exit>>>,
-}
-
-fn pid_from(path: &Path) -> Result<u32, ContainerError> {
-    let text = std::fs::read_to_string(path).map_err(|err| ContainerError::PidFile {
-        path: path.to_owned(),
-        reason: err.to_string(),
-    })?;
-    text.trim().parse().map_err(|_| ContainerError::PidFile {
-        path: path.to_owned(),
-        reason: format!("{:?} is not a pid", text.trim()),
-    })
 }
 
 impl ExecProcess {
@@ -198,11 +187,7 @@ impl ExecProcess {
             if let Some(pipe) = stdin_pipe {
                 pipe.release();
             }
-            let exit = Exit {
-                status,
-                at: SystemTime::now(),
-                oom: false,
-            };
+            let exit = Exit::with_status(status);
             let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
             state.status = Some(Status::Stopped);
             state.exit = Some(exit);

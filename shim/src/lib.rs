@@ -1,12 +1,10 @@
 //! skillbox's containerd shim v2 (`containerd-shim-skillbox-v1`): the
 //! containerd task service over sandboxes of the `skillbox-sandbox` crate.
 
-pub mod audit;
 pub mod cleanup;
 pub mod config;
 pub mod console;
 pub mod container;
-pub mod egress;
 pub mod enforce;
 pub mod events;
 pub mod exec;

@@ -13,7 +13,6 @@ use containerd_shim::{Config, DeleteResponse, Error, Flags, StartOpts};
 
 use crate::cleanup::DeadShim;
 use crate::events::ContainerdEvents;
-use crate::pod::PodRole;
 use crate::task::TaskService;
 
 /// The runtime type containerd knows this shim by.
@@ -71,7 +70,7 @@ impl Shim for SkillboxShim {
     /// gets its own shim.
     async fn start_shim(&mut self, opts: StartOpts) -> Result<String, Error> {
         // The working directory is the container's bundle.
-        let role = PodRole::of_bundle(Path::new("."));
+        let role = skillbox_sandbox::BundleSpec::pod_role_of(Path::new("."));
         let grouping = role.grouping(&opts.id).to_owned();
         let address = spawn(opts, &grouping, Vec::new()).await?;
         // containerd reads the address back from the bundle; without it the

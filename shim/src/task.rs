@@ -12,13 +12,12 @@ use containerd_shim::protos::protobuf::{EnumOrUnknown, MessageField};
 use containerd_shim::protos::ttrpc::{Code, Error as TtrpcError, Status as RpcStatus};
 use containerd_shim::protos::types::task::Status as TaskStatus;
 use containerd_shim::{api, Task, TtrpcContext, TtrpcResult};
+use skillbox_sandbox::{BundleSpec, Outcome, PodRole, SandboxError};
 
 use crate::config::{self, ShimConfig};
 use crate::container::{Container, ContainerError, Exit, Status, StdioPaths};
-use crate::egress::EgressSetupError;
-use crate::enforce::EnforceError;
 use crate::events::{timestamp, EventSink, TaskEvent};
-use crate::pod::{PodError, PodRole};
+use crate::pod::PodError;
 use crate::rootfs;
 use crate::stats::metrics_any;
 use crate::update::limits_within_ceiling;
@@ -48,10 +47,7 @@ fn rpc_error(code: Code, message: String) -> TtrpcError {
 impl From<ContainerError> for TtrpcError {
     fn from(err: ContainerError) -> Self {
         let code = match err {
-            ContainerError::Enforce(EnforceError::ReadSpec { .. } | EnforceError::WriteSpec { .. }) => {
-                Code::INTERNAL
-            }
-            ContainerError::Egress(ref setup) if matches!(**setup, EgressSetupError::Spec { .. }) => {
+            ContainerError::Sandbox(ref failed) if matches!(**failed, SandboxError::Spec { .. }) => {
                 Code::FAILED_PRECONDITION
             }
             ContainerError::Enforce(_)
@@ -63,12 +59,13 @@ impl From<ContainerError> for TtrpcError {
             ContainerError::NoExec { .. } => Code::NOT_FOUND,
             ContainerError::ExecExists { .. } => Code::ALREADY_EXISTS,
             ContainerError::NoTerminal { .. } => Code::FAILED_PRECONDITION,
-            ContainerError::Stdio { .. }
+            ContainerError::Spec(_)
+            | ContainerError::Stdio { .. }
             | ContainerError::PidFile { .. }
             | ContainerError::Runsc(_)
             | ContainerError::CheckpointDir { .. }
-            | ContainerError::Egress(_)
-            | ContainerError::Audit(_)
+            | ContainerError::Sandbox(_)
+            | ContainerError::EgressUpstreams { .. }
             | ContainerError::Cgroup(_) => Code::INTERNAL,
         };
         rpc_error(code, err.to_string())
@@ -209,7 +206,7 @@ impl Task for TaskService {
         let namespace = self.namespace.clone();
         *self.config.lock().unwrap_or_else(|e| e.into_inner()) = Some(shim_config.clone());
         let mounts = req.rootfs.to_vec();
-        let sandbox = match PodRole::of_bundle(&bundle) {
+        let sandbox = match BundleSpec::pod_role_of(&bundle) {
             PodRole::Own => None,
             PodRole::Member { sandbox } => Some(self.pod_sandbox(&id, &sandbox)?),
         };
@@ -220,7 +217,9 @@ impl Task for TaskService {
                 .map_err(|err| rpc_error(Code::FAILED_PRECONDITION, err.to_string()))?;
             let created = match sandbox {
                 None => Container::create(&id, &bundle, stdio, terminal, &root, &shim_config, &namespace),
-                Some(sandbox) => Container::create_member(&id, &bundle, stdio, &sandbox, &shim_config),
+                Some(sandbox) => {
+                    Container::create_member(&id, &bundle, stdio, &sandbox, &shim_config, &namespace)
+                }
             };
             created.map_err(|err| {
                 if let Err(undo) = rootfs::unmount(&bundle) {
@@ -249,7 +248,7 @@ impl Task for TaskService {
         let events = Arc::clone(&self.events);
         tokio::spawn(async move {
             let exit = container.wait().await;
-            if exit.oom {
+            if exit.outcome == Outcome::Oom {
                 events
                     .send(TaskEvent::Oom {
                         id: container.id.clone(),
@@ -353,11 +352,7 @@ impl Task for TaskService {
         if !req.exec_id.is_empty() {
             // As containerd's own shims do, no TaskDelete for an exec.
             let (pid, exit) = container.delete_exec(&req.exec_id)?;
-            let exit = exit.unwrap_or(Exit {
-                status: 255,
-                at: std::time::SystemTime::now(),
-                oom: false,
-            });
+            let exit = exit.unwrap_or(Exit::with_status(255));
             return Ok(api::DeleteResponse {
                 pid,
                 exit_status: exit.status,

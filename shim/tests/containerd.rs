@@ -117,6 +117,70 @@ fn out_of_memory_reports_task_oom_then_exit_137() {
     assert_nothing_left(&containerd, namespace, "hog-1", "/skillbox-test-hog");
 }
 
+#[test]
+fn the_policy_timeout_ends_a_container_with_status_124_and_an_audit_event() {
+    let work = tempfile::tempdir().unwrap();
+    let logs = work.path().join("audit");
+    let containerd = Containerd::start_with(
+        None,
+        &format!("[audit]\nlog_dir = {:?}\n", logs.display().to_string()),
+    );
+    let namespace = "skillbox-test-timeout";
+    let events = EventWatch::start(&containerd, work.path());
+    // SIGTERM is ignored: only a kill ends it.
+    let bundle = compile_skill_md(
+        work.path(),
+        "sleepy",
+        "  entrypoint: [sh, -c, 'trap \"\" TERM; sleep 60']\n  resources: { timeout: 2s }\n",
+    );
+    let config = bundle.join("config.json");
+    let started = std::time::Instant::now();
+    let out = containerd.run_bundle(namespace, &config, "sleepy-1", &["--rm"]);
+    let elapsed = started.elapsed();
+    assert_eq!(
+        out.status.code(),
+        Some(124),
+        "{}\n{}",
+        text(&out.stderr),
+        containerd.log()
+    );
+    // Create and start take well under a second; the deadline counts from Start.
+    assert!(elapsed < Duration::from_secs(4), "took {elapsed:?}");
+    let (topics, log) = events.topics(namespace);
+    assert_eq!(
+        topics,
+        ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"],
+        "{log}"
+    );
+    assert!(log.contains("\"exit_status\":124"), "{log}");
+    let trail = std::fs::read_to_string(logs.join(namespace).join("sleepy-1.jsonl")).unwrap();
+    let types: Vec<serde_json::Value> = trail
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let timeout = types
+        .iter()
+        .find(|event| event["type"] == "timeout")
+        .unwrap_or_else(|| panic!("{trail}"));
+    assert_eq!(timeout["limit_ms"], 2000, "{trail}");
+    let exit = types.last().unwrap();
+    assert_eq!(
+        (&exit["type"], &exit["status"], &exit["outcome"]),
+        (&"exit".into(), &124.into(), &"timeout".into()),
+        "{trail}"
+    );
+    assert_nothing_left(&containerd, namespace, "sleepy-1", "/skillbox-test-sleepy");
+    let audit_files: Vec<_> = std::fs::read_dir("/run/skillbox/audit")
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|entry| entry.file_name().to_string_lossy().starts_with(namespace))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(audit_files.is_empty(), "audit files left: {audit_files:?}");
+}
+
 /// The value of `metric` in `ctr task metrics` output.
 fn metric(output: &str, metric: &str) -> u64 {
     output

@@ -279,12 +279,20 @@ fn containers_without_pod_annotations_get_their_own_shim() {
     let work = tempfile::tempdir().unwrap();
     let namespace = "skillbox-test-pod-alone";
 
-    let bundle = compile_skill(work.path(), "pod-alone", "sleep 60");
-    let config = bundle.join("config.json");
-    for id in ["alone-1", "alone-2"] {
-        let out = containerd.run_bundle(namespace, &config, id, &["-d"]);
+    let first = compile_skill(work.path(), "pod-alone", "sleep 60");
+    let second = compile_skill(work.path(), "pod-alone-2", "sleep 60");
+    for (id, bundle) in [("alone-1", &first), ("alone-2", &second)] {
+        let out = containerd.run_bundle(namespace, &bundle.join("config.json"), id, &["-d"]);
         assert!(out.status.success(), "{id}: {}", text(&out.stderr));
     }
+    // A second container of the first bundle would share its cgroup: refused.
+    let out = containerd.run_bundle(namespace, &first.join("config.json"), "alone-3", &["-d"]);
+    assert!(
+        !out.status.success() && text(&out.stderr).contains("a cgroup is never shared"),
+        "{}",
+        text(&out.stderr)
+    );
+    let _ = containerd.ctr(namespace, &["containers", "rm", "alone-3"]);
     let (one, two) = (shim_pid(namespace, "alone-1"), shim_pid(namespace, "alone-2"));
     assert!(one.is_some() && two.is_some() && one != two, "{one:?} {two:?}");
     assert_ne!(
@@ -294,7 +302,7 @@ fn containers_without_pod_annotations_get_their_own_shim() {
     for id in ["alone-1", "alone-2"] {
         kill_and_remove(&containerd, namespace, id);
     }
-    for id in ["alone-1", "alone-2"] {
-        assert_no_leftovers(&containerd, namespace, id, "/skillbox-test-pod-alone");
-    }
+    assert_no_leftovers(&containerd, namespace, "alone-1", "/skillbox-test-pod-alone");
+    assert_no_leftovers(&containerd, namespace, "alone-2", "/skillbox-test-pod-alone-2");
+    assert_no_leftovers(&containerd, namespace, "alone-3", "/skillbox-test-pod-alone");
 }

@@ -13,10 +13,9 @@ pub fn compile(args: CompileArgs) -> Result<ExitCode, Failure> {
     let base_rootfs = base_rootfs_dir(&args.base_rootfs)?;
     let output = absolute(&args.output)?;
     let env = invoking_env();
-    // A static bundle names a stable, top-level cgroup: runsc removes the
-    // cgroup it creates but not the parents, so nesting would leave an empty
-    // parent behind. `skillbox run` uses its own per-execution cgroup.
-    let cgroups_path = format!("/skillbox-{}", package.manifest.name);
+    // A compiled bundle names no cgroup: whoever runs it gives each sandbox
+    // its own (the shim `/skillbox/<namespace>.<id>`, CRI its pod's), never
+    // one derived from a name the skill chose.
     let compiled = policy_compiler::compile(
         &package,
         &output,
@@ -26,7 +25,7 @@ pub fn compile(args: CompileArgs) -> Result<ExitCode, Failure> {
             base_rootfs: &base_rootfs,
             extra_args: &args.args,
             env: &env,
-            cgroups_path: &cgroups_path,
+            cgroups_path: None,
         },
     )?;
     print_warnings(&compiled.warnings);

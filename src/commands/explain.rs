@@ -46,7 +46,7 @@ pub fn explain(args: ExplainArgs) -> Result<ExitCode, Failure> {
 fn render_text(e: &Explanation<'_>, node: &policy_compiler::NodeConfig) -> String {
     let p = e.policy;
     let r = &p.resources;
-    let limits = CgroupLimits::for_policy(p, runsc_flags(node).platform);
+    let limits = CgroupLimits::for_policy(p, runsc_flags(node, p).platform);
     let mut out = String::new();
     let _ = writeln!(
         out,

@@ -4,6 +4,7 @@ mod audit;
 mod audit_export;
 mod compile;
 mod explain;
+mod gc;
 mod metrics_server;
 mod probe;
 mod run;
@@ -43,6 +44,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Probe(args) => probe::probe(args),
+        Command::Gc(args) => Ok(gc::gc(args)?),
         Command::Audit(AuditArgs {
             command: Some(AuditCommand::Export(args)),
             ..

@@ -6,19 +6,20 @@ use std::hash::{BuildHasher, Hasher};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use policy_compiler::bundle::read_annotations;
-use policy_compiler::oci::CgroupLimits;
 use policy_compiler::CompileOptions;
 use serde::Serialize;
-use skillbox_sandbox::cgroup::ExecutionCgroup;
+use skillbox_audit::{SandboxIdentity, SkillIdentity};
+use skillbox_sandbox::record::{RunscRecord, TeardownRecord};
 use skillbox_sandbox::runsc::Runsc;
+use skillbox_sandbox::{BundleSpec, Ended, Outcome, Sandbox, SandboxConfig};
 
 use super::{base_rootfs_dir, invoking_env, load_node, load_skill, print_warnings, runsc_binary, Failure};
 use crate::cli::RunArgs;
-use crate::runtime::execution::{Ended, Execution, Interrupts, Outcome, Workspace, CGROUP_PARENT};
-use crate::runtime::{audit, egress};
-use runsc_config::NetworkMode;
-use skillbox_audit::execution::Ending;
+use crate::runtime::egress;
+use crate::runtime::execution::{Execution, Interrupts, Waited, Workspace};
+
+/// The cgroup every execution's own cgroup is placed under.
+const CGROUP_PARENT: &str = "skillbox";
 
 /// skillbox failed before or around the run (as `docker run` does).
 const EXIT_SKILLBOX_FAILED: u8 = 125;
@@ -65,6 +66,7 @@ fn prepare_and_run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if !nix::unistd::Uid::effective().is_root() {
         bail!("skillbox run needs root: it starts runsc and creates the sandbox's cgroup");
     }
+    super::gc::collect_quietly(&args.runtime.state_dir);
     let package = load_skill(&args.skill_dir)?;
     let node = load_node(&args.node)?;
     let env = invoking_env();
@@ -77,6 +79,21 @@ fn prepare_and_run(args: RunArgs) -> anyhow::Result<ExitCode> {
             args.runtime.state_dir.display()
         )
     })?;
+    // Recorded before anything is made in it: a skillbox killed from here
+    // on leaves a record for `skillbox gc`.
+    let runsc_binary = runsc_binary(&args.runtime, &node.config);
+    let mut early = TeardownRecord::new(
+        &id,
+        RunscRecord {
+            binary: runsc_binary.clone(),
+            root: workspace.runsc_root(),
+            flags: Default::default(),
+            bundle: workspace.bundle(),
+        },
+    );
+    early.directory = Some(workspace.path().to_owned());
+    early.save(&workspace.record())?;
+    let cgroups_path = format!("/{CGROUP_PARENT}/{id}");
     let compiled = policy_compiler::compile(
         &package,
         &workspace.bundle(),
@@ -86,63 +103,60 @@ fn prepare_and_run(args: RunArgs) -> anyhow::Result<ExitCode> {
             base_rootfs: &base_rootfs,
             extra_args: &args.args,
             env: &env,
-            cgroups_path: &ExecutionCgroup::cgroups_path_for(CGROUP_PARENT, &id),
+            cgroups_path: Some(&cgroups_path),
         },
     )?;
     print_warnings(&compiled.warnings);
     // From here on, run what the bundle says, exactly as a shim reading it would.
-    let bundle = read_annotations(&workspace.bundle())?;
+    let mut spec = BundleSpec::load(&workspace.bundle())?;
+    let bundle = spec.compiled()?;
     let policy = bundle.policy.clone();
-    let mut runsc_flags = bundle.runsc_flags.clone();
     // Every execution's events go to its audit log, from before runsc starts.
     let audit_log = args
         .egress
         .audit_log
         .clone()
         .unwrap_or_else(|| node.config.audit.log_dir.join(format!("{id}.jsonl")));
-    let audit = audit::start(&id, &audit_log, &bundle, &node.config.audit, policy.audit)?;
-    // With egress, the sandbox gets its own network namespace behind the
-    // enforcement, and runsc uses that namespace's kernel stack.
     let egress = match policy.has_egress() {
-        true => {
-            let started = egress::start(
-                &id,
-                &workspace.bundle(),
-                &bundle,
-                &args.egress,
-                &node.config.egress,
-                audit.writer(),
-            )?;
-            runsc_flags.network = NetworkMode::Host;
-            Some(started)
-        }
+        true => Some(egress::settings(&args.egress, &node.config.egress)?),
         false => None,
     };
-    let limits = CgroupLimits::for_policy(&policy, runsc_flags.platform);
-    let cgroup = Execution::prepare_cgroup(&id, &limits)?;
-    let mut runsc = Runsc::new(
-        runsc_binary(&args.runtime, &node.config),
-        workspace.runsc_root(),
-        runsc_flags,
-    )
-    .with_panic_log(workspace.panic_log());
-    if let Some(session) = audit.pod_init_config() {
-        runsc = runsc.with_pod_init_config(session);
+    // Execution ids are `<skill>-<16 hex digits>`: the digits are unique.
+    let key = format!("run-{}", &id[id.len().saturating_sub(16)..]);
+    let runsc = Runsc::new(runsc_binary, workspace.runsc_root(), bundle.runsc_flags.clone())
+        .with_panic_log(workspace.panic_log());
+    let sandbox = Sandbox::prepare(
+        SandboxConfig {
+            id: &id,
+            key: &key,
+            runtime: "skillbox-run",
+            identity: SandboxIdentity {
+                execution_id: id.clone(),
+                skill: SkillIdentity {
+                    name: bundle.skill_name.clone(),
+                    version: bundle.skill_version.clone(),
+                    digest: Some(bundle.skill_digest.clone()),
+                },
+                container_id: id.clone(),
+            },
+            policy: &policy,
+            runsc,
+            audit: &node.config.audit,
+            audit_log: &audit_log,
+            egress,
+            resolv_conf: workspace.resolv_conf(),
+            record: workspace.record(),
+            directory: Some(workspace.path().to_owned()),
+        },
+        &mut spec,
+    )?;
+    let waited = Execution::start(&sandbox, &workspace.bundle())?.wait(&interrupts)?;
+    let ended = sandbox.end(waited.ending, Some(waited.wall));
+    let cgroups_path = sandbox.cgroups_path().unwrap_or(cgroups_path);
+    let had_egress = sandbox.network().is_some();
+    for failure in sandbox.teardown() {
+        eprintln!("skillbox: warning: {failure} (`skillbox gc` tries again)");
     }
-    let mut execution = Execution::start(&id, runsc, cgroup, &workspace.bundle())?;
-    let ended = execution.wait(policy.resources.timeout.as_duration(), &interrupts)?;
-    let cgroups_path = execution.cgroups_path();
-    // Tear down the sandbox and its cgroup, then its network, then close
-    // the audit trail (the monitor has everything once the sandbox is gone).
-    drop(execution);
-    let had_egress = egress.is_some();
-    drop(egress);
-    audit.finish(Ending {
-        status: ended.status,
-        wall: Some(ended.wall),
-        oom: ended.outcome == Outcome::Oom,
-        timeout: (ended.outcome == Outcome::Timeout).then(|| policy.resources.timeout.as_duration()),
-    });
     let audit_log = audit_log.display().to_string();
     let egress_log = had_egress.then(|| audit_log.clone());
     drop(workspace);
@@ -153,7 +167,7 @@ fn prepare_and_run(args: RunArgs) -> anyhow::Result<ExitCode> {
             skill: &skill,
             outcome: ended.outcome,
             exit_code: ended.status,
-            wall_ms: ended.wall.as_millis(),
+            wall_ms: waited.wall.as_millis(),
             cpu_usage_ms: ended.stats.cpu_usage.as_millis(),
             memory_peak_bytes: ended.stats.memory_peak_bytes,
             cgroup: &cgroups_path,
@@ -164,12 +178,12 @@ fn prepare_and_run(args: RunArgs) -> anyhow::Result<ExitCode> {
         std::fs::write(path, json + "\n")
             .with_context(|| format!("{}: cannot write report", path.display()))?;
     }
-    Ok(explain_end(&ended, &policy))
+    Ok(explain_end(&ended, &waited, &policy))
 }
 
 /// Tells the person what happened when it was not a plain exit, and picks
 /// the exit code.
-fn explain_end(ended: &Ended, policy: &policy_compiler::EffectivePolicy) -> ExitCode {
+fn explain_end(ended: &Ended, waited: &Waited, policy: &policy_compiler::EffectivePolicy) -> ExitCode {
     let resources = &policy.resources;
     match ended.outcome {
         Outcome::Exited => ExitCode::from(ended.status.clamp(0, 255) as u8),
@@ -191,12 +205,12 @@ fn explain_end(ended: &Ended, policy: &policy_compiler::EffectivePolicy) -> Exit
             eprintln!(
                 "skillbox: the sandbox failed, not the skill (runsc exited {}): {}",
                 ended.status,
-                ended.failure.as_deref().unwrap_or("no detail")
+                waited.failure.as_deref().unwrap_or("no detail")
             );
             ExitCode::from(EXIT_SKILLBOX_FAILED)
         }
-        Outcome::Interrupted => {
-            let signal = ended.signal.unwrap_or(nix::sys::signal::SIGTERM as i32);
+        Outcome::Killed => {
+            let signal = waited.signal.unwrap_or(nix::sys::signal::SIGTERM as i32);
             eprintln!("skillbox: interrupted by signal {signal}; the sandbox was removed");
             ExitCode::from((128 + signal).clamp(0, 255) as u8)
         }

@@ -1,25 +1,22 @@
-//! One run of a compiled bundle under runsc, from start to a clean host.
+//! `runsc run` of a prepared sandbox in the foreground, from start to the
+//! end of its init process.
 //!
-//! Lifecycle: `Execution::start` creates the cgroup and starts `runsc run`;
-//! `wait` returns when the skill exits, the timeout fires or a signal asks
-//! skillbox to stop (the sandbox is then killed); `Drop` always removes the
-//! sandbox's runsc state and cgroup, on every path.
+//! `Execution::start` starts `runsc run`; `wait` returns when the skill
+//! exits, the timeout fires or a signal asks skillbox to stop (the sandbox
+//! is then killed). What the end means (the outcome) and the teardown are
+//! the sandbox's (`skillbox_sandbox::Sandbox::end`, `teardown`).
 
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use policy_compiler::oci::CgroupLimits;
-use serde::Serialize;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::{Handle, Signals};
-use skillbox_sandbox::cgroup::{CgroupError, CgroupFs, CgroupStats, ExecutionCgroup};
-use skillbox_sandbox::runsc::{Runsc, RunscError};
+use skillbox_sandbox::runsc::RunscError;
+use skillbox_sandbox::{Ending, Sandbox};
 use tracing::{info_span, warn};
 
-/// The cgroup directory all executions are placed under.
-pub const CGROUP_PARENT: &str = "skillbox";
 /// How often a kill is repeated until runsc reports the sandbox gone.
 const KILL_RETRY: Duration = Duration::from_millis(200);
 /// How long runsc gets to exit after the sandbox was killed.
@@ -27,8 +24,6 @@ const KILL_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecutionError {
-    #[error("cannot set up the sandbox cgroup: {0}")]
-    Cgroup(#[from] CgroupError),
     #[error(transparent)]
     Runsc(#[from] RunscError),
     #[error("cannot wait for runsc: {0}")]
@@ -37,27 +32,13 @@ pub enum ExecutionError {
     Signals(#[source] std::io::Error),
 }
 
-/// How an execution ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    Exited,
-    Oom,
-    Timeout,
-    Interrupted,
-    /// The sandbox itself crashed (a Sentry panic), not the skill.
-    SandboxFailed,
-}
-
+/// How `runsc run` ended, before the sandbox decides the outcome.
 #[derive(Debug, Clone)]
-pub struct Ended {
-    pub outcome: Outcome,
-    /// The skill's exit status (128 + signal when killed).
-    pub status: i32,
+pub struct Waited {
+    pub ending: Ending,
     /// The signal that interrupted skillbox, if any.
     pub signal: Option<i32>,
     pub wall: Duration,
-    pub stats: CgroupStats,
     /// What the sandbox reported when it crashed.
     pub failure: Option<String>,
 }
@@ -67,12 +48,10 @@ enum Event {
     Signal(i32),
 }
 
-/// A running sandbox and everything it holds on the host.
-pub struct Execution {
-    id: String,
-    runsc: Runsc,
-    cgroup: ExecutionCgroup,
-    /// Taken by `wait`; dropped (reaped) on every path.
+/// `runsc run` of a sandbox, running.
+pub struct Execution<'a> {
+    sandbox: &'a Sandbox,
+    /// Taken by `wait`; killed and reaped on drop otherwise.
     child: Option<Child>,
     started: Instant,
     span: tracing::Span,
@@ -86,41 +65,22 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
         .unwrap_or(255)
 }
 
-impl Execution {
-    /// The cgroup must be created before the bundle is compiled, since the
-    /// spec names it: use `prepare_cgroup` first.
-    pub fn prepare_cgroup(id: &str, limits: &CgroupLimits) -> Result<ExecutionCgroup, ExecutionError> {
-        Ok(ExecutionCgroup::create(
-            CgroupFs::detect()?,
-            CGROUP_PARENT,
-            id,
-            limits,
-        )?)
-    }
-
-    pub fn start(
-        id: &str,
-        runsc: Runsc,
-        cgroup: ExecutionCgroup,
-        bundle: &Path,
-    ) -> Result<Self, ExecutionError> {
-        let span = info_span!("sandbox", id);
-        let started = Instant::now();
-        let mut execution = Execution {
-            id: id.to_owned(),
-            runsc,
-            cgroup,
-            child: None,
-            started,
+impl<'a> Execution<'a> {
+    pub fn start(sandbox: &'a Sandbox, bundle: &Path) -> Result<Self, ExecutionError> {
+        let span = info_span!("sandbox", id = sandbox.id());
+        let child = sandbox.runsc().spawn_run(bundle, sandbox.id())?;
+        Ok(Execution {
+            sandbox,
+            child: Some(child),
+            started: Instant::now(),
             span,
-        };
-        execution.child = Some(execution.runsc.spawn_run(bundle, id)?);
-        Ok(execution)
+        })
     }
 
-    /// Waits for the skill, enforcing `timeout`; an interrupt (also one that
-    /// arrived while the sandbox was being set up) kills the sandbox.
-    pub fn wait(&mut self, timeout: Duration, interrupts: &Interrupts) -> Result<Ended, ExecutionError> {
+    /// Waits for the skill, enforcing the sandbox's timeout; an interrupt
+    /// (also one that arrived while the sandbox was being set up) kills the
+    /// sandbox.
+    pub fn wait(&mut self, interrupts: &Interrupts) -> Result<Waited, ExecutionError> {
         let _entered = self.span.clone().entered();
         let mut child = self.child.take().expect("wait is called once, after start");
         // runsc runs in its own process group (see `Runsc::spawn_run`).
@@ -133,8 +93,8 @@ impl Execution {
             let _ = sender.send(Event::Exited(status));
         });
         let events = &interrupts.events;
-        let deadline = self.started + timeout;
-        let (mut outcome, mut signal) = (Outcome::Exited, None);
+        let deadline = self.started + self.sandbox.timeout();
+        let (mut timed_out, mut signal) = (false, None);
         let mut killed_at: Option<Instant> = None;
         let status = loop {
             let wake = match killed_at {
@@ -144,14 +104,14 @@ impl Execution {
             match events.recv_timeout(wake) {
                 Ok(Event::Exited(status)) => break status.map_err(ExecutionError::Wait)?,
                 Ok(Event::Signal(number)) if killed_at.is_none() => {
-                    (outcome, signal) = (Outcome::Interrupted, Some(number));
+                    signal = Some(number);
                     killed_at = Some(Instant::now());
                     self.kill_sandbox();
                 }
                 Ok(Event::Signal(_)) => {}
                 Err(mpsc::RecvTimeoutError::Timeout) => match killed_at {
                     None => {
-                        outcome = Outcome::Timeout;
+                        timed_out = true;
                         killed_at = Some(Instant::now());
                         self.kill_sandbox();
                     }
@@ -171,32 +131,38 @@ impl Execution {
             }
         };
         let _ = waiter.join();
-        let wall = self.started.elapsed();
-        let stats = self.cgroup.stats();
-        let failure = self.runsc.panic_summary();
-        if outcome == Outcome::Exited && stats.oom_kills > 0 {
-            outcome = Outcome::Oom;
-        } else if outcome == Outcome::Exited && failure.is_some() {
-            outcome = Outcome::SandboxFailed;
-        }
-        Ok(Ended {
-            outcome,
-            status: exit_code(status),
+        let failure = self.sandbox.runsc().panic_summary();
+        Ok(Waited {
+            ending: Ending {
+                status: exit_code(status),
+                timed_out,
+                killed: signal.is_some(),
+                sandbox_failed: failure.is_some(),
+                ..Ending::default()
+            },
             signal,
-            wall,
-            stats,
+            wall: self.started.elapsed(),
             failure,
         })
     }
 
     fn kill_sandbox(&self) {
-        if let Err(err) = self.runsc.kill(&self.id, nix::sys::signal::SIGKILL as i32) {
+        let runsc = self.sandbox.runsc();
+        if let Err(err) = runsc.kill(self.sandbox.id(), nix::sys::signal::SIGKILL as i32) {
             tracing::debug!(%err, "runsc kill failed; the sandbox may not exist yet");
         }
     }
+}
 
-    pub fn cgroups_path(&self) -> String {
-        self.cgroup.cgroups_path()
+impl Drop for Execution<'_> {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = self
+                .sandbox
+                .runsc()
+                .kill(self.sandbox.id(), nix::sys::signal::SIGKILL as i32);
+            let _ = child.wait();
+        }
     }
 }
 
@@ -236,20 +202,6 @@ impl Drop for Interrupts {
     }
 }
 
-impl Drop for Execution {
-    fn drop(&mut self) {
-        let _entered = self.span.clone().entered();
-        if let Some(mut child) = self.child.take() {
-            let _ = self.runsc.kill(&self.id, nix::sys::signal::SIGKILL as i32);
-            let _ = child.wait();
-        }
-        // `runsc run` removes its state on a normal exit; after a kill it may
-        // not, so delete is always attempted and "not found" is fine.
-        let _ = self.runsc.delete_force(&self.id);
-        // The cgroup is removed when the `cgroup` field drops, after this.
-    }
-}
-
 /// Where an execution's bundle and runsc state live.
 #[derive(Debug)]
 pub struct Workspace {
@@ -272,5 +224,15 @@ impl Workspace {
     }
     pub fn panic_log(&self) -> PathBuf {
         self.dir.path().join("runsc-panic.log")
+    }
+    /// The sandbox's teardown record (see `skillbox_sandbox::record`).
+    pub fn record(&self) -> PathBuf {
+        self.dir.path().join(skillbox_sandbox::record::RECORD_FILE)
+    }
+    pub fn resolv_conf(&self) -> PathBuf {
+        self.dir.path().join("resolv.conf")
+    }
+    pub fn path(&self) -> &Path {
+        self.dir.path()
     }
 }

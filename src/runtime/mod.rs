@@ -1,6 +1,7 @@
-//! The lifecycle of one `skillbox run` execution; the runsc driver and the
-//! cgroup it uses live in the `skillbox-shim` library.
+//! What only `skillbox run` does around a sandbox of the `skillbox-sandbox`
+//! crate: its execution directory, `runsc run` in the foreground with
+//! signals and the timeout in one wait, and the egress settings its flags
+//! give.
 
-pub mod audit;
 pub mod egress;
 pub mod execution;

@@ -89,7 +89,13 @@ fn lifecycle_events_count_starts_running_failures_and_durations() {
             // A second oom after the exit is still the same failed execution.
             event("e2", "weather", 6, "oom", json!({})),
             event("e3", "shell", 7, "timeout", json!({"limit_ms": 5000})),
-            exit("e3", "shell", 7, 124, Some(5000)),
+            event(
+                "e3",
+                "shell",
+                7,
+                "exit",
+                json!({"status": 124, "wall_ms": 5000, "outcome": "timeout"}),
+            ),
         ],
     );
     assert_samples(
@@ -100,6 +106,14 @@ fn lifecycle_events_count_starts_running_failures_and_durations() {
             ("skillbox_sandboxes_failed_total{skill=\"shell\"}", Some(1.0)),
             ("skillbox_oom_kills_total{skill=\"weather\"}", Some(2.0)),
             ("skillbox_timeouts_total{skill=\"shell\"}", Some(1.0)),
+            (
+                "skillbox_sandboxes_ended_total{outcome=\"timeout\",skill=\"shell\"}",
+                Some(1.0),
+            ),
+            (
+                "skillbox_sandboxes_ended_total{outcome=\"_unknown\",skill=\"weather\"}",
+                Some(2.0),
+            ),
         ],
     );
     // 1.5 s and 5 s from wall_ms, 4 s (second 1 to second 5) from the timestamps.

@@ -57,7 +57,7 @@ fn main() {
         base_rootfs: &rootfs,
         extra_args: &[],
         env: &env,
-        cgroups_path: "/skillbox/bench",
+        cgroups_path: Some("/skillbox/bench"),
     };
     let flags = runsc_flags(&node);
 

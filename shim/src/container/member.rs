@@ -11,23 +11,24 @@
 //! - Delete kills the member if it runs and removes it from runsc.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use policy_compiler::effective::EffectiveNetwork;
+use skillbox_sandbox::cgroup::CgroupFs;
+use skillbox_sandbox::reaper;
+use skillbox_sandbox::record::{RunscRecord, TeardownRecord, RECORD_FILE};
+use skillbox_sandbox::sandbox::node_key;
+use skillbox_sandbox::spec::BundleSpec;
+use skillbox_sandbox::Ending;
 use tokio::sync::watch;
 
-use skillbox_sandbox::cgroup::CgroupFs;
-
-use super::{
-    cgroups_path, open_output, record, with_terminal, Container, ContainerError, Exit, State, Status,
-    StdioPaths,
-};
+use super::{open_output, record, Container, ContainerError, EndCauses, Exit, State, Status, StdioPaths};
 use crate::config::ShimConfig;
-use crate::enforce::prepare_bundle;
+use crate::enforce::enforce;
 use crate::pod::PodError;
-use skillbox_sandbox::reaper;
-use policy_compiler::effective::EffectiveNetwork;
 
 /// How the member joined: its sandbox, and where its exit goes once known.
 #[derive(Debug)]
@@ -37,6 +38,9 @@ pub(super) struct Member {
     /// Taken by the thread that waits for the exit, or by a Delete before
     /// start.
     exit: Mutex<Option<watch::Sender<Option<Exit>>>>,
+    /// The member's teardown record (its runsc container, the parent
+    /// cgroups runsc creates for it).
+    record: PathBuf,
 }
 
 impl Container {
@@ -50,6 +54,7 @@ impl Container {
         stdio: StdioPaths,
         sandbox: &Container,
         config: &ShimConfig,
+        namespace: &str,
     ) -> Result<Container, ContainerError> {
         let state = sandbox.status().0;
         if state != Status::Running {
@@ -60,7 +65,8 @@ impl Container {
             }
             .into());
         }
-        let prepared = prepare_bundle(id, bundle, config)?;
+        let mut spec = BundleSpec::load(bundle)?;
+        let prepared = enforce(id, &node_key(namespace, id), &mut spec, config)?;
         let network = prepared
             .policy
             .has_egress()
@@ -89,12 +95,27 @@ impl Container {
             .into());
         }
         let runsc = sandbox.runsc.clone();
-        let created_cgroups = cgroups_path(bundle)
-            .map(|(fs, path)| fs.missing_ancestors(&path))
-            .unwrap_or_default();
-        CgroupFs::record_created(bundle, &created_cgroups);
+        // runsc makes the member's cgroup parents: recorded before it does.
+        let mut teardown = TeardownRecord::new(
+            id,
+            RunscRecord {
+                binary: runsc.binary().to_owned(),
+                root: runsc.root().to_owned(),
+                flags: runsc.flags().clone(),
+                bundle: bundle.to_owned(),
+            },
+        );
+        if let (Some(path), Ok(fs)) = (spec.cgroups_path(), CgroupFs::detect()) {
+            teardown.runsc_cgroups = fs.missing_ancestors(&path);
+        }
+        let record_path = bundle.join(RECORD_FILE);
+        teardown
+            .save(&record_path)
+            .map_err(|err| ContainerError::from(skillbox_sandbox::SandboxError::from(err)))?;
         // Members get no terminal (their stdio goes to `runsc start`).
-        let init_process = with_terminal(bundle, false)?;
+        spec.set_terminal(false);
+        let init_process = spec.process();
+        spec.write()?;
         runsc.create_joining(bundle, id, &bundle.join("init.pid"))?;
         let (sender, exited) = watch::channel(None);
         Ok(Container {
@@ -103,17 +124,23 @@ impl Container {
             stdio,
             pid: sandbox.pid,
             runsc,
-            cgroup: sandbox.cgroup.clone(),
-            created_cgroups,
+            // The pod's sandbox, egress and audit trail are the sandbox
+            // container's; its monitor sees the whole pod, and its events
+            // carry the sandbox container's identity (a known limit).
+            sandbox: Arc::clone(&sandbox.sandbox),
             state: Arc::new(Mutex::new(State {
                 status: Status::Created,
                 exit: None,
             })),
             exited,
+            timeout: Some(prepared.policy.resources.timeout.as_duration()),
+            deadline: Mutex::new(None),
+            causes: Arc::new(EndCauses::default()),
             member: Some(Member {
                 sandbox: sandbox.id.clone(),
                 sandbox_pid: sandbox.pid,
                 exit: Mutex::new(Some(sender)),
+                record: record_path,
             }),
             console: None,
             stdin: None,
@@ -121,11 +148,6 @@ impl Container {
             execs: Mutex::new(HashMap::new()),
             next_exec: AtomicU64::new(0),
             logger: Mutex::new(None),
-            // The sandbox's egress is the pod's; the sandbox container owns it.
-            egress: Mutex::new(None),
-            // The sandbox's monitor sees the whole pod; its events carry the
-            // sandbox container's identity (a known limit).
-            audit: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -161,12 +183,8 @@ impl Container {
         let Some(sender) = member.exit.lock().unwrap_or_else(|e| e.into_inner()).take() else {
             return Ok(());
         };
-        let (runsc, id, state, cgroup) = (
-            self.runsc.clone(),
-            self.id.clone(),
-            Arc::clone(&self.state),
-            self.cgroup.clone(),
-        );
+        let (runsc, id, state) = (self.runsc.clone(), self.id.clone(), Arc::clone(&self.state));
+        let (sandbox, causes) = (Arc::clone(&self.sandbox), Arc::clone(&self.causes));
         std::thread::spawn(move || {
             let status = match runsc.wait(&id) {
                 Ok(status) => status,
@@ -177,15 +195,19 @@ impl Container {
                     137
                 }
             };
-            // A host OOM kill takes the whole sandbox, members included.
-            let oom = status == 137
-                && cgroup
-                    .map(|(fs, path)| fs.stats(&path).oom_kills > 0)
-                    .unwrap_or(false);
+            // The same rule as every sandbox's; a host OOM kill takes the
+            // whole sandbox, members included.
+            let ending = Ending {
+                status: status as i32,
+                oom_kills: sandbox.stats().oom_kills,
+                timed_out: causes.timed_out.load(Ordering::SeqCst),
+                killed: causes.killed.load(Ordering::SeqCst),
+                ..Ending::default()
+            };
             let exit = Exit {
-                status,
+                status: ending.reported_status() as u32,
                 at: SystemTime::now(),
-                oom,
+                outcome: ending.outcome(),
             };
             record(&state, &sender, exit);
         });
@@ -201,14 +223,14 @@ impl Container {
                 // Never started: no thread waits for it.
                 if let Some(sender) = member.exit.lock().unwrap_or_else(|e| e.into_inner()).take() {
                     let exit = Exit {
-                        status: 137,
-                        at: SystemTime::now(),
-                        oom: false,
+                        outcome: skillbox_sandbox::Outcome::Killed,
+                        ..Exit::with_status(137)
                     };
                     record(&self.state, &sender, exit);
                 }
             }
             Status::Running | Status::Paused => {
+                self.causes.killed.store(true, Ordering::SeqCst);
                 let _ = self.runsc.kill(&self.id, nix::sys::signal::SIGKILL as i32);
                 let deadline = Instant::now() + Duration::from_secs(10);
                 while self.status().0 != Status::Stopped && Instant::now() < deadline {
@@ -219,11 +241,15 @@ impl Container {
         // The member's gofer was a child of `runsc start`; never reap the
         // sandbox, whose status the sandbox container's thread waits for.
         reaper::reap_orphans_except(member.sandbox_pid as i32, Duration::from_secs(2));
-        if let Err(err) = self.runsc.delete_force(&self.id) {
-            tracing::warn!(%err, id = %self.id, "runsc delete failed");
-        }
-        if let Some((fs, _)) = &self.cgroup {
-            fs.remove_if_empty(&self.created_cgroups);
+        // runsc's state of the member, what runsc left of it, its cgroup
+        // parents once empty; the record goes last.
+        match TeardownRecord::load(&member.record) {
+            Ok(teardown) => {
+                for failure in teardown.remove(&member.record) {
+                    tracing::warn!(id = %self.id, %failure, "member not fully removed");
+                }
+            }
+            Err(err) => tracing::warn!(id = %self.id, %err, "no teardown record for the member"),
         }
         Ok(self.status().1)
     }

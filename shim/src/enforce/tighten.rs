@@ -33,9 +33,10 @@ fn object<'a>(parent: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
     parent[key].as_object_mut().expect("just made an object")
 }
 
-/// Applies every rewrite to `spec` for container `id`.
+/// Applies every rewrite to `spec` for the container of node-unique key
+/// `key`.
 pub(super) fn tighten(
-    id: &str,
+    key: &str,
     spec: &mut Value,
     policy: &EffectivePolicy,
     flags: &RunscFlags,
@@ -49,7 +50,7 @@ pub(super) fn tighten(
         &mut changes,
     );
     mounts(spec, policy, &mut changes);
-    cgroups_path(id, spec, &mut changes);
+    cgroups_path(key, spec, &mut changes);
     runsc_flags(spec, flags, &mut changes);
     changes
 }
@@ -249,7 +250,9 @@ fn mounts(spec: &mut Value, policy: &EffectivePolicy, changes: &mut Vec<Change>)
     }
 }
 
-fn cgroups_path(id: &str, spec: &mut Value, changes: &mut Vec<Change>) {
+/// A spec without a cgroup gets its own, named by the container's
+/// node-unique key (never by anything the skill chose).
+fn cgroups_path(key: &str, spec: &mut Value, changes: &mut Vec<Change>) {
     let linux = object(spec, "linux");
     if linux
         .get("cgroupsPath")
@@ -258,7 +261,7 @@ fn cgroups_path(id: &str, spec: &mut Value, changes: &mut Vec<Change>) {
     {
         return;
     }
-    let path = format!("/skillbox/{id}");
+    let path = format!("/skillbox/{key}");
     changes.push(change(
         "linux.cgroupsPath",
         shown(linux.get("cgroupsPath")),

@@ -74,7 +74,7 @@ pub fn compile_skill(dir: &Path, name: &str, policy: &str) -> PathBuf {
             base_rootfs: &busybox_rootfs(),
             extra_args: &[],
             env: &BTreeMap::new(),
-            cgroups_path: &format!("/skillbox-test-{name}"),
+            cgroups_path: Some(&format!("/skillbox-test-{name}")),
         },
     )
     .unwrap();

@@ -1,0 +1,451 @@
+//! One sandbox's host side, the same for `skillbox run` and the shim.
+//!
+//! [`Sandbox::prepare`] makes everything the sandbox needs, in this order,
+//! recording each thing in the teardown record before making it: the audit
+//! trail (and the gVisor monitor runsc reports to), the egress session
+//! joined into the spec when the policy allows egress, the sandbox's own
+//! cgroup with the spec's limits; then it writes the spec, once, for runsc.
+//! The runtime then runs runsc (`run`, or `create` and `start`).
+//!
+//! When the init process has ended, [`Sandbox::end`] decides the outcome
+//! (one rule for every runtime), stops the egress session (its last
+//! events reach the log) and closes the audit trail with the outcome.
+//! [`Sandbox::teardown`] (also on drop) removes the rest in one fixed
+//! order: runsc's state, the cgroup, the egress session and audit trail if
+//! `end` was never reached, the runtime's directory, the record.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use policy_compiler::effective::EffectiveNetwork;
+use policy_compiler::node_config::AuditSettings;
+use policy_compiler::EffectivePolicy;
+use skillbox_audit::execution::{AuditSetup, ExecutionAudit, ExecutionAuditError, SOCKET_DIR};
+use skillbox_audit::SandboxIdentity;
+use skillbox_egress::netns::{NetnsName, NETNS_DIR};
+use skillbox_egress::session::{EgressError, EgressSession, SessionConfig};
+use skillbox_egress::spec::join_session;
+
+use crate::cgroup::{CgroupError, CgroupFs, CgroupStats, LimitUpdate, SandboxCgroup};
+use crate::outcome::{Ending, Outcome};
+use crate::record::{AuditRecord, RecordError, RunscRecord, TeardownRecord};
+use crate::runsc::Runsc;
+use crate::spec::{BundleSpec, SpecError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error("cannot start the sandbox's audit trail: {0}")]
+    Audit(#[from] Box<ExecutionAuditError>),
+    #[error("{path}: {field}: {value}: {expected}")]
+    Spec {
+        path: PathBuf,
+        field: String,
+        value: String,
+        expected: String,
+    },
+    #[error("cannot set up the network egress of sandbox {id}: {source}")]
+    Egress {
+        id: String,
+        #[source]
+        source: Box<EgressError>,
+    },
+    #[error("{path}: cannot point the spec at the sandbox's network: {source}")]
+    JoinEgress {
+        path: PathBuf,
+        #[source]
+        source: skillbox_egress::spec::SpecError,
+    },
+    #[error("cannot create the sandbox's cgroup: {0}")]
+    Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    WriteSpec(#[from] SpecError),
+}
+
+/// Where the egress session's DNS proxy sends allowed queries, and how long
+/// learned addresses outlive their TTL.
+#[derive(Debug, Clone)]
+pub struct EgressSettings {
+    pub upstreams: Vec<SocketAddr>,
+    pub ttl_grace: Duration,
+}
+
+/// What a runtime decides about a sandbox before it is prepared.
+pub struct SandboxConfig<'a> {
+    /// runsc's container id.
+    pub id: &'a str,
+    /// A short name unique on the node (the network namespace is
+    /// `skillbox-<key>`, the monitor socket `<key>.sock`).
+    pub key: &'a str,
+    /// `shim` or `skillbox-run`, recorded in the audit `start` event.
+    pub runtime: &'a str,
+    pub identity: SandboxIdentity,
+    pub policy: &'a EffectivePolicy,
+    /// runsc with its root, flags and binary; the audit session is added.
+    pub runsc: Runsc,
+    pub audit: &'a AuditSettings,
+    pub audit_log: &'a Path,
+    /// Needed when the policy allows egress.
+    pub egress: Option<EgressSettings>,
+    /// Where the sandbox's resolv.conf (naming the DNS proxy) is written.
+    pub resolv_conf: PathBuf,
+    /// Where the teardown record is kept.
+    pub record: PathBuf,
+    /// A directory of the runtime's to remove with the sandbox.
+    pub directory: Option<PathBuf>,
+}
+
+/// How a sandbox ended, as every runtime reports it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ended {
+    pub outcome: Outcome,
+    /// The status to report (see [`Ending::reported_status`]).
+    pub status: i32,
+    pub stats: CgroupStats,
+}
+
+/// A prepared sandbox and everything it holds on the host.
+pub struct Sandbox {
+    id: String,
+    runsc: Runsc,
+    timeout: Duration,
+    network: Option<EffectiveNetwork>,
+    record: Mutex<TeardownRecord>,
+    record_path: PathBuf,
+    audit: Mutex<Option<ExecutionAudit>>,
+    egress: Mutex<Option<EgressSession>>,
+    cgroup: Option<SandboxCgroup>,
+    torn_down: AtomicBool,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("id", &self.id)
+            .field("record", &self.record_path)
+            .finish()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The outer side of the sandbox's egress: the namespace the spec names
+/// (a CRI pod's, under /var/run/netns), or `None` when it asks for a new
+/// one (the runtime's own namespace is then the outer side).
+pub fn outer_namespace(spec: &BundleSpec) -> Result<Option<NetnsName>, SandboxError> {
+    let refuse = |field: String, value: &str, expected: String| SandboxError::Spec {
+        path: spec.path(),
+        field,
+        value: value.to_owned(),
+        expected,
+    };
+    let Some((index, given)) = spec.network_namespace() else {
+        return Err(refuse(
+            "linux.namespaces".to_owned(),
+            "no network namespace",
+            "a network namespace entry (new, or the pod's)".to_owned(),
+        ));
+    };
+    let Some(given) = given else {
+        return Ok(None);
+    };
+    let named = Path::new(given)
+        .parent()
+        .filter(|dir| *dir == Path::new(NETNS_DIR) || *dir == Path::new("/run/netns"))
+        .and(Path::new(given).file_name())
+        .and_then(|name| NetnsName::new(&name.to_string_lossy()).ok());
+    named.map(Some).ok_or_else(|| {
+        refuse(
+            format!("linux.namespaces[{index}].path"),
+            given,
+            format!("egress needs the pod's network namespace named under {NETNS_DIR} (as CNI and `ip netns` make them), or none"),
+        )
+    })
+}
+
+impl Sandbox {
+    /// Makes everything the sandbox needs and writes `spec` for runsc (see
+    /// the module doc). On failure, whatever was made is removed again.
+    pub fn prepare(config: SandboxConfig<'_>, spec: &mut BundleSpec) -> Result<Sandbox, SandboxError> {
+        let mut record = TeardownRecord::new(
+            config.id,
+            RunscRecord {
+                binary: config.runsc.binary().to_owned(),
+                root: config.runsc.root().to_owned(),
+                flags: config.runsc.flags().clone(),
+                bundle: spec.bundle().to_owned(),
+            },
+        );
+        record.directory = config.directory.clone();
+        record.audit = Some(AuditRecord {
+            socket_dir: PathBuf::from(SOCKET_DIR),
+            key: config.key.to_owned(),
+        });
+        record.save(&config.record)?;
+        // From here on, dropping `sandbox` tears down what was made.
+        let mut sandbox = Sandbox {
+            id: config.id.to_owned(),
+            runsc: config.runsc.clone(),
+            timeout: config.policy.resources.timeout.as_duration(),
+            network: None,
+            record: Mutex::new(record),
+            record_path: config.record.clone(),
+            audit: Mutex::new(None),
+            egress: Mutex::new(None),
+            cgroup: None,
+            torn_down: AtomicBool::new(false),
+        };
+        let audit = ExecutionAudit::start(&AuditSetup {
+            log: config.audit_log,
+            rotation: config.audit.into(),
+            identity: config.identity.clone(),
+            level: config.policy.audit,
+            runtime: config.runtime,
+            socket_dir: Path::new(SOCKET_DIR),
+            key: config.key,
+            container_id: config.id,
+        })
+        .map_err(Box::new)?;
+        if let Some(session) = audit.pod_init_config() {
+            sandbox.runsc = sandbox.runsc.clone().with_pod_init_config(session);
+        }
+        let events = Arc::clone(audit.writer());
+        *lock(&sandbox.audit) = Some(audit);
+        if config.policy.has_egress() {
+            sandbox.start_egress(&config, spec, events)?;
+        }
+        if let Some(relative) = spec.cgroups_path() {
+            let fs = CgroupFs::detect()?;
+            let mut created = fs.missing_ancestors(&relative);
+            created.push(relative.clone());
+            lock(&sandbox.record).cgroups = created;
+            sandbox.save_record()?;
+            sandbox.cgroup = Some(SandboxCgroup::create(
+                fs,
+                &relative,
+                &LimitUpdate::of_spec(spec.value()),
+            )?);
+        }
+        spec.write()?;
+        Ok(sandbox)
+    }
+
+    fn start_egress(
+        &mut self,
+        config: &SandboxConfig<'_>,
+        spec: &mut BundleSpec,
+        events: Arc<skillbox_audit::jsonl::JsonLinesWriter>,
+    ) -> Result<(), SandboxError> {
+        let egress_error = |source: EgressError| SandboxError::Egress {
+            id: config.id.to_owned(),
+            source: Box::new(source),
+        };
+        let settings = config
+            .egress
+            .clone()
+            .ok_or_else(|| egress_error(EgressError::NoUpstream))?;
+        let outer = outer_namespace(spec)?;
+        let name =
+            NetnsName::new(&format!("skillbox-{}", config.key)).map_err(|err| egress_error(err.into()))?;
+        let session = EgressSession::start(
+            config.key,
+            name,
+            &config.policy.network,
+            &SessionConfig {
+                outer,
+                upstreams: settings.upstreams,
+                ttl_grace: settings.ttl_grace,
+                events,
+            },
+        )
+        .map_err(egress_error)?;
+        lock(&self.record).egress = Some(session.record());
+        let recorded = self.save_record();
+        let joined = join_session(spec.value_mut(), &session, &config.resolv_conf);
+        tracing::info!(
+            id = %config.id,
+            namespace = %session.namespace_path().display(),
+            table = session.table_name(),
+            "egress enforced"
+        );
+        *lock(&self.egress) = Some(session);
+        self.network = Some(config.policy.network.clone());
+        recorded?;
+        joined.map_err(|source| SandboxError::JoinEgress {
+            path: spec.path(),
+            source,
+        })
+    }
+
+    fn save_record(&self) -> Result<(), RecordError> {
+        lock(&self.record).save(&self.record_path)
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// runsc for this sandbox: its root, flags and audit session.
+    pub fn runsc(&self) -> &Runsc {
+        &self.runsc
+    }
+
+    /// The policy's wall-clock limit.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The network policy the egress session enforces (`None`: no network).
+    pub fn network(&self) -> Option<&EffectiveNetwork> {
+        self.network.as_ref()
+    }
+
+    /// The sandbox cgroup's `cgroupsPath`, if skillbox made one.
+    pub fn cgroups_path(&self) -> Option<String> {
+        self.cgroup.as_ref().map(SandboxCgroup::cgroups_path)
+    }
+
+    /// What the sandbox's cgroup has recorded (zeros without one).
+    pub fn stats(&self) -> CgroupStats {
+        self.cgroup.as_ref().map(SandboxCgroup::stats).unwrap_or_default()
+    }
+
+    /// Changes the sandbox cgroup's limits; `false` when it has none.
+    pub fn update(&self, update: &LimitUpdate) -> Result<bool, CgroupError> {
+        match &self.cgroup {
+            Some(cgroup) => cgroup.update(update).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    /// Records how the init process ended: decides the outcome, stops the
+    /// egress session and closes the audit trail (once; later calls only
+    /// decide). The cgroup still holds the OOM count here.
+    pub fn end(&self, ending: Ending, wall: Option<Duration>) -> Ended {
+        let stats = self.stats();
+        let ending = Ending {
+            oom_kills: stats.oom_kills,
+            ..ending
+        };
+        let ended = Ended {
+            outcome: ending.outcome(),
+            status: ending.reported_status(),
+            stats,
+        };
+        drop(lock(&self.egress).take());
+        if let Some(audit) = lock(&self.audit).take() {
+            audit.finish(skillbox_audit::execution::Ending {
+                status: ended.status,
+                wall,
+                outcome: ended.outcome,
+                timeout_limit: self.timeout,
+            });
+        }
+        tracing::info!(id = %self.id, outcome = ended.outcome.as_str(), status = ended.status, "sandbox ended");
+        ended
+    }
+
+    /// Removes everything the sandbox holds, in the fixed order of the
+    /// module doc (once; later calls do nothing). Returns what could not
+    /// be removed (the record then stays, for `skillbox gc` or the shim's
+    /// `delete`).
+    pub fn teardown(&self) -> Vec<String> {
+        if self.torn_down.swap(true, Ordering::SeqCst) {
+            return Vec::new();
+        }
+        let mut failures = Vec::new();
+        // Fails when the sandbox is already gone; delete still removes state.
+        let _ = self
+            .runsc
+            .kill_with(&self.id, nix::sys::signal::SIGKILL as i32, true);
+        if let Err(err) = self.runsc.delete_force(&self.id) {
+            tracing::debug!(id = %self.id, %err, "runsc delete failed");
+        }
+        if let Some(cgroup) = &self.cgroup {
+            if let Err(err) = cgroup.remove() {
+                failures.push(err.to_string());
+            }
+        }
+        drop(lock(&self.egress).take());
+        drop(lock(&self.audit).take());
+        // The record removes what is left (processes runsc could not take,
+        // the directory) and then itself; what failed above stays in it.
+        let mut record = lock(&self.record);
+        if failures.is_empty() {
+            record.cgroups.clear();
+        }
+        record.egress = None;
+        failures.extend(record.remove(&self.record_path));
+        for failure in &failures {
+            tracing::warn!(id = %self.id, %failure, "sandbox teardown incomplete");
+        }
+        failures
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+/// A name for container `id` of containerd namespace `namespace` unique on
+/// the node (containerd ids are unique per namespace only) and short enough
+/// for a network namespace and a socket path.
+pub fn node_key(namespace: &str, id: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let full = format!("{namespace}.{id}");
+    if full.len() <= 48 {
+        return full;
+    }
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    full.hash(&mut hasher);
+    let head: String = id.chars().take(24).collect();
+    format!("{head}.{:016x}", hasher.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    #[test]
+    fn node_keys_are_unique_per_namespace_and_short() {
+        assert_eq!(node_key("default", "web"), "default.web");
+        assert_ne!(node_key("a", "web"), node_key("b", "web"));
+        let long = "x".repeat(76);
+        let key = node_key("k8s.io", &long);
+        assert!(key.len() <= 48 && key.starts_with("xxxx"), "{key}");
+        assert_ne!(key, node_key("other", &long));
+        assert!(NetnsName::new(&format!("skillbox-{key}")).is_ok());
+    }
+
+    #[test]
+    fn the_outer_namespace_is_the_pods_or_the_runtimes() {
+        let spec = |ns: Value| {
+            BundleSpec::new(
+                Path::new("/b"),
+                json!({"linux": {"namespaces": [{"type": "pid"}, ns]}}),
+            )
+        };
+        assert_eq!(outer_namespace(&spec(json!({"type": "network"}))).unwrap(), None);
+        assert_eq!(
+            outer_namespace(&spec(json!({"type": "network", "path": "/var/run/netns/cni-1"}))).unwrap(),
+            Some(NetnsName::new("cni-1").unwrap())
+        );
+        let err = outer_namespace(&spec(json!({"type": "network", "path": "/proc/42/ns/net"})))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("/b/config.json: linux.namespaces[1].path: /proc/42/ns/net: egress needs"),
+            "{err}"
+        );
+    }
+}
