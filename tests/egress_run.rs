@@ -3,15 +3,19 @@
 //! would on a node), the sandbox gets its own namespace behind the node's
 //! enforcement, and after the run nothing of it is left.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::events::connection_events;
-use common::fake_internet::{self, netns_list, FakeInternet, DNS_SERVER, NODE_ADDRESS, NODE_UPLINK};
-use common::{busybox_rootfs, require_sandbox_prerequisites, run_with_watchdog, Skill, SKILLBOX};
 use skillbox_egress::netns::{Forwarding, NetnsName, SystemRunner};
+use skillbox_test_support::events::connection_events;
+use skillbox_test_support::fake_internet::{
+    self, netns_list, FakeInternet, DNS_SERVER, NODE_ADDRESS, NODE_UPLINK,
+};
+use skillbox_test_support::{
+    busybox_rootfs, require_sandbox_prerequisites, run_with_watchdog, Cli, Output, Skill,
+};
+
+const SKILLBOX: Cli = Cli::new(env!("CARGO_BIN_EXE_skillbox"));
 
 /// Resolves through the proxy, then tries each destination; every line
 /// says what happened.
@@ -54,7 +58,7 @@ fn skillbox_run_gives_a_skill_exactly_the_egress_its_policy_declares() {
     let skill = Skill::sh("egress-run", POLICY, PROBE);
     let work = tempfile::tempdir().unwrap();
     let (report, events) = (work.path().join("report.json"), work.path().join("egress.jsonl"));
-    let mut command = fake.node_command(SKILLBOX);
+    let mut command = fake.node_command(SKILLBOX.path());
     command
         .arg("run")
         .arg("--base-rootfs")
@@ -170,14 +174,14 @@ fn node_with_forwarding(fake: &FakeInternet) -> Forwarding {
 
 /// What one `skillbox run` left: its output, report and egress events.
 struct Run {
-    output: common::Output,
+    output: Output,
     report: serde_json::Value,
     events: String,
 }
 
 /// The `skillbox run` command for `skill` in the fake node.
 fn run_command(fake: &FakeInternet, skill: &Skill, work: &Path) -> std::process::Command {
-    let mut command = fake.node_command(SKILLBOX);
+    let mut command = fake.node_command(SKILLBOX.path());
     command
         .arg("run")
         .arg("--base-rootfs")

@@ -4,16 +4,18 @@
 //! asked upstream), not an address it did not resolve, not another port.
 //! Everything runs in the fake internet's namespaces.
 
-mod common;
-
 use std::time::Duration;
 
-use common::events::connection_events;
-use common::fake_internet::{self, netns_list, FakeInternet, DNS_SERVER, NODE_ADDRESS, NODE_UPLINK};
-use common::{require_sandbox_prerequisites, Skill};
 use skillbox_egress::events::{SandboxIdentity, SkillIdentity};
 use skillbox_egress::netns::{Forwarding, NetnsName, SystemRunner};
 use skillbox_egress::session::{EgressSession, SessionConfig};
+use skillbox_test_support::events::connection_events;
+use skillbox_test_support::fake_internet::{
+    self, netns_list, FakeInternet, DNS_SERVER, NODE_ADDRESS, NODE_UPLINK,
+};
+use skillbox_test_support::{fake_sandbox, require_sandbox_prerequisites, Cli, Skill};
+
+const SKILLBOX: Cli = Cli::new(env!("CARGO_BIN_EXE_skillbox"));
 
 const PROBE: &str = r#"exec 2>&1
 nslookup allowed.example > /tmp/lookup 2>&1; cat /tmp/lookup
@@ -43,7 +45,7 @@ fn a_sandbox_reaches_only_what_its_policy_allows_by_name() {
         .prefix("skillbox-egress-session.")
         .tempdir()
         .unwrap();
-    let bundle = common::fake_sandbox::compile_on_busybox(&skill, work.path());
+    let bundle = fake_sandbox::compile_on_busybox(SKILLBOX, &skill, work.path());
     let annotations = policy_compiler::bundle::read_annotations(&bundle).unwrap();
 
     let name = NetnsName::new(&format!("{}-sbx", fake.node.trim_end_matches("-node"))).unwrap();
@@ -71,7 +73,7 @@ fn a_sandbox_reaches_only_what_its_policy_allows_by_name() {
     };
     let session = EgressSession::start(&id, name, &annotations.policy.network, &config).unwrap();
     let table = session.table_name().to_owned();
-    let output = common::fake_sandbox::run_sandboxed(
+    let output = fake_sandbox::run_sandboxed(
         &fake,
         &session.namespace_path(),
         &session.resolv_conf(),

@@ -20,8 +20,10 @@ use skillbox_egress::netns::{Forwarding, NetnsName, SystemRunner};
 mod common;
 
 use common::containerd::*;
-use common::events::connection_events;
-use common::fake_internet::{self, netns_list, FakeInternet, DNS_SERVER, NODE_ADDRESS, NODE_UPLINK};
+use skillbox_test_support::events::connection_events;
+use skillbox_test_support::fake_internet::{
+    self, netns_list, FakeInternet, DNS_SERVER, NODE_ADDRESS, NODE_UPLINK,
+};
 
 /// Shell functions the probes use; each result is one line.
 const FETCH: &str = "fetch() { printf \"GET / HTTP/1.0\\r\\n\\r\\n\" | nc -w 3 \"$1\" \"$2\" 2>/dev/null | tail -1 | grep -q fake-internet && echo \"$3: reached\" || echo \"$3: refused\"; }; \

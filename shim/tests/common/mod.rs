@@ -10,14 +10,6 @@ use policy_compiler::{compile, load, CompileOptions, NodeConfig};
 /// Used by some test files only.
 #[allow(dead_code)]
 pub mod containerd;
-#[allow(dead_code)]
-#[path = "../../../tests/common/events.rs"]
-pub mod events;
-/// The namespaces the egress tests run containerd and sandboxes in; the
-/// CLI's tests use the same file.
-#[allow(dead_code)]
-#[path = "../../../tests/common/fake_internet.rs"]
-pub mod fake_internet;
 
 pub fn require(program: &str, package: &str) {
     let found = Command::new("sh")

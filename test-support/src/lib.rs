@@ -5,7 +5,11 @@
 //! Sandbox tests need root, runsc, busybox-static and cgroups. They never
 //! skip: a missing prerequisite is a panic naming it, so CI cannot go green
 //! without actually exercising the sandbox.
-#![allow(dead_code)] // each test binary uses a different part of the harness
+//!
+//! Paths come from where this crate and the running test binary are, never
+//! from the test crate's own environment: cargo gives `CARGO_BIN_EXE_*` only
+//! to the tests of the package that builds the binary, so those tests name
+//! the CLI themselves ([`Cli`]).
 
 pub mod events;
 pub mod fake_internet;
@@ -21,23 +25,63 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// The CLI under test.
-pub const SKILLBOX: &str = env!("CARGO_BIN_EXE_skillbox");
-
-/// The workspace root (the `skillbox` package).
-pub fn workspace_dir() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+/// The `skillbox` CLI under test. Cargo tells only the tests of the
+/// `skillbox` package where it built the binary, so each of them names it:
+/// `const SKILLBOX: Cli = Cli::new(env!("CARGO_BIN_EXE_skillbox"));`.
+#[derive(Clone, Copy, Debug)]
+pub struct Cli {
+    binary: &'static str,
 }
 
-/// Cargo's target directory, found from the binary's path so that
-/// `CARGO_TARGET_DIR` is honoured.
-pub fn target_dir() -> PathBuf {
-    let binary = Path::new(SKILLBOX);
-    // target/<profile>/skillbox
-    binary
+impl Cli {
+    pub const fn new(binary: &'static str) -> Cli {
+        Cli { binary }
+    }
+
+    /// The binary's path.
+    pub fn path(self) -> &'static str {
+        self.binary
+    }
+
+    /// A command running the binary, to add arguments to.
+    pub fn command(self) -> Command {
+        Command::new(self.binary)
+    }
+
+    /// Runs `skillbox <args>` without a sandbox (compile, policy, …).
+    pub fn run<I, S>(self, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut command = self.command();
+        command.args(args).env_remove("SKILLBOX_BASE_ROOTFS");
+        run_with_watchdog(command, Duration::from_secs(60))
+    }
+}
+
+/// The workspace root (the `skillbox` package), this crate's parent.
+pub fn workspace_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
+        .expect("test-support lives in the workspace root")
+}
+
+/// Cargo's target directory, found from the running test binary's path
+/// (`<target>/<profile>/deps/<test>-<hash>`) so that `CARGO_TARGET_DIR` is
+/// honoured.
+pub fn target_dir() -> PathBuf {
+    let test = std::env::current_exe().expect("the running test binary's path");
+    test.parent()
+        .filter(|deps| deps.ends_with("deps"))
         .and_then(Path::parent)
-        .expect("the binary lives in target/<profile>/")
+        .and_then(Path::parent)
+        .unwrap_or_else(|| {
+            panic!(
+                "{} is not a test binary in <target>/<profile>/deps/",
+                test.display()
+            )
+        })
         .to_owned()
 }
 
@@ -126,17 +170,6 @@ pub fn run_with_watchdog_signal(
         stderr: stderr.join().unwrap(),
         elapsed: started.elapsed(),
     }
-}
-
-/// Runs `skillbox <args>` without a sandbox (compile, policy, …).
-pub fn skillbox<I, S>(args: I) -> Output
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
-    let mut command = Command::new(SKILLBOX);
-    command.args(args).env_remove("SKILLBOX_BASE_ROOTFS");
-    run_with_watchdog(command, Duration::from_secs(60))
 }
 
 /// The runsc binary the CLI will use.
@@ -284,4 +317,22 @@ pub fn field<'a>(text: &'a str, key: &str) -> &'a str {
     text.lines()
         .find_map(|line| line.strip_prefix(prefix.as_str()))
         .unwrap_or_else(|| panic!("no `{key}=` line in output:\n{text}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_this_workspace_and_the_target_directory_of_the_running_test() {
+        assert!(workspace_dir().join("Cargo.toml").is_file());
+        assert!(workspace_dir().join("examples/rootfs").is_dir());
+        let target = target_dir();
+        let test = std::env::current_exe().unwrap();
+        assert_eq!(test.strip_prefix(&target).unwrap().components().count(), 3);
+        let configured = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from);
+        if let Some(configured) = configured.filter(|dir| dir.is_absolute()) {
+            assert_eq!(target, configured);
+        }
+    }
 }

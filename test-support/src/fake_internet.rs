@@ -15,8 +15,8 @@
 //! Dropping a [`FakeInternet`] stops its servers and deletes both
 //! namespaces, also when a test panics.
 //!
-//! Self-contained (std, tempfile, python3, dnsmasq, iproute2): the shim's
-//! tests include this file too (`shim/tests/common/mod.rs`).
+//! Needs tempfile, python3, dnsmasq and iproute2; the CLI's and the shim's
+//! tests use it.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};

@@ -9,9 +9,9 @@ use super::fake_internet::FakeInternet;
 
 /// Compiles `skill` on the busybox base into `<work>/bundle` (failing the
 /// test if `skillbox compile` fails) and returns the bundle.
-pub fn compile_on_busybox(skill: &super::Skill, work: &Path) -> PathBuf {
+pub fn compile_on_busybox(skillbox: super::Cli, skill: &super::Skill, work: &Path) -> PathBuf {
     let bundle = work.join("bundle");
-    let compiled = super::skillbox([
+    let compiled = skillbox.run([
         "compile".as_ref(),
         "--base-rootfs".as_ref(),
         super::busybox_rootfs().as_os_str(),
