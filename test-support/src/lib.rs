@@ -18,7 +18,7 @@ pub mod postgres;
 pub mod sandbox;
 mod skill;
 
-pub use skill::{field, with_policy, Skill};
+pub use skill::{compile_bundle, compile_skill, field, with_policy, Skill};
 
 use std::ffi::OsStr;
 use std::io::Read;
@@ -192,6 +192,17 @@ fn command_works(program: &str, arg: &str) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|status| status.success())
+}
+
+/// Panics, naming the Debian package to install, unless `program` is on
+/// `PATH`.
+pub fn require(program: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()));
+    assert!(
+        found,
+        "prerequisite missing: `{program}` (install Debian's {package})"
+    );
 }
 
 /// Panics, naming what is missing, unless this host can run sandboxes.

@@ -1,7 +1,10 @@
-//! Fixture skills written by tests.
+//! Fixture skills written by tests, and bundles compiled from them.
 
+use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use policy_compiler::{compile, load, CompileOptions, NodeConfig};
 
 /// A skill folder written by a test, removed when dropped.
 pub struct Skill {
@@ -56,4 +59,41 @@ pub fn field<'a>(text: &'a str, key: &str) -> &'a str {
     text.lines()
         .find_map(|line| line.strip_prefix(prefix.as_str()))
         .unwrap_or_else(|| panic!("no `{key}=` line in output:\n{text}"))
+}
+
+/// Compiles the skill folder `skill` on the busybox base into `bundle`, as
+/// `skillbox compile` does but with the built-in node defaults and without
+/// the invoking environment, the sandbox's cgroup being `cgroups_path`;
+/// panics with the compiler's error.
+pub fn compile_bundle(skill: &Path, bundle: &Path, cgroups_path: &str) {
+    let package = load(skill).unwrap_or_else(|err| panic!("{}: {err}", skill.display()));
+    compile(
+        &package,
+        bundle,
+        &CompileOptions {
+            node: &NodeConfig::default(),
+            node_config_name: "defaults",
+            base_rootfs: crate::busybox_rootfs(),
+            extra_args: &[],
+            env: &BTreeMap::new(),
+            cgroups_path,
+        },
+    )
+    .unwrap_or_else(|err| panic!("compiling {}: {err}", skill.display()));
+}
+
+/// Compiles a busybox skill whose `security_policy` body (after
+/// `version: 1`) is `policy`, written to `<dir>/<name>`, into
+/// `<dir>/<name>-bundle`, with the cgroup `/skillbox-test-<name>`.
+pub fn compile_skill(dir: &Path, name: &str, policy: &str) -> PathBuf {
+    let skill = dir.join(name);
+    std::fs::create_dir_all(&skill).unwrap();
+    std::fs::write(
+        skill.join("SKILL.md"),
+        format!("---\nname: {name}\ndescription: test\nsecurity_policy:\n  version: 1\n{policy}---\n"),
+    )
+    .unwrap();
+    let bundle = dir.join(format!("{name}-bundle"));
+    compile_bundle(&skill, &bundle, &format!("/skillbox-test-{name}"));
+    bundle
 }
