@@ -13,9 +13,7 @@ use skillbox_test_support::events::connection_events;
 use skillbox_test_support::fake_internet::{
     self, netns_list, FakeInternet, DNS_SERVER, NODE_ADDRESS, NODE_UPLINK,
 };
-use skillbox_test_support::{fake_sandbox, require_sandbox_prerequisites, Cli, Skill};
-
-const SKILLBOX: Cli = Cli::new(env!("CARGO_BIN_EXE_skillbox"));
+use skillbox_test_support::{fake_sandbox, require_sandbox_prerequisites, Skill};
 
 const PROBE: &str = r#"exec 2>&1
 nslookup allowed.example > /tmp/lookup 2>&1; cat /tmp/lookup
@@ -45,7 +43,7 @@ fn a_sandbox_reaches_only_what_its_policy_allows_by_name() {
         .prefix("skillbox-egress-session.")
         .tempdir()
         .unwrap();
-    let bundle = fake_sandbox::compile_on_busybox(SKILLBOX, &skill, work.path());
+    let bundle = fake_sandbox::compile_on_busybox(&skill, work.path());
     let annotations = policy_compiler::bundle::read_annotations(&bundle).unwrap();
 
     let name = NetnsName::new(&format!("{}-sbx", fake.node.trim_end_matches("-node"))).unwrap();

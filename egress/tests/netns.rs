@@ -9,9 +9,7 @@ use std::time::Duration;
 use skillbox_egress::netns::{Forwarding, NetnsName, NetworkConfig, SandboxNetwork, SystemRunner};
 use skillbox_test_support::fake_internet::{self, netns_list, FakeInternet, NODE_ADDRESS, NODE_UPLINK};
 use skillbox_test_support::fake_sandbox;
-use skillbox_test_support::{require_sandbox_prerequisites, run_with_watchdog, Cli, Skill};
-
-const SKILLBOX: Cli = Cli::new(env!("CARGO_BIN_EXE_skillbox"));
+use skillbox_test_support::{require_sandbox_prerequisites, run_with_watchdog, Skill};
 
 const PROBE: &str = r#"exec 2>&1
 echo "resolv: $(cat /etc/resolv.conf | head -1)"
@@ -60,7 +58,7 @@ fn a_sandbox_reaches_the_fake_internet_through_its_own_namespace_and_leaves_noth
         .prefix("skillbox-egress-test.")
         .tempdir()
         .unwrap();
-    let bundle = fake_sandbox::compile_on_busybox(SKILLBOX, &skill, work.path());
+    let bundle = fake_sandbox::compile_on_busybox(&skill, work.path());
     let id = name.as_str().to_owned();
     let output = fake_sandbox::run_sandboxed(
         &fake,
