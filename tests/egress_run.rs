@@ -8,11 +8,9 @@ use std::time::Duration;
 
 use skillbox_egress::netns::{Forwarding, NetnsName, SystemRunner};
 use skillbox_test_support::events::connection_events;
-use skillbox_test_support::fake_internet::{
-    self, netns_list, FakeInternet, DNS_SERVER, NODE_ADDRESS, NODE_UPLINK,
-};
+use skillbox_test_support::fake_internet::{netns_list, FakeInternet, DNS_SERVER, NODE_ADDRESS, NODE_UPLINK};
 use skillbox_test_support::{
-    busybox_rootfs, require_sandbox_prerequisites, run_with_watchdog, Cli, Output, Skill,
+    busybox_rootfs, must, require_sandbox_prerequisites, run_with_watchdog, Cli, Output, Skill,
 };
 
 const SKILLBOX: Cli = Cli::new(env!("CARGO_BIN_EXE_skillbox"));
@@ -144,12 +142,12 @@ fn skillbox_run_gives_a_skill_exactly_the_egress_its_policy_declares() {
         "namespace left behind: {:?}",
         netns_list()
     );
-    let ruleset = fake_internet::must(&["ip", "netns", "exec", node.as_str(), "nft", "list", "ruleset"]);
+    let ruleset = must(&["ip", "netns", "exec", node.as_str(), "nft", "list", "ruleset"]);
     assert!(
         !ruleset.contains("skillbox-") && !ruleset.contains("skillbox_nat"),
         "nftables left behind:\n{ruleset}"
     );
-    let links = fake_internet::must(&["ip", "-n", node.as_str(), "-o", "link"]);
+    let links = must(&["ip", "-n", node.as_str(), "-o", "link"]);
     assert!(!links.contains("sbxv"), "veth left behind:\n{links}");
     drop(uplink);
 }
@@ -238,12 +236,12 @@ fn assert_nothing_left(fake: &FakeInternet, runs: &[&Run]) {
             "namespace of {execution} left behind: {namespaces:?}"
         );
     }
-    let ruleset = fake_internet::must(&["ip", "netns", "exec", &fake.node, "nft", "list", "ruleset"]);
+    let ruleset = must(&["ip", "netns", "exec", &fake.node, "nft", "list", "ruleset"]);
     assert!(
         !ruleset.contains("skillbox-") && !ruleset.contains("skillbox_nat"),
         "nftables left behind:\n{ruleset}"
     );
-    let links = fake_internet::must(&["ip", "-n", &fake.node, "-o", "link"]);
+    let links = must(&["ip", "-n", &fake.node, "-o", "link"]);
     assert!(!links.contains("sbxv"), "veth left behind:\n{links}");
 }
 

@@ -13,7 +13,7 @@ use skillbox_test_support::events::connection_events;
 use skillbox_test_support::fake_internet::{
     self, netns_list, FakeInternet, DNS_SERVER, NODE_ADDRESS, NODE_UPLINK,
 };
-use skillbox_test_support::{fake_sandbox, require_sandbox_prerequisites, Skill};
+use skillbox_test_support::{fake_sandbox, must, require_sandbox_prerequisites, Skill};
 
 const PROBE: &str = r#"exec 2>&1
 nslookup allowed.example > /tmp/lookup 2>&1; cat /tmp/lookup
@@ -138,12 +138,12 @@ fn a_sandbox_reaches_only_what_its_policy_allows_by_name() {
         assert_eq!(seen, 1, "{expected:?} in:\n{events_text}");
     }
     assert!(!netns_list().contains(&id), "namespace {id} left behind");
-    let ruleset = fake_internet::must(&["ip", "netns", "exec", node.as_str(), "nft", "list", "ruleset"]);
+    let ruleset = must(&["ip", "netns", "exec", node.as_str(), "nft", "list", "ruleset"]);
     assert!(
         !ruleset.contains(&table) && !ruleset.contains("skillbox_nat"),
         "nftables left behind:\n{ruleset}"
     );
-    let links = fake_internet::must(&["ip", "-n", node.as_str(), "-o", "link"]);
+    let links = must(&["ip", "-n", node.as_str(), "-o", "link"]);
     assert!(!links.contains("sbxv"), "veth left behind:\n{links}");
     drop(uplink);
 }

@@ -17,6 +17,7 @@ pub mod fake_sandbox;
 pub mod postgres;
 pub mod sandbox;
 mod skill;
+pub mod topology;
 
 pub use skill::{compile_bundle, compile_skill, field, with_policy, Skill};
 
@@ -172,6 +173,23 @@ pub fn run_with_watchdog_signal(
         stderr: stderr.join().unwrap(),
         elapsed: started.elapsed(),
     }
+}
+
+/// Runs `argv`, panicking with its output unless it succeeds.
+pub fn must(argv: &[&str]) -> String {
+    let output = Command::new(argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run {argv:?}: {err}"));
+    assert!(
+        output.status.success(),
+        "{argv:?} failed ({}): {}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr),
+        String::from_utf8_lossy(&output.stdout)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// The runsc binary the CLI will use.
