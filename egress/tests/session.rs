@@ -4,15 +4,13 @@
 //! asked upstream), not an address it did not resolve, not another port.
 //! Everything runs in the fake internet's namespaces.
 
-use std::time::Duration;
-
-use skillbox_egress::events::{SandboxIdentity, SkillIdentity};
 use skillbox_egress::netns::{Forwarding, NetnsName, SystemRunner};
-use skillbox_egress::session::{EgressSession, SessionConfig};
+use skillbox_egress::session::EgressSession;
 use skillbox_test_support::events::connection_events;
 use skillbox_test_support::fake_internet::{
     self, netns_list, FakeInternet, DNS_SERVER, NODE_ADDRESS, NODE_UPLINK,
 };
+use skillbox_test_support::session::session_config;
 use skillbox_test_support::{fake_sandbox, must, require_sandbox_prerequisites, Skill};
 
 const PROBE: &str = r#"exec 2>&1
@@ -49,26 +47,8 @@ fn a_sandbox_reaches_only_what_its_policy_allows_by_name() {
     let name = NetnsName::new(&format!("{}-sbx", fake.node.trim_end_matches("-node"))).unwrap();
     let id = name.as_str().to_owned();
     let events = work.path().join("egress.jsonl");
-    let config = SessionConfig {
-        outer: Some(node.clone()),
-        upstreams: vec![format!("{DNS_SERVER}:53").parse().unwrap()],
-        ttl_grace: Duration::from_secs(10),
-        events: std::sync::Arc::new(
-            skillbox_egress::events::JsonLinesWriter::open(
-                &events,
-                SandboxIdentity {
-                    execution_id: id.clone(),
-                    skill: SkillIdentity {
-                        name: annotations.skill_name.clone(),
-                        version: annotations.skill_version.clone(),
-                        digest: Some(annotations.skill_digest.clone()),
-                    },
-                    container_id: id.clone(),
-                },
-            )
-            .expect("the events file opens"),
-        ),
-    };
+    let upstream = format!("{DNS_SERVER}:53").parse().unwrap();
+    let config = session_config(&id, &annotations, &node, upstream, &events);
     let session = EgressSession::start(&id, name, &annotations.policy.network, &config).unwrap();
     let table = session.table_name().to_owned();
     let output = fake_sandbox::run_sandboxed(

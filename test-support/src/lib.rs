@@ -16,6 +16,7 @@ pub mod fake_internet;
 pub mod fake_sandbox;
 pub mod postgres;
 pub mod sandbox;
+pub mod session;
 mod skill;
 pub mod topology;
 
