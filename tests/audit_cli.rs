@@ -2,18 +2,18 @@
 //! trail's own writer: filters, time order across executions, rotated
 //! files, and `--follow` printing events written after it started.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-use common::{skillbox, SKILLBOX};
 use serde_json::Value;
 use skillbox_audit::event::{AuditEvent, SandboxIdentity, SkillIdentity};
 use skillbox_audit::jsonl::{JsonLinesWriter, Rotation};
+use skillbox_test_support::Cli;
 use time::OffsetDateTime;
+
+const SKILLBOX: Cli = Cli::new(env!("CARGO_BIN_EXE_skillbox"));
 
 fn writer(dir: &Path, execution: &str, skill: &str, rotation: Rotation) -> JsonLinesWriter {
     let identity = SandboxIdentity {
@@ -72,7 +72,7 @@ fn audit_prints_matching_events_in_time_order_across_rotations() {
     );
 
     let log_dir = dir.path().to_str().unwrap();
-    let all = skillbox(["audit", "--log-dir", log_dir]);
+    let all = SKILLBOX.run(["audit", "--log-dir", log_dir]);
     assert_eq!(all.code, 0, "{}", all.describe());
     let statuses: Vec<i64> = printed(&all.stdout)
         .iter()
@@ -80,7 +80,7 @@ fn audit_prints_matching_events_in_time_order_across_rotations() {
         .collect();
     assert_eq!(statuses, [0, 1, 2, 3, 4, 5], "{}", all.stdout);
 
-    let weather_exits = skillbox([
+    let weather_exits = SKILLBOX.run([
         "audit",
         "--log-dir",
         log_dir,
@@ -94,17 +94,17 @@ fn audit_prints_matching_events_in_time_order_across_rotations() {
     assert!(events
         .iter()
         .all(|event| event["skill"]["name"] == "weather" && event["type"] == "exit"));
-    let by_execution = skillbox(["audit", "--log-dir", log_dir, "--execution", "exec-o"]);
+    let by_execution = SKILLBOX.run(["audit", "--log-dir", log_dir, "--execution", "exec-o"]);
     assert_eq!(printed(&by_execution.stdout).len(), 3);
 
-    let missing = skillbox(["audit", "--log-dir", "/nonexistent/audit"]);
+    let missing = SKILLBOX.run(["audit", "--log-dir", "/nonexistent/audit"]);
     assert_eq!(missing.code, 1);
     assert!(
         missing.stderr.contains("/nonexistent/audit: no audit log here"),
         "{}",
         missing.stderr
     );
-    let bad = skillbox(["audit", "--log-dir", log_dir, "--verdict", "maybe"]);
+    let bad = SKILLBOX.run(["audit", "--log-dir", log_dir, "--verdict", "maybe"]);
     assert_eq!(bad.code, 2, "{}", bad.describe());
 }
 
@@ -117,7 +117,8 @@ fn audit_follow_prints_events_written_after_it_started() {
     };
     let log = writer(dir.path(), "exec-f", "follow", small);
     log.write_at(&exit(0), at(0)).unwrap();
-    let mut follow = Command::new(SKILLBOX)
+    let mut follow = SKILLBOX
+        .command()
         .args(["audit", "--follow", "--type", "exit", "--log-dir"])
         .arg(dir.path())
         .stdout(Stdio::piped())

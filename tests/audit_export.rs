@@ -5,16 +5,16 @@
 //! exactly once; an exporter restarted from its cursor inserts nothing
 //! twice.
 
-mod common;
-
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::postgres::Postgres;
-use common::{skillbox, SKILLBOX};
 use skillbox_audit::event::{AuditEvent, SandboxIdentity, SkillIdentity};
 use skillbox_audit::jsonl::JsonLinesWriter;
+use skillbox_test_support::postgres::Postgres;
+use skillbox_test_support::Cli;
+
+const SKILLBOX: Cli = Cli::new(env!("CARGO_BIN_EXE_skillbox"));
 
 fn writer(dir: &Path, execution: &str) -> JsonLinesWriter {
     let identity = SandboxIdentity {
@@ -87,7 +87,7 @@ fn export_writes_lifecycle_and_violation_rows_once() {
         cursor.display().to_string(),
     );
 
-    let out = skillbox(export_args(&conninfo, &log_dir, &cursor_arg));
+    let out = SKILLBOX.run(export_args(&conninfo, &log_dir, &cursor_arg));
     assert_eq!(out.code, 0, "{}", out.describe());
     let rows = pg.sql(
         "SELECT action, target_type, COALESCE(target_id::text, '-'), user_agent LIKE 'skillbox/%', \
@@ -107,10 +107,10 @@ fn export_writes_lifecycle_and_violation_rows_once() {
 
     // Again from the saved cursor: nothing new. Again without it (a lost
     // cursor): every row is recognised by its request_id.
-    let again = skillbox(export_args(&conninfo, &log_dir, &cursor_arg));
+    let again = SKILLBOX.run(export_args(&conninfo, &log_dir, &cursor_arg));
     assert_eq!(again.code, 0, "{}", again.describe());
     std::fs::remove_file(&cursor).unwrap();
-    let fresh = skillbox(export_args(&conninfo, &log_dir, &cursor_arg));
+    let fresh = SKILLBOX.run(export_args(&conninfo, &log_dir, &cursor_arg));
     assert_eq!(fresh.code, 0, "{}", fresh.describe());
     assert_eq!(pg.sql("SELECT count(*) FROM audit_log"), "3\n");
 }
@@ -125,7 +125,8 @@ fn rows_written_while_the_database_is_down_arrive_once_when_it_is_back() {
     run_events(&writer(&logs, "exec-before"));
     pg.down();
 
-    let mut exporter = Command::new(SKILLBOX)
+    let mut exporter = SKILLBOX
+        .command()
         .args([
             "audit",
             "export",

@@ -5,14 +5,16 @@
 //! With `audit: all`, a known number of one system call is counted.
 //! `skillbox run` runs in the fake internet's node namespace.
 
-mod common;
-
 use std::time::Duration;
 
-use common::fake_internet::{FakeInternet, NODE_UPLINK};
-use common::{busybox_rootfs, require_sandbox_prerequisites, run_with_watchdog, Skill, SKILLBOX};
 use serde_json::Value;
 use skillbox_egress::netns::{Forwarding, NetnsName, SystemRunner};
+use skillbox_test_support::fake_internet::{FakeInternet, NODE_UPLINK};
+use skillbox_test_support::{
+    busybox_rootfs, require_sandbox_prerequisites, run_with_watchdog, Cli, Output, Skill,
+};
+
+const SKILLBOX: Cli = Cli::new(env!("CARGO_BIN_EXE_skillbox"));
 
 const SCRIPT: &str = r#"echo written > /tmp/out
 /bin/cat /tmp/out
@@ -42,8 +44,8 @@ fn matching<'a>(all: &'a [Value], kind: &str, fields: &[(&str, Value)]) -> Vec<&
         .collect()
 }
 
-fn run_in_node(fake: &FakeInternet, skill: &Skill, log: &std::path::Path) -> common::Output {
-    let mut command = fake.node_command(SKILLBOX);
+fn run_in_node(fake: &FakeInternet, skill: &Skill, log: &std::path::Path) -> Output {
+    let mut command = fake.node_command(SKILLBOX.path());
     command
         .arg("run")
         .arg("--base-rootfs")
@@ -160,7 +162,7 @@ fn shell_stats(times: usize) -> usize {
     );
     let work = tempfile::tempdir().unwrap();
     let log = work.path().join("audit.jsonl");
-    let output = common::skillbox([
+    let output = SKILLBOX.run([
         "run".as_ref(),
         "--base-rootfs".as_ref(),
         busybox_rootfs().as_os_str(),

@@ -4,14 +4,12 @@
 //! them is a user-visible change and should show up in review. The CLI's
 //! rendering of the same errors is tested in bad_input_cli.rs.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
-use common::with_policy;
 use policy_compiler::{effective_policy, load, CompileOptions, NodeConfig};
+use skillbox_test_support::with_policy;
 
 /// How the node config file is named in messages.
 const NODE_TOML: &str = "node.toml";

@@ -1,16 +1,16 @@
 //! Invalid skills and node configs through the CLI: the library's message
 //! after `error: ` on stderr, exit code 1, and nothing written.
 
-mod common;
-
 use std::fs;
 
-use common::with_policy;
+use skillbox_test_support::{example_dir, with_policy, Cli, Skill};
+
+const SKILLBOX: Cli = Cli::new(env!("CARGO_BIN_EXE_skillbox"));
 
 /// The CLI prints the same messages, prefixed with `error: `, and exits 1.
 #[test]
 fn cli_reports_errors_with_exit_code_1() {
-    let skill = common::Skill::with_skill_md(&with_policy("  netwrok: { allow: [] }\n"));
+    let skill = Skill::with_skill_md(&with_policy("  netwrok: { allow: [] }\n"));
     let dir = skill.path().to_str().unwrap();
     let field_error = format!(
         "error: {dir}/SKILL.md: security_policy.netwrok: unknown field `netwrok`, expected one of \
@@ -18,7 +18,7 @@ fn cli_reports_errors_with_exit_code_1() {
     );
     let out_dir = tempfile::tempdir().unwrap();
     let bundle = out_dir.path().join("bundle");
-    let compile = common::skillbox([
+    let compile = SKILLBOX.run([
         "compile",
         dir,
         "--base-rootfs",
@@ -34,7 +34,7 @@ fn cli_reports_errors_with_exit_code_1() {
     );
     assert!(!bundle.exists(), "a failed compile left a bundle behind");
 
-    let explain = common::skillbox(["policy", "explain", dir]);
+    let explain = SKILLBOX.run(["policy", "explain", dir]);
     assert_eq!(
         (explain.code, explain.stderr.as_str()),
         (1, field_error.as_str()),
@@ -44,7 +44,7 @@ fn cli_reports_errors_with_exit_code_1() {
     assert_eq!(explain.stdout, "");
 
     let empty = tempfile::tempdir().unwrap();
-    let missing = common::skillbox(["policy", "explain", empty.path().to_str().unwrap()]);
+    let missing = SKILLBOX.run(["policy", "explain", empty.path().to_str().unwrap()]);
     let expected = format!(
         "error: {}: not a skill folder: SKILL.md is missing\n",
         empty.path().display()
@@ -58,8 +58,8 @@ fn cli_reports_errors_with_exit_code_1() {
 
     let node = out_dir.path().join("node.toml");
     fs::write(&node, "[ceiling]\nmemroy = \"1Gi\"\n").unwrap();
-    let hello = common::example_dir("hello");
-    let bad_node = common::skillbox([
+    let hello = example_dir("hello");
+    let bad_node = SKILLBOX.run([
         "policy".as_ref(),
         "explain".as_ref(),
         hello.as_os_str(),
@@ -81,14 +81,14 @@ fn cli_reports_errors_with_exit_code_1() {
 
 #[test]
 fn cli_prints_warnings_for_clamped_values() {
-    let skill = common::Skill::with_skill_md(&with_policy(
+    let skill = Skill::with_skill_md(&with_policy(
         "  entrypoint: [\"true\"]\n  resources: { memory: 4Gi }\n",
     ));
     let work = tempfile::tempdir().unwrap();
     let node = work.path().join("node.toml");
     fs::write(&node, "[ceiling]\nmode = \"clamp\"\n").unwrap();
     let bundle = work.path().join("bundle");
-    let compile = common::skillbox([
+    let compile = SKILLBOX.run([
         "compile".as_ref(),
         skill.path().as_os_str(),
         "--base-rootfs".as_ref(),

@@ -1,15 +1,15 @@
 //! CLI surface that is not a skill run: the published schema and the host probe.
 
-mod common;
-
-use std::process::Command;
 use std::time::Duration;
 
-use common::{busybox_rootfs, run_with_watchdog, skillbox, workspace_dir, SKILLBOX};
+use skillbox_test_support::sandbox::processes_mentioning;
+use skillbox_test_support::{busybox_rootfs, run_with_watchdog, workspace_dir, Cli};
+
+const SKILLBOX: Cli = Cli::new(env!("CARGO_BIN_EXE_skillbox"));
 
 #[test]
 fn policy_schema_prints_the_committed_schema() {
-    let schema = skillbox(["policy", "schema"]);
+    let schema = SKILLBOX.run(["policy", "schema"]);
     assert_eq!(schema.code, 0, "{}", schema.describe());
     let committed =
         std::fs::read_to_string(workspace_dir().join("schema/security_policy.schema.json")).unwrap();
@@ -24,7 +24,7 @@ fn policy_schema_prints_the_committed_schema() {
 #[test]
 fn probe_finds_a_working_network_none_mode() {
     let state = tempfile::tempdir().unwrap();
-    let mut command = Command::new(SKILLBOX);
+    let mut command = SKILLBOX.command();
     command
         .args(["probe", "--format", "json", "--base-rootfs"])
         .arg(busybox_rootfs())
@@ -39,7 +39,7 @@ fn probe_finds_a_working_network_none_mode() {
         "{}",
         probe.stdout
     );
-    let leftovers = common::sandbox::processes_mentioning(&state.path().to_string_lossy(), None);
+    let leftovers = processes_mentioning(&state.path().to_string_lossy(), None);
     assert!(leftovers.is_empty(), "probe left processes behind: {leftovers:?}");
     let entries: Vec<_> = std::fs::read_dir(state.path()).unwrap().collect();
     assert!(entries.is_empty(), "probe left state behind: {entries:?}");

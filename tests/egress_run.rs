@@ -3,15 +3,17 @@
 //! would on a node), the sandbox gets its own namespace behind the node's
 //! enforcement, and after the run nothing of it is left.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::events::connection_events;
-use common::fake_internet::{self, netns_list, FakeInternet, DNS_SERVER, NODE_ADDRESS, NODE_UPLINK};
-use common::{busybox_rootfs, require_sandbox_prerequisites, run_with_watchdog, Skill, SKILLBOX};
 use skillbox_egress::netns::{Forwarding, NetnsName, SystemRunner};
+use skillbox_test_support::events::connection_events;
+use skillbox_test_support::fake_internet::{netns_list, FakeInternet, DNS_SERVER, NODE_ADDRESS, NODE_UPLINK};
+use skillbox_test_support::{
+    busybox_rootfs, must, require_sandbox_prerequisites, run_with_watchdog, Cli, Output, Skill,
+};
+
+const SKILLBOX: Cli = Cli::new(env!("CARGO_BIN_EXE_skillbox"));
 
 /// Resolves through the proxy, then tries each destination; every line
 /// says what happened.
@@ -54,7 +56,7 @@ fn skillbox_run_gives_a_skill_exactly_the_egress_its_policy_declares() {
     let skill = Skill::sh("egress-run", POLICY, PROBE);
     let work = tempfile::tempdir().unwrap();
     let (report, events) = (work.path().join("report.json"), work.path().join("egress.jsonl"));
-    let mut command = fake.node_command(SKILLBOX);
+    let mut command = fake.node_command(SKILLBOX.path());
     command
         .arg("run")
         .arg("--base-rootfs")
@@ -140,12 +142,12 @@ fn skillbox_run_gives_a_skill_exactly_the_egress_its_policy_declares() {
         "namespace left behind: {:?}",
         netns_list()
     );
-    let ruleset = fake_internet::must(&["ip", "netns", "exec", node.as_str(), "nft", "list", "ruleset"]);
+    let ruleset = must(&["ip", "netns", "exec", node.as_str(), "nft", "list", "ruleset"]);
     assert!(
         !ruleset.contains("skillbox-") && !ruleset.contains("skillbox_nat"),
         "nftables left behind:\n{ruleset}"
     );
-    let links = fake_internet::must(&["ip", "-n", node.as_str(), "-o", "link"]);
+    let links = must(&["ip", "-n", node.as_str(), "-o", "link"]);
     assert!(!links.contains("sbxv"), "veth left behind:\n{links}");
     drop(uplink);
 }
@@ -170,14 +172,14 @@ fn node_with_forwarding(fake: &FakeInternet) -> Forwarding {
 
 /// What one `skillbox run` left: its output, report and egress events.
 struct Run {
-    output: common::Output,
+    output: Output,
     report: serde_json::Value,
     events: String,
 }
 
 /// The `skillbox run` command for `skill` in the fake node.
 fn run_command(fake: &FakeInternet, skill: &Skill, work: &Path) -> std::process::Command {
-    let mut command = fake.node_command(SKILLBOX);
+    let mut command = fake.node_command(SKILLBOX.path());
     command
         .arg("run")
         .arg("--base-rootfs")
@@ -234,12 +236,12 @@ fn assert_nothing_left(fake: &FakeInternet, runs: &[&Run]) {
             "namespace of {execution} left behind: {namespaces:?}"
         );
     }
-    let ruleset = fake_internet::must(&["ip", "netns", "exec", &fake.node, "nft", "list", "ruleset"]);
+    let ruleset = must(&["ip", "netns", "exec", &fake.node, "nft", "list", "ruleset"]);
     assert!(
         !ruleset.contains("skillbox-") && !ruleset.contains("skillbox_nat"),
         "nftables left behind:\n{ruleset}"
     );
-    let links = fake_internet::must(&["ip", "-n", &fake.node, "-o", "link"]);
+    let links = must(&["ip", "-n", &fake.node, "-o", "link"]);
     assert!(!links.contains("sbxv"), "veth left behind:\n{links}");
 }
 
@@ -546,11 +548,11 @@ fn left_by(fake: &FakeInternet, state: &Path, id: &str) -> Vec<String> {
         .map(|name| format!("network namespace {name}"))
         .collect();
     // The node namespace is this test's alone: any table of ours is the run's.
-    let ruleset = fake_internet::must(&["ip", "netns", "exec", &fake.node, "nft", "list", "ruleset"]);
+    let ruleset = must(&["ip", "netns", "exec", &fake.node, "nft", "list", "ruleset"]);
     if ruleset.contains("skillbox-") || ruleset.contains("skillbox_nat") {
         left.push(format!("nftables:\n{ruleset}"));
     }
-    let links = fake_internet::must(&["ip", "-n", &fake.node, "-o", "link"]);
+    let links = must(&["ip", "-n", &fake.node, "-o", "link"]);
     if links.contains("sbxv") {
         left.push(format!("veth:\n{links}"));
     }
@@ -593,7 +595,8 @@ fn left_by(fake: &FakeInternet, state: &Path, id: &str) -> Vec<String> {
             .filter(|line| line.contains(&state.display().to_string()))
             .map(|line| format!("mount {line}")),
     );
-    let processes = common::sandbox::processes_mentioning(&state.display().to_string(), Some(id));
+    let processes =
+        skillbox_test_support::sandbox::processes_mentioning(&state.display().to_string(), Some(id));
     left.extend(processes.into_iter().map(|process| format!("process {process}")));
     left
 }
@@ -685,13 +688,13 @@ fn a_sigkilled_run_leaves_nothing_once_gc_or_the_next_run_collects() {
         let next_skill = Skill::sh("after-kill", "", "true\n");
         let collector = match stage {
             KillStage::BeforeRunsc => {
-                let mut gc = fake.node_command(SKILLBOX);
+                let mut gc = fake.node_command(SKILLBOX.path());
                 gc.arg("gc").env("SKILLBOX_STATE_DIR", &state);
                 gc
             }
             // The next run collects before it starts.
             KillStage::SkillRunning => {
-                let mut next = fake.node_command(SKILLBOX);
+                let mut next = fake.node_command(SKILLBOX.path());
                 next.arg("run")
                     .arg("--base-rootfs")
                     .arg(busybox_rootfs())

@@ -1,9 +1,9 @@
 //! The example skills in examples/ do what their SKILL.md says.
 
-mod common;
+use skillbox_test_support::sandbox::SkillRun;
+use skillbox_test_support::{busybox_rootfs, example_dir, Cli};
 
-use common::sandbox::SkillRun;
-use common::{busybox_rootfs, example_dir, skillbox};
+const SKILLBOX: Cli = Cli::new(env!("CARGO_BIN_EXE_skillbox"));
 
 const EXAMPLES: &[&str] = &[
     "hello",
@@ -18,11 +18,11 @@ fn every_example_compiles_and_explains() {
     let rootfs = tempfile::tempdir().unwrap();
     for name in EXAMPLES {
         let dir = example_dir(name);
-        let explain = skillbox(["policy".as_ref(), "explain".as_ref(), dir.as_os_str()]);
+        let explain = SKILLBOX.run(["policy".as_ref(), "explain".as_ref(), dir.as_os_str()]);
         assert_eq!(explain.code, 0, "{name}: {}", explain.describe());
         assert_eq!(explain.stderr, "", "{name}: warnings from explain");
 
-        let json = skillbox([
+        let json = SKILLBOX.run([
             "policy".as_ref(),
             "explain".as_ref(),
             dir.as_os_str(),
@@ -35,7 +35,7 @@ fn every_example_compiles_and_explains() {
 
         let out = tempfile::tempdir().unwrap();
         let bundle = out.path().join("bundle");
-        let compile = skillbox([
+        let compile = SKILLBOX.run([
             "compile".as_ref(),
             dir.as_os_str(),
             "--base-rootfs".as_ref(),
@@ -51,7 +51,7 @@ fn every_example_compiles_and_explains() {
 
 #[test]
 fn hello_greets_and_lists_its_arguments() {
-    let run = SkillRun::new(&example_dir("hello"), busybox_rootfs())
+    let run = SkillRun::new(SKILLBOX, &example_dir("hello"), busybox_rootfs())
         .args(&["world", "two words"])
         .run();
     run.assert_success();
@@ -63,7 +63,7 @@ fn hello_greets_and_lists_its_arguments() {
 
 #[test]
 fn file_writer_writes_only_to_its_output_directory() {
-    let run = SkillRun::new(&example_dir("file-writer"), busybox_rootfs()).run();
+    let run = SkillRun::new(SKILLBOX, &example_dir("file-writer"), busybox_rootfs()).run();
     run.assert_success();
     assert_eq!(
         run.output.stdout,
@@ -77,7 +77,7 @@ fn file_writer_writes_only_to_its_output_directory() {
 fn misbehaving_demo_is_contained() {
     // TEST-NET-3 (also the demo's default): tests never aim at real hosts,
     // even though the sandbox has no network.
-    let run = SkillRun::new(&example_dir("misbehaving"), busybox_rootfs())
+    let run = SkillRun::new(SKILLBOX, &example_dir("misbehaving"), busybox_rootfs())
         .args(&["203.0.113.1"])
         .env("SECRET_TOKEN", "hunter2-from-the-host")
         .run();

@@ -6,13 +6,13 @@
 //! and 2001:db8::/32. Not 192.0.2.0/24: on the CI machine that is the real
 //! uplink.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::net::TcpListener;
 
-use common::sandbox::SkillRun;
-use common::{busybox_rootfs, field, Skill};
+use skillbox_test_support::sandbox::SkillRun;
+use skillbox_test_support::{busybox_rootfs, field, Cli, Skill};
+
+const SKILLBOX: Cli = Cli::new(env!("CARGO_BIN_EXE_skillbox"));
 
 /// Shell helper: runs `$2` and prints `$1=allowed` or `$1=blocked:<error>`.
 const TRY: &str = r#"
@@ -46,7 +46,7 @@ echo \"skill_options=$(awk '$2 == \"/skill\" {{ print $4 }}' /proc/mounts)\"
 "
     );
     let skill = Skill::sh("read-only", "", &script);
-    let run = SkillRun::new(skill.path(), busybox_rootfs()).run();
+    let run = SkillRun::new(SKILLBOX, skill.path(), busybox_rootfs()).run();
     run.assert_success();
     let out = &run.output.stdout;
     for key in [
@@ -89,7 +89,7 @@ fill /data/big 64 data_fill
 echo "data_options=$(awk '$2 == "/data" { print $4 }' /proc/mounts)"
 "#;
     let skill = Skill::sh("size-caps", policy, script);
-    let run = SkillRun::new(skill.path(), busybox_rootfs()).run();
+    let run = SkillRun::new(SKILLBOX, skill.path(), busybox_rootfs()).run();
     run.assert_success();
     let out = &run.output.stdout;
     assert_eq!(field(out, "tmp_write"), "ok");
@@ -126,7 +126,7 @@ try root_home 'echo x >/root/file'
 "
     );
     let skill = Skill::sh("declared-only", policy, &script);
-    let run = SkillRun::new(skill.path(), busybox_rootfs()).run();
+    let run = SkillRun::new(SKILLBOX, skill.path(), busybox_rootfs()).run();
     run.assert_success();
     let out = &run.output.stdout;
     assert_eq!(field(out, "output"), "allowed", "{out}");
@@ -148,7 +148,7 @@ try setuid_root 'su -c true root'
 "
     );
     let skill = Skill::sh("identity", "", &script);
-    let run = SkillRun::new(skill.path(), busybox_rootfs()).run();
+    let run = SkillRun::new(SKILLBOX, skill.path(), busybox_rootfs()).run();
     run.assert_success();
     let out = &run.output.stdout;
     assert_eq!(field(out, "uid"), "65534");
@@ -177,7 +177,7 @@ cat /proc/1/environ
 "#;
     let policy = "  env: { pass: [SKILLBOX_TEST_PASSED, SKILLBOX_TEST_UNSET] }\n";
     let skill = Skill::sh("environment", policy, script);
-    let run = SkillRun::new(skill.path(), busybox_rootfs())
+    let run = SkillRun::new(SKILLBOX, skill.path(), busybox_rootfs())
         .env("SKILLBOX_TEST_SECRET", secret)
         .env("SKILLBOX_TEST_PASSED", "passed-value")
         .env("HOME", "/root/host-home")
@@ -235,7 +235,9 @@ echo "init=$(tr '\0' ' ' </proc/1/cmdline)"
     ]
     .map(str::to_owned);
     let args: Vec<&str> = targets.iter().map(String::as_str).collect();
-    let run = SkillRun::new(skill.path(), busybox_rootfs()).args(&args).run();
+    let run = SkillRun::new(SKILLBOX, skill.path(), busybox_rootfs())
+        .args(&args)
+        .run();
     run.assert_success();
     let out = &run.output.stdout;
     // Control: the skill's own code is visible, so `-e` works in there.
@@ -278,7 +280,7 @@ echo \"own_loopback=$(nc -w 2 127.0.0.1 9000 </dev/null)\"
 "
     );
     let skill = Skill::sh("no-network", "", &script);
-    let run = SkillRun::new(skill.path(), busybox_rootfs()).run();
+    let run = SkillRun::new(SKILLBOX, skill.path(), busybox_rootfs()).run();
     run.assert_success();
     let out = &run.output.stdout;
     assert_eq!(field(out, "own_loopback"), "pong", "{out}");

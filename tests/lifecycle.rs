@@ -2,19 +2,19 @@
 //! an interrupted skillbox removes the sandbox before it exits. The harness
 //! checks after every run that no process, cgroup or runsc state is left.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use common::sandbox::SkillRun;
-use common::{busybox_rootfs, Skill};
+use skillbox_test_support::sandbox::{RunResult, SkillRun};
+use skillbox_test_support::{busybox_rootfs, Cli, Skill};
+
+const SKILLBOX: Cli = Cli::new(env!("CARGO_BIN_EXE_skillbox"));
 
 #[test]
 fn exit_status_and_streams_pass_through() {
     let script = "echo to-stdout\necho to-stderr >&2\nexit 3\n";
     let skill = Skill::sh("exit-three", "", script);
-    let run = SkillRun::new(skill.path(), busybox_rootfs()).run();
+    let run = SkillRun::new(SKILLBOX, skill.path(), busybox_rootfs()).run();
     assert_eq!(run.output.code, 3, "{}", run.describe());
     assert_eq!(run.output.stdout, "to-stdout\n");
     assert!(run.output.stderr.contains("to-stderr\n"), "{}", run.describe());
@@ -32,24 +32,24 @@ fn exit_status_and_streams_pass_through() {
 fn arguments_reach_the_entrypoint() {
     let script = "for arg in \"$@\"; do echo \"[$arg]\"; done\n";
     let skill = Skill::sh("args", "", script);
-    let run = SkillRun::new(skill.path(), busybox_rootfs())
+    let run = SkillRun::new(SKILLBOX, skill.path(), busybox_rootfs())
         .args(&["one", "two words", "--flag", ""])
         .run();
     run.assert_success();
     assert_eq!(run.output.stdout, "[one]\n[two words]\n[--flag]\n[]\n");
 }
 
-fn interrupted_run(signal: &'static str) -> common::sandbox::RunResult {
+fn interrupted_run(signal: &'static str) -> RunResult {
     interrupted_after(Duration::from_millis(2500), signal)
 }
 
-fn interrupted_after(delay: Duration, signal: &'static str) -> common::sandbox::RunResult {
+fn interrupted_after(delay: Duration, signal: &'static str) -> RunResult {
     let skill = Skill::sh(
         "interrupted",
         "  resources: { timeout: 60s }\n",
         "echo started\nsleep 60\necho woke\n",
     );
-    SkillRun::new(skill.path(), busybox_rootfs())
+    SkillRun::new(SKILLBOX, skill.path(), busybox_rootfs())
         .signal_after(delay, signal)
         .run()
 }
@@ -103,7 +103,7 @@ fn a_crashed_sandbox_is_not_passed_off_as_the_skills_status() {
     .unwrap();
     std::fs::set_permissions(&fake_runsc, std::fs::Permissions::from_mode(0o755)).unwrap();
     let skill = Skill::sh("crashing", "", "exit 0\n");
-    let run = SkillRun::new(skill.path(), busybox_rootfs())
+    let run = SkillRun::new(SKILLBOX, skill.path(), busybox_rootfs())
         .env("SKILLBOX_RUNSC", fake_runsc.to_str().unwrap())
         .run();
     assert_eq!(run.output.code, 125, "{}", run.describe());

@@ -4,8 +4,6 @@
 //! gauge go up at `start` and down at `exit`, and the shim gauges count a
 //! process named like the shim.
 
-mod common;
-
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -13,12 +11,14 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::SKILLBOX;
 use skillbox_audit::event::{AuditEvent, SandboxIdentity, SkillIdentity};
 use skillbox_audit::jsonl::{JsonLinesWriter, Rotation};
 use skillbox_egress::events::{
     ConnectionEvent, ConnectionVerdict, DnsQueryEvent, DnsVerdict, EgressEvent, Protocol,
 };
+use skillbox_test_support::{busybox_rootfs, require_sandbox_prerequisites, Cli, Skill};
+
+const SKILLBOX: Cli = Cli::new(env!("CARGO_BIN_EXE_skillbox"));
 
 /// Kills the process when the test ends, however it ends.
 struct Killed(Child);
@@ -32,7 +32,8 @@ impl Drop for Killed {
 
 /// Starts the server on a free loopback port and returns it with its address.
 fn start_server(log_dir: &Path) -> (Killed, SocketAddr) {
-    let mut child = Command::new(SKILLBOX)
+    let mut child = SKILLBOX
+        .command()
         .args(["metrics-server", "--listen", "127.0.0.1:0", "--log-dir"])
         .arg(log_dir)
         .stdin(Stdio::null())
@@ -319,7 +320,7 @@ fn shim_processes_are_counted_with_their_memory() {
 
 #[test]
 fn real_runs_move_the_counters() {
-    common::require_sandbox_prerequisites();
+    require_sandbox_prerequisites();
     let work = tempfile::tempdir().unwrap();
     let log_dir = work.path().join("audit");
     std::fs::create_dir_all(&log_dir).unwrap();
@@ -332,13 +333,13 @@ fn real_runs_move_the_counters() {
     let (_server, addr) = start_server(&log_dir);
     let value = |samples: &HashMap<String, f64>, key: &str| samples.get(key).copied().unwrap_or(0.0);
     for (name, script) in [("metrics-ok", "exit 0\n"), ("metrics-fails", "exit 3\n")] {
-        let skill = common::Skill::sh(name, "  audit: { syscalls: security }\n", script);
-        let output = common::skillbox([
+        let skill = Skill::sh(name, "  audit: { syscalls: security }\n", script);
+        let output = SKILLBOX.run([
             "run".as_ref(),
             "--node-config".as_ref(),
             node_config.as_os_str(),
             "--base-rootfs".as_ref(),
-            common::busybox_rootfs().as_os_str(),
+            busybox_rootfs().as_os_str(),
             skill.path().as_os_str(),
         ]);
         assert!(output.code == 0 || output.code == 3, "{}", output.describe());

@@ -1,14 +1,14 @@
 //! The python-stats example on the Debian bookworm + python3-minimal base
 //! (built by debootstrap once and cached in target/skillbox-cache/).
 
-mod common;
+use skillbox_test_support::sandbox::SkillRun;
+use skillbox_test_support::{example_dir, field, python_rootfs, Cli, Skill};
 
-use common::sandbox::SkillRun;
-use common::{example_dir, python_rootfs};
+const SKILLBOX: Cli = Cli::new(env!("CARGO_BIN_EXE_skillbox"));
 
 #[test]
 fn python_stats_summarises_its_bundled_csv() {
-    let run = SkillRun::new(&example_dir("python-stats"), python_rootfs()).run();
+    let run = SkillRun::new(SKILLBOX, &example_dir("python-stats"), python_rootfs()).run();
     run.assert_success();
     assert_eq!(
         run.output.stdout,
@@ -26,7 +26,7 @@ fn python_stats_summarises_its_bundled_csv() {
 
 #[test]
 fn python_stats_reports_a_missing_column() {
-    let run = SkillRun::new(&example_dir("python-stats"), python_rootfs())
+    let run = SkillRun::new(SKILLBOX, &example_dir("python-stats"), python_rootfs())
         .args(&["assets/measurements.csv", "humidity"])
         .run();
     assert_eq!(run.output.code, 2, "{}", run.describe());
@@ -42,7 +42,7 @@ fn python_stats_reports_a_missing_column() {
 #[test]
 fn python_runs_unprivileged_on_a_read_only_root() {
     // The Debian base has real system files: the sandbox must keep them intact.
-    let skill = common::Skill::with_skill_md(
+    let skill = Skill::with_skill_md(
         "---\nname: python-probe\ndescription: Probes the Debian base\nsecurity_policy:\n  version: 1\n  \
          entrypoint: [\"python3\", \"scripts/probe.py\"]\n---\n",
     )
@@ -59,12 +59,12 @@ for path in ["/etc/passwd", "/usr/lib/python3.11/os.py", "/skill/SKILL.md"]:
         print(f"{path}=blocked:{err.strerror}")
 "#,
     );
-    let run = SkillRun::new(skill.path(), python_rootfs()).run();
+    let run = SkillRun::new(SKILLBOX, skill.path(), python_rootfs()).run();
     run.assert_success();
     let out = &run.output.stdout;
-    assert_eq!(common::field(out, "uid"), "65534");
+    assert_eq!(field(out, "uid"), "65534");
     for path in ["/etc/passwd", "/usr/lib/python3.11/os.py", "/skill/SKILL.md"] {
-        let result = common::field(out, path);
+        let result = field(out, path);
         assert!(result.starts_with("blocked:"), "{path}: {result}\n{out}");
     }
 }

@@ -2,23 +2,23 @@
 //! past its limit by a busybox skill. The harness also checks that every
 //! run, however it ended, left no process, cgroup or runsc state behind.
 
-mod common;
-
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::sandbox::SkillRun;
-use common::{busybox_rootfs, field, Skill};
 use runsc_config::{HostTaskBudget, Platform};
+use skillbox_test_support::sandbox::SkillRun;
+use skillbox_test_support::{busybox_rootfs, field, Cli, Skill};
+
+const SKILLBOX: Cli = Cli::new(env!("CARGO_BIN_EXE_skillbox"));
 
 #[test]
 fn memory_hog_is_killed_and_reported_as_oom() {
     let policy = "  resources: { memory: 64Mi, timeout: 60s }\n";
     let script = "dd if=/dev/zero of=/dev/null bs=300M count=1\necho survived\n";
     let skill = Skill::sh("memory-hog", policy, script);
-    let run = SkillRun::new(skill.path(), busybox_rootfs()).run();
+    let run = SkillRun::new(SKILLBOX, skill.path(), busybox_rootfs()).run();
     assert_eq!(run.output.code, 137, "{}", run.describe());
     assert_eq!(run.outcome(), "oom", "{}", run.describe());
     assert!(run.output.stderr.contains("out of memory"), "{}", run.describe());
@@ -55,7 +55,7 @@ echo "visible=$(ls -d /proc/[0-9]* | wc -l)"
 killall sleep
 "#;
     let skill = Skill::sh("process-quota", "  resources: { pids: 16 }\n", script);
-    let run = SkillRun::new(skill.path(), busybox_rootfs()).run();
+    let run = SkillRun::new(SKILLBOX, skill.path(), busybox_rootfs()).run();
     run.assert_success();
     let started: u32 = field(&run.output.stdout, "started").parse().unwrap();
     assert!(
@@ -86,7 +86,7 @@ while [ "$round" -le 5 ]; do
 done
 "#;
     let skill = Skill::sh("quota-churn", "  resources: { pids: 16 }\n", script);
-    let run = SkillRun::new(skill.path(), busybox_rootfs()).run();
+    let run = SkillRun::new(SKILLBOX, skill.path(), busybox_rootfs()).run();
     run.assert_success();
     for round in 1..=5 {
         let started: u32 = field(&run.output.stdout, &format!("round{round}"))
@@ -147,7 +147,7 @@ echo survived
     let skill = Skill::sh("fork-bomb", policy, script);
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = sample_pids_cgroup("fork-bomb-".to_owned(), stop.clone());
-    let run = SkillRun::new(skill.path(), busybox_rootfs()).run();
+    let run = SkillRun::new(SKILLBOX, skill.path(), busybox_rootfs()).run();
     stop.store(true, Ordering::Relaxed);
     let (peak, max) = sampler.join().unwrap();
     eprintln!(
@@ -194,7 +194,9 @@ kill $(jobs -p)
 echo spun
 "#;
     let skill = Skill::sh("cpu-spinner", policy, script);
-    let run = SkillRun::new(skill.path(), busybox_rootfs()).exclusive().run();
+    let run = SkillRun::new(SKILLBOX, skill.path(), busybox_rootfs())
+        .exclusive()
+        .run();
     run.assert_success();
     let cpu = run.report_u64("cpu_usage_ms") as f64;
     let wall = run.report_u64("wall_ms") as f64;
@@ -219,7 +221,9 @@ fn timeout_kills_the_sandbox() {
         "  resources: { timeout: 2s }\n",
         "sleep 60\necho woke\n",
     );
-    let run = SkillRun::new(skill.path(), busybox_rootfs()).exclusive().run();
+    let run = SkillRun::new(SKILLBOX, skill.path(), busybox_rootfs())
+        .exclusive()
+        .run();
     assert_eq!(run.output.code, 124, "{}", run.describe());
     assert_eq!(run.outcome(), "timeout");
     assert!(run.output.stderr.contains("timeout"), "{}", run.describe());

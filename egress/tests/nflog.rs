@@ -1,14 +1,11 @@
 //! The connection log on real nftables and real packets: a table whose
-//! rules log to an nflog group in the node namespace of the harness's
-//! topology (`common::Topology`), read by `ConnectionLog`. Needs root,
-//! `nft`, `ip` and python3; a missing program fails the test.
-
-mod common;
+//! rules log to an nflog group in the node namespace of test-support's
+//! `topology::Topology`, read by `ConnectionLog`. Needs root, `nft`, `ip`
+//! and python3; a missing program fails the test.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use common::{connect, Netns, Topology, SANDBOX_VETH};
 use policy_compiler::effective::EffectiveNetwork;
 use policy_compiler::network::Port;
 use policy_compiler::node_config::NodeConfig;
@@ -20,6 +17,7 @@ use skillbox_egress::events::{
 use skillbox_egress::nflog::{group_for_slot, ConnectionLog, NflogError, ResolvedRules, COPY_RANGE};
 use skillbox_egress::nft::Firewall;
 use skillbox_egress::rules::{SandboxFacts, SandboxTable};
+use skillbox_test_support::topology::{connect, Netns, Topology, SANDBOX_VETH};
 
 fn identity() -> SandboxIdentity {
     SandboxIdentity {
@@ -88,7 +86,7 @@ fn answered_example_org() -> EgressEvent {
 
 #[test]
 fn each_connection_attempt_is_one_event_naming_verdict_and_rule() {
-    let topology = Topology::new();
+    let topology = Topology::start();
     let dir = tempfile::tempdir().unwrap();
     let events_path = dir.path().join("egress.jsonl");
     let writer = Arc::new(JsonLinesWriter::open(&events_path, identity()).unwrap());

@@ -3,13 +3,9 @@
 //! every exit, failed or not. Needs root, `nft` and `ip`; python3 for the
 //! packet-level test. A missing program fails the test, naming it.
 
-mod common;
-
 use std::net::IpAddr;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
-
-use common::{connect, require, Netns, Topology, SANDBOX_VETH};
 
 use policy_compiler::effective::EffectiveNetwork;
 use policy_compiler::network::Port;
@@ -17,6 +13,8 @@ use policy_compiler::node_config::NodeConfig;
 use serde_json::{json, Value};
 use skillbox_egress::nft::{Firewall, Namespace, Nft};
 use skillbox_egress::rules::{SandboxFacts, SandboxTable, FORWARD_CHAIN, INPUT_CHAIN, REFUSE_CHAIN};
+use skillbox_test_support::require;
+use skillbox_test_support::topology::{connect, Netns, Topology, SANDBOX_VETH};
 
 fn network(value: Value) -> EffectiveNetwork {
     let mut value = value;
@@ -57,7 +55,8 @@ fn elements(listing: &Value, set: &str) -> Vec<Value> {
 
 #[test]
 fn table_is_applied_learns_expiring_elements_and_is_removed() {
-    require(&["ip", "nft"]);
+    require("ip", "iproute2");
+    require("nft", "nftables");
     let ns = Netns::new("table");
     let nft = ns.nft();
     let policy = network(json!({"allow": [{"domain": "example.org", "ports": [443]}], "deny": []}));
@@ -122,7 +121,8 @@ fn table_is_applied_learns_expiring_elements_and_is_removed() {
 
 #[test]
 fn errors_name_the_namespace_and_nft_stderr() {
-    require(&["ip", "nft"]);
+    require("ip", "iproute2");
+    require("nft", "nftables");
     let ns = Netns::new("errors");
     let nft = ns.nft();
     let err = nft.apply_batch(&json!({"nftables": [{"add": {"chain": {"family": "inet", "table": "skillbox-absent", "name": "c"}}}]}))
@@ -161,7 +161,7 @@ fn errors_name_the_namespace_and_nft_stderr() {
 /// 198.51.100.20.
 #[test]
 fn forwarded_connections_follow_the_policy() {
-    let Topology { sbx, node, .. } = &Topology::new();
+    let Topology { sbx, node, .. } = &Topology::start();
     let policy = network(json!({
         "allow": [{"cidr": "203.0.113.0/24", "ports": [80]}, {"domain": "example.org", "ports": [80]}],
         "deny": [{"cidr": "203.0.113.13/32"}],

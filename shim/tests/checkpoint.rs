@@ -47,7 +47,7 @@ fn checkpoint_with_exit_writes_the_image_and_stops_the_container() {
 
     nix::sys::prctl::set_child_subreaper(true).unwrap();
     let work = tempfile::tempdir().unwrap();
-    let bundle = common::compile_skill(work.path(), "cpexit", "  entrypoint: [sleep, '30']\n");
+    let bundle = skillbox_test_support::compile_skill(work.path(), "cpexit", "  entrypoint: [sleep, '30']\n");
     let runsc_root = work.path().join("runsc");
     let container = Container::create(
         "cpexit-1",

@@ -10,13 +10,11 @@ use skillbox_sandbox::cgroup::{CgroupFs, LimitUpdate};
 use skillbox_shim::config::ShimConfig;
 use skillbox_shim::container::{Container, Status, StdioPaths};
 
-mod common;
-
 #[test]
 fn update_changes_the_sandbox_cgroup_limits() {
     nix::sys::prctl::set_child_subreaper(true).unwrap();
     let work = tempfile::tempdir().unwrap();
-    let bundle = common::compile_skill(work.path(), "update", "  entrypoint: [sleep, '30']\n");
+    let bundle = skillbox_test_support::compile_skill(work.path(), "update", "  entrypoint: [sleep, '30']\n");
     let cgroup = "/skillbox-test-update";
 
     let runsc_root = work.path().join("runsc");

@@ -15,7 +15,7 @@ const IMAGE: &str = "localhost/skillbox-test/busybox:1";
 /// Builds an OCI image-layout tarball of the busybox base with
 /// `support/make-oci-image.py` (python3 stdlib).
 fn busybox_image(dir: &Path) -> std::path::PathBuf {
-    common::require("python3", "python3");
+    skillbox_test_support::require("python3", "python3");
     let rootfs = busybox_rootfs();
     let tarball = dir.join("busybox-image.tar");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/make-oci-image.py");

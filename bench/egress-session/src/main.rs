@@ -8,11 +8,11 @@
 //! Prints `start median_us=<..> p99_us=<..> n=<..>` and the same for `drop`.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use skillbox_egress::events::{SandboxIdentity, SkillIdentity};
 use skillbox_egress::netns::NetnsName;
-use skillbox_egress::session::{EgressSession, SessionConfig};
+use skillbox_egress::session::EgressSession;
+use skillbox_test_support::session::session_config;
 
 fn report(name: &str, mut samples: Vec<f64>) {
     samples.sort_by(f64::total_cmp);
@@ -48,26 +48,7 @@ fn main() {
     for i in 0..=iterations {
         let id = format!("ebench-{}-{i}", std::process::id());
         let name = NetnsName::new(&id).expect("namespace name");
-        let config = SessionConfig {
-            outer: Some(outer.clone()),
-            upstreams: vec![upstream],
-            ttl_grace: Duration::from_secs(10),
-            events: std::sync::Arc::new(
-            skillbox_egress::events::JsonLinesWriter::open(
-                &events,
-                SandboxIdentity {
-                execution_id: id.clone(),
-                skill: SkillIdentity {
-                    name: annotations.skill_name.clone(),
-                    version: annotations.skill_version.clone(),
-                    digest: Some(annotations.skill_digest.clone()),
-                },
-                container_id: id.clone(),
-            },
-            )
-            .expect("the events file opens"),
-        ),
-    };
+        let config = session_config(&id, &annotations, &outer, upstream, &events);
         let began = Instant::now();
         let session = EgressSession::start(&id, name, &annotations.policy.network, &config)
             .expect("EgressSession::start");

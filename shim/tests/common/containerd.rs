@@ -3,21 +3,19 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+use skillbox_test_support::require;
 
 pub const SHIM: &str = env!("CARGO_BIN_EXE_containerd-shim-skillbox-v1");
 pub const RUNTIME: &str = "io.containerd.skillbox.v1";
 
 /// The busybox base, with containerd's prerequisites checked first.
 pub fn busybox_rootfs() -> &'static Path {
-    static ROOTFS: OnceLock<PathBuf> = OnceLock::new();
-    ROOTFS.get_or_init(|| {
-        for (program, package) in [("containerd", "containerd"), ("ctr", "containerd")] {
-            super::require(program, package);
-        }
-        super::busybox_rootfs()
-    })
+    for (program, package) in [("containerd", "containerd"), ("ctr", "containerd")] {
+        require(program, package);
+    }
+    skillbox_test_support::busybox_rootfs()
 }
 
 /// A containerd with its own config, root, state and sockets in a temp dir,
@@ -212,7 +210,7 @@ impl Containerd {
     /// `ctr` run inside a pseudoterminal of `rows`×`cols` (util-linux
     /// `script`), as `ctr … -t` needs one; output is the terminal's.
     pub fn ctr_in_terminal(&self, namespace: &str, args: &[&str], (rows, cols): (u16, u16)) -> Output {
-        super::require("script", "util-linux");
+        require("script", "util-linux");
         let quoted: Vec<String> = args
             .iter()
             .map(|arg| format!("'{}'", arg.replace('\'', "'\\''")))
@@ -287,7 +285,7 @@ pub fn compile_skill(dir: &Path, name: &str, script: &str) -> PathBuf {
 /// prerequisites are checked.
 pub fn compile_skill_md(dir: &Path, name: &str, policy: &str) -> PathBuf {
     busybox_rootfs();
-    super::compile_skill(dir, name, policy)
+    skillbox_test_support::compile_skill(dir, name, policy)
 }
 
 /// A private copy of the busybox base in `dir`, for containers that are

@@ -15,14 +15,16 @@
 //! Dropping a [`FakeInternet`] stops its servers and deletes both
 //! namespaces, also when a test panics.
 //!
-//! Self-contained (std, tempfile, python3, dnsmasq, iproute2): the shim's
-//! tests include this file too (`shim/tests/common/mod.rs`).
+//! Needs tempfile, python3, dnsmasq and iproute2; the CLI's and the shim's
+//! tests use it.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+use crate::must;
 
 /// The node's interface into the internet namespace.
 pub const NODE_UPLINK: &str = "up0";
@@ -58,23 +60,6 @@ server.serve_forever()
 /// The body an HTTP server of the fake internet answers `/` with.
 pub fn http_body(address: &str) -> String {
     format!("fake-internet {address}\n")
-}
-
-/// Runs `argv`, panicking with its output unless it succeeds.
-pub fn must(argv: &[&str]) -> String {
-    let output = Command::new(argv[0])
-        .args(&argv[1..])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|err| panic!("cannot run {argv:?}: {err}"));
-    assert!(
-        output.status.success(),
-        "{argv:?} failed ({}): {}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr),
-        String::from_utf8_lossy(&output.stdout)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// The names in `ip netns list`.

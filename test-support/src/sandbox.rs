@@ -6,7 +6,7 @@ use std::process::Command;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
-use super::{require_sandbox_prerequisites, run_with_watchdog_signal, runsc_binary, Output, SKILLBOX};
+use super::{require_sandbox_prerequisites, run_with_watchdog_signal, runsc_binary, Cli, Output};
 
 /// Timing-sensitive tests (CPU share, timeouts) take this exclusively so that
 /// other sandboxes of the same test binary do not compete for the 2 CPUs.
@@ -59,6 +59,7 @@ impl RunResult {
 
 /// Builder for one `skillbox run`.
 pub struct SkillRun {
+    skillbox: Cli,
     skill: PathBuf,
     rootfs: PathBuf,
     args: Vec<String>,
@@ -70,8 +71,10 @@ pub struct SkillRun {
 }
 
 impl SkillRun {
-    pub fn new(skill: &Path, rootfs: &Path) -> SkillRun {
+    /// `skillbox run` of the skill folder `skill` on the base `rootfs`.
+    pub fn new(skillbox: Cli, skill: &Path, rootfs: &Path) -> SkillRun {
         SkillRun {
+            skillbox,
             skill: skill.to_owned(),
             rootfs: rootfs.to_owned(),
             args: Vec::new(),
@@ -127,7 +130,7 @@ impl SkillRun {
             .unwrap();
         let state_dir = work.path().join("state");
         let report_path = work.path().join("report.json");
-        let mut command = Command::new(SKILLBOX);
+        let mut command = self.skillbox.command();
         command
             .arg("run")
             .arg(&self.skill)

@@ -5,39 +5,87 @@
 //! Sandbox tests need root, runsc, busybox-static and cgroups. They never
 //! skip: a missing prerequisite is a panic naming it, so CI cannot go green
 //! without actually exercising the sandbox.
-#![allow(dead_code)] // each test binary uses a different part of the harness
+//!
+//! Paths come from where this crate and the running test binary are, never
+//! from the test crate's own environment: cargo gives `CARGO_BIN_EXE_*` only
+//! to the tests of the package that builds the binary, so those tests name
+//! the CLI themselves ([`Cli`]).
 
 pub mod events;
 pub mod fake_internet;
 pub mod fake_sandbox;
 pub mod postgres;
 pub mod sandbox;
+pub mod session;
+mod skill;
+pub mod topology;
+
+pub use skill::{compile_bundle, compile_skill, field, with_policy, Skill};
 
 use std::ffi::OsStr;
 use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// The CLI under test.
-pub const SKILLBOX: &str = env!("CARGO_BIN_EXE_skillbox");
-
-/// The workspace root (the `skillbox` package).
-pub fn workspace_dir() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+/// The `skillbox` CLI under test. Cargo tells only the tests of the
+/// `skillbox` package where it built the binary, so each of them names it:
+/// `const SKILLBOX: Cli = Cli::new(env!("CARGO_BIN_EXE_skillbox"));`.
+#[derive(Clone, Copy, Debug)]
+pub struct Cli {
+    binary: &'static str,
 }
 
-/// Cargo's target directory, found from the binary's path so that
-/// `CARGO_TARGET_DIR` is honoured.
-pub fn target_dir() -> PathBuf {
-    let binary = Path::new(SKILLBOX);
-    // target/<profile>/skillbox
-    binary
+impl Cli {
+    pub const fn new(binary: &'static str) -> Cli {
+        Cli { binary }
+    }
+
+    /// The binary's path.
+    pub fn path(self) -> &'static str {
+        self.binary
+    }
+
+    /// A command running the binary, to add arguments to.
+    pub fn command(self) -> Command {
+        Command::new(self.binary)
+    }
+
+    /// Runs `skillbox <args>` without a sandbox (compile, policy, …).
+    pub fn run<I, S>(self, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut command = self.command();
+        command.args(args).env_remove("SKILLBOX_BASE_ROOTFS");
+        run_with_watchdog(command, Duration::from_secs(60))
+    }
+}
+
+/// The workspace root (the `skillbox` package), this crate's parent.
+pub fn workspace_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
+        .expect("test-support lives in the workspace root")
+}
+
+/// Cargo's target directory, found from the running test binary's path
+/// (`<target>/<profile>/deps/<test>-<hash>`) so that `CARGO_TARGET_DIR` is
+/// honoured.
+pub fn target_dir() -> PathBuf {
+    let test = std::env::current_exe().expect("the running test binary's path");
+    test.parent()
+        .filter(|deps| deps.ends_with("deps"))
         .and_then(Path::parent)
-        .expect("the binary lives in target/<profile>/")
+        .and_then(Path::parent)
+        .unwrap_or_else(|| {
+            panic!(
+                "{} is not a test binary in <target>/<profile>/deps/",
+                test.display()
+            )
+        })
         .to_owned()
 }
 
@@ -128,15 +176,21 @@ pub fn run_with_watchdog_signal(
     }
 }
 
-/// Runs `skillbox <args>` without a sandbox (compile, policy, …).
-pub fn skillbox<I, S>(args: I) -> Output
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
-    let mut command = Command::new(SKILLBOX);
-    command.args(args).env_remove("SKILLBOX_BASE_ROOTFS");
-    run_with_watchdog(command, Duration::from_secs(60))
+/// Runs `argv`, panicking with its output unless it succeeds.
+pub fn must(argv: &[&str]) -> String {
+    let output = Command::new(argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run {argv:?}: {err}"));
+    assert!(
+        output.status.success(),
+        "{argv:?} failed ({}): {}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr),
+        String::from_utf8_lossy(&output.stdout)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// The runsc binary the CLI will use.
@@ -157,6 +211,17 @@ fn command_works(program: &str, arg: &str) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|status| status.success())
+}
+
+/// Panics, naming the Debian package to install, unless `program` is on
+/// `PATH`.
+pub fn require(program: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()));
+    assert!(
+        found,
+        "prerequisite missing: `{program}` (install Debian's {package})"
+    );
 }
 
 /// Panics, naming what is missing, unless this host can run sandboxes.
@@ -231,57 +296,20 @@ pub fn python_rootfs() -> &'static Path {
     })
 }
 
-/// A skill folder written by a test, removed when dropped.
-pub struct Skill {
-    dir: tempfile::TempDir,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl Skill {
-    /// A busybox-sh skill named `name` whose entrypoint is `scripts/main.sh`
-    /// holding `script`. `policy_tail` is YAML appended inside
-    /// `security_policy` (indented by two spaces).
-    pub fn sh(name: &str, policy_tail: &str, script: &str) -> Skill {
-        let skill_md = format!(
-            "---\nname: {name}\ndescription: Test fixture {name}\nsecurity_policy:\n  version: 1\n  \
-             entrypoint: [\"sh\", \"scripts/main.sh\"]\n{policy_tail}---\n# {name}\n"
-        );
-        Skill::with_skill_md(&skill_md).file("scripts/main.sh", script)
+    #[test]
+    fn paths_are_this_workspace_and_the_target_directory_of_the_running_test() {
+        assert!(workspace_dir().join("Cargo.toml").is_file());
+        assert!(workspace_dir().join("examples/rootfs").is_dir());
+        let target = target_dir();
+        let test = std::env::current_exe().unwrap();
+        assert_eq!(test.strip_prefix(&target).unwrap().components().count(), 3);
+        let configured = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from);
+        if let Some(configured) = configured.filter(|dir| dir.is_absolute()) {
+            assert_eq!(target, configured);
+        }
     }
-
-    pub fn with_skill_md(skill_md: &str) -> Skill {
-        let skill = Skill {
-            dir: tempfile::Builder::new()
-                .prefix("skillbox-fixture.")
-                .tempdir()
-                .unwrap(),
-        };
-        skill.file("SKILL.md", skill_md)
-    }
-
-    /// Adds a file (parents created) and returns the skill.
-    pub fn file(self, relative: &str, contents: &str) -> Skill {
-        let path = self.dir.path().join(relative);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, contents).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        self
-    }
-
-    pub fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-/// A valid frontmatter whose `security_policy` ends with `policy_tail`
-/// (YAML indented by two spaces).
-pub fn with_policy(policy_tail: &str) -> String {
-    format!("---\nname: probe\ndescription: A test skill\nsecurity_policy:\n  version: 1\n{policy_tail}---\n# probe\n")
-}
-
-/// The value of `key=value` in `text`, panicking with the whole text if absent.
-pub fn field<'a>(text: &'a str, key: &str) -> &'a str {
-    let prefix = format!("{key}=");
-    text.lines()
-        .find_map(|line| line.strip_prefix(prefix.as_str()))
-        .unwrap_or_else(|| panic!("no `{key}=` line in output:\n{text}"))
 }

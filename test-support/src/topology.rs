@@ -1,10 +1,9 @@
-//! The harness of the egress crate's namespace tests: throwaway network
-//! namespaces (`skillbox-test-rules-…`, deleted on drop, failed test or
-//! not), a forwarding topology with a fake internet, and a TCP client.
+//! Throwaway network namespaces for the egress crate's nftables and NFLOG
+//! tests (`skillbox-test-rules-…`, deleted on drop, failed test or not), a
+//! forwarding topology with a small internet of its own, and a TCP client.
 //! Needs root, `nft`, `ip` and python3; a missing program fails the test,
-//! naming it.
-
-#![allow(dead_code)]
+//! naming it. Lighter than the [`crate::fake_internet`]: no DNS, and the
+//! sandbox side is a plain namespace rather than runsc.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,28 +12,7 @@ use std::time::{Duration, Instant};
 
 use skillbox_egress::nft::{Namespace, Nft};
 
-pub fn require(programs: &[&str]) {
-    for program in programs {
-        let found = std::env::var_os("PATH")
-            .map(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
-            .unwrap_or(false);
-        assert!(
-            found,
-            "this test needs `{program}` on PATH (Debian: nftables, iproute2, python3)"
-        );
-    }
-}
-
-pub fn sh(argv: &[&str]) -> String {
-    let out = Command::new(argv[0]).args(&argv[1..]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{argv:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use crate::{must, require};
 
 /// A throwaway network namespace, deleted on drop.
 pub struct Netns(pub String);
@@ -47,7 +25,7 @@ impl Netns {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        sh(&["ip", "netns", "add", &name]);
+        must(&["ip", "netns", "add", &name]);
         let ns = Netns(name);
         ns.exec(&["ip", "link", "set", "lo", "up"]);
         ns
@@ -56,7 +34,7 @@ impl Netns {
     pub fn exec(&self, argv: &[&str]) -> String {
         let mut full = vec!["ip", "netns", "exec", &self.0];
         full.extend_from_slice(argv);
-        sh(&full)
+        must(&full)
     }
 
     pub fn nft(&self) -> Nft {
@@ -133,8 +111,10 @@ pub const SANDBOX_VETH: &str = "sbx-out";
 
 impl Topology {
     /// Builds it, and waits until the sandbox reaches the server.
-    pub fn new() -> Topology {
-        require(&["ip", "nft", "python3"]);
+    pub fn start() -> Topology {
+        for (program, package) in [("ip", "iproute2"), ("nft", "nftables"), ("python3", "python3")] {
+            require(program, package);
+        }
         let sbx = Netns::new("sbx");
         let node = Netns::new("node");
         let net = Netns::new("net");

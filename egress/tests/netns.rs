@@ -4,14 +4,12 @@
 //! filtering yet. runsc and every check run inside the fake node
 //! namespace, never in the caller's.
 
-mod common;
-
 use std::time::Duration;
 
-use common::fake_internet::{self, netns_list, FakeInternet, NODE_ADDRESS, NODE_UPLINK};
-use common::fake_sandbox;
-use common::{require_sandbox_prerequisites, run_with_watchdog, Skill};
 use skillbox_egress::netns::{Forwarding, NetnsName, NetworkConfig, SandboxNetwork, SystemRunner};
+use skillbox_test_support::fake_internet::{self, netns_list, FakeInternet, NODE_ADDRESS, NODE_UPLINK};
+use skillbox_test_support::fake_sandbox;
+use skillbox_test_support::{must, require_sandbox_prerequisites, run_with_watchdog, Skill};
 
 const PROBE: &str = r#"exec 2>&1
 echo "resolv: $(cat /etc/resolv.conf | head -1)"
@@ -32,7 +30,7 @@ fn a_sandbox_reaches_the_fake_internet_through_its_own_namespace_and_leaves_noth
     let uplink = Forwarding::enable(Box::new(SystemRunner), Some(node.clone()), NODE_UPLINK).unwrap();
     assert!(uplink.changed(), "a new namespace starts with forwarding off");
     let ip_forward = || {
-        fake_internet::must(&[
+        must(&[
             "ip",
             "netns",
             "exec",
@@ -109,9 +107,9 @@ fn a_sandbox_reaches_the_fake_internet_through_its_own_namespace_and_leaves_noth
     network.remove().unwrap();
     network.remove().unwrap();
     assert!(!netns_list().contains(&id), "namespace {id} left behind");
-    let links = fake_internet::must(&["ip", "-n", node.as_str(), "-o", "link"]);
+    let links = must(&["ip", "-n", node.as_str(), "-o", "link"]);
     assert!(!links.contains("sbxv"), "veth left behind:\n{links}");
-    let ruleset = fake_internet::must(&["ip", "netns", "exec", node.as_str(), "nft", "list", "ruleset"]);
+    let ruleset = must(&["ip", "netns", "exec", node.as_str(), "nft", "list", "ruleset"]);
     assert!(
         !ruleset.contains("skillbox_nat"),
         "NAT table left behind:\n{ruleset}"
@@ -121,7 +119,7 @@ fn a_sandbox_reaches_the_fake_internet_through_its_own_namespace_and_leaves_noth
         assert!(!cgroup.exists(), "cgroup {} left behind", cgroup.display());
     }
     drop(uplink);
-    let forwarding = fake_internet::must(&[
+    let forwarding = must(&[
         "ip",
         "netns",
         "exec",
@@ -171,7 +169,7 @@ fn the_fake_internet_serves_its_addresses_and_names_and_nothing_else() {
         fake.dns_log()
     );
     // The node's only way out is the internet namespace, which routes nowhere.
-    let routes = fake_internet::must(&["ip", "-n", &fake.internet, "route"]);
+    let routes = must(&["ip", "-n", &fake.internet, "route"]);
     assert!(!routes.contains("default"), "{routes}");
 }
 
@@ -216,6 +214,6 @@ fn concurrent_sandbox_networks_in_one_node_get_distinct_slots_and_all_go_away() 
     drop(networks);
     let left = netns_list();
     assert!(names.iter().all(|name| !left.contains(name)), "{left:?}");
-    let links = fake_internet::must(&["ip", "-n", node.as_str(), "-o", "link"]);
+    let links = must(&["ip", "-n", node.as_str(), "-o", "link"]);
     assert!(!links.contains("sbxv"), "{links}");
 }

@@ -4,16 +4,14 @@
 //! asked upstream), not an address it did not resolve, not another port.
 //! Everything runs in the fake internet's namespaces.
 
-mod common;
-
-use std::time::Duration;
-
-use common::events::connection_events;
-use common::fake_internet::{self, netns_list, FakeInternet, DNS_SERVER, NODE_ADDRESS, NODE_UPLINK};
-use common::{require_sandbox_prerequisites, Skill};
-use skillbox_egress::events::{SandboxIdentity, SkillIdentity};
 use skillbox_egress::netns::{Forwarding, NetnsName, SystemRunner};
-use skillbox_egress::session::{EgressSession, SessionConfig};
+use skillbox_egress::session::EgressSession;
+use skillbox_test_support::events::connection_events;
+use skillbox_test_support::fake_internet::{
+    self, netns_list, FakeInternet, DNS_SERVER, NODE_ADDRESS, NODE_UPLINK,
+};
+use skillbox_test_support::session::session_config;
+use skillbox_test_support::{fake_sandbox, must, require_sandbox_prerequisites, Skill};
 
 const PROBE: &str = r#"exec 2>&1
 nslookup allowed.example > /tmp/lookup 2>&1; cat /tmp/lookup
@@ -43,35 +41,17 @@ fn a_sandbox_reaches_only_what_its_policy_allows_by_name() {
         .prefix("skillbox-egress-session.")
         .tempdir()
         .unwrap();
-    let bundle = common::fake_sandbox::compile_on_busybox(&skill, work.path());
+    let bundle = fake_sandbox::compile_on_busybox(&skill, work.path());
     let annotations = policy_compiler::bundle::read_annotations(&bundle).unwrap();
 
     let name = NetnsName::new(&format!("{}-sbx", fake.node.trim_end_matches("-node"))).unwrap();
     let id = name.as_str().to_owned();
     let events = work.path().join("egress.jsonl");
-    let config = SessionConfig {
-        outer: Some(node.clone()),
-        upstreams: vec![format!("{DNS_SERVER}:53").parse().unwrap()],
-        ttl_grace: Duration::from_secs(10),
-        events: std::sync::Arc::new(
-            skillbox_egress::events::JsonLinesWriter::open(
-                &events,
-                SandboxIdentity {
-                    execution_id: id.clone(),
-                    skill: SkillIdentity {
-                        name: annotations.skill_name.clone(),
-                        version: annotations.skill_version.clone(),
-                        digest: Some(annotations.skill_digest.clone()),
-                    },
-                    container_id: id.clone(),
-                },
-            )
-            .expect("the events file opens"),
-        ),
-    };
+    let upstream = format!("{DNS_SERVER}:53").parse().unwrap();
+    let config = session_config(&id, &annotations, &node, upstream, &events);
     let session = EgressSession::start(&id, name, &annotations.policy.network, &config).unwrap();
     let table = session.table_name().to_owned();
-    let output = common::fake_sandbox::run_sandboxed(
+    let output = fake_sandbox::run_sandboxed(
         &fake,
         &session.namespace_path(),
         &session.resolv_conf(),
@@ -138,12 +118,12 @@ fn a_sandbox_reaches_only_what_its_policy_allows_by_name() {
         assert_eq!(seen, 1, "{expected:?} in:\n{events_text}");
     }
     assert!(!netns_list().contains(&id), "namespace {id} left behind");
-    let ruleset = fake_internet::must(&["ip", "netns", "exec", node.as_str(), "nft", "list", "ruleset"]);
+    let ruleset = must(&["ip", "netns", "exec", node.as_str(), "nft", "list", "ruleset"]);
     assert!(
         !ruleset.contains(&table) && !ruleset.contains("skillbox_nat"),
         "nftables left behind:\n{ruleset}"
     );
-    let links = fake_internet::must(&["ip", "-n", node.as_str(), "-o", "link"]);
+    let links = must(&["ip", "-n", node.as_str(), "-o", "link"]);
     assert!(!links.contains("sbxv"), "veth left behind:\n{links}");
     drop(uplink);
 }

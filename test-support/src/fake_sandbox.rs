@@ -8,18 +8,11 @@ use std::time::Duration;
 use super::fake_internet::FakeInternet;
 
 /// Compiles `skill` on the busybox base into `<work>/bundle` (failing the
-/// test if `skillbox compile` fails) and returns the bundle.
+/// test if it does not compile) and returns the bundle. Its cgroup is a
+/// placeholder: [`run_sandboxed`] gives each sandbox its own.
 pub fn compile_on_busybox(skill: &super::Skill, work: &Path) -> PathBuf {
     let bundle = work.join("bundle");
-    let compiled = super::skillbox([
-        "compile".as_ref(),
-        "--base-rootfs".as_ref(),
-        super::busybox_rootfs().as_os_str(),
-        "-o".as_ref(),
-        bundle.as_os_str(),
-        skill.path().as_os_str(),
-    ]);
-    assert_eq!(compiled.code, 0, "{}", compiled.describe());
+    super::compile_bundle(skill.path(), &bundle, "/skillbox-fake-sandbox");
     bundle
 }
 
