@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 5's audit benchmark, measured in one run on this machine (root,
+# The audit benchmark, measured in one run on this machine (root,
 # release build): one syscall-heavy busybox workload run by `skillbox run`
 # with the policy's audit level `none`, `security` and `all`, interleaved.
 #

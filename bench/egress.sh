@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 4's egress benchmarks, measured in one run on this machine (root,
+# The egress benchmarks, measured in one run on this machine (root,
 # release build), on a fake internet of network namespaces that this script
 # builds and removes again (nothing touches the host's own namespace, no
 # packet leaves the machine):

@@ -61,7 +61,15 @@ pub struct RuntimeArgs {
     /// The runsc binary. Default: `[runsc] binary` from the node config (`runsc`).
     #[arg(long, value_name = "PATH", env = "SKILLBOX_RUNSC")]
     pub runsc: Option<PathBuf>,
-    /// Directory for temporary bundles and runsc state.
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+/// Where `skillbox run` keeps each execution: its bundle, runsc state and
+/// teardown record.
+#[derive(Debug, Args)]
+pub struct StateArgs {
+    /// Directory for executions' bundles, runsc state and teardown records.
     #[arg(
         long,
         value_name = "DIR",
@@ -73,14 +81,8 @@ pub struct RuntimeArgs {
 
 #[derive(Debug, Args)]
 pub struct GcArgs {
-    /// The state directory `skillbox run` used (`--state-dir`).
-    #[arg(
-        long,
-        value_name = "DIR",
-        env = "SKILLBOX_STATE_DIR",
-        default_value = "/run/skillbox"
-    )]
-    pub state_dir: PathBuf,
+    #[command(flatten)]
+    pub state: StateArgs,
 }
 
 #[derive(Debug, Args)]

@@ -1,4 +1,4 @@
-//! The audit trail of a `skillbox run` (issue 5): a skill that execs a
+//! The audit trail of a `skillbox run`: a skill that execs a
 //! child, opens a file for writing, and connects to an allowed and a
 //! denied destination leaves exactly those events in its audit log, next
 //! to its lifecycle and egress events, each with the execution's identity.

@@ -153,7 +153,7 @@ fn skillbox_run_gives_a_skill_exactly_the_egress_its_policy_declares() {
 }
 
 // ---------------------------------------------------------------------------
-// Issue 4's remaining cases. Each runs `skillbox run` in the fake node, as
+// More egress cases. Each runs `skillbox run` in the fake node, as
 // above, and checks afterwards that nothing of the sandbox is left.
 
 /// `fetch ADDRESS PORT` prints `reached` when the fake internet's HTTP

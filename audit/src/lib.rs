@@ -1,4 +1,4 @@
-//! The audit trail of skill executions (issue 5).
+//! The audit trail of skill executions.
 //!
 //! - `event`: the one event schema every part of skillbox writes — the
 //!   sandbox's lifecycle, what gVisor's runtime monitoring reports of the

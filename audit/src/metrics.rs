@@ -1,4 +1,4 @@
-//! Node metrics aggregated from the audit log (issue 5), in Prometheus
+//! Node metrics aggregated from the audit log, in Prometheus
 //! text exposition format. Every skillbox execution on the node (the
 //! containerd shim and `skillbox run`) writes its events to the node's
 //! audit log; `skillbox metrics-server` tails it and feeds each event to

@@ -1,4 +1,4 @@
-//! Network egress for a sandbox whose policy allows some (issue 4): the
+//! Network egress for a sandbox whose policy allows some: the
 //! sandbox gets its own network namespace joined to the outer one by a veth
 //! pair; nftables on the outer side's forward path enforces the policy; a
 //! DNS proxy on the outer side answers only allowed names and teaches the

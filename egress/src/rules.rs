@@ -21,7 +21,7 @@
 //!   5. port 53 (TCP or UDP) → refuse (`dns-bypass`): DNS goes to the
 //!      proxy, which the input chain serves;
 //!   6. anything not TCP → refuse (`not-tcp`): the policy's ports are TCP
-//!      ports, and UDP to anything but the proxy is refused (issue 4);
+//!      ports, and UDP to anything but the proxy is refused;
 //!   7. allow rules with a CIDR → accept (`allow`);
 //!   8. the learned sets → accept (`allow-learned`): `allowed_v4`/`_v6`
 //!      hold `address . port` for names whose rule lists ports,

@@ -1,4 +1,4 @@
-//! Issue 4's plumbing: a runsc sandbox in its own network namespace behind
+//! The egress plumbing: a runsc sandbox in its own network namespace behind
 //! a `SandboxNetwork` reaches the fake internet through the node namespace
 //! (veth, forwarding, NAT), and removal leaves nothing behind. No
 //! filtering yet. runsc and every check run inside the fake node

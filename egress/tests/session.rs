@@ -1,4 +1,4 @@
-//! Issue 4's pieces composed (`EgressSession`): a runsc sandbox whose policy
+//! The egress pieces composed (`EgressSession`): a runsc sandbox whose policy
 //! allows `allowed.example` on port 8080 reaches it by name through the DNS
 //! proxy and the nftables table, and nothing else: not another name (never
 //! asked upstream), not an address it did not resolve, not another port.

@@ -11,7 +11,6 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -23,135 +22,27 @@ use skillbox_sandbox::cgroup::{CgroupStats, LimitUpdate};
 use skillbox_sandbox::deadline::Deadline;
 use skillbox_sandbox::reaper;
 use skillbox_sandbox::record::RECORD_FILE;
-use skillbox_sandbox::runsc::{Runsc, RunscError};
+use skillbox_sandbox::runsc::Runsc;
 use skillbox_sandbox::sandbox::{node_key, EgressSettings};
-use skillbox_sandbox::spec::{BundleSpec, SkillAnnotations, SpecError};
-use skillbox_sandbox::{Ending, Outcome, Sandbox, SandboxConfig, SandboxError};
-use tokio::sync::watch;
+use skillbox_sandbox::spec::{BundleSpec, SkillAnnotations};
+use skillbox_sandbox::{Ending, Sandbox, SandboxConfig};
 
 use crate::config::ShimConfig;
-use crate::console::{Console, ConsoleSocket};
-use crate::enforce::{enforce, EnforceError};
-use crate::exec::{ExecProcess, OUTPUT_DRAIN};
+use crate::console::Console;
+use crate::enforce::enforce;
+pub(crate) use crate::error::stdio_error;
+pub use crate::error::ContainerError;
+use crate::exec::ExecProcess;
+use crate::process::io::Streams;
+use crate::process::template::{launch, reap};
+pub use crate::process::{Exit, ProcessState, Status};
 use crate::stdin::StdinPipe;
 pub use crate::stdio::StdioPaths;
-use crate::stdio::{open_output, Logger, StdioError};
+use crate::stdio::{open_output, Logger};
 
 mod checkpoint;
 mod member;
 pub use checkpoint::{checkpoint_request, CheckpointRequest};
-
-#[derive(Debug, thiserror::Error)]
-pub enum ContainerError {
-    #[error(transparent)]
-    Spec(#[from] SpecError),
-    /// The spec was refused, or could not be brought within its policy.
-    #[error(transparent)]
-    Enforce(#[from] EnforceError),
-    /// The sandbox's audit trail, egress or cgroup could not be made.
-    #[error(transparent)]
-    Sandbox(#[from] Box<SandboxError>),
-    #[error("cannot set up the network egress of container {id}: {reason}")]
-    EgressUpstreams { id: String, reason: String },
-    #[error(transparent)]
-    Stdio(#[from] StdioError),
-    #[error("{path}: cannot read the sandbox pid: {reason}")]
-    PidFile { path: PathBuf, reason: String },
-    #[error(transparent)]
-    Runsc(#[from] RunscError),
-    #[error("container {id}: cannot checkpoint and leave it running: {reason}")]
-    CheckpointUnsupported { id: String, reason: &'static str },
-    #[error("{path}: cannot create the checkpoint directory: {source}")]
-    CheckpointDir {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{bundle}: config.json names no cgroup (linux.cgroupsPath) to update")]
-    NoCgroup { bundle: PathBuf },
-    #[error("cannot update the sandbox cgroup: {0}")]
-    Cgroup(#[from] skillbox_sandbox::cgroup::CgroupError),
-    #[error("exec {exec_id}: bad process spec: {reason}")]
-    ExecSpec { exec_id: String, reason: String },
-    #[error("container {id} has no exec process {exec_id}")]
-    NoExec { id: String, exec_id: String },
-    #[error("exec {exec_id} already exists in container {id}")]
-    ExecExists { id: String, exec_id: String },
-    #[error("container {id} has no terminal")]
-    NoTerminal { id: String },
-    /// A pod operation refused (see `pod.rs`).
-    #[error(transparent)]
-    Pod(#[from] crate::pod::PodError),
-    #[error("container {id} is {state:?}; cannot {action}")]
-    State {
-        id: String,
-        state: Status,
-        action: &'static str,
-    },
-}
-
-impl From<SandboxError> for ContainerError {
-    fn from(err: SandboxError) -> Self {
-        ContainerError::Sandbox(Box::new(err))
-    }
-}
-
-/// Where a container is in its lifecycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Created,
-    Running,
-    Paused,
-    Stopped,
-}
-
-/// How the container (or an exec) ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Exit {
-    /// The status reported to containerd: the process's own, 137 after an
-    /// OOM kill, 124 after the policy's timeout.
-    pub status: u32,
-    pub at: SystemTime,
-    pub outcome: Outcome,
-}
-
-impl Exit {
-    /// An exit whose status is all that is known.
-    pub fn with_status(status: u32) -> Exit {
-        Exit {
-            status,
-            at: SystemTime::now(),
-            outcome: Outcome::Exited,
-        }
-    }
-}
-
-#[derive(Debug)]
-struct State {
-    status: Status,
-    exit: Option<Exit>,
-}
-
-/// Records the exit and wakes the waiters.
-fn record(state: &Mutex<State>, sender: &watch::Sender<Option<Exit>>, exit: Exit) {
-    let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
-    state.status = Status::Stopped;
-    state.exit = Some(exit);
-    let _ = sender.send(Some(exit));
-}
-
-/// Waits until `exited` holds an exit (a container's or an exec's).
-pub(crate) async fn wait_for_exit(exited: &watch::Receiver<Option<Exit>>) -> Exit {
-    let mut exited = exited.clone();
-    let exit = exited
-        .wait_for(Option::is_some)
-        .await
-        .map(|exit| *exit)
-        .ok()
-        .flatten();
-    // The sender lives until the exit is recorded, so this is set.
-    exit.unwrap_or(Exit::with_status(255))
-}
 
 /// What ended the container besides its own exit, set before the kill is
 /// sent so that the reaper sees it.
@@ -171,8 +62,7 @@ pub struct Container {
     /// The sandbox this container runs in: its own, or (for a pod member)
     /// the pod's, which the pod's sandbox container owns.
     sandbox: Arc<Sandbox>,
-    state: Arc<Mutex<State>>,
-    exited: watch::Receiver<Option<Exit>>,
+    state: ProcessState,
     /// The policy's wall-clock limit, counted from Start; `None` for a
     /// pod's sandbox container, which runs no skill.
     timeout: Option<Duration>,
@@ -190,14 +80,6 @@ pub struct Container {
     member: Option<member::Member>,
     /// The `binary://` logger, waited for at delete (see stdio.rs).
     logger: Mutex<Option<Logger>>,
-}
-
-/// A stdio failure on `path` (a FIFO, a socket, the spec file).
-pub(crate) fn stdio_error(path: impl Into<String>, source: std::io::Error) -> ContainerError {
-    ContainerError::Stdio(StdioError::Open {
-        path: path.into(),
-        source,
-    })
 }
 
 /// Whom the events belong to: the skill the spec's annotations name, else
@@ -228,34 +110,22 @@ fn egress_settings(id: &str, config: &ShimConfig) -> Result<EgressSettings, Cont
     })
 }
 
-/// Reads the sandbox pid runsc wrote to `path`.
-pub(crate) fn pid_from(path: &Path) -> Result<u32, ContainerError> {
-    let text = std::fs::read_to_string(path).map_err(|err| ContainerError::PidFile {
-        path: path.to_owned(),
-        reason: err.to_string(),
-    })?;
-    text.trim().parse().map_err(|_| ContainerError::PidFile {
-        path: path.to_owned(),
-        reason: format!("{:?} is not a pid", text.trim()),
-    })
-}
-
 impl Container {
-    /// Creates the sandbox for the bundle at `bundle` under the node config
-    /// `config`. Blocking.
+    /// Creates the sandbox for the bundle whose spec is `spec` (loaded once
+    /// by the caller) under the node config `config`. Blocking.
     pub fn create(
         id: &str,
-        bundle: &Path,
+        mut spec: BundleSpec,
         stdio: StdioPaths,
         terminal: bool,
         runsc_root: &Path,
         config: &ShimConfig,
         namespace: &str,
     ) -> Result<Container, ContainerError> {
-        // The spec is loaded once, enforced (or refused) in memory, and
-        // written by the sandbox just before runsc reads it; the runsc flags
-        // are the shim's, never the bundle's.
-        let mut spec = BundleSpec::load(bundle)?;
+        // The spec is enforced (or refused) in memory and written by the
+        // sandbox just before runsc reads it; the runsc flags are the
+        // shim's, never the bundle's.
+        let bundle = &spec.bundle().to_owned();
         let key = node_key(namespace, id);
         let prepared = enforce(id, &key, &mut spec, config)?;
         spec.set_terminal(terminal);
@@ -295,88 +165,33 @@ impl Container {
         )?);
         let runsc = sandbox.runsc().clone();
         let pid_file = bundle.join("init.pid");
-        let console_socket = match terminal {
-            true => Some(ConsoleSocket::bind().map_err(|source| stdio_error("console socket", source))?),
-            false => None,
-        };
-        // On any failure below, dropping the logger kills it.
-        let (streams, mut logger, stdin) = match console_socket {
-            Some(_) => (
-                [Stdio::null(), Stdio::null(), open_output(&stdio.stderr)?],
-                None,
-                None,
-            ),
-            None => {
-                let opened = stdio.open(id, namespace)?;
-                (opened.streams, opened.logger, opened.stdin)
-            }
-        };
-        let created = runsc.create(
-            bundle,
-            id,
+        let mut launched = launch(
+            &stdio,
+            terminal,
+            Streams::Init { id, namespace },
             &pid_file,
-            console_socket.as_ref().map(ConsoleSocket::path),
-            streams,
-        );
-        if let Err(err) = created {
-            if let Some(pipe) = &stdin {
-                pipe.release();
-            }
-            // runsc wrote why to the container's stderr: let the logger keep it.
-            if let Some(logger) = logger.take() {
-                logger.finish();
-            }
-            return Err(err.into());
-        }
-        let (console, output) = match &console_socket {
-            Some(socket) => {
-                let console = socket
-                    .receive()
-                    .map_err(|source| stdio_error(socket.path().display().to_string(), source))?;
-                let output = console
-                    .forward(&stdio.stdin, &stdio.stdout)
-                    .map_err(|source| stdio_error(stdio.stdout.clone(), source))?;
-                (Some(console), Some(output))
-            }
-            None => (None, None),
-        };
-        let pid = pid_from(&pid_file)?;
-
-        let state = Arc::new(Mutex::new(State {
-            status: Status::Created,
-            exit: None,
-        }));
-        let (sender, exited) = watch::channel(None);
-        let causes = Arc::new(EndCauses::default());
-        let (reaped_state, reaped_stdin) = (Arc::clone(&state), stdin.clone());
-        let (reaped_sandbox, reaped_causes) = (Arc::clone(&sandbox), Arc::clone(&causes));
-        std::thread::spawn(move || {
-            let status = reaper::wait_exit(pid as i32);
-            // No output is lost: the exit is reported once it is copied.
-            if let Some(output) = output {
-                output.finish(OUTPUT_DRAIN);
-            }
-            if let Some(pipe) = reaped_stdin {
-                pipe.release();
-            }
-            // The cgroup still holds the OOM count (it goes at delete), and
-            // the audit trail is closed before the exit is reported, so a
-            // shim told to shut down after Delete has written everything.
-            let ended = reaped_sandbox.end(
+            |console_socket, streams| runsc.create(bundle, id, &pid_file, console_socket, streams),
+        )?;
+        let (pid, state, causes) = (launched.pid, ProcessState::new(), Arc::new(EndCauses::default()));
+        let (ended_sandbox, ended_causes) = (Arc::clone(&sandbox), Arc::clone(&causes));
+        // The cgroup still holds the OOM count (it goes at delete), and the
+        // audit trail is closed before the exit is reported, so a shim told
+        // to shut down after Delete has written everything.
+        reap(pid, &mut launched.io, state.clone(), move |status| {
+            let ended = ended_sandbox.end(
                 Ending {
                     status: status as i32,
-                    timed_out: reaped_causes.timed_out.load(Ordering::SeqCst),
-                    killed: reaped_causes.killed.load(Ordering::SeqCst),
+                    timed_out: ended_causes.timed_out.load(Ordering::SeqCst),
+                    killed: ended_causes.killed.load(Ordering::SeqCst),
                     ..Ending::default()
                 },
                 None,
             );
-            let exit = Exit {
+            Exit {
                 status: ended.status as u32,
                 at: SystemTime::now(),
                 outcome: ended.outcome,
-            };
-            record(&reaped_state, &sender, exit);
+            }
         });
         Ok(Container {
             id: id.to_owned(),
@@ -386,17 +201,16 @@ impl Container {
             runsc,
             sandbox,
             state,
-            exited,
             timeout,
             deadline: Mutex::new(None),
             causes,
-            console,
-            stdin,
+            console: launched.io.console,
+            stdin: launched.io.stdin,
             init_process,
             execs: Mutex::new(HashMap::new()),
             next_exec: AtomicU64::new(0),
             member: None,
-            logger: Mutex::new(logger),
+            logger: Mutex::new(launched.io.logger),
         })
     }
 
@@ -408,14 +222,7 @@ impl Container {
         terminal: bool,
         spec: &[u8],
     ) -> Result<Arc<ExecProcess>, ContainerError> {
-        let current = self.status().0;
-        if current != Status::Running {
-            return Err(ContainerError::State {
-                id: self.id.clone(),
-                state: current,
-                action: "exec",
-            });
-        }
+        self.state.require(Status::Running, &self.id, "exec")?;
         let mut execs = self.execs.lock().unwrap_or_else(|e| e.into_inner());
         if execs.contains_key(exec_id) {
             return Err(ContainerError::ExecExists {
@@ -501,33 +308,20 @@ impl Container {
     }
 
     pub fn status(&self) -> (Status, Option<Exit>) {
-        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        (state.status, state.exit)
+        self.state.status()
     }
 
     /// Starts the container's process. Blocking.
     pub fn start(&self) -> Result<(), ContainerError> {
-        match self.status().0 {
-            Status::Created => {}
-            other => {
-                return Err(ContainerError::State {
-                    id: self.id.clone(),
-                    state: other,
-                    action: "start",
-                })
-            }
-        }
+        self.state.require(Status::Created, &self.id, "start")?;
         match &self.member {
-            Some(member) => self.start_member(member)?,
+            Some(_) => self.start_member()?,
             None => {
                 self.runsc.start(&self.id)?;
             }
         }
         self.arm_deadline();
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if state.status == Status::Created {
-            state.status = Status::Running;
-        }
+        self.state.advance(Status::Created, Status::Running);
         Ok(())
     }
 
@@ -558,23 +352,13 @@ impl Container {
             (Status::Paused, Status::Running, "resume")
         };
         self.refuse_for_member(action)?;
-        let current = self.status().0;
-        if current != from {
-            return Err(ContainerError::State {
-                id: self.id.clone(),
-                state: current,
-                action,
-            });
-        }
+        self.state.require(from, &self.id, action)?;
         if paused {
             self.runsc.pause(&self.id)?;
         } else {
             self.runsc.resume(&self.id)?;
         }
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if state.status == from {
-            state.status = to;
-        }
+        self.state.advance(from, to);
         Ok(())
     }
 
@@ -602,7 +386,7 @@ impl Container {
 
     /// Waits for the container to exit.
     pub async fn wait(&self) -> Exit {
-        wait_for_exit(&self.exited).await
+        self.state.wait().await
     }
 
     /// Sends `signal` to the container (all its processes with `all`). A

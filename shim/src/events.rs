@@ -11,13 +11,13 @@ use containerd_shim::protos::events::task::{
     TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused,
     TaskResumed, TaskStart,
 };
-use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::protos::protobuf::{MessageDyn, MessageField};
 use containerd_shim::protos::topics;
 use containerd_shim::publisher::RemotePublisher;
 
-use crate::container::StdioPaths;
+pub use crate::publisher::timestamp;
 use crate::publisher::Publisher;
+use crate::stdio::StdioPaths;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TaskEvent {
@@ -69,15 +69,6 @@ pub enum TaskEvent {
 #[async_trait]
 pub trait EventSink: Send + Sync {
     async fn send(&self, event: TaskEvent);
-}
-
-/// A protobuf timestamp for `at`.
-pub fn timestamp(at: SystemTime) -> Timestamp {
-    let since_epoch = at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    let mut stamp = Timestamp::new();
-    stamp.seconds = since_epoch.as_secs() as i64;
-    stamp.nanos = since_epoch.subsec_nanos() as i32;
-    stamp
 }
 
 impl TaskEvent {

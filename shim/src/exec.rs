@@ -8,32 +8,27 @@
 //! terminal.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::watch;
-
-use crate::console::{Console, ConsoleSocket};
-use crate::container::{pid_from, stdio_error, wait_for_exit, ContainerError, Exit, Status, StdioPaths};
-use crate::enforce::enforce_exec_process;
-use crate::stdin::StdinPipe;
-use crate::stdio::{open_input, open_output};
-use skillbox_sandbox::reaper;
 use skillbox_sandbox::runsc::Runsc;
 
-/// How long an exited process's terminal output may take to drain.
-pub const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
+use crate::console::Console;
+use crate::enforce::enforce_exec_process;
+use crate::error::ContainerError;
+use crate::process::io::Streams;
+use crate::process::template::{launch, pid_from, reap};
+use crate::process::{Exit, ProcessState, Status};
+use crate::stdin::StdinPipe;
+use crate::stdio::StdioPaths;
 
+/// What is known of a started exec.
 #[derive(Debug, Default)]
 struct Running {
-    status: Option<Status>,
     /// Host pid of the `runsc exec` child, 0 before Start.
     pid: u32,
     /// The process's pid inside the sandbox.
     sandbox_pid: u32,
-    exit: Option<Exit>,
     console: Option<Console>,
     stdin: Option<StdinPipe>,
 }
@@ -45,9 +40,8 @@ pub struct ExecProcess {
     terminal: bool,
     /// Where the process spec and pid files go: `<bundle>/exec-<n>.*`.
     files: PathBuf,
-    state: Arc<Mutex<Running>>,
-    exited: watch::Receiver<Option<Exit>>,
-    exited_sender: Arc<watch::Sender<Option<Exit>>>,
+    state: ProcessState,
+    running: Arc<Mutex<Running>>,
 }
 
 impl ExecProcess {
@@ -80,28 +74,22 @@ impl ExecProcess {
             exec_id: exec_id.to_owned(),
             reason: format!("{}: {err}", path.display()),
         })?;
-        let (sender, exited) = watch::channel(None);
         Ok(ExecProcess {
             exec_id: exec_id.to_owned(),
             stdio,
             terminal,
             files,
-            state: Arc::new(Mutex::new(Running {
-                status: Some(Status::Created),
-                ..Default::default()
-            })),
-            exited,
-            exited_sender: Arc::new(sender),
+            state: ProcessState::new(),
+            running: Arc::new(Mutex::new(Running::default())),
         })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Running> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn status(&self) -> (Status, Option<Exit>) {
-        let state = self.lock();
-        (state.status.unwrap_or(Status::Created), state.exit)
+        self.state.status()
     }
 
     pub fn pid(&self) -> u32 {
@@ -111,113 +99,52 @@ impl ExecProcess {
     /// Starts the process in container `id`; returns its (host) pid.
     /// Blocking.
     pub fn start(&self, runsc: &Runsc, id: &str) -> Result<u32, ContainerError> {
-        let current = self.status().0;
-        if current != Status::Created {
-            return Err(ContainerError::State {
-                id: format!("{id}/{}", self.exec_id),
-                state: current,
-                action: "start",
-            });
-        }
-        let console_socket = match self.terminal {
-            true => Some(
-                ConsoleSocket::bind().map_err(|source| stdio_error("console socket".to_owned(), source))?,
-            ),
-            false => None,
-        };
-        let mut stdin_pipe = None;
-        let streams = match console_socket {
-            // runsc's own errors are captured; the process gets the terminal.
-            Some(_) => [Stdio::null(), Stdio::null(), Stdio::piped()],
-            None => {
-                let (stdin, pipe) = open_input(&self.stdio.stdin)?;
-                stdin_pipe = pipe;
-                [
-                    stdin,
-                    open_output(&self.stdio.stdout)?,
-                    open_output(&self.stdio.stderr)?,
-                ]
-            }
-        };
+        let full_id = format!("{id}/{}", self.exec_id);
+        self.state.require(Status::Created, &full_id, "start")?;
         let (pid_file, sandbox_pid_file) = (
             self.files.with_extension("pid"),
             self.files.with_extension("ipid"),
         );
-        let started = runsc.exec(
-            id,
-            &self.files.with_extension("json"),
-            (&pid_file, &sandbox_pid_file),
-            console_socket.as_ref().map(ConsoleSocket::path),
-            streams,
-        );
-        if let Err(err) = started {
-            if let Some(pipe) = &stdin_pipe {
-                pipe.release();
-            }
-            return Err(err.into());
-        }
-        let pid = pid_from(&pid_file)?;
-        let sandbox_pid = pid_from(&sandbox_pid_file).unwrap_or_default();
-        let (console, output) = match &console_socket {
-            Some(socket) => {
-                let console = socket
-                    .receive()
-                    .map_err(|source| stdio_error(socket.path().display().to_string(), source))?;
-                let output = console
-                    .forward(&self.stdio.stdin, &self.stdio.stdout)
-                    .map_err(|source| stdio_error(self.stdio.stdout.clone(), source))?;
-                (Some(console), Some(output))
-            }
-            None => (None, None),
-        };
+        let spec = self.files.with_extension("json");
+        let mut launched = launch(
+            &self.stdio,
+            self.terminal,
+            Streams::Exec,
+            &pid_file,
+            |console_socket, streams| {
+                runsc.exec(id, &spec, (&pid_file, &sandbox_pid_file), console_socket, streams)
+            },
+        )?;
+        let pid = launched.pid;
         {
-            let mut state = self.lock();
-            state.status = Some(Status::Running);
-            state.pid = pid;
-            state.sandbox_pid = sandbox_pid;
-            state.console = console;
-            state.stdin = stdin_pipe.clone();
+            let mut running = self.lock();
+            running.pid = pid;
+            running.sandbox_pid = pid_from(&sandbox_pid_file).unwrap_or_default();
+            running.console = launched.io.console.take();
+            running.stdin = launched.io.stdin.clone();
         }
-        let (state, sender) = (Arc::clone(&self.state), Arc::clone(&self.exited_sender));
-        std::thread::spawn(move || {
-            let status = reaper::wait_exit(pid as i32);
-            if let Some(output) = output {
-                output.finish(OUTPUT_DRAIN);
-            }
-            if let Some(pipe) = stdin_pipe {
-                pipe.release();
-            }
-            let exit = Exit::with_status(status);
-            let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
-            state.status = Some(Status::Stopped);
-            state.exit = Some(exit);
-            let _ = sender.send(Some(exit));
-        });
+        self.state.advance(Status::Created, Status::Running);
+        reap(pid, &mut launched.io, self.state.clone(), Exit::with_status);
         Ok(pid)
     }
 
     /// Waits for the process to exit.
     pub async fn wait(&self) -> Exit {
-        wait_for_exit(&self.exited).await
+        self.state.wait().await
     }
 
     /// Signals the process. An exited one is not an error. Blocking.
     pub fn kill(&self, runsc: &Runsc, id: &str, signal: u32) -> Result<(), ContainerError> {
-        let (status, sandbox_pid) = {
-            let state = self.lock();
-            (state.status, state.sandbox_pid)
-        };
+        let (status, sandbox_pid) = (self.status().0, self.lock().sandbox_pid);
         match status {
-            Some(Status::Running) if sandbox_pid > 0 => {
-                match runsc.kill_process(id, sandbox_pid, signal as i32) {
-                    Err(_) if self.status().0 == Status::Stopped => Ok(()),
-                    other => other.map(|_| ()).map_err(ContainerError::from),
-                }
-            }
-            Some(Status::Stopped) => Ok(()),
+            Status::Running if sandbox_pid > 0 => match runsc.kill_process(id, sandbox_pid, signal as i32) {
+                Err(_) if self.status().0 == Status::Stopped => Ok(()),
+                other => other.map(|_| ()).map_err(ContainerError::from),
+            },
+            Status::Stopped => Ok(()),
             other => Err(ContainerError::State {
                 id: format!("{id}/{}", self.exec_id),
-                state: other.unwrap_or(Status::Created),
+                state: other,
                 action: "signal",
             }),
         }

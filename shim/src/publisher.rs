@@ -11,8 +11,9 @@
 //! and `flush` waits for the queue to drain.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::protos::protobuf::MessageDyn;
 use containerd_shim::protos::shim::event::Envelope;
 use containerd_shim::protos::shim::events::ForwardRequest;
@@ -66,9 +67,8 @@ impl Publisher {
         let mut envelope = Envelope::new();
         envelope.set_topic(topic.to_owned());
         envelope.set_namespace(namespace.to_owned());
-        envelope.timestamp = containerd_shim::protos::protobuf::MessageField::some(crate::events::timestamp(
-            std::time::SystemTime::now(),
-        ));
+        envelope.timestamp =
+            containerd_shim::protos::protobuf::MessageField::some(timestamp(std::time::SystemTime::now()));
         envelope.set_event(event);
         self.pending.send_modify(|pending| *pending += 1);
         if self.queue.send(envelope).is_err() {
@@ -140,6 +140,15 @@ async fn deliver(
         }
         pending.send_modify(|pending| *pending -= 1);
     }
+}
+
+/// A protobuf timestamp for `at`.
+pub fn timestamp(at: SystemTime) -> Timestamp {
+    let since_epoch = at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let mut stamp = Timestamp::new();
+    stamp.seconds = since_epoch.as_secs() as i64;
+    stamp.nanos = since_epoch.subsec_nanos() as i32;
+    stamp
 }
 
 #[cfg(test)]

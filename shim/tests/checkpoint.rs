@@ -51,7 +51,7 @@ fn checkpoint_with_exit_writes_the_image_and_stops_the_container() {
     let runsc_root = work.path().join("runsc");
     let container = Container::create(
         "cpexit-1",
-        &bundle,
+        skillbox_sandbox::BundleSpec::load(&bundle).unwrap(),
         StdioPaths::default(),
         false,
         &runsc_root,

@@ -20,7 +20,7 @@ fn update_changes_the_sandbox_cgroup_limits() {
     let runsc_root = work.path().join("runsc");
     let container = Container::create(
         "update-1",
-        &bundle,
+        skillbox_sandbox::BundleSpec::load(&bundle).unwrap(),
         StdioPaths::default(),
         false,
         &runsc_root,

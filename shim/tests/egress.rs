@@ -1,4 +1,4 @@
-//! Egress through containerd and the shim, on the fake internet (issue 4):
+//! Egress through containerd and the shim, on the fake internet:
 //! a compiled skill whose policy allows egress gets its own network
 //! namespace behind its own nftables table and DNS proxy, exactly as
 //! `skillbox run` gives it (tests/egress_run.rs), and nothing of it is left

@@ -16,7 +16,7 @@ pub fn gc(args: GcArgs) -> anyhow::Result<ExitCode> {
     if !nix::unistd::Uid::effective().is_root() {
         bail!("skillbox gc needs root: it removes sandboxes' namespaces, cgroups and runsc state");
     }
-    let collected = collect(&args.state_dir);
+    let collected = collect(&args.state.state_dir);
     emit(&format!(
         "removed {} sandbox(es) of dead runs; {} run(s) still live\n",
         collected.removed.len(),

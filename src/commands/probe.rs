@@ -27,7 +27,7 @@ fn trial_spec(rootfs: &std::path::Path) -> serde_json::Value {
 }
 
 pub fn probe(args: ProbeArgs) -> Result<ExitCode, Failure> {
-    let state_dir = &args.runtime.state_dir;
+    let state_dir = &args.runtime.state.state_dir;
     let workspace = Workspace::create(state_dir, "probe")
         .with_context(|| format!("{}: cannot create a probe directory", state_dir.display()))?;
     let node = load_node(&args.node)?;

@@ -66,17 +66,17 @@ fn prepare_and_run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if !nix::unistd::Uid::effective().is_root() {
         bail!("skillbox run needs root: it starts runsc and creates the sandbox's cgroup");
     }
-    super::gc::collect_quietly(&args.runtime.state_dir);
+    super::gc::collect_quietly(&args.runtime.state.state_dir);
     let package = load_skill(&args.skill_dir)?;
     let node = load_node(&args.node)?;
     let env = invoking_env();
     let base_rootfs = base_rootfs_dir(&args.base_rootfs)?;
     let skill = package.manifest.name.as_str().to_owned();
     let id = execution_id(&skill);
-    let workspace = Workspace::create(&args.runtime.state_dir, &id).with_context(|| {
+    let workspace = Workspace::create(&args.runtime.state.state_dir, &id).with_context(|| {
         format!(
             "{}: cannot create the execution directory",
-            args.runtime.state_dir.display()
+            args.runtime.state.state_dir.display()
         )
     })?;
     // Recorded before anything is made in it: a skillbox killed from here

@@ -10,8 +10,8 @@
 //!   198.18.0.2/30 (2001:db8:ff::2/64), leads into the internet namespace,
 //!   which is also its default route.
 //!
-//! The machine's own uplink is 192.0.2.0/24, so that block is not used
-//! (DESIGN.md). Nothing here touches the caller's network namespace.
+//! The CI machines' own uplink is 192.0.2.0/24, so that block is not used
+//! by any test. Nothing here touches the caller's network namespace.
 //! Dropping a [`FakeInternet`] stops its servers and deletes both
 //! namespaces, also when a test panics.
 //!

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
-/// The registry's table, as DESIGN.md gives its shape.
+/// The registry's `audit_log` table, in the shape the registry gives it.
 pub const AUDIT_LOG_TABLE: &str = "CREATE TABLE audit_log (
     id BIGSERIAL PRIMARY KEY,
     actor_user_id BIGINT,

@@ -23,21 +23,17 @@ use skillbox_sandbox::record::{RunscRecord, TeardownRecord, RECORD_FILE};
 use skillbox_sandbox::sandbox::node_key;
 use skillbox_sandbox::spec::BundleSpec;
 use skillbox_sandbox::Ending;
-use tokio::sync::watch;
 
-use super::{open_output, record, Container, ContainerError, EndCauses, Exit, State, Status, StdioPaths};
+use super::{open_output, Container, ContainerError, EndCauses, Exit, ProcessState, Status, StdioPaths};
 use crate::config::ShimConfig;
 use crate::enforce::enforce;
 use crate::pod::PodError;
 
-/// How the member joined: its sandbox, and where its exit goes once known.
+/// How the member joined.
 #[derive(Debug)]
 pub(super) struct Member {
     sandbox: String,
     sandbox_pid: u32,
-    /// Taken by the thread that waits for the exit, or by a Delete before
-    /// start.
-    exit: Mutex<Option<watch::Sender<Option<Exit>>>>,
     /// The member's teardown record (its runsc container, the parent
     /// cgroups runsc creates for it).
     record: PathBuf,
@@ -50,7 +46,7 @@ impl Container {
     /// are refused, since runsc runs the pod with the sandbox's. Blocking.
     pub fn create_member(
         id: &str,
-        bundle: &std::path::Path,
+        mut spec: BundleSpec,
         stdio: StdioPaths,
         sandbox: &Container,
         config: &ShimConfig,
@@ -65,7 +61,7 @@ impl Container {
             }
             .into());
         }
-        let mut spec = BundleSpec::load(bundle)?;
+        let bundle = &spec.bundle().to_owned();
         let prepared = enforce(id, &node_key(namespace, id), &mut spec, config)?;
         let network = prepared
             .policy
@@ -117,7 +113,6 @@ impl Container {
         let init_process = spec.process();
         spec.write()?;
         runsc.create_joining(bundle, id, &bundle.join("init.pid"))?;
-        let (sender, exited) = watch::channel(None);
         Ok(Container {
             id: id.to_owned(),
             bundle: bundle.to_owned(),
@@ -128,18 +123,13 @@ impl Container {
             // container's; its monitor sees the whole pod, and its events
             // carry the sandbox container's identity (a known limit).
             sandbox: Arc::clone(&sandbox.sandbox),
-            state: Arc::new(Mutex::new(State {
-                status: Status::Created,
-                exit: None,
-            })),
-            exited,
+            state: ProcessState::new(),
             timeout: Some(prepared.policy.resources.timeout.as_duration()),
             deadline: Mutex::new(None),
             causes: Arc::new(EndCauses::default()),
             member: Some(Member {
                 sandbox: sandbox.id.clone(),
                 sandbox_pid: sandbox.pid,
-                exit: Mutex::new(Some(sender)),
                 record: record_path,
             }),
             console: None,
@@ -171,7 +161,7 @@ impl Container {
 
     /// `runsc start` with the member's stdio, then a thread that waits for
     /// its exit. Blocking.
-    pub(super) fn start_member(&self, member: &Member) -> Result<(), ContainerError> {
+    pub(super) fn start_member(&self) -> Result<(), ContainerError> {
         let streams = [
             // A FIFO opened read-write: a member's stdin never ends (CloseIO
             // is a no-op for it; see the README's limitations).
@@ -180,10 +170,7 @@ impl Container {
             open_output(&self.stdio.stderr)?,
         ];
         self.runsc.start_with_stdio(&self.id, streams)?;
-        let Some(sender) = member.exit.lock().unwrap_or_else(|e| e.into_inner()).take() else {
-            return Ok(());
-        };
-        let (runsc, id, state) = (self.runsc.clone(), self.id.clone(), Arc::clone(&self.state));
+        let (runsc, id, state) = (self.runsc.clone(), self.id.clone(), self.state.clone());
         let (sandbox, causes) = (Arc::clone(&self.sandbox), Arc::clone(&self.causes));
         std::thread::spawn(move || {
             let status = match runsc.wait(&id) {
@@ -204,12 +191,11 @@ impl Container {
                 killed: causes.killed.load(Ordering::SeqCst),
                 ..Ending::default()
             };
-            let exit = Exit {
+            state.record(Exit {
                 status: ending.reported_status() as u32,
                 at: SystemTime::now(),
                 outcome: ending.outcome(),
-            };
-            record(&state, &sender, exit);
+            });
         });
         Ok(())
     }
@@ -221,13 +207,10 @@ impl Container {
             Status::Stopped => {}
             Status::Created => {
                 // Never started: no thread waits for it.
-                if let Some(sender) = member.exit.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                    let exit = Exit {
-                        outcome: skillbox_sandbox::Outcome::Killed,
-                        ..Exit::with_status(137)
-                    };
-                    record(&self.state, &sender, exit);
-                }
+                self.state.record(Exit {
+                    outcome: skillbox_sandbox::Outcome::Killed,
+                    ..Exit::with_status(137)
+                });
             }
             Status::Running | Status::Paused => {
                 self.causes.killed.store(true, Ordering::SeqCst);
