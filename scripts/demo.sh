@@ -67,7 +67,7 @@ rows = [
     ("env", " ".join(proc["env"])),
     ("rlimits", ", ".join(f'{r["type"]}={r["hard"]}' for r in proc["rlimits"])),
     ("namespaces", " ".join(n["type"] for n in linux["namespaces"])),
-    ("cgroup", linux["cgroupsPath"]),
+    ("cgroup", linux.get("cgroupsPath", "none: the runtime gives each sandbox its own")),
     ("memory", f'limit {res["memory"]["limit"]} bytes, with swap {res["memory"]["swap"]}'),
     ("cpu", f'quota {res["cpu"]["quota"]} us per {res["cpu"]["period"]} us'),
     ("pids", f'cgroup limit {res["pids"]["limit"]} (gVisor threads + the skill\'s quota)'),

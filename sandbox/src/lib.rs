@@ -3,12 +3,11 @@
 //! its CLI: the only code that starts runsc ([`runsc`]), the bundle spec
 //! loaded and written once ([`spec`]), the sandbox's cgroup ([`cgroup`]),
 //! the audit and egress sessions and their fixed teardown order
-//! ([`sandbox`]), one outcome rule ([`outcome`]), the policy's deadline
-//! ([`deadline`]), the teardown record a killed runtime leaves ([`record`])
-//! and the collector that removes what such records name ([`gc`]).
+//! ([`sandbox`]), one outcome rule ([`outcome`]), the teardown record a
+//! killed runtime leaves ([`record`]) and the collector that removes what
+//! such records name ([`gc`]).
 
 pub mod cgroup;
-pub mod deadline;
 pub mod gc;
 pub mod outcome;
 pub mod reaper;

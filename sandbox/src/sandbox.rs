@@ -119,6 +119,8 @@ pub struct Sandbox {
     audit: Mutex<Option<ExecutionAudit>>,
     egress: Mutex<Option<EgressSession>>,
     cgroup: Option<SandboxCgroup>,
+    /// `end` ran: the init process is gone, so teardown kills nothing.
+    ended: AtomicBool,
     torn_down: AtomicBool,
 }
 
@@ -199,6 +201,7 @@ impl Sandbox {
             audit: Mutex::new(None),
             egress: Mutex::new(None),
             cgroup: None,
+            ended: AtomicBool::new(false),
             torn_down: AtomicBool::new(false),
         };
         let audit = ExecutionAudit::start(&AuditSetup {
@@ -338,6 +341,7 @@ impl Sandbox {
             status: ending.reported_status(),
             stats,
         };
+        self.ended.store(true, Ordering::SeqCst);
         drop(lock(&self.egress).take());
         if let Some(audit) = lock(&self.audit).take() {
             audit.finish(skillbox_audit::execution::Ending {

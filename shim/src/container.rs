@@ -4,7 +4,8 @@
 //!
 //! Lifecycle: `create` (spec loaded once and enforced; the sandbox prepared
 //! and the spec written; runsc create; a thread reaps the sandbox pid, whose
-//! exit status is the container's) → `start` (the policy's deadline armed)
+//! exit status is the container's) → `start` (the task service then
+//! watches the policy's deadline and calls `expire` when it passes)
 //! → exit (the sandbox decides the outcome and closes its audit trail) →
 //! `delete` (the sandbox torn down). Illegal transitions are
 //! `ContainerError::State` errors.
@@ -19,7 +20,6 @@ use serde_json::Value;
 use skillbox_audit::{SandboxIdentity, SkillIdentity};
 use skillbox_egress::session::upstreams_or_resolv_conf;
 use skillbox_sandbox::cgroup::{CgroupStats, LimitUpdate};
-use skillbox_sandbox::deadline::Deadline;
 use skillbox_sandbox::reaper;
 use skillbox_sandbox::record::RECORD_FILE;
 use skillbox_sandbox::runsc::Runsc;
@@ -66,7 +66,6 @@ pub struct Container {
     /// The policy's wall-clock limit, counted from Start; `None` for a
     /// pod's sandbox container, which runs no skill.
     timeout: Option<Duration>,
-    deadline: Mutex<Option<Deadline>>,
     causes: Arc<EndCauses>,
     /// The init process's terminal, when the spec asks for one.
     console: Option<Console>,
@@ -202,7 +201,6 @@ impl Container {
             sandbox,
             state,
             timeout,
-            deadline: Mutex::new(None),
             causes,
             console: launched.io.console,
             stdin: launched.io.stdin,
@@ -320,27 +318,33 @@ impl Container {
                 self.runsc.start(&self.id)?;
             }
         }
-        self.arm_deadline();
         self.state.advance(Status::Created, Status::Running);
         Ok(())
     }
 
-    /// Kills the container at its policy's deadline: a member alone, any
-    /// other container with all its processes. Disarmed at delete.
-    fn arm_deadline(&self) {
-        let Some(limit) = self.timeout else {
-            return;
-        };
-        let (runsc, id, causes) = (self.runsc.clone(), self.id.clone(), Arc::clone(&self.causes));
+    /// The policy's wall-clock limit, counted from Start (`None`: no
+    /// deadline, for a pod's sandbox container).
+    pub fn deadline(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// Kills the container because its deadline passed: a member alone,
+    /// any other container with all its processes. Its exit then reports
+    /// the timeout. Blocking.
+    pub fn expire(&self) -> Result<(), ContainerError> {
+        if self.status().0 == Status::Stopped {
+            return Ok(());
+        }
+        self.causes.timed_out.store(true, Ordering::SeqCst);
+        tracing::warn!(id = %self.id, limit = ?self.timeout, "the policy's timeout fired; killing the container");
         let all = self.member.is_none();
-        let deadline = Deadline::arm(limit, move || {
-            causes.timed_out.store(true, Ordering::SeqCst);
-            tracing::warn!(%id, limit = ?limit, "the policy's timeout fired; killing the container");
-            if let Err(err) = runsc.kill_with(&id, nix::sys::signal::SIGKILL as i32, all) {
-                tracing::warn!(%id, %err, "cannot kill the container at its deadline");
-            }
-        });
-        *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) = Some(deadline);
+        match self
+            .runsc
+            .kill_with(&self.id, nix::sys::signal::SIGKILL as i32, all)
+        {
+            Err(_) if self.status().0 == Status::Stopped => Ok(()),
+            other => other.map(|_| ()).map_err(ContainerError::from),
+        }
     }
 
     /// Freezes (`pause`) or thaws (`resume`) every process of the container.
@@ -403,7 +407,6 @@ impl Container {
 
     /// Removes the sandbox. A running container is killed first. Blocking.
     pub fn delete(&self) -> Result<Option<Exit>, ContainerError> {
-        drop(self.deadline.lock().unwrap_or_else(|e| e.into_inner()).take());
         if let Some(member) = &self.member {
             return self.delete_member(member);
         }

@@ -4,6 +4,7 @@
 //! runs a real runsc sandbox; the task service's unit tests use a fake.
 
 use std::path::Path;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use containerd_shim::protos::types::mount::Mount;
@@ -58,6 +59,11 @@ pub trait Instance: Send + Sync + Sized + 'static {
     /// The init process (`exec_id` empty) or an exec.
     fn process(&self, exec_id: &str) -> Result<ProcessView, ContainerError>;
     fn start(&self) -> Result<(), ContainerError>;
+    /// The policy's wall-clock limit, counted from Start, if it has one.
+    fn deadline(&self) -> Option<Duration>;
+    /// Ends the container because its deadline passed; its exit reports
+    /// the timeout.
+    fn expire(&self) -> Result<(), ContainerError>;
     /// Waits for the init process (`exec_id` empty) or an exec to exit.
     async fn wait(&self, exec_id: &str) -> Result<Exit, ContainerError>;
     fn kill(&self, exec_id: &str, signal: u32, all: bool) -> Result<(), ContainerError>;
@@ -168,6 +174,14 @@ impl Instance for Container {
 
     fn start(&self) -> Result<(), ContainerError> {
         Container::start(self)
+    }
+
+    fn deadline(&self) -> Option<Duration> {
+        Container::deadline(self)
+    }
+
+    fn expire(&self) -> Result<(), ContainerError> {
+        Container::expire(self)
     }
 
     async fn wait(&self, exec_id: &str) -> Result<Exit, ContainerError> {

@@ -59,8 +59,6 @@ fn main() {
         env: &env,
         cgroups_path: Some("/skillbox/bench"),
     };
-    let flags = runsc_flags(&node);
-
     let (mut load_t, mut spec_t, mut compile_t) = (Vec::new(), Vec::new(), Vec::new());
     std::fs::create_dir_all(&scratch).expect("scratch dir");
     for i in 0..iterations {
@@ -69,6 +67,7 @@ fn main() {
         let bundle_skill = scratch.join("skill");
         let rendered = time(&mut spec_t, || {
             let (policy, _warnings) = effective_policy(&package, &options).expect("policy resolves");
+            let flags = runsc_flags(&node, &policy);
             render_config(&package, &policy, &flags, &bundle_skill, &options).expect("config renders")
         });
         assert!(!rendered.is_empty());

@@ -125,7 +125,6 @@ impl Container {
             sandbox: Arc::clone(&sandbox.sandbox),
             state: ProcessState::new(),
             timeout: Some(prepared.policy.resources.timeout.as_duration()),
-            deadline: Mutex::new(None),
             causes: Arc::new(EndCauses::default()),
             member: Some(Member {
                 sandbox: sandbox.id.clone(),

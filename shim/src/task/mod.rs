@@ -200,6 +200,27 @@ impl<I: Instance> TaskService<I> {
         });
     }
 
+    /// Ends the container when its policy's deadline passes before it
+    /// exits (a timer on the runtime, no thread of its own).
+    fn watch_deadline(&self, container: Arc<I>) {
+        let Some(limit) = container.deadline() else {
+            return;
+        };
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = container.wait("") => {}
+                _ = tokio::time::sleep(limit) => {
+                    let expiring = Arc::clone(&container);
+                    match tokio::task::spawn_blocking(move || expiring.expire()).await {
+                        Ok(Err(err)) => tracing::warn!(id = container.id(), %err, "cannot end the container at its deadline"),
+                        Err(err) => tracing::warn!(id = container.id(), %err, "the deadline's worker failed"),
+                        Ok(Ok(())) => {}
+                    }
+                }
+            }
+        });
+    }
+
     /// Waits (a bounded while) until container `id`'s TaskExit went out.
     async fn exit_reported(&self, id: &str) {
         let receiver = lock(&self.exits_reported).remove(id);
@@ -279,7 +300,9 @@ impl<I: Instance> TaskService<I> {
             return self.start_exec(container, req.exec_id).await;
         }
         let pid = container.pid();
-        blocking(move || container.start()).await??;
+        let started = Arc::clone(&container);
+        blocking(move || started.start()).await??;
+        self.watch_deadline(container);
         self.events
             .send(TaskEvent::Start {
                 id: req.id.clone(),

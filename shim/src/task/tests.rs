@@ -38,6 +38,10 @@ struct Fake {
     init: FakeProcess,
     sandbox: Option<String>,
     oom: bool,
+    /// From a bundle file `deadline-ms`.
+    deadline: Option<Duration>,
+    /// How often the deadline ended it.
+    expired: AtomicU32,
     execs: Mutex<HashMap<String, FakeProcess>>,
 }
 
@@ -59,6 +63,11 @@ impl Fake {
             init: fake_process(request.stdio.clone()),
             sandbox,
             oom: request.spec.bundle().join("oom").exists(),
+            deadline: std::fs::read_to_string(request.spec.bundle().join("deadline-ms"))
+                .ok()
+                .and_then(|ms| ms.trim().parse().ok())
+                .map(Duration::from_millis),
+            expired: AtomicU32::new(0),
             execs: Mutex::new(HashMap::new()),
         }
     }
@@ -121,6 +130,19 @@ impl Instance for Fake {
     fn start(&self) -> Result<(), ContainerError> {
         self.init.state.require(Status::Created, &self.id, "start")?;
         self.init.state.advance(Status::Created, Status::Running);
+        Ok(())
+    }
+
+    fn deadline(&self) -> Option<Duration> {
+        self.deadline
+    }
+
+    fn expire(&self) -> Result<(), ContainerError> {
+        self.expired.fetch_add(1, Ordering::SeqCst);
+        self.init.state.record(Exit {
+            outcome: Outcome::Timeout,
+            ..Exit::with_status(124)
+        });
         Ok(())
     }
 
@@ -531,5 +553,43 @@ async fn a_pod_sandbox_outlives_its_members_and_is_deleted_last() {
     assert!(
         position("delete app 137") < position("delete pod 137"),
         "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_deadline_ends_a_running_task_with_124_and_never_fires_after_its_exit() {
+    let shim = Harness::new();
+    let slow = shim.bundle("slow", json!({}));
+    std::fs::write(slow.join("deadline-ms"), "50").unwrap();
+    shim.create("slow", &slow).await.unwrap();
+    // The deadline counts from Start: a created task waits.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        shim.state("slow", "").await.unwrap().status,
+        TaskStatus::CREATED.into()
+    );
+    shim.start("slow", "").await.unwrap();
+    assert_eq!(
+        shim.events(3).await,
+        ["create slow", "start slow", "exit slow slow 124"]
+    );
+    // A task that exits before its deadline keeps its own status.
+    let quick = shim.bundle("quick", json!({}));
+    std::fs::write(quick.join("deadline-ms"), "50").unwrap();
+    shim.create("quick", &quick).await.unwrap();
+    shim.start("quick", "").await.unwrap();
+    shim.kill("quick", "", 15).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let state = shim.state("quick", "").await.unwrap();
+    assert_eq!(state.exit_status, 143);
+    let quick = shim.service.container("quick").unwrap();
+    assert_eq!(quick.expired.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        shim.service
+            .container("slow")
+            .unwrap()
+            .expired
+            .load(Ordering::SeqCst),
+        1
     );
 }
