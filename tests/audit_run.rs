@@ -188,3 +188,50 @@ fn audit_all_counts_every_call_of_a_syscall() {
     let (none, seven) = (shell_stats(0), shell_stats(7));
     assert_eq!(seven - none, 7, "{none} without the loop, {seven} with it");
 }
+
+#[test]
+fn no_spelling_of_a_path_hides_a_read_from_the_security_level() {
+    require_sandbox_prerequisites();
+    // Each line reads /etc/passwd or the environment under another spelling.
+    let script = r#"cat //etc/passwd >/dev/null
+cat /./etc/passwd >/dev/null
+cat /skill/../etc/passwd >/dev/null
+cd /etc && cat passwd >/dev/null
+cd /proc/self && cat environ >/dev/null
+ln -s /etc/passwd /tmp/link && cat /tmp/link >/dev/null
+echo done
+"#;
+    let skill = Skill::sh("audit-spelling", "  audit: { syscalls: security }\n", script);
+    let work = tempfile::tempdir().unwrap();
+    let log = work.path().join("audit.jsonl");
+    let mut command = std::process::Command::new(SKILLBOX.path());
+    command
+        .arg("run")
+        .arg("--base-rootfs")
+        .arg(busybox_rootfs())
+        .arg("--audit-log")
+        .arg(&log)
+        .arg(skill.path())
+        .env("SKILLBOX_STATE_DIR", work.path().join("state"));
+    let output = run_with_watchdog(command, Duration::from_secs(60));
+    assert_eq!(output.code, 0, "{}", output.describe());
+    let all = events(&log);
+    let opened: Vec<&str> = all
+        .iter()
+        .filter(|event| event["type"] == "file_open")
+        .filter_map(|event| event["path"].as_str())
+        .collect();
+    for spelling in [
+        "//etc/passwd",
+        "/./etc/passwd",
+        "/skill/../etc/passwd",
+        "passwd",
+        "environ",
+        "/tmp/link",
+    ] {
+        assert!(
+            opened.contains(&spelling),
+            "no file_open of {spelling:?} in {opened:?}"
+        );
+    }
+}
