@@ -152,14 +152,9 @@ fn a_runs_exec_write_and_connections_are_audited_with_its_identity() {
     assert_eq!(verdicts("198.51.100.20"), ["denied default-deny"], "{text}");
 }
 
-/// The shell's `newfstatat` calls in a run of `test -e` repeated `times`.
-fn shell_stats(times: usize) -> usize {
-    let loop_body = "test -e /skill-count-probe; ".repeat(times);
-    let skill = Skill::sh(
-        "audit-all",
-        "  audit: { syscalls: all }\n",
-        &format!("{loop_body}\nexit 0\n"),
-    );
+/// `skillbox run` of `skill` under the default node config (no network),
+/// which must exit 0; its audit events.
+fn run_audited(skill: &Skill) -> Vec<Value> {
     let work = tempfile::tempdir().unwrap();
     let log = work.path().join("audit.jsonl");
     let output = SKILLBOX.run([
@@ -171,7 +166,48 @@ fn shell_stats(times: usize) -> usize {
         skill.path().as_os_str(),
     ]);
     assert_eq!(output.code, 0, "{}", output.describe());
-    let all = events(&log);
+    events(&log)
+}
+
+#[test]
+fn a_skill_cannot_audit_itself_below_the_node_minimum() {
+    require_sandbox_prerequisites();
+    let skill = Skill::sh(
+        "audit-none",
+        "  audit: { syscalls: none }\n",
+        "echo written > /tmp/out\n/bin/cat /tmp/out\n",
+    );
+    let all = run_audited(&skill);
+    let text = serde_json::to_string_pretty(&all).unwrap();
+    // The default node minimum (`security`) wins over the skill's `none`.
+    assert_eq!(
+        matching(&all, "start", &[("audit_level", "security".into())]).len(),
+        1,
+        "{text}"
+    );
+    let execs = matching(
+        &all,
+        "exec",
+        &[("argv", serde_json::json!(["/bin/cat", "/tmp/out"]))],
+    );
+    assert_eq!(execs.len(), 1, "{text}");
+    let writes = matching(
+        &all,
+        "file_open",
+        &[("path", "/tmp/out".into()), ("write", true.into())],
+    );
+    assert_eq!(writes.len(), 1, "{text}");
+}
+
+/// The shell's `newfstatat` calls in a run of `test -e` repeated `times`.
+fn shell_stats(times: usize) -> usize {
+    let loop_body = "test -e /skill-count-probe; ".repeat(times);
+    let skill = Skill::sh(
+        "audit-all",
+        "  audit: { syscalls: all }\n",
+        &format!("{loop_body}\nexit 0\n"),
+    );
+    let all = run_audited(&skill);
     assert_eq!(matching(&all, "start", &[("audit_level", "all".into())]).len(), 1);
     all.iter()
         .filter(|event| {

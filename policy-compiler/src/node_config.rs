@@ -14,7 +14,7 @@ use runsc_config::Platform;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::manifest::PidCount;
+use crate::manifest::{AuditLevel, PidCount};
 use crate::network::Cidr;
 use crate::quantity::{ByteSize, Cpus, Timeout};
 
@@ -130,6 +130,10 @@ pub struct AuditSettings {
     pub max_file_size: ByteSize,
     /// Rotated files kept per execution.
     pub keep_files: u32,
+    /// The least a skill's `audit.syscalls` gets: a skill may ask for
+    /// more, never less, and a bundle's policy annotation is raised to it
+    /// as well. Default `security`.
+    pub min_syscalls: AuditLevel,
 }
 
 /// Where events go unless the node config says otherwise.
@@ -141,6 +145,7 @@ impl Default for AuditSettings {
             log_dir: PathBuf::from(DEFAULT_AUDIT_LOG_DIR),
             max_file_size: ByteSize::mebibytes(64),
             keep_files: 4,
+            min_syscalls: AuditLevel::Security,
         }
     }
 }
