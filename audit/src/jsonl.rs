@@ -201,13 +201,15 @@ impl JsonLinesWriter {
         if current.bytes > 0 && current.bytes + line.len() as u64 > self.rotation.max_bytes {
             *current = self.rotate()?;
         }
-        current
-            .file
-            .write_all(&line)
-            .map_err(|source| WriteError::Write {
-                path: self.path.clone(),
-                source,
-            })?;
+        self.append(&mut current, &line)
+    }
+
+    /// Writes one rendered `line` to the current file.
+    fn append(&self, current: &mut Current, line: &[u8]) -> Result<(), WriteError> {
+        current.file.write_all(line).map_err(|source| WriteError::Write {
+            path: self.path.clone(),
+            source,
+        })?;
         current.bytes += line.len() as u64;
         Ok(())
     }
@@ -259,14 +261,7 @@ impl JsonLinesWriter {
             };
             let line =
                 render_line(&self.identity, &lost, OffsetDateTime::now_utc()).map_err(WriteError::Encode)?;
-            current
-                .file
-                .write_all(&line)
-                .map_err(|source| WriteError::Write {
-                    path: self.path.clone(),
-                    source,
-                })?;
-            current.bytes += line.len() as u64;
+            self.append(&mut current, &line)?;
         }
         Ok(current)
     }
