@@ -134,6 +134,10 @@ pub struct AuditSettings {
     /// more, never less, and a bundle's policy annotation is raised to it
     /// as well. Default `security`.
     pub min_syscalls: AuditLevel,
+    /// Routine events (`syscall`, `file_open`) an execution records in
+    /// full; past it, only the first of each kind is recorded and repeats
+    /// are counted as `events_dropped` (source `budget`). Default 100000.
+    pub event_budget: u64,
 }
 
 /// Where events go unless the node config says otherwise.
@@ -146,6 +150,7 @@ impl Default for AuditSettings {
             max_file_size: ByteSize::mebibytes(64),
             keep_files: 4,
             min_syscalls: AuditLevel::Security,
+            event_budget: 100_000,
         }
     }
 }
