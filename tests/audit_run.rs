@@ -152,6 +152,106 @@ fn a_runs_exec_write_and_connections_are_audited_with_its_identity() {
     assert_eq!(verdicts("198.51.100.20"), ["denied default-deny"], "{text}");
 }
 
+/// `skillbox run` of `skill` under the default node config (no network),
+/// which must exit 0; its audit events.
+fn run_audited(skill: &Skill) -> Vec<Value> {
+    run_audited_on(skill, "")
+}
+
+/// [`run_audited`] under the node config `node_toml`.
+fn run_audited_on(skill: &Skill, node_toml: &str) -> Vec<Value> {
+    let work = tempfile::tempdir().unwrap();
+    let log = work.path().join("audit.jsonl");
+    let node = work.path().join("node.toml");
+    std::fs::write(&node, node_toml).unwrap();
+    let output = SKILLBOX.run([
+        "run".as_ref(),
+        "--base-rootfs".as_ref(),
+        busybox_rootfs().as_os_str(),
+        "--node-config".as_ref(),
+        node.as_os_str(),
+        "--audit-log".as_ref(),
+        log.as_os_str(),
+        skill.path().as_os_str(),
+    ]);
+    assert_eq!(output.code, 0, "{}", output.describe());
+    events(&log)
+}
+
+#[test]
+fn a_skill_cannot_audit_itself_below_the_node_minimum() {
+    require_sandbox_prerequisites();
+    let skill = Skill::sh(
+        "audit-none",
+        "  audit: { syscalls: none }\n",
+        "echo written > /tmp/out\n/bin/cat /tmp/out\n",
+    );
+    let all = run_audited(&skill);
+    let text = serde_json::to_string_pretty(&all).unwrap();
+    // The default node minimum (`security`) wins over the skill's `none`.
+    assert_eq!(
+        matching(&all, "start", &[("audit_level", "security".into())]).len(),
+        1,
+        "{text}"
+    );
+    let execs = matching(
+        &all,
+        "exec",
+        &[("argv", serde_json::json!(["/bin/cat", "/tmp/out"]))],
+    );
+    assert_eq!(execs.len(), 1, "{text}");
+    let writes = matching(
+        &all,
+        "file_open",
+        &[("path", "/tmp/out".into()), ("write", true.into())],
+    );
+    assert_eq!(writes.len(), 1, "{text}");
+}
+
+#[test]
+fn repeats_past_the_event_budget_are_counted_and_later_execs_still_recorded() {
+    require_sandbox_prerequisites();
+    // 3000 identical stat calls under a budget of 100 routine events.
+    let skill = Skill::sh(
+        "audit-flood",
+        "  audit: { syscalls: all }\n",
+        "i=0; while [ $i -lt 3000 ]; do test -e /flood; i=$((i+1)); done\n/bin/cat /dev/null\n",
+    );
+    let all = run_audited_on(&skill, "[audit]\nevent_budget = 100\n");
+    let text = || {
+        let mut kinds = std::collections::BTreeMap::<&str, usize>::new();
+        for kind in all.iter().filter_map(|e| e["type"].as_str()) {
+            *kinds.entry(kind).or_default() += 1;
+        }
+        format!("{} events by type: {kinds:?}", all.len())
+    };
+    assert_eq!(all[0]["type"], "start", "{}", text());
+    assert_eq!(all.last().unwrap()["type"], "exit", "{}", text());
+    let dropped: u64 = matching(&all, "events_dropped", &[("source", "budget".into())])
+        .iter()
+        .map(|e| e["count"].as_u64().unwrap())
+        .sum();
+    let stats_kept = matching(
+        &all,
+        "syscall",
+        &[("name", "newfstatat".into()), ("process", "sh".into())],
+    )
+    .len();
+    assert!(stats_kept <= 100, "{stats_kept} kept; {}", text());
+    assert!(
+        dropped + stats_kept as u64 >= 3000,
+        "{dropped} dropped, {stats_kept} kept; {}",
+        text()
+    );
+    // What the skill does after its flood is still there.
+    let execs = matching(
+        &all,
+        "exec",
+        &[("argv", serde_json::json!(["/bin/cat", "/dev/null"]))],
+    );
+    assert_eq!(execs.len(), 1, "{}", text());
+}
+
 /// The shell's `newfstatat` calls in a run of `test -e` repeated `times`.
 fn shell_stats(times: usize) -> usize {
     let loop_body = "test -e /skill-count-probe; ".repeat(times);
@@ -160,18 +260,7 @@ fn shell_stats(times: usize) -> usize {
         "  audit: { syscalls: all }\n",
         &format!("{loop_body}\nexit 0\n"),
     );
-    let work = tempfile::tempdir().unwrap();
-    let log = work.path().join("audit.jsonl");
-    let output = SKILLBOX.run([
-        "run".as_ref(),
-        "--base-rootfs".as_ref(),
-        busybox_rootfs().as_os_str(),
-        "--audit-log".as_ref(),
-        log.as_os_str(),
-        skill.path().as_os_str(),
-    ]);
-    assert_eq!(output.code, 0, "{}", output.describe());
-    let all = events(&log);
+    let all = run_audited(&skill);
     assert_eq!(matching(&all, "start", &[("audit_level", "all".into())]).len(), 1);
     all.iter()
         .filter(|event| {

@@ -116,3 +116,22 @@ fn a_crashed_sandbox_is_not_passed_off_as_the_skills_status() {
         run.describe()
     );
 }
+
+#[test]
+fn a_refused_raw_socket_leaves_the_skills_status_its_own() {
+    // busybox ping opens a raw ICMP socket, which the skill (no
+    // CAP_NET_RAW) is refused; runsc logs a rate-limited warning about it
+    // into its panic log. That is no crash: the skill's own status stands.
+    let script = "ping -c1 -W1 127.0.0.1 || echo \"ping failed: $?\"\nexit 3\n";
+    let skill = Skill::sh("raw-socket", "", script);
+    let run = SkillRun::new(SKILLBOX, skill.path(), busybox_rootfs()).run();
+    assert!(
+        run.output.stderr.contains("ping: permission denied"),
+        "{}",
+        run.describe()
+    );
+    assert!(run.output.stdout.contains("ping failed: 1"), "{}", run.describe());
+    assert_eq!(run.output.code, 3, "{}", run.describe());
+    assert_eq!(run.outcome(), "exited", "{}", run.describe());
+    assert_eq!(run.report_u64("exit_code"), 3);
+}

@@ -8,9 +8,10 @@
 //! DNS, connection, process, file and lifecycle events are one file.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::budget::{Budget, BUDGET_SOURCE};
 use crate::event::{AuditEvent, Outcome, SandboxIdentity};
 use crate::gvisor::{pod_init_config, write_pod_init_config, EventSink, Monitor};
 use crate::jsonl::{JsonLinesWriter, Rotation, WriteError};
@@ -40,6 +41,8 @@ pub struct AuditSetup<'a> {
     /// The execution's JSON Lines file.
     pub log: &'a Path,
     pub rotation: Rotation,
+    /// Routine events recorded in full ([`crate::budget`]).
+    pub event_budget: u64,
     pub identity: SandboxIdentity,
     pub level: AuditLevel,
     /// `shim` or `skillbox-run`, for the `start` event.
@@ -81,21 +84,49 @@ pub struct Ending {
     pub timeout_limit: Duration,
 }
 
-/// The monitor's events go to the execution's log; a failed write is
-/// logged (the monitor cannot push back on the sentry).
-struct LogSink(Arc<JsonLinesWriter>);
+/// The monitor's events go to the execution's log within its budget; a
+/// failed write is logged (the monitor cannot push back on the sentry).
+struct LogSink {
+    writer: Arc<JsonLinesWriter>,
+    budget: Mutex<Budget>,
+}
+
+impl LogSink {
+    fn write(&self, event: &AuditEvent) {
+        if let Err(err) = self.writer.write(event) {
+            tracing::warn!(%err, "an audit event was not written");
+        }
+    }
+
+    /// Records `count` repeats the budget dropped.
+    fn report_dropped(&self, count: u64) {
+        if count > 0 {
+            self.write(&AuditEvent::EventsDropped {
+                count,
+                source: BUDGET_SOURCE.to_owned(),
+            });
+        }
+    }
+}
 
 impl EventSink for LogSink {
     fn record(&self, event: AuditEvent) {
-        if let Err(err) = self.0.write(&event) {
-            tracing::warn!(%err, "an audit event was not written");
+        let admission = self
+            .budget
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .admit(&event);
+        if admission.record {
+            self.write(&event);
         }
+        self.report_dropped(admission.report.unwrap_or(0));
     }
 }
 
 /// An execution's audit, running.
 pub struct ExecutionAudit {
     writer: Arc<JsonLinesWriter>,
+    sink: Option<Arc<LogSink>>,
     monitor: Option<Monitor>,
     session_file: Option<PathBuf>,
 }
@@ -125,6 +156,7 @@ impl ExecutionAudit {
         })?;
         let mut audit = ExecutionAudit {
             writer,
+            sink: None,
             monitor: None,
             session_file: None,
         };
@@ -136,7 +168,11 @@ impl ExecutionAudit {
             })?;
             // A socket left by a killed runtime with the same key.
             let _ = std::fs::remove_file(&socket);
-            let sink = Arc::new(LogSink(Arc::clone(&audit.writer)));
+            let sink = Arc::new(LogSink {
+                writer: Arc::clone(&audit.writer),
+                budget: Mutex::new(Budget::new(setup.event_budget)),
+            });
+            audit.sink = Some(Arc::clone(&sink));
             audit.monitor = Some(Monitor::bind(&socket, setup.container_id, setup.level, sink)?);
             write_pod_init_config(&config, &session_file)?;
             audit.session_file = Some(session_file);
@@ -162,6 +198,14 @@ impl ExecutionAudit {
                 Ok(stats) => tracing::debug!(?stats, "audit monitor stopped"),
                 Err(err) => tracing::warn!(%err, "the audit monitor did not stop cleanly"),
             }
+        }
+        if let Some(sink) = &self.sink {
+            let unreported = sink
+                .budget
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take_unreported();
+            sink.report_dropped(unreported);
         }
         let mut events = Vec::new();
         match ending.outcome {

@@ -10,9 +10,11 @@
 //! - `registry`: the rows the registry's `audit_log` table gets;
 //! - `gvisor`: the runtime-monitoring session configuration and the monitor
 //!   that receives the sentry's messages and turns them into events;
+//! - `budget`: the per-execution budget of repetitive events;
 //! - `execution`: one execution's audit as a runtime drives it (log,
 //!   monitor, lifecycle events).
 
+pub mod budget;
 mod error;
 pub mod event;
 pub mod execution;

@@ -256,6 +256,36 @@ fn security_level_records_execs_writes_sensitive_reads_and_connects() {
     );
 }
 
+/// Directories made and removed are recorded at `security`, as raw enter
+/// points (so by name, without a result), in order. busybox's shell runs
+/// these applets in a forked child without exec, so the child keeps the
+/// applet's name as its process name.
+#[test]
+fn security_level_records_directories_made_and_removed() {
+    let script = "mkdir /tmp/made; rmdir /tmp/made; mkdir /tmp/kept";
+    let (events, stats, text) = audited_run(AuditLevel::Security, script);
+    let directory_calls: Vec<(&str, &str)> = events
+        .iter()
+        .filter_map(|e| match e {
+            AuditEvent::Syscall {
+                name,
+                result: None,
+                task,
+                ..
+            } if ["mkdir", "mkdirat", "rmdir"].contains(&name.as_str()) => {
+                Some((task.process.as_deref()?, name.as_str()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        directory_calls,
+        [("mkdir", "mkdir"), ("rmdir", "rmdir"), ("mkdir", "mkdir")],
+        "{text}"
+    );
+    assert_eq!((stats.decode_failures, stats.sentry_dropped), (0, 0), "{text}");
+}
+
 /// At `all`, every system call is an event: a loop of 7 `test -e` makes
 /// exactly 7 `newfstatat` calls in the shell (busybox's `test` is a shell
 /// builtin; the shell itself stats nothing else here), each a raw enter

@@ -111,6 +111,22 @@ impl CeilingCheck<'_> {
         }
     }
 
+    /// Raises an audit level below the node's `[audit] min_syscalls` to it:
+    /// a skill cannot audit itself less than the node asks.
+    fn audit_level(&mut self, field: &str, asked: AuditLevel) -> AuditLevel {
+        let minimum = self.config.audit.min_syscalls;
+        if asked >= minimum {
+            return asked;
+        }
+        self.warnings.push(format!(
+            "{field}: raised from {} to the node minimum {} (audit.min_syscalls in {})",
+            asked.as_str(),
+            minimum.as_str(),
+            self.config_name
+        ));
+        minimum
+    }
+
     /// Drops (clamp) or refuses (reject) allow rules outside the admin's suffixes.
     fn domain_allowed(&mut self, field: &str, rule: &NetworkRule) -> Result<bool> {
         let (Destination::Domain(domain), Some(suffixes)) =
@@ -284,7 +300,7 @@ pub fn resolve(
         writable,
         resources,
         env_pass: policy.env.pass.clone(),
-        audit: policy.audit.syscalls,
+        audit: check.audit_level("security_policy.audit.syscalls", policy.audit.syscalls),
     };
     Ok(Resolution {
         policy,
@@ -315,12 +331,13 @@ pub fn node_default(config: &NodeConfig) -> EffectivePolicy {
             timeout: defaults.timeout,
         },
         env_pass: Vec::new(),
-        audit: AuditLevel::default(),
+        audit: AuditLevel::default().max(config.audit.min_syscalls),
     }
 }
 
 /// Holds an already resolved policy (read back from a bundle, where anyone
-/// could have written it) within this node's ceiling again. Errors and
+/// could have written it) within this node's ceiling again, and raises its
+/// audit level to the node's minimum (a bundle cannot lower it). Errors and
 /// warnings name `file` and the field as `{field_prefix}.resources.memory`.
 pub fn within_ceiling(
     policy: &EffectivePolicy,
@@ -360,10 +377,12 @@ pub fn within_ceiling(
             )?,
         });
     }
+    let audit = check.audit_level(&field("audit"), policy.audit);
     Ok(Resolution {
         policy: EffectivePolicy {
             resources,
             writable,
+            audit,
             ..policy.clone()
         },
         warnings: check.warnings,
@@ -496,6 +515,44 @@ mod tests {
         let fine = node_default(&NodeConfig::default());
         let held = within_ceiling(&fine, Path::new("b"), prefix, &NodeConfig::default(), "n.toml").unwrap();
         assert_eq!((held.policy, held.warnings.len()), (fine, 0));
+    }
+
+    #[test]
+    fn the_audit_level_is_at_least_the_node_minimum() {
+        let asks =
+            |level: &str| format!("security_policy:\n  version: 1\n  audit: {{ syscalls: {level} }}\n");
+        let none = resolve_yaml(&asks("none"), "").unwrap();
+        assert_eq!(none.policy.audit, AuditLevel::Security);
+        assert_eq!(
+            none.warnings,
+            ["security_policy.audit.syscalls: raised from none to the node minimum security (audit.min_syscalls in node.toml)"]
+        );
+        let all = resolve_yaml(&asks("all"), "").unwrap();
+        assert_eq!((all.policy.audit, all.warnings.len()), (AuditLevel::All, 0));
+        // The administrator may allow less, or ask for more.
+        let allow_none = "[audit]\nmin_syscalls = \"none\"\n";
+        assert_eq!(
+            resolve_yaml(&asks("none"), allow_none).unwrap().policy.audit,
+            AuditLevel::None
+        );
+        let node_all = "[audit]\nmin_syscalls = \"all\"\n";
+        assert_eq!(
+            resolve_yaml(&asks("security"), node_all).unwrap().policy.audit,
+            AuditLevel::All
+        );
+        let node = NodeConfig::from_toml(Path::new("node.toml"), node_all).unwrap();
+        assert_eq!(node_default(&node).audit, AuditLevel::All);
+
+        // A bundle's annotation is raised again where it is run.
+        let mut policy = node_default(&NodeConfig::default());
+        policy.audit = AuditLevel::None;
+        let prefix = "annotations.\"io.skillbox.policy\"";
+        let held = within_ceiling(&policy, Path::new("b"), prefix, &NodeConfig::default(), "n.toml").unwrap();
+        assert_eq!(held.policy.audit, AuditLevel::Security);
+        assert_eq!(
+            held.warnings,
+            ["annotations.\"io.skillbox.policy\".audit: raised from none to the node minimum security (audit.min_syscalls in n.toml)"]
+        );
     }
 
     #[test]

@@ -142,7 +142,10 @@ pub struct AuditSpec {
     pub syscalls: AuditLevel,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+/// How much of an execution's system calls the audit trail records, from
+/// least to most. The node's `[audit] min_syscalls` (default `security`)
+/// is the least a skill gets: a lower level is raised to it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AuditLevel {
     None,

@@ -14,7 +14,7 @@ use runsc_config::Platform;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::manifest::PidCount;
+use crate::manifest::{AuditLevel, PidCount};
 use crate::network::Cidr;
 use crate::quantity::{ByteSize, Cpus, Timeout};
 
@@ -130,6 +130,14 @@ pub struct AuditSettings {
     pub max_file_size: ByteSize,
     /// Rotated files kept per execution.
     pub keep_files: u32,
+    /// The least a skill's `audit.syscalls` gets: a skill may ask for
+    /// more, never less, and a bundle's policy annotation is raised to it
+    /// as well. Default `security`.
+    pub min_syscalls: AuditLevel,
+    /// Routine events (`syscall`, `file_open`) an execution records in
+    /// full; past it, only the first of each kind is recorded and repeats
+    /// are counted as `events_dropped` (source `budget`). Default 100000.
+    pub event_budget: u64,
 }
 
 /// Where events go unless the node config says otherwise.
@@ -141,6 +149,8 @@ impl Default for AuditSettings {
             log_dir: PathBuf::from(DEFAULT_AUDIT_LOG_DIR),
             max_file_size: ByteSize::mebibytes(64),
             keep_files: 4,
+            min_syscalls: AuditLevel::Security,
+            event_budget: 100_000,
         }
     }
 }

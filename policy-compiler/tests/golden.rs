@@ -28,7 +28,7 @@ security_policy:
       - { path: /tmp, size: 1Mi }
   resources: { cpus: 0.25, memory: 64Mi, pids: 8, timeout: 10s }
   env: { pass: [GREETING_STYLE] }
-  audit: { syscalls: none }
+  audit: { syscalls: security }
 ---
 # hello
 

@@ -81,13 +81,11 @@ impl Runsc {
         self
     }
 
-    /// The first line of the panic log, if the Sentry crashed.
-    pub fn panic_summary(&self) -> Option<String> {
+    /// The crash the panic log reports, if the Sentry crashed: see
+    /// [`crash_line`].
+    pub fn crash_report(&self) -> Option<String> {
         let text = std::fs::read_to_string(self.global.panic_log.as_ref()?).ok()?;
-        text.lines()
-            .map(str::trim)
-            .find(|line| !line.is_empty())
-            .map(str::to_owned)
+        crash_line(&text).map(str::to_owned)
     }
 
     fn command(&self, sub: &Subcommand) -> (Command, String) {
@@ -407,6 +405,21 @@ impl Runsc {
     }
 }
 
+/// How the Go runtime begins the report of a program it ends: an
+/// unrecovered panic or a fatal runtime error.
+pub const GO_CRASH_PREFIXES: &[&str] = &["panic:", "fatal error:"];
+
+/// The first line of a runsc panic log that reports a crash. runsc writes
+/// other lines there as well, such as the rate-limited warning it logs
+/// when a skill tries to open a raw socket; those say nothing about the
+/// sandbox's state.
+pub fn crash_line(panic_log: &str) -> Option<&str> {
+    panic_log
+        .lines()
+        .map(str::trim)
+        .find(|line| GO_CRASH_PREFIXES.iter().any(|prefix| line.starts_with(prefix)))
+}
+
 fn run_captured(command: &mut Command, rendered: String) -> Result<String, RunscError> {
     let output = command
         .stdin(Stdio::null())
@@ -425,4 +438,24 @@ fn run_captured(command: &mut Command, rendered: String) -> Result<String, Runsc
         });
     }
     Ok(stdout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_go_crash_in_the_panic_log_is_a_crash() {
+        // What runsc 20221219 logs when a skill tries a raw socket.
+        let warning = "I1206 01:46:03.986767   20440 rate_limited.go:36] A process tried to create a raw socket without CAP_NET_RAW. Should the container config enable CAP_NET_RAW?\n";
+        assert_eq!(crash_line(warning), None);
+        assert_eq!(crash_line(""), None);
+        let panicked = format!("{warning}panic: error initializing first thread: resource temporarily unavailable\n\ngoroutine 1 [running]:\n");
+        assert_eq!(
+            crash_line(&panicked),
+            Some("panic: error initializing first thread: resource temporarily unavailable")
+        );
+        let fatal = "runtime: failed to create new OS thread\nfatal error: newosproc\n";
+        assert_eq!(crash_line(fatal), Some("fatal error: newosproc"));
+    }
 }

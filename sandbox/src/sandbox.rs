@@ -207,6 +207,7 @@ impl Sandbox {
         let audit = ExecutionAudit::start(&AuditSetup {
             log: config.audit_log,
             rotation: config.audit.into(),
+            event_budget: config.audit.event_budget,
             identity: config.identity.clone(),
             level: config.policy.audit,
             runtime: config.runtime,

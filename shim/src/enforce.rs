@@ -181,7 +181,7 @@ fn effective_policy(
         .into_iter()
         .map(|warning| Change {
             field: field.clone(),
-            from: "above the node ceiling".to_owned(),
+            from: "outside the node's ceiling or audit minimum".to_owned(),
             to: warning,
         })
         .collect();

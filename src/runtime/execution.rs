@@ -39,7 +39,7 @@ pub struct Waited {
     /// The signal that interrupted skillbox, if any.
     pub signal: Option<i32>,
     pub wall: Duration,
-    /// What the sandbox reported when it crashed.
+    /// The crash line of runsc's panic log, when the sandbox crashed.
     pub failure: Option<String>,
 }
 
@@ -131,10 +131,18 @@ impl<'a> Execution<'a> {
             }
         };
         let _ = waiter.join();
-        let failure = self.sandbox.runsc().panic_summary();
+        let status = exit_code(status);
+        // A crashed Sentry leaves a Go crash report in the panic log and
+        // never reports success; anything else runsc logs there (warnings)
+        // leaves the skill's status its own.
+        let failure = if status != 0 {
+            self.sandbox.runsc().crash_report()
+        } else {
+            None
+        };
         Ok(Waited {
             ending: Ending {
-                status: exit_code(status),
+                status,
                 timed_out,
                 killed: signal.is_some(),
                 sandbox_failed: failure.is_some(),

@@ -119,7 +119,7 @@ pub const SECURITY_TYPED: &[&str] = &[
 ];
 
 /// Syscalls of the `security` level without a typed point (raw, at enter):
-/// tracing, mounts, permissions and ownership, removing and renaming,
+/// tracing, mounts, permissions and ownership, making, removing and renaming,
 /// identity and capabilities, namespaces, kernel modules and other
 /// privileged operations, links and device nodes, cross-process memory.
 pub const SECURITY_RAW: &[&str] = &[
@@ -137,6 +137,8 @@ pub const SECURITY_RAW: &[&str] = &[
     "fchownat",
     "unlink",
     "unlinkat",
+    "mkdir",
+    "mkdirat",
     "rmdir",
     "rename",
     "renameat",
@@ -348,6 +350,8 @@ mod tests {
             "syscall/sysno/50/enter",
             "syscall/sysno/101/enter",
             "syscall/sysno/165/enter",
+            "syscall/sysno/83/enter",
+            "syscall/sysno/258/enter",
         ] {
             assert!(names.contains(&expected.to_owned()), "{expected}");
         }

@@ -1,6 +1,7 @@
 use std::path::{Path, PathBuf};
 
 use policy_compiler::effective::node_default;
+use policy_compiler::manifest::AuditLevel;
 use policy_compiler::node_config::NodeConfig;
 use policy_compiler::quantity::ByteSize;
 use serde_json::{json, Value};
@@ -366,6 +367,39 @@ fn a_compiled_policy_is_used_and_held_within_the_ceiling() {
         )),
         "{err}"
     );
+}
+
+#[test]
+fn a_bundle_cannot_lower_the_audit_level_below_the_node_minimum() {
+    let mut policy = node_default(&NodeConfig::default());
+    policy.audit = AuditLevel::None;
+    let mut spec = compiled(&policy);
+    let prepared = enforce(&mut spec, &config("")).unwrap();
+    assert_eq!(prepared.policy.audit, AuditLevel::Security);
+    let raised = &prepared.changes[0];
+    assert_eq!(raised.field, "annotations.\"io.skillbox.policy\"");
+    assert!(
+        raised
+            .to
+            .contains("raised from none to the node minimum security"),
+        "{raised:?}"
+    );
+    // The policy written back into the spec is the raised one.
+    let written: EffectivePolicy =
+        serde_json::from_str(spec["annotations"][annotations::POLICY].as_str().unwrap()).unwrap();
+    assert_eq!(written.audit, AuditLevel::Security);
+    let prepared = enforce(
+        &mut compiled(&policy),
+        &config("[audit]\nmin_syscalls = \"all\"\n"),
+    )
+    .unwrap();
+    assert_eq!(prepared.policy.audit, AuditLevel::All);
+    let prepared = enforce(
+        &mut compiled(&policy),
+        &config("[audit]\nmin_syscalls = \"none\"\n"),
+    )
+    .unwrap();
+    assert_eq!(prepared.policy.audit, AuditLevel::None);
 }
 
 #[test]
