@@ -14,6 +14,10 @@ pub enum PackageViolation {
     PackageTooLarge { limit: u64 },
     #[error("symlink to {target:?} leaves the skill folder")]
     SymlinkEscapes { target: PathBuf },
+    #[error(
+        "the file has {links} hard links: a package's files may have no other name (copy it instead of linking it)"
+    )]
+    HardLinked { links: u64 },
     #[error("not a regular file, directory or symlink")]
     UnsupportedFileType,
     #[error("path is not valid UTF-8")]

@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -96,6 +97,16 @@ fn read_entry(path: &Path, relative: &Path, file_type: fs::FileType) -> Result<E
     }
     let file = fs::File::open(path).map_err(read_err)?;
     let metadata = file.metadata().map_err(read_err)?;
+    // A second name for the same inode may be a host file linked in (a
+    // root-only key, say) that the bundle would copy and the skill could read.
+    if metadata.nlink() > 1 {
+        return Err(violation(
+            path,
+            PackageViolation::HardLinked {
+                links: metadata.nlink(),
+            },
+        ));
+    }
     if metadata.len() > MAX_FILE_BYTES {
         return Err(violation(
             path,
@@ -234,6 +245,8 @@ pub fn load(dir: &Path) -> Result<SkillPackage> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]
@@ -246,6 +259,37 @@ mod tests {
         ));
         assert!(!stays_inside(Path::new("a"), Path::new("/etc/passwd")));
         assert!(!stays_inside(Path::new("a"), Path::new("..")));
+    }
+
+    fn write(path: &Path, contents: &str) {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, contents).unwrap();
+    }
+
+    const SKILL_MD_TEXT: &str = "---\nname: t\ndescription: d\n---\n";
+
+    #[test]
+    fn a_hard_linked_host_file_is_refused() {
+        let work = tempfile::tempdir().unwrap();
+        let secret = work.path().join("host/secret.key");
+        write(&secret, "root-only key");
+        fs::set_permissions(&secret, fs::Permissions::from_mode(0o400)).unwrap();
+        let skill = work.path().join("skill");
+        write(&skill.join(SKILL_MD), SKILL_MD_TEXT);
+        fs::create_dir(skill.join("assets")).unwrap();
+        fs::hard_link(&secret, skill.join("assets/key")).unwrap();
+        let err = load(&skill).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "{}/assets/key: the file has 2 hard links: a package's files may have no other name (copy it instead of linking it)",
+                skill.display()
+            )
+        );
+        // The same file copied instead of linked is accepted.
+        fs::remove_file(skill.join("assets/key")).unwrap();
+        fs::copy(&secret, skill.join("assets/key")).unwrap();
+        assert!(load(&skill).is_ok());
     }
 
     #[test]
