@@ -272,7 +272,7 @@ fn cases() -> Vec<Case> {
                     write(dir, &format!("assets/f{i:03}.txt"), "x");
                 }
             }),
-            "<skill>: the package has more than 100 files",
+            "<skill>/assets/f099.txt: the package has more than 100 files",
         ),
         case(
             "fifo in package",

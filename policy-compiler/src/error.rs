@@ -8,6 +8,12 @@ use std::path::PathBuf;
 pub enum PackageViolation {
     #[error("the package has more than {limit} files")]
     TooManyFiles { limit: usize },
+    #[error("the package has more than {limit} directories")]
+    TooManyDirectories { limit: usize },
+    #[error("the package has more than {limit} entries (files, directories, symlinks and others)")]
+    TooManyEntries { limit: usize },
+    #[error("the package nests more than {limit} levels deep")]
+    TooDeep { limit: usize },
     #[error("{size} bytes is over the {limit}-byte limit per file")]
     FileTooLarge { size: u64, limit: u64 },
     #[error("the package totals more than {limit} bytes")]

@@ -7,7 +7,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
 use sha2::{Digest, Sha256};
-use walkdir::WalkDir;
 
 use crate::error::{Error, PackageViolation, Result};
 use crate::frontmatter;
@@ -16,6 +15,15 @@ use crate::manifest::Frontmatter;
 pub const MAX_FILES: usize = 100;
 pub const MAX_FILE_BYTES: u64 = 10 * 1024 * 1024;
 pub const MAX_TOTAL_BYTES: u64 = 100 * 1024 * 1024;
+/// Directories below the skill folder. Empty ones cost nothing to publish
+/// but a block each in every bundle, and time to walk.
+pub const MAX_DIRS: usize = 100;
+/// Path components below the skill folder (`SKILL.md` is at depth 1).
+pub const MAX_DEPTH: usize = 16;
+/// Names read from directories, of any kind. Counted as each directory is
+/// listed, so a directory of a million names is refused after reading
+/// `MAX_ENTRIES + 1` of them.
+pub const MAX_ENTRIES: usize = MAX_FILES + MAX_DIRS;
 pub const SKILL_MD: &str = "SKILL.md";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,6 +143,103 @@ fn read_entry(path: &Path, relative: &Path, file_type: fs::FileType) -> Result<E
     Ok(EntryKind::File { executable, contents })
 }
 
+/// What a walk has read so far; each count fails on the first entry past its limit.
+#[derive(Default)]
+struct Budget {
+    entries: usize,
+    files: usize,
+    dirs: usize,
+    bytes: u64,
+}
+
+impl Budget {
+    /// Counts `kind`, read at `path`, against the package limits.
+    fn take(&mut self, path: &Path, kind: &EntryKind) -> Result<()> {
+        let exceeded = match kind {
+            EntryKind::Dir => {
+                self.dirs += 1;
+                (self.dirs > MAX_DIRS).then_some(PackageViolation::TooManyDirectories { limit: MAX_DIRS })
+            }
+            EntryKind::File { contents, .. } => {
+                self.files += 1;
+                self.bytes += contents.len() as u64;
+                if self.files > MAX_FILES {
+                    Some(PackageViolation::TooManyFiles { limit: MAX_FILES })
+                } else {
+                    (self.bytes > MAX_TOTAL_BYTES).then_some(PackageViolation::PackageTooLarge {
+                        limit: MAX_TOTAL_BYTES,
+                    })
+                }
+            }
+            EntryKind::Symlink { .. } => {
+                self.files += 1;
+                (self.files > MAX_FILES).then_some(PackageViolation::TooManyFiles { limit: MAX_FILES })
+            }
+        };
+        exceeded.map_or(Ok(()), |exceeded| Err(violation(path, exceeded)))
+    }
+}
+
+/// The entries of `dir`, sorted by name, counted against the entry limit
+/// as they are read.
+fn list(dir: &Path, budget: &mut Budget) -> Result<Vec<fs::DirEntry>> {
+    let read_err = |source| Error::ReadSkill {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut children = Vec::new();
+    for child in fs::read_dir(dir).map_err(read_err)? {
+        budget.entries += 1;
+        if budget.entries > MAX_ENTRIES {
+            return Err(violation(
+                dir,
+                PackageViolation::TooManyEntries { limit: MAX_ENTRIES },
+            ));
+        }
+        children.push(child.map_err(read_err)?);
+    }
+    children.sort_by_key(fs::DirEntry::file_name);
+    Ok(children)
+}
+
+/// Appends the entries below `dir` (at `depth` below `root`) to `out`,
+/// depth first, each directory's children sorted by name, stopping at the
+/// first broken rule.
+fn walk(
+    root: &Path,
+    dir: &Path,
+    depth: usize,
+    budget: &mut Budget,
+    out: &mut Vec<PackageEntry>,
+) -> Result<()> {
+    for child in list(dir, budget)? {
+        let path = child.path();
+        if depth > MAX_DEPTH {
+            return Err(violation(&path, PackageViolation::TooDeep { limit: MAX_DEPTH }));
+        }
+        let relative = path.strip_prefix(root).expect("listed paths are under the root");
+        let relative_str = relative
+            .to_str()
+            .ok_or_else(|| violation(&path, PackageViolation::NonUtf8Path))?
+            .to_owned();
+        let file_type = child.file_type().map_err(|source| Error::ReadSkill {
+            path: path.clone(),
+            source,
+        })?;
+        let kind = read_entry(&path, relative, file_type)?;
+        budget.take(&path, &kind)?;
+        let is_dir = matches!(kind, EntryKind::Dir);
+        out.push(PackageEntry {
+            relative: relative_str,
+            kind,
+        });
+        if is_dir {
+            walk(root, &path, depth + 1, budget, out)?;
+        }
+    }
+    Ok(())
+}
+
 fn digest(entries: &[PackageEntry]) -> String {
     let mut hasher = Sha256::new();
     for entry in entries {
@@ -176,51 +281,7 @@ pub fn load(dir: &Path) -> Result<SkillPackage> {
     }
 
     let mut entries = Vec::new();
-    let mut files = 0usize;
-    let mut total = 0u64;
-    for item in WalkDir::new(dir)
-        .follow_links(false)
-        .sort_by_file_name()
-        .min_depth(1)
-    {
-        let item = item.map_err(|err| Error::ReadSkill {
-            path: err.path().unwrap_or(dir).to_owned(),
-            source: err.into(),
-        })?;
-        let path = item.path();
-        let relative = path
-            .strip_prefix(dir)
-            .expect("walkdir yields paths under its root");
-        let relative_str = relative
-            .to_str()
-            .ok_or_else(|| violation(path, PackageViolation::NonUtf8Path))?
-            .to_owned();
-        let kind = read_entry(path, relative, item.file_type())?;
-        if !matches!(kind, EntryKind::Dir) {
-            files += 1;
-            if files > MAX_FILES {
-                return Err(violation(
-                    dir,
-                    PackageViolation::TooManyFiles { limit: MAX_FILES },
-                ));
-            }
-        }
-        if let EntryKind::File { contents, .. } = &kind {
-            total += contents.len() as u64;
-            if total > MAX_TOTAL_BYTES {
-                return Err(violation(
-                    path,
-                    PackageViolation::PackageTooLarge {
-                        limit: MAX_TOTAL_BYTES,
-                    },
-                ));
-            }
-        }
-        entries.push(PackageEntry {
-            relative: relative_str,
-            kind,
-        });
-    }
+    walk(dir, dir, 1, &mut Budget::default(), &mut entries)?;
 
     let skill_md_text = entries
         .iter()
@@ -244,66 +305,5 @@ pub fn load(dir: &Path) -> Result<SkillPackage> {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::os::unix::fs::PermissionsExt;
-
-    use super::*;
-
-    #[test]
-    fn symlink_containment() {
-        assert!(stays_inside(Path::new("scripts/a"), Path::new("b")));
-        assert!(stays_inside(Path::new("scripts/a"), Path::new("../assets/x")));
-        assert!(!stays_inside(
-            Path::new("scripts/a"),
-            Path::new("../../etc/passwd")
-        ));
-        assert!(!stays_inside(Path::new("a"), Path::new("/etc/passwd")));
-        assert!(!stays_inside(Path::new("a"), Path::new("..")));
-    }
-
-    fn write(path: &Path, contents: &str) {
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(path, contents).unwrap();
-    }
-
-    const SKILL_MD_TEXT: &str = "---\nname: t\ndescription: d\n---\n";
-
-    #[test]
-    fn a_hard_linked_host_file_is_refused() {
-        let work = tempfile::tempdir().unwrap();
-        let secret = work.path().join("host/secret.key");
-        write(&secret, "root-only key");
-        fs::set_permissions(&secret, fs::Permissions::from_mode(0o400)).unwrap();
-        let skill = work.path().join("skill");
-        write(&skill.join(SKILL_MD), SKILL_MD_TEXT);
-        fs::create_dir(skill.join("assets")).unwrap();
-        fs::hard_link(&secret, skill.join("assets/key")).unwrap();
-        let err = load(&skill).unwrap_err().to_string();
-        assert_eq!(
-            err,
-            format!(
-                "{}/assets/key: the file has 2 hard links: a package's files may have no other name (copy it instead of linking it)",
-                skill.display()
-            )
-        );
-        // The same file copied instead of linked is accepted.
-        fs::remove_file(skill.join("assets/key")).unwrap();
-        fs::copy(&secret, skill.join("assets/key")).unwrap();
-        assert!(load(&skill).is_ok());
-    }
-
-    #[test]
-    fn digest_ignores_nothing_that_matters() {
-        let file = |relative: &str, contents: &[u8]| PackageEntry {
-            relative: relative.to_owned(),
-            kind: EntryKind::File {
-                executable: false,
-                contents: contents.to_vec(),
-            },
-        };
-        let a = digest(&[file("a", b"bc")]);
-        assert_eq!(a, digest(&[file("a", b"bc")]));
-        assert_ne!(a, digest(&[file("ab", b"c")]));
-        assert_ne!(a, digest(&[file("a", b"bd")]));
-    }
-}
+#[path = "package_tests.rs"]
+mod tests;
