@@ -87,6 +87,11 @@ fn cases() -> Vec<Case> {
             skill_md("---\nname: [probe]\ndescription: d\n---\n".into()),
             "<skill>/SKILL.md: name: invalid type: sequence, expected a string at line 2 column 7",
         ),
+        case(
+            "policy under a merge key",
+            skill_md("---\nname: probe\ndescription: d\n<<:\n  security_policy: { version: 1 }\n---\n".into()),
+            "<skill>/SKILL.md: anchors, aliases and merge keys are not accepted in the frontmatter: found the merge key `<<` at line 4 column 1; write the values out in full",
+        ),
         case("missing name", skill_md("---\ndescription: d\n---\n".into()), "<skill>/SKILL.md: missing field `name` at line 2 column 1"),
         case(
             "bad name",

@@ -16,6 +16,7 @@ pub mod network;
 pub mod node_config;
 pub mod oci;
 pub mod package;
+pub mod plain_yaml;
 pub mod quantity;
 pub mod schema;
 pub mod scratch_path;
