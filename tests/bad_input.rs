@@ -295,7 +295,7 @@ fn cases() -> Vec<Case> {
             name: "node config unknown field",
             setup: policy(""),
             node_toml: "[ceiling]\nmemroy = \"1Gi\"\n",
-            expected: "node.toml: ceiling.memroy: unknown field `memroy`, expected one of `mode`, `cpus`, `memory`, `pids`, `timeout`, `writable_size`, `always_deny`, `allowed_domain_suffixes`, `bind_mount_sources`",
+            expected: "node.toml: ceiling.memroy: unknown field `memroy`, expected one of `mode`, `cpus`, `memory`, `pids`, `timeout`, `writable_size`, `always_deny`, `allowed_domain_suffixes`, `bind_mount_sources`, `env_pass_deny`, `env_pass_allow`",
         },
         Case {
             name: "node config bad quantity",

@@ -9,7 +9,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{CeilingExceeded, DomainNotAllowed, Error, Result};
+use crate::env_pass::{refusing_pattern, RefusedEnv};
+use crate::error::{CeilingExceeded, DomainNotAllowed, EnvNotPassable, Error, Result};
 use crate::manifest::{
     AuditLevel, EnvName, Frontmatter, Permission, PidCount, PolicyVersion, SecurityPolicy, WritableSpec,
 };
@@ -63,6 +64,9 @@ pub struct Resources {
 pub struct Resolution {
     pub policy: EffectivePolicy,
     pub warnings: Vec<String>,
+    /// Names in `env.pass` the node refused (in `clamp` mode): left out of
+    /// `policy.env_pass`.
+    pub env_refused: Vec<RefusedEnv>,
 }
 
 impl EffectivePolicy {
@@ -137,6 +141,40 @@ impl CeilingCheck<'_> {
                 Ok(false)
             }
         }
+    }
+}
+
+impl CeilingCheck<'_> {
+    /// The names of `pass` the node lets through; refused ones fail the
+    /// skill (reject) or are dropped with a warning and returned (clamp).
+    fn passable_env(&mut self, pass: &[EnvName]) -> Result<(Vec<EnvName>, Vec<RefusedEnv>)> {
+        let (mut passed, mut refused) = (Vec::new(), Vec::new());
+        for (index, name) in pass.iter().enumerate() {
+            let field = format!("security_policy.env.pass[{index}]");
+            let Some(pattern) = refusing_pattern(&self.config.ceiling, name.as_str()) else {
+                passed.push(name.clone());
+                continue;
+            };
+            match self.config.ceiling.mode {
+                CeilingMode::Reject => {
+                    return Err(Error::EnvNotPassable(Box::new(EnvNotPassable {
+                        file: self.skill_md.to_owned(),
+                        field,
+                        name: name.as_str().to_owned(),
+                        pattern: pattern.to_string(),
+                        config: self.config_name.to_owned(),
+                    })))
+                }
+                CeilingMode::Clamp => {
+                    self.warnings.push(format!(
+                        "{field}: {} matches {pattern} in ceiling.env_pass_deny; not passed",
+                        name.as_str()
+                    ));
+                    refused.push(RefusedEnv::new(name.as_str(), pattern));
+                }
+            }
+        }
+        Ok((passed, refused))
     }
 }
 
@@ -273,6 +311,7 @@ pub fn resolve(
             allow.push(rule.clone());
         }
     }
+    let (env_pass, env_refused) = check.passable_env(&policy.env.pass)?;
 
     let policy = EffectivePolicy {
         entrypoint: policy.entrypoint.map(|e| e.0).unwrap_or_default(),
@@ -283,12 +322,13 @@ pub fn resolve(
         },
         writable,
         resources,
-        env_pass: policy.env.pass.clone(),
+        env_pass,
         audit: policy.audit.syscalls,
     };
     Ok(Resolution {
         policy,
         warnings: check.warnings,
+        env_refused,
     })
 }
 
@@ -367,6 +407,7 @@ pub fn within_ceiling(
             ..policy.clone()
         },
         warnings: check.warnings,
+        env_refused: Vec::new(),
     })
 }
 
@@ -449,6 +490,53 @@ mod tests {
         );
         let clamped = resolve_yaml(asks, &format!("{node}mode = \"clamp\"\n")).unwrap();
         assert_eq!(clamped.policy.network.allow.len(), 1);
+    }
+
+    #[test]
+    fn secret_looking_env_names_are_refused_or_dropped_unless_allowed() {
+        let asks =
+            "security_policy:\n  version: 1\n  env: { pass: [LANG, GITHUB_TOKEN, anthropic_api_key] }\n";
+        let names = |resolution: &Resolution| -> Vec<String> {
+            resolution
+                .policy
+                .env_pass
+                .iter()
+                .map(|n| n.as_str().to_owned())
+                .collect()
+        };
+        let err = resolve_yaml(asks, "").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "SKILL.md: security_policy.env.pass[1]: this node does not pass GITHUB_TOKEN to skills: it matches *TOKEN* \
+             in ceiling.env_pass_deny, names that look like secrets; to pass it, add it to ceiling.env_pass_allow in node.toml"
+        );
+        let clamped = resolve_yaml(asks, "[ceiling]\nmode = \"clamp\"\n").unwrap();
+        assert_eq!(names(&clamped), ["LANG"]);
+        assert_eq!(
+            clamped.warnings,
+            [
+                "security_policy.env.pass[1]: GITHUB_TOKEN matches *TOKEN* in ceiling.env_pass_deny; not passed",
+                "security_policy.env.pass[2]: anthropic_api_key matches *API_KEY* in ceiling.env_pass_deny; not passed",
+            ]
+        );
+        let refused: Vec<String> = clamped.env_refused.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            refused,
+            [
+                "GITHUB_TOKEN (matches *TOKEN*)",
+                "anthropic_api_key (matches *API_KEY*)"
+            ]
+        );
+        let allowed = resolve_yaml(
+            asks,
+            "[ceiling]\nenv_pass_allow = [\"GITHUB_TOKEN\", \"ANTHROPIC_*\"]\n",
+        )
+        .unwrap();
+        assert_eq!(names(&allowed), ["LANG", "GITHUB_TOKEN", "anthropic_api_key"]);
+        assert!(allowed.env_refused.is_empty() && allowed.warnings.is_empty());
+        // An emptied deny list passes everything, as before the list existed.
+        let open = resolve_yaml(asks, "[ceiling]\nenv_pass_deny = []\n").unwrap();
+        assert_eq!(names(&open).len(), 3);
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub enum Error {
     CeilingExceeded(Box<CeilingExceeded>),
     #[error(transparent)]
     DomainNotAllowed(Box<DomainNotAllowed>),
+    #[error(transparent)]
+    EnvNotPassable(Box<EnvNotPassable>),
     #[error("{config}: cannot read node config: {source}")]
     ReadNodeConfig {
         config: PathBuf,
@@ -102,6 +104,19 @@ pub struct DomainNotAllowed {
     pub field: String,
     pub domain: String,
     pub allowed: String,
+    pub config: String,
+}
+
+/// A skill asking for a variable the node refuses to pass (in `reject` mode).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{file}: {field}: this node does not pass {name} to skills: it matches {pattern} in ceiling.env_pass_deny, names that look like secrets; to pass it, add it to ceiling.env_pass_allow in {config}"
+)]
+pub struct EnvNotPassable {
+    pub file: PathBuf,
+    pub field: String,
+    pub name: String,
+    pub pattern: String,
     pub config: String,
 }
 

@@ -9,6 +9,7 @@
 pub mod bundle;
 pub mod compile;
 pub mod effective;
+pub mod env_pass;
 pub mod error;
 pub mod frontmatter;
 pub mod manifest;
