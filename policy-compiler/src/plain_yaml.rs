@@ -126,6 +126,8 @@ mod tests {
     fn each_construct_is_found_where_it_is() {
         assert_eq!(found("a: &base {x: 1}\n"), "the anchor `&base` at 1:4");
         assert_eq!(found("a: 1\nb: [1, &n 2]\n"), "the anchor `&n` at 2:8");
+        assert_eq!(found("base: &base\n  a: 1\nc: 2\n"), "the anchor `&base` at 1:7");
+        assert_eq!(found("list: &l\n  - 1\n"), "the anchor `&l` at 1:7");
         assert_eq!(found("a: &x 1\nb: *x\n"), "the anchor `&x` at 1:4");
         assert_eq!(
             found("b: *x\n"),
