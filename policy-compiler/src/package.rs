@@ -153,30 +153,33 @@ struct Budget {
 }
 
 impl Budget {
-    /// Counts `kind`, read at `path`, against the package limits.
-    fn take(&mut self, path: &Path, kind: &EntryKind) -> Result<()> {
-        let exceeded = match kind {
-            EntryKind::Dir => {
-                self.dirs += 1;
-                (self.dirs > MAX_DIRS).then_some(PackageViolation::TooManyDirectories { limit: MAX_DIRS })
-            }
-            EntryKind::File { contents, .. } => {
-                self.files += 1;
-                self.bytes += contents.len() as u64;
-                if self.files > MAX_FILES {
-                    Some(PackageViolation::TooManyFiles { limit: MAX_FILES })
-                } else {
-                    (self.bytes > MAX_TOTAL_BYTES).then_some(PackageViolation::PackageTooLarge {
-                        limit: MAX_TOTAL_BYTES,
-                    })
-                }
-            }
-            EntryKind::Symlink { .. } => {
-                self.files += 1;
-                (self.files > MAX_FILES).then_some(PackageViolation::TooManyFiles { limit: MAX_FILES })
-            }
+    /// Counts the entry at `path` against the file and directory limits,
+    /// before anything of it is read.
+    fn count(&mut self, path: &Path, file_type: fs::FileType) -> Result<()> {
+        let exceeded = if file_type.is_dir() {
+            self.dirs += 1;
+            (self.dirs > MAX_DIRS).then_some(PackageViolation::TooManyDirectories { limit: MAX_DIRS })
+        } else {
+            self.files += 1;
+            (self.files > MAX_FILES).then_some(PackageViolation::TooManyFiles { limit: MAX_FILES })
         };
         exceeded.map_or(Ok(()), |exceeded| Err(violation(path, exceeded)))
+    }
+
+    /// Counts a file's contents against the package size.
+    fn add_bytes(&mut self, path: &Path, kind: &EntryKind) -> Result<()> {
+        if let EntryKind::File { contents, .. } = kind {
+            self.bytes += contents.len() as u64;
+            if self.bytes > MAX_TOTAL_BYTES {
+                return Err(violation(
+                    path,
+                    PackageViolation::PackageTooLarge {
+                        limit: MAX_TOTAL_BYTES,
+                    },
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -226,8 +229,9 @@ fn walk(
             path: path.clone(),
             source,
         })?;
+        budget.count(&path, file_type)?;
         let kind = read_entry(&path, relative, file_type)?;
-        budget.take(&path, &kind)?;
+        budget.add_bytes(&path, &kind)?;
         let is_dir = matches!(kind, EntryKind::Dir);
         out.push(PackageEntry {
             relative: relative_str,
