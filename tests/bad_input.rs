@@ -87,6 +87,11 @@ fn cases() -> Vec<Case> {
             skill_md("---\nname: [probe]\ndescription: d\n---\n".into()),
             "<skill>/SKILL.md: name: invalid type: sequence, expected a string at line 2 column 7",
         ),
+        case(
+            "policy under a merge key",
+            skill_md("---\nname: probe\ndescription: d\n<<:\n  security_policy: { version: 1 }\n---\n".into()),
+            "<skill>/SKILL.md: anchors, aliases and merge keys are not accepted in the frontmatter: found the merge key `<<` at line 4 column 1; write the values out in full",
+        ),
         case("missing name", skill_md("---\ndescription: d\n---\n".into()), "<skill>/SKILL.md: missing field `name` at line 2 column 1"),
         case(
             "bad name",
@@ -272,7 +277,7 @@ fn cases() -> Vec<Case> {
                     write(dir, &format!("assets/f{i:03}.txt"), "x");
                 }
             }),
-            "<skill>: the package has more than 100 files",
+            "<skill>/assets/f099.txt: the package has more than 100 files",
         ),
         case(
             "fifo in package",
@@ -290,7 +295,7 @@ fn cases() -> Vec<Case> {
             name: "node config unknown field",
             setup: policy(""),
             node_toml: "[ceiling]\nmemroy = \"1Gi\"\n",
-            expected: "node.toml: ceiling.memroy: unknown field `memroy`, expected one of `mode`, `cpus`, `memory`, `pids`, `timeout`, `writable_size`, `always_deny`, `allowed_domain_suffixes`, `bind_mount_sources`",
+            expected: "node.toml: ceiling.memroy: unknown field `memroy`, expected one of `mode`, `cpus`, `memory`, `pids`, `timeout`, `writable_size`, `always_deny`, `allowed_domain_suffixes`, `bind_mount_sources`, `env_pass_deny`, `env_pass_allow`",
         },
         Case {
             name: "node config bad quantity",

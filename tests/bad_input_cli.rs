@@ -2,8 +2,9 @@
 //! after `error: ` on stderr, exit code 1, and nothing written.
 
 use std::fs;
+use std::time::Duration;
 
-use skillbox_test_support::{example_dir, with_policy, Cli, Skill};
+use skillbox_test_support::{example_dir, run_with_watchdog, with_policy, Cli, Skill};
 
 const SKILLBOX: Cli = Cli::new(env!("CARGO_BIN_EXE_skillbox"));
 
@@ -68,7 +69,7 @@ fn cli_reports_errors_with_exit_code_1() {
     ]);
     let expected = format!(
         "error: {}: ceiling.memroy: unknown field `memroy`, expected one of `mode`, `cpus`, `memory`, `pids`, \
-         `timeout`, `writable_size`, `always_deny`, `allowed_domain_suffixes`, `bind_mount_sources`\n",
+         `timeout`, `writable_size`, `always_deny`, `allowed_domain_suffixes`, `bind_mount_sources`, `env_pass_deny`, `env_pass_allow`\n",
         node.display()
     );
     assert_eq!(
@@ -107,5 +108,73 @@ fn cli_prints_warnings_for_clamped_values() {
     assert!(
         config.contains(&format!("\"limit\": {}", 2u64 << 30)),
         "memory not clamped:\n{config}"
+    );
+}
+
+/// A skill asking for a secret-looking variable: refused naming the field,
+/// the name and the node config entry; in clamp mode `policy explain` shows
+/// it refused and compile leaves it out of the bundle.
+#[test]
+fn cli_refuses_secret_looking_env_names_naming_the_node_entry() {
+    let skill = Skill::with_skill_md(&with_policy(
+        "  entrypoint: [\"true\"]\n  env: { pass: [LANG, GITHUB_TOKEN] }\n",
+    ));
+    let dir = skill.path().to_str().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let node = work.path().join("node.toml");
+    fs::write(&node, "").unwrap();
+    let explain = |node: &std::path::Path| {
+        SKILLBOX.run(["policy", "explain", dir, "--node-config", node.to_str().unwrap()])
+    };
+    let refused = explain(&node);
+    let expected = format!(
+        "error: {dir}/SKILL.md: security_policy.env.pass[1]: this node does not pass GITHUB_TOKEN to skills: \
+         it matches *TOKEN* in ceiling.env_pass_deny, names that look like secrets; to pass it, add it to \
+         ceiling.env_pass_allow in {}\n",
+        node.display()
+    );
+    assert_eq!(
+        (refused.code, refused.stderr.as_str()),
+        (1, expected.as_str()),
+        "{}",
+        refused.describe()
+    );
+
+    fs::write(&node, "[ceiling]\nmode = \"clamp\"\n").unwrap();
+    let clamped = explain(&node);
+    assert_eq!(clamped.code, 0, "{}", clamped.describe());
+    assert!(
+        clamped.stdout.contains(
+            "env        PATH, HOME, LANG (from the caller)\n           refused by the node: GITHUB_TOKEN (matches *TOKEN*) (ceiling.env_pass_deny)\n"
+        ),
+        "{}",
+        clamped.stdout
+    );
+    let bundle = work.path().join("bundle");
+    let mut compile = SKILLBOX.command();
+    compile
+        .args(["compile", dir, "--base-rootfs"])
+        .arg(work.path())
+        .arg("--node-config")
+        .arg(&node)
+        .arg("-o")
+        .arg(&bundle)
+        .env("LANG", "C.UTF-8")
+        .env("GITHUB_TOKEN", "ghp_not_for_skills");
+    let compiled = run_with_watchdog(compile, Duration::from_secs(60));
+    assert_eq!(
+        (compiled.code, compiled.stderr.as_str()),
+        (
+            0,
+            "warning: security_policy.env.pass[1]: GITHUB_TOKEN matches *TOKEN* in ceiling.env_pass_deny; not passed\n"
+        ),
+        "{}",
+        compiled.describe()
+    );
+    let config = fs::read_to_string(bundle.join("config.json")).unwrap();
+    assert!(config.contains("LANG=C.UTF-8"), "{config}");
+    assert!(
+        !config.contains("ghp_not_for_skills"),
+        "the token reached the bundle:\n{config}"
     );
 }

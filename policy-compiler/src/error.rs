@@ -8,12 +8,22 @@ use std::path::PathBuf;
 pub enum PackageViolation {
     #[error("the package has more than {limit} files")]
     TooManyFiles { limit: usize },
+    #[error("the package has more than {limit} directories")]
+    TooManyDirectories { limit: usize },
+    #[error("the package has more than {limit} entries (files, directories, symlinks and others)")]
+    TooManyEntries { limit: usize },
+    #[error("the package nests more than {limit} levels deep")]
+    TooDeep { limit: usize },
     #[error("{size} bytes is over the {limit}-byte limit per file")]
     FileTooLarge { size: u64, limit: u64 },
     #[error("the package totals more than {limit} bytes")]
     PackageTooLarge { limit: u64 },
     #[error("symlink to {target:?} leaves the skill folder")]
     SymlinkEscapes { target: PathBuf },
+    #[error(
+        "the file has {links} hard links: a package's files may have no other name (copy it instead of linking it)"
+    )]
+    HardLinked { links: u64 },
     #[error("not a regular file, directory or symlink")]
     UnsupportedFileType,
     #[error("path is not valid UTF-8")]
@@ -49,6 +59,8 @@ pub enum Error {
     CeilingExceeded(Box<CeilingExceeded>),
     #[error(transparent)]
     DomainNotAllowed(Box<DomainNotAllowed>),
+    #[error(transparent)]
+    EnvNotPassable(Box<EnvNotPassable>),
     #[error("{config}: cannot read node config: {source}")]
     ReadNodeConfig {
         config: PathBuf,
@@ -92,6 +104,19 @@ pub struct DomainNotAllowed {
     pub field: String,
     pub domain: String,
     pub allowed: String,
+    pub config: String,
+}
+
+/// A skill asking for a variable the node refuses to pass (in `reject` mode).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{file}: {field}: this node does not pass {name} to skills: it matches {pattern} in ceiling.env_pass_deny, names that look like secrets; to pass it, add it to ceiling.env_pass_allow in {config}"
+)]
+pub struct EnvNotPassable {
+    pub file: PathBuf,
+    pub field: String,
+    pub name: String,
+    pub pattern: String,
     pub config: String,
 }
 

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::manifest::Frontmatter;
+use crate::plain_yaml::{self, Finding};
 
 const FENCE: &str = "---";
 
@@ -71,8 +72,15 @@ pub fn parse(file: &Path, text: &str) -> Result<Frontmatter> {
             "frontmatter is empty: expected at least `name` and `description`",
         ));
     }
+    // Refused before deserializing: serde_yaml_ng would resolve or ignore them.
+    let plain = plain_yaml::check(&yaml);
+    if let Err(Finding::Construct { what, line, column }) = &plain {
+        return Err(frontmatter_error(&format!(
+            "anchors, aliases and merge keys are not accepted in the frontmatter: found {what} at line {line} column {column}; write the values out in full"
+        )));
+    }
     let deserializer = serde_yaml_ng::Deserializer::from_str(&yaml);
-    serde_path_to_error::deserialize(deserializer).map_err(|err| {
+    let frontmatter = serde_path_to_error::deserialize(deserializer).map_err(|err| {
         let field = err.path().to_string();
         let message = err.inner().to_string();
         // A position the parser never reached (`?`) means the YAML itself
@@ -88,7 +96,13 @@ pub fn parse(file: &Path, text: &str) -> Result<Frontmatter> {
                 message: without_yaml_path(&message).to_owned(),
             }
         }
-    })
+    })?;
+    // Text one parser reads and the other cannot is refused: the check
+    // above could not vouch for it.
+    if let Err(Finding::Unparsed(message)) = plain {
+        return Err(frontmatter_error(&format!("invalid YAML: {message}")));
+    }
+    Ok(frontmatter)
 }
 
 #[cfg(test)]
@@ -132,6 +146,56 @@ mod tests {
         let fm = parse_str("---\nname: a\ndescription: d\nlicense: MIT\n---\n").unwrap();
         assert_eq!(fm.name.as_str(), "a");
         assert!(fm.extra.contains_key("license"));
+    }
+
+    fn refusal(yaml: &str) -> String {
+        parse_str(&format!("---\nname: a\ndescription: d\n{yaml}---\n"))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn anchors_aliases_and_merge_keys_are_refused_naming_line_and_construct() {
+        let prefix = "SKILL.md: anchors, aliases and merge keys are not accepted in the frontmatter: found";
+        let cases = [
+            // The policy given only under a merge key, which serde_yaml_ng would ignore.
+            (
+                "<<:\n  security_policy: {version: 1, network: {allow: [{cidr: 0.0.0.0/0}]}}\n",
+                "the merge key `<<` at line 4 column 1",
+            ),
+            (
+                "base: &base {version: 1}\nsecurity_policy:\n  <<: *base\n",
+                "the anchor `&base` at line 4 column 7",
+            ),
+            (
+                "security_policy:\n  version: 1\n  env: {pass: &names [A]}\nnames: *names\n",
+                "the anchor `&names` at line 6 column 15",
+            ),
+            (
+                "? !!merge x\n: {security_policy: {version: 1}}\n",
+                "a key tagged `!!merge` at line 4 column 3",
+            ),
+            (
+                "\"<<\": {license: MIT}\n",
+                "the merge key `<<` at line 4 column 1",
+            ),
+        ];
+        for (yaml, found) in cases {
+            assert_eq!(
+                refusal(yaml),
+                format!("{prefix} {found}; write the values out in full"),
+                "{yaml}"
+            );
+        }
+        // An alias of no anchor is not YAML at all.
+        assert_eq!(
+            refusal("security_policy: *policy\n"),
+            "SKILL.md: security_policy: unknown anchor at line 4 column 18"
+        );
+        // `&`, `*` and `<<` inside values are text.
+        let fm =
+            parse_str("---\nname: a\ndescription: \"*.md & <<more>>\"\nnote: fish & chips\n---\n").unwrap();
+        assert_eq!(fm.description.0, "*.md & <<more>>");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 pub mod bundle;
 pub mod compile;
 pub mod effective;
+pub mod env_pass;
 pub mod error;
 pub mod frontmatter;
 pub mod manifest;
@@ -16,6 +17,7 @@ pub mod network;
 pub mod node_config;
 pub mod oci;
 pub mod package;
+pub mod plain_yaml;
 pub mod quantity;
 pub mod schema;
 pub mod scratch_path;

@@ -13,6 +13,7 @@ use std::str::FromStr;
 use runsc_config::Platform;
 use serde::{Deserialize, Serialize};
 
+use crate::env_pass::{builtin_deny, EnvPattern};
 use crate::error::{Error, Result};
 use crate::manifest::{AuditLevel, PidCount};
 use crate::network::Cidr;
@@ -69,6 +70,13 @@ pub struct Ceiling {
     /// the directory itself or below it (whole path components). Default:
     /// `BUILTIN_BIND_MOUNT_SOURCES`; setting it replaces that list.
     pub bind_mount_sources: Vec<PathBuf>,
+    /// Variable names no skill may receive through `env.pass`, as patterns
+    /// (`*` is any run of characters; case is ignored). Default:
+    /// `BUILTIN_ENV_PASS_DENY`, names that look like secrets; setting it
+    /// replaces that list.
+    pub env_pass_deny: Vec<EnvPattern>,
+    /// Names that pass even though `env_pass_deny` matches them. Default: none.
+    pub env_pass_allow: Vec<EnvPattern>,
 }
 
 /// Values used where a skill's policy is silent.
@@ -229,6 +237,8 @@ impl Default for Ceiling {
                 .collect(),
             allowed_domain_suffixes: None,
             bind_mount_sources: BUILTIN_BIND_MOUNT_SOURCES.iter().map(PathBuf::from).collect(),
+            env_pass_deny: builtin_deny(),
+            env_pass_allow: Vec::new(),
         }
     }
 }
@@ -423,6 +433,22 @@ mod tests {
         .to_string();
         assert!(err.starts_with("n.toml: egress.dns_upstreams"), "{err}");
         assert!(err.contains("expected IP or IP:PORT"), "{err}");
+    }
+
+    #[test]
+    fn env_pass_lists_parse_and_name_a_bad_pattern() {
+        let config = NodeConfig::from_toml(
+            Path::new("n.toml"),
+            "[ceiling]\nenv_pass_deny = [\"*\"]\nenv_pass_allow = [\"LANG\", \"MYCORP_*\"]\n",
+        )
+        .unwrap();
+        assert_eq!(config.ceiling.env_pass_deny.len(), 1);
+        assert_eq!(config.ceiling.env_pass_allow[1].as_str(), "MYCORP_*");
+        let err = NodeConfig::from_toml(Path::new("n.toml"), "[ceiling]\nenv_pass_allow = [\"GH-*\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("n.toml: ceiling.env_pass_allow"), "{err}");
+        assert!(err.contains("invalid variable name pattern \"GH-*\""), "{err}");
     }
 
     #[test]

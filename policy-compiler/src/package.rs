@@ -3,10 +3,10 @@
 
 use std::fs;
 use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
 use sha2::{Digest, Sha256};
-use walkdir::WalkDir;
 
 use crate::error::{Error, PackageViolation, Result};
 use crate::frontmatter;
@@ -15,6 +15,15 @@ use crate::manifest::Frontmatter;
 pub const MAX_FILES: usize = 100;
 pub const MAX_FILE_BYTES: u64 = 10 * 1024 * 1024;
 pub const MAX_TOTAL_BYTES: u64 = 100 * 1024 * 1024;
+/// Directories below the skill folder. Empty ones cost nothing to publish
+/// but a block each in every bundle, and time to walk.
+pub const MAX_DIRS: usize = 100;
+/// Path components below the skill folder (`SKILL.md` is at depth 1).
+pub const MAX_DEPTH: usize = 16;
+/// Names read from directories, of any kind. Counted as each directory is
+/// listed, so a directory of a million names is refused after reading
+/// `MAX_ENTRIES + 1` of them.
+pub const MAX_ENTRIES: usize = MAX_FILES + MAX_DIRS;
 pub const SKILL_MD: &str = "SKILL.md";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +105,16 @@ fn read_entry(path: &Path, relative: &Path, file_type: fs::FileType) -> Result<E
     }
     let file = fs::File::open(path).map_err(read_err)?;
     let metadata = file.metadata().map_err(read_err)?;
+    // A second name for the same inode may be a host file linked in (a
+    // root-only key, say) that the bundle would copy and the skill could read.
+    if metadata.nlink() > 1 {
+        return Err(violation(
+            path,
+            PackageViolation::HardLinked {
+                links: metadata.nlink(),
+            },
+        ));
+    }
     if metadata.len() > MAX_FILE_BYTES {
         return Err(violation(
             path,
@@ -122,6 +141,107 @@ fn read_entry(path: &Path, relative: &Path, file_type: fs::FileType) -> Result<E
     use std::os::unix::fs::PermissionsExt;
     let executable = metadata.permissions().mode() & 0o111 != 0;
     Ok(EntryKind::File { executable, contents })
+}
+
+/// What a walk has read so far; each count fails on the first entry past its limit.
+#[derive(Default)]
+struct Budget {
+    entries: usize,
+    files: usize,
+    dirs: usize,
+    bytes: u64,
+}
+
+impl Budget {
+    /// Counts the entry at `path` against the file and directory limits,
+    /// before anything of it is read.
+    fn count(&mut self, path: &Path, file_type: fs::FileType) -> Result<()> {
+        let exceeded = if file_type.is_dir() {
+            self.dirs += 1;
+            (self.dirs > MAX_DIRS).then_some(PackageViolation::TooManyDirectories { limit: MAX_DIRS })
+        } else {
+            self.files += 1;
+            (self.files > MAX_FILES).then_some(PackageViolation::TooManyFiles { limit: MAX_FILES })
+        };
+        exceeded.map_or(Ok(()), |exceeded| Err(violation(path, exceeded)))
+    }
+
+    /// Counts a file's contents against the package size.
+    fn add_bytes(&mut self, path: &Path, kind: &EntryKind) -> Result<()> {
+        if let EntryKind::File { contents, .. } = kind {
+            self.bytes += contents.len() as u64;
+            if self.bytes > MAX_TOTAL_BYTES {
+                return Err(violation(
+                    path,
+                    PackageViolation::PackageTooLarge {
+                        limit: MAX_TOTAL_BYTES,
+                    },
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The entries of `dir`, sorted by name, counted against the entry limit
+/// as they are read.
+fn list(dir: &Path, budget: &mut Budget) -> Result<Vec<fs::DirEntry>> {
+    let read_err = |source| Error::ReadSkill {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut children = Vec::new();
+    for child in fs::read_dir(dir).map_err(read_err)? {
+        budget.entries += 1;
+        if budget.entries > MAX_ENTRIES {
+            return Err(violation(
+                dir,
+                PackageViolation::TooManyEntries { limit: MAX_ENTRIES },
+            ));
+        }
+        children.push(child.map_err(read_err)?);
+    }
+    children.sort_by_key(fs::DirEntry::file_name);
+    Ok(children)
+}
+
+/// Appends the entries below `dir` (at `depth` below `root`) to `out`,
+/// depth first, each directory's children sorted by name, stopping at the
+/// first broken rule.
+fn walk(
+    root: &Path,
+    dir: &Path,
+    depth: usize,
+    budget: &mut Budget,
+    out: &mut Vec<PackageEntry>,
+) -> Result<()> {
+    for child in list(dir, budget)? {
+        let path = child.path();
+        if depth > MAX_DEPTH {
+            return Err(violation(&path, PackageViolation::TooDeep { limit: MAX_DEPTH }));
+        }
+        let relative = path.strip_prefix(root).expect("listed paths are under the root");
+        let relative_str = relative
+            .to_str()
+            .ok_or_else(|| violation(&path, PackageViolation::NonUtf8Path))?
+            .to_owned();
+        let file_type = child.file_type().map_err(|source| Error::ReadSkill {
+            path: path.clone(),
+            source,
+        })?;
+        budget.count(&path, file_type)?;
+        let kind = read_entry(&path, relative, file_type)?;
+        budget.add_bytes(&path, &kind)?;
+        let is_dir = matches!(kind, EntryKind::Dir);
+        out.push(PackageEntry {
+            relative: relative_str,
+            kind,
+        });
+        if is_dir {
+            walk(root, &path, depth + 1, budget, out)?;
+        }
+    }
+    Ok(())
 }
 
 fn digest(entries: &[PackageEntry]) -> String {
@@ -165,51 +285,7 @@ pub fn load(dir: &Path) -> Result<SkillPackage> {
     }
 
     let mut entries = Vec::new();
-    let mut files = 0usize;
-    let mut total = 0u64;
-    for item in WalkDir::new(dir)
-        .follow_links(false)
-        .sort_by_file_name()
-        .min_depth(1)
-    {
-        let item = item.map_err(|err| Error::ReadSkill {
-            path: err.path().unwrap_or(dir).to_owned(),
-            source: err.into(),
-        })?;
-        let path = item.path();
-        let relative = path
-            .strip_prefix(dir)
-            .expect("walkdir yields paths under its root");
-        let relative_str = relative
-            .to_str()
-            .ok_or_else(|| violation(path, PackageViolation::NonUtf8Path))?
-            .to_owned();
-        let kind = read_entry(path, relative, item.file_type())?;
-        if !matches!(kind, EntryKind::Dir) {
-            files += 1;
-            if files > MAX_FILES {
-                return Err(violation(
-                    dir,
-                    PackageViolation::TooManyFiles { limit: MAX_FILES },
-                ));
-            }
-        }
-        if let EntryKind::File { contents, .. } = &kind {
-            total += contents.len() as u64;
-            if total > MAX_TOTAL_BYTES {
-                return Err(violation(
-                    path,
-                    PackageViolation::PackageTooLarge {
-                        limit: MAX_TOTAL_BYTES,
-                    },
-                ));
-            }
-        }
-        entries.push(PackageEntry {
-            relative: relative_str,
-            kind,
-        });
-    }
+    walk(dir, dir, 1, &mut Budget::default(), &mut entries)?;
 
     let skill_md_text = entries
         .iter()
@@ -233,33 +309,5 @@ pub fn load(dir: &Path) -> Result<SkillPackage> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn symlink_containment() {
-        assert!(stays_inside(Path::new("scripts/a"), Path::new("b")));
-        assert!(stays_inside(Path::new("scripts/a"), Path::new("../assets/x")));
-        assert!(!stays_inside(
-            Path::new("scripts/a"),
-            Path::new("../../etc/passwd")
-        ));
-        assert!(!stays_inside(Path::new("a"), Path::new("/etc/passwd")));
-        assert!(!stays_inside(Path::new("a"), Path::new("..")));
-    }
-
-    #[test]
-    fn digest_ignores_nothing_that_matters() {
-        let file = |relative: &str, contents: &[u8]| PackageEntry {
-            relative: relative.to_owned(),
-            kind: EntryKind::File {
-                executable: false,
-                contents: contents.to_vec(),
-            },
-        };
-        let a = digest(&[file("a", b"bc")]);
-        assert_eq!(a, digest(&[file("a", b"bc")]));
-        assert_ne!(a, digest(&[file("ab", b"c")]));
-        assert_ne!(a, digest(&[file("a", b"bd")]));
-    }
-}
+#[path = "package_tests.rs"]
+mod tests;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use policy_compiler::compile::runsc_flags;
 use policy_compiler::effective::EffectivePolicy;
+use policy_compiler::env_pass::RefusedEnv;
 use policy_compiler::oci::CgroupLimits;
 use serde::Serialize;
 
@@ -17,6 +18,9 @@ struct Explanation<'a> {
     version: Option<&'a str>,
     digest: &'a str,
     policy: &'a EffectivePolicy,
+    /// `env.pass` names the node refuses to pass (clamp mode; reject mode
+    /// refuses the skill instead).
+    env_refused: &'a [RefusedEnv],
     warnings: &'a [String],
 }
 
@@ -34,6 +38,7 @@ pub fn explain(args: ExplainArgs) -> Result<ExitCode, Failure> {
         version: package.manifest.version.as_deref(),
         digest: &package.digest,
         policy: &resolution.policy,
+        env_refused: &resolution.env_refused,
         warnings: &resolution.warnings,
     };
     emit(&match args.format {
@@ -111,6 +116,14 @@ fn render_text(e: &Explanation<'_>, node: &policy_compiler::NodeConfig) -> Strin
             format!(", {} (from the caller)", env.join(", "))
         }
     );
+    if !e.env_refused.is_empty() {
+        let refused: Vec<String> = e.env_refused.iter().map(ToString::to_string).collect();
+        let _ = writeln!(
+            out,
+            "           refused by the node: {} (ceiling.env_pass_deny)",
+            refused.join(", ")
+        );
+    }
     let audit = serde_json::to_value(p.audit).expect("audit level serializes");
     let _ = writeln!(out, "audit      {}", audit.as_str().unwrap_or_default());
     for warning in e.warnings {
