@@ -185,8 +185,7 @@ fn policy_round_trips_through_json() {
 
 #[test]
 fn the_audit_level_is_at_least_the_node_minimum() {
-    let asks =
-        |level: &str| format!("security_policy:\n  version: 1\n  audit: {{ syscalls: {level} }}\n");
+    let asks = |level: &str| format!("security_policy:\n  version: 1\n  audit: {{ syscalls: {level} }}\n");
     let none = resolve_yaml(&asks("none"), "").unwrap();
     assert_eq!(none.policy.audit, AuditLevel::Security);
     assert_eq!(
