@@ -157,6 +157,16 @@ fn cases() -> Vec<Case> {
             "<skill>/SKILL.md: security_policy.network.allow[0].domain: invalid domain \"*.com\": a wildcard needs a suffix of at least two labels, as in *.example.com at line 8 column 9",
         ),
         case(
+            "domain *.co.uk",
+            policy("  network:\n    allow:\n      - { domain: \"*.co.uk\" }\n"),
+            "<skill>/SKILL.md: security_policy.network.allow[0].domain: invalid domain \"*.co.uk\": co.uk is a public suffix (ICANN section of the Public Suffix List), so the wildcard would match names anyone can register; expected a wildcard below a registered domain, as in *.example.co.uk, or exact names at line 8 column 9",
+        ),
+        case(
+            "domain *.github.io",
+            policy("  network:\n    allow:\n      - { domain: \"*.github.io\" }\n"),
+            "<skill>/SKILL.md: security_policy.network.allow[0].domain: invalid domain \"*.github.io\": github.io is a public suffix (private section of the Public Suffix List), so the wildcard would match names anyone can register; expected a wildcard below a registered domain, as in *.example.github.io, or exact names at line 8 column 9",
+        ),
+        case(
             "domain *foo.com",
             policy("  network:\n    allow:\n      - { domain: \"*foo.com\" }\n"),
             "<skill>/SKILL.md: security_policy.network.allow[0].domain: invalid domain \"*foo.com\": a wildcard is only allowed as a whole leading label, as in *.example.com at line 8 column 9",

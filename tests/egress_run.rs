@@ -26,6 +26,8 @@ fetch 203.0.113.10 8081 "allowed address, other port"
 fetch 203.0.113.11 8080 "denied address inside the allowed cidr"
 fetch 198.51.100.20 8080 "address no allowed name resolved to"
 fetch 169.254.169.254 80 "cloud metadata"
+fetch 168.63.129.16 80 "azure wireserver"
+fetch 161.26.0.10 80 "ibm cloud service network"
 fetch 198.18.0.2 8080 "the node's own address"
 nslookup other.example >/dev/null 2>&1 && echo "other.example: resolved" || echo "other.example: not resolved"
 nslookup -type=TXT k9q2x7f3.exfil.example >/dev/null 2>&1 && echo "exfil: resolved" || echo "exfil: not resolved"
@@ -52,6 +54,10 @@ fn skillbox_run_gives_a_skill_exactly_the_egress_its_policy_declares() {
     // always-denied ranges and the node rules, `0.0.0.0/0` port 80 would
     // reach the metadata service and the node's address would answer.
     fake.serve_http_in_internet("169.254.169.254", 80);
+    // Cloud platform endpoints on public addresses (Azure's WireServer,
+    // IBM Cloud's service network): closed by the built-in list too.
+    fake.serve_http_in_internet("168.63.129.16", 80);
+    fake.serve_http_in_internet("161.26.0.10", 80);
     fake.serve_http_on_node(NODE_ADDRESS, 8080);
     let skill = Skill::sh("egress-run", POLICY, PROBE);
     let work = tempfile::tempdir().unwrap();
@@ -77,6 +83,8 @@ fn skillbox_run_gives_a_skill_exactly_the_egress_its_policy_declares() {
         "denied address inside the allowed cidr: refused",
         "address no allowed name resolved to: refused",
         "cloud metadata: refused",
+        "azure wireserver: refused",
+        "ibm cloud service network: refused",
         "the node's own address: refused",
         "other.example: not resolved",
         "exfil: not resolved",
@@ -115,6 +123,14 @@ fn skillbox_run_gives_a_skill_exactly_the_egress_its_policy_declares() {
         ("198.51.100.20 8080 tcp denied default-deny", Some(1)),
         (
             "169.254.169.254 80 tcp denied always-deny: cidr 169.254.0.0/16",
+            Some(1),
+        ),
+        (
+            "168.63.129.16 80 tcp denied always-deny: cidr 168.63.129.16/32",
+            Some(1),
+        ),
+        (
+            "161.26.0.10 80 tcp denied always-deny: cidr 161.26.0.0/16",
             Some(1),
         ),
         // Dropped, not refused: one event per SYN the client sends.

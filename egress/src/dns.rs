@@ -18,11 +18,15 @@
 //!    records of allowed names are not served.
 //! 4. A or AAAA of an allowed name is asked of the upstream resolvers
 //!    (node config, default `/etc/resolv.conf`) in order, each within
-//!    `upstream_timeout`, with a fresh random id and only the question.
+//!    `upstream_timeout`, with a fresh random id and only the question,
+//!    its name spelled as the policy spells it (lower case): the skill's
+//!    letter case never reaches upstream, where it could carry data out.
 //!    No answer: SERVFAIL. An upstream error code is passed on.
 //! 5. The answer keeps only the CNAME chain from the question to its
 //!    addresses (at most 16 links); CNAME targets need no rule of their own
-//!    since the question was allowed. TTLs are capped at `max_ttl`.
+//!    since the question was allowed. TTLs are capped at `max_ttl`. The
+//!    question and the records owned by its name are spelled as the client
+//!    asked, so a client that compares them with its query accepts them.
 //!    Addresses in always-denied ranges or port-less deny CIDRs are
 //!    withheld. Every other address is given to the [`AddressLearner`]
 //!    with the name's ports and `ttl + ttl_grace`, before the answer is sent.

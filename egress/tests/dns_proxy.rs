@@ -272,6 +272,58 @@ async fn allowed_names_are_answered_and_learned() {
     assert!(log.contains("query[A] x.y.wild.example"), "{log}");
 }
 
+/// The name of every query dnsmasq logged, as it arrived.
+fn logged_names(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter_map(|line| line.split_once("query[")?.1.split_whitespace().nth(1))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_sees_only_the_policys_spelling() {
+    let s = setup().await;
+    let proxy = s.proxy.local_addr();
+    // Name::from_ascii keeps the letter case (from_str would lower it).
+    let spelled = |text: &str| Name::from_ascii(text).unwrap();
+    let cases = [
+        ("ALLowED.EXaMplE.", RecordType::A, "198.51.100.10"),
+        ("aLLOWED.examplE.", RecordType::AAAA, "2001:db8::10"),
+        ("X.y.WILD.example.", RecordType::A, "198.51.100.40"),
+        ("WWW.Chain.Example.", RecordType::A, "198.51.100.30"),
+    ];
+    for (name, qtype, address) in cases {
+        let mut message = Message::new();
+        message
+            .set_id(0x4242)
+            .set_recursion_desired(true)
+            .add_query(Query::query(spelled(name), qtype));
+        let bytes = ask_raw(proxy, &message.to_vec().unwrap(), Duration::from_secs(5))
+            .await
+            .expect("no answer");
+        let answer = Message::from_vec(&bytes).unwrap();
+        assert_eq!(answer.response_code(), ResponseCode::NoError, "{name}");
+        assert_eq!(addresses(&answer), [address], "{name}");
+        // The client gets its question back as it asked it, and so are
+        // the records owned by that name.
+        assert_eq!(answer.queries()[0].name().to_ascii(), name);
+        assert_eq!(answer.answers()[0].name().to_ascii(), name);
+    }
+    // A marker query shows the log is up to date.
+    ask(proxy, "marker.allowed.example.", RecordType::A).await;
+    let log = s.dnsmasq.log_after("marker.allowed.example");
+    assert_eq!(
+        logged_names(&log),
+        [
+            "allowed.example",
+            "allowed.example",
+            "x.y.wild.example",
+            "www.chain.example",
+            "marker.allowed.example"
+        ],
+        "{log}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unlisted_names_never_reach_upstream() {
     let s = setup().await;

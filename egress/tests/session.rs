@@ -2,6 +2,7 @@
 //! allows `allowed.example` on port 8080 reaches it by name through the DNS
 //! proxy and the nftables table, and nothing else: not another name (never
 //! asked upstream), not an address it did not resolve, not another port.
+//! The sandbox asks in mixed case; upstream sees only the policy's spelling.
 //! Everything runs in the fake internet's namespaces.
 
 use skillbox_egress::netns::{Forwarding, NetnsName, SystemRunner};
@@ -14,7 +15,7 @@ use skillbox_test_support::session::session_config;
 use skillbox_test_support::{fake_sandbox, must, require_sandbox_prerequisites, Skill};
 
 const PROBE: &str = r#"exec 2>&1
-nslookup allowed.example > /tmp/lookup 2>&1; cat /tmp/lookup
+nslookup ALLowED.EXaMplE > /tmp/lookup 2>&1; cat /tmp/lookup
 addr=$(awk '/^Address: 203/ {print $2}' /tmp/lookup)
 echo "allowed.example is $addr"
 printf 'GET / HTTP/1.0\r\n\r\n' | nc "$addr" 8080 | tail -1
@@ -68,8 +69,13 @@ fn a_sandbox_reaches_only_what_its_policy_allows_by_name() {
     expect("other.example: not resolved");
     expect("exfil name: not resolved");
 
-    // Upstream saw the allowed name only.
+    // Upstream saw the allowed name only, spelled as the policy spells it
+    // (busybox's resolver took the answer to its mixed-case question).
     let asked = fake.dns_log();
+    assert!(
+        !asked.contains("ALLowED"),
+        "the skill's spelling reached upstream:\n{asked}"
+    );
     // ...and from the node's address: the proxy's own queries leave from
     // the outer namespace, never from the caller's.
     assert!(

@@ -11,7 +11,8 @@ use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 
 /// An exact DNS name (`api.example.com`) or a wildcard (`*.example.com`) that
-/// matches any name strictly below a suffix of at least two labels.
+/// matches any name strictly below a suffix of at least two labels that is
+/// not itself a public suffix (see [`public_suffix_section`]).
 /// Stored lower-case, without a trailing dot.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -108,6 +109,26 @@ fn valid_label(label: &str) -> bool {
         && !label.ends_with('-')
 }
 
+/// The section of the Public Suffix List that lists `name` (lower case, no
+/// trailing dot) as a public suffix, if it does: `ICANN` (`co.uk`, `gov.uk`)
+/// or `private` (`github.io`, `s3.amazonaws.com`). Names below a public
+/// suffix are registered by unrelated parties, so a wildcard over one
+/// (`*.co.uk`, `*.github.io`) would cover all of them. Both sections count:
+/// a private suffix hands its subdomains to strangers just as a registry
+/// does. The list is compiled into the `psl` crate (its version is the
+/// list's); nothing is fetched at run time. TLDs the list does not know
+/// (`*.example`) are left to the two-label rule.
+pub fn public_suffix_section(name: &str) -> Option<&'static str> {
+    let suffix = psl::suffix(name.as_bytes())?;
+    if !suffix.is_known() || suffix.as_bytes() != name.as_bytes() {
+        return None;
+    }
+    Some(match suffix.typ() {
+        Some(psl::Type::Private) => "private",
+        _ => "ICANN",
+    })
+}
+
 impl DomainPattern {
     pub fn is_wildcard(&self) -> bool {
         self.wildcard
@@ -156,6 +177,11 @@ impl FromStr for DomainPattern {
         if wildcard && name.split('.').count() < 2 {
             return Err(format!(
                 "invalid domain {text:?}: a wildcard needs a suffix of at least two labels, as in *.example.com"
+            ));
+        }
+        if let Some(section) = public_suffix_section(name).filter(|_| wildcard) {
+            return Err(format!(
+                "invalid domain {text:?}: {name} is a public suffix ({section} section of the Public Suffix List), so the wildcard would match names anyone can register; expected a wildcard below a registered domain, as in *.example.{name}, or exact names"
             ));
         }
         Ok(DomainPattern {
@@ -291,7 +317,7 @@ macro_rules! string_newtype {
 
 string_newtype!(
     DomainPattern,
-    "An exact DNS name, or *. followed by a suffix of at least two labels."
+    "An exact DNS name, or *. followed by a suffix of at least two labels that is not itself a public suffix (Public Suffix List, ICANN and private sections)."
 );
 string_newtype!(
     Cidr,
@@ -340,6 +366,46 @@ mod tests {
         ] {
             assert!(bad.parse::<DomainPattern>().is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn wildcards_over_a_public_suffix_are_refused() {
+        for ok in [
+            "*.example.com",
+            "*.example.co.uk",
+            "*.noaa.gov",
+            "*.example.gov.uk",
+            "*.octocat.github.io",
+            "*.wild.example",
+            // Exact names are one name each, public suffix or not.
+            "co.uk",
+            "github.io",
+        ] {
+            assert!(ok.parse::<DomainPattern>().is_ok(), "{ok} refused");
+        }
+        for (bad, section) in [
+            ("*.co.uk", "ICANN"),
+            ("*.com.au", "ICANN"),
+            ("*.co.jp", "ICANN"),
+            ("*.gov.uk", "ICANN"),
+            ("*.Ltd.UK", "ICANN"),
+            ("*.github.io", "private"),
+            ("*.s3.amazonaws.com", "private"),
+            ("*.service.gov.uk", "private"),
+            ("*.blogspot.com", "private"),
+        ] {
+            let err = bad.parse::<DomainPattern>().unwrap_err();
+            let suffix = bad.strip_prefix("*.").unwrap().to_ascii_lowercase();
+            assert_eq!(
+                err,
+                format!(
+                    "invalid domain {bad:?}: {suffix} is a public suffix ({section} section of the Public Suffix List), so the wildcard would match names anyone can register; expected a wildcard below a registered domain, as in *.example.{suffix}, or exact names"
+                )
+            );
+        }
+        // One label stays the two-label rule's.
+        let err = "*.com".parse::<DomainPattern>().unwrap_err();
+        assert!(err.contains("at least two labels"), "{err}");
     }
 
     #[test]

@@ -202,24 +202,100 @@ pub const BUILTIN_BIND_MOUNT_SOURCES: &[&str] = &[
     "/var/lib/containerd/io.containerd.grpc.v1.cri",
 ];
 
-/// Built-in always-denied ranges: "this network", loopback, link-local and
-/// cloud metadata, private and carrier-grade NAT ranges (where node and
-/// cluster-internal addresses live), multicast; v4 and v6.
-pub const BUILTIN_ALWAYS_DENY: &[&str] = &[
-    "0.0.0.0/8",
-    "10.0.0.0/8",
-    "100.64.0.0/10",
-    "127.0.0.0/8",
-    "169.254.0.0/16",
-    "172.16.0.0/12",
-    "192.168.0.0/16",
-    "224.0.0.0/4",
-    "::/128",
-    "::1/128",
-    "fc00::/7",
-    "fe80::/10",
-    "fd00:ec2::254/128",
-    "ff00::/8",
+/// One range of the built-in always-deny list and why it is there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BuiltinDeny {
+    pub cidr: &'static str,
+    /// What lives there that a skill must not reach; the table in
+    /// docs/node-config.md says the same, and a test keeps them in step.
+    pub reason: &'static str,
+}
+
+/// Built-in always-denied ranges: "this network", loopback, link-local,
+/// private, carrier-grade NAT and unique-local ranges (where node,
+/// cluster-internal and most cloud platform addresses live), multicast, and
+/// the cloud platform endpoints outside those ranges; v4 and v6. Endpoints
+/// inside a broader range are listed again on their own where an
+/// administrator might open that range (CGNAT for an overlay network,
+/// unique-local for a v6 cluster): a copy of this list with the range left
+/// out keeps them, and the connection log names them.
+pub const BUILTIN_ALWAYS_DENY: &[BuiltinDeny] = &[
+    BuiltinDeny {
+        cidr: "0.0.0.0/8",
+        reason: "\"this network\" (RFC 1122); Linux treats 0.0.0.0 as the local host",
+    },
+    BuiltinDeny {
+        cidr: "10.0.0.0/8",
+        reason: "private (RFC 1918): nodes, pods, VPC subnets and their resolvers (AWS VPC base+2)",
+    },
+    BuiltinDeny {
+        cidr: "100.64.0.0/10",
+        reason: "shared address space (RFC 6598, CGNAT): Alibaba Cloud metadata and DNS, overlay networks",
+    },
+    BuiltinDeny {
+        cidr: "100.100.100.200/32",
+        reason: "Alibaba Cloud ECS instance metadata, named on its own inside 100.64.0.0/10",
+    },
+    BuiltinDeny {
+        cidr: "127.0.0.0/8",
+        reason: "loopback (RFC 1122)",
+    },
+    BuiltinDeny {
+        cidr: "161.26.0.0/16",
+        reason: "IBM Cloud service network: its DNS resolvers, NTP and infrastructure services, reachable only from IBM Cloud",
+    },
+    BuiltinDeny {
+        cidr: "168.63.129.16/32",
+        reason: "Azure WireServer: platform DNS, DHCP, health probes, and the VM agent's configuration and extension settings",
+    },
+    BuiltinDeny {
+        cidr: "169.254.0.0/16",
+        reason: "link-local (RFC 3927): instance metadata at 169.254.169.254 (AWS, GCP, Azure, Oracle, DigitalOcean, Hetzner, OpenStack…), AWS DNS .253 and NTP .123, ECS task metadata 169.254.170.2, Tencent Cloud metadata 169.254.0.23",
+    },
+    BuiltinDeny {
+        cidr: "172.16.0.0/12",
+        reason: "private (RFC 1918): nodes, pods, container bridges",
+    },
+    BuiltinDeny {
+        cidr: "192.168.0.0/16",
+        reason: "private (RFC 1918)",
+    },
+    BuiltinDeny {
+        cidr: "224.0.0.0/4",
+        reason: "multicast (RFC 5771)",
+    },
+    BuiltinDeny {
+        cidr: "::/128",
+        reason: "the unspecified address (RFC 4291)",
+    },
+    BuiltinDeny {
+        cidr: "::1/128",
+        reason: "loopback (RFC 4291)",
+    },
+    BuiltinDeny {
+        cidr: "fc00::/7",
+        reason: "unique local (RFC 4193): v6 clusters, AWS's fd00:ec2:: endpoints, GCP's and Oracle's v6 metadata",
+    },
+    BuiltinDeny {
+        cidr: "fd00:ec2::123/128",
+        reason: "AWS Time Sync over IPv6, named on its own inside fc00::/7",
+    },
+    BuiltinDeny {
+        cidr: "fd00:ec2::253/128",
+        reason: "AWS DNS (Route 53 Resolver) over IPv6, named on its own inside fc00::/7",
+    },
+    BuiltinDeny {
+        cidr: "fd00:ec2::254/128",
+        reason: "AWS instance metadata (IMDS) over IPv6, named on its own inside fc00::/7",
+    },
+    BuiltinDeny {
+        cidr: "fe80::/10",
+        reason: "link-local (RFC 4291): OpenStack metadata at fe80::a9fe:a9fe",
+    },
+    BuiltinDeny {
+        cidr: "ff00::/8",
+        reason: "multicast (RFC 4291)",
+    },
 ];
 
 impl Default for Ceiling {
@@ -233,7 +309,7 @@ impl Default for Ceiling {
             writable_size: ByteSize::mebibytes(1024),
             always_deny: BUILTIN_ALWAYS_DENY
                 .iter()
-                .map(|cidr| cidr.parse().expect("built-in ranges are valid"))
+                .map(|range| range.cidr.parse().expect("built-in ranges are valid"))
                 .collect(),
             allowed_domain_suffixes: None,
             bind_mount_sources: BUILTIN_BIND_MOUNT_SOURCES.iter().map(PathBuf::from).collect(),
@@ -433,6 +509,62 @@ mod tests {
         .to_string();
         assert!(err.starts_with("n.toml: egress.dns_upstreams"), "{err}");
         assert!(err.contains("expected IP or IP:PORT"), "{err}");
+    }
+
+    /// Every platform endpoint a skill with `0.0.0.0/0` (or `::/0`) allowed
+    /// could otherwise reach, and the cloud that serves it.
+    const CLOUD_ENDPOINTS: &[(&str, &str)] = &[
+        (
+            "169.254.169.254",
+            "instance metadata: AWS, GCP, Azure, Oracle, DigitalOcean, Hetzner, OpenStack",
+        ),
+        ("169.254.169.253", "AWS DNS"),
+        ("169.254.169.123", "AWS Time Sync"),
+        ("169.254.170.2", "AWS ECS task metadata"),
+        ("169.254.170.23", "AWS EKS Pod Identity"),
+        ("169.254.0.23", "Tencent Cloud metadata"),
+        ("168.63.129.16", "Azure WireServer and platform DNS"),
+        ("100.100.100.200", "Alibaba Cloud metadata"),
+        ("100.100.2.136", "Alibaba Cloud DNS"),
+        ("161.26.0.10", "IBM Cloud DNS"),
+        ("161.26.0.11", "IBM Cloud DNS"),
+        ("fd00:ec2::254", "AWS metadata over IPv6"),
+        ("fd00:ec2::253", "AWS DNS over IPv6"),
+        ("fd00:ec2::123", "AWS Time Sync over IPv6"),
+        ("fd00:ec2::23", "AWS EKS Pod Identity over IPv6"),
+        ("fd20:ce::254", "GCP metadata over IPv6"),
+        ("fd00:c1::a9fe:a9fe", "Oracle Cloud metadata over IPv6"),
+        ("fe80::a9fe:a9fe", "OpenStack metadata over IPv6"),
+    ];
+
+    #[test]
+    fn the_builtin_list_denies_every_cloud_platform_endpoint() {
+        let always_deny = NodeConfig::default().ceiling.always_deny;
+        for (address, what) in CLOUD_ENDPOINTS {
+            let ip: IpAddr = address.parse().unwrap();
+            assert!(
+                always_deny.iter().any(|cidr| cidr.contains(ip)),
+                "{address} ({what}) is not in the built-in always-deny list"
+            );
+        }
+    }
+
+    #[test]
+    fn each_builtin_range_has_a_reason_and_a_row_in_the_docs() {
+        let doc = include_str!("../../docs/node-config.md");
+        for range in BUILTIN_ALWAYS_DENY {
+            assert!(!range.reason.is_empty(), "{}", range.cidr);
+            assert!(
+                doc.contains(&format!("| `{}` |", range.cidr)),
+                "docs/node-config.md has no table row for {}",
+                range.cidr
+            );
+            assert!(
+                doc.contains(&format!("\"{}\"", range.cidr)),
+                "docs/node-config.md's always_deny example lacks {}",
+                range.cidr
+            );
+        }
     }
 
     #[test]

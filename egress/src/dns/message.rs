@@ -36,6 +36,28 @@ pub fn policy_name(name: &Name) -> String {
     text.strip_suffix('.').unwrap_or(&text).to_owned()
 }
 
+/// The question asked upstream for an allowed `name` (as [`policy_name`]
+/// gives it): the policy's spelling, lower case, class IN. Never the
+/// client's spelling: the letter case of a name the policy allows could
+/// otherwise carry about a bit per letter to the upstream resolver's log.
+pub fn canonical_question(name: &str, qtype: RecordType) -> Option<Query> {
+    let mut name = Name::from_ascii(name).ok()?;
+    name.set_fqdn(true);
+    Some(Query::query(name, qtype))
+}
+
+/// Gives the records owned by the forwarded name the client's spelling of
+/// it, as a resolver answering the client's own question would: a client
+/// may compare them with what it sent, letter case included.
+pub fn spell_as_asked(records: &mut [Record], asked: &Name) {
+    let forwarded = policy_name(asked);
+    for record in records {
+        if policy_name(record.name()) == forwarded {
+            record.set_name(asked.clone());
+        }
+    }
+}
+
 pub fn parse_query(bytes: &[u8]) -> Result<ParsedQuery, Rejection> {
     if bytes.len() < 12 || bytes.len() > MAX_QUERY_LEN {
         return Err(Rejection::Drop);
@@ -250,6 +272,29 @@ mod tests {
             RData::TXT(TXT::new(vec!["x".into()])),
         )];
         assert!(follow_chain(&name("t.example.com."), RecordType::A, &txt).is_empty());
+    }
+
+    #[test]
+    fn upstream_gets_the_policys_spelling_and_the_client_its_own() {
+        let asked = Name::from_ascii("ALLowED.EXaMplE.").unwrap();
+        let parsed = parse_query(&{
+            let mut m = Message::new();
+            m.add_query(Query::query(asked.clone(), RecordType::A));
+            m.to_vec().unwrap()
+        })
+        .unwrap();
+        assert_eq!(parsed.question.name().to_ascii(), "ALLowED.EXaMplE.");
+        let forwarded = canonical_question(&policy_name(parsed.question.name()), RecordType::A).unwrap();
+        assert_eq!(forwarded.name().to_ascii(), "allowed.example.");
+        assert_eq!(forwarded.query_class(), DNSClass::IN);
+
+        let mut records = vec![
+            cname("allowed.example.", "cdn.example.net."),
+            a("cdn.example.net.", [198, 51, 100, 1], 60),
+        ];
+        spell_as_asked(&mut records, &asked);
+        let owners: Vec<String> = records.iter().map(|r| r.name().to_ascii()).collect();
+        assert_eq!(owners, ["ALLowED.EXaMplE.", "cdn.example.net."]);
     }
 
     #[test]

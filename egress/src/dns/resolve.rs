@@ -8,7 +8,10 @@ use std::time::Duration;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, Record, RecordType};
 
-use super::message::{encode_udp, follow_chain, parse_query, policy_name, raw_formerr, response, Rejection};
+use super::message::{
+    canonical_question, encode_udp, follow_chain, parse_query, policy_name, raw_formerr, response,
+    spell_as_asked, Rejection,
+};
 use super::policy::{DnsPolicy, NameDecision};
 use super::upstream::forward;
 use super::{AddressLearner, DnsProxyConfig};
@@ -155,7 +158,11 @@ impl Resolver {
                 learn: Vec::new(),
             };
         }
-        let Some(upstream) = forward(&self.config.upstreams, question, self.config.upstream_timeout).await
+        // The policy's spelling goes upstream, never the client's.
+        let Some(forwarded) = canonical_question(name, qtype) else {
+            return Outcome::refused(ResponseCode::Refused, "not a valid host name".to_owned());
+        };
+        let Some(upstream) = forward(&self.config.upstreams, &forwarded, self.config.upstream_timeout).await
         else {
             return Outcome {
                 rule,
@@ -176,7 +183,7 @@ impl Resolver {
         }
         let max_ttl = u32::try_from(self.config.max_ttl.as_secs()).unwrap_or(u32::MAX);
         let mut withheld = Vec::new();
-        for mut record in follow_chain(question.name(), qtype, upstream.answers()) {
+        for mut record in follow_chain(forwarded.name(), qtype, upstream.answers()) {
             record.set_ttl(record.ttl().min(max_ttl));
             if let Some(ip) = address_of(&record) {
                 if !self.policy.may_learn(ip) {
@@ -188,6 +195,7 @@ impl Resolver {
             }
             outcome.answers.push(record);
         }
+        spell_as_asked(&mut outcome.answers, question.name());
         if !withheld.is_empty() {
             outcome.reason = Some(format!("withheld denied addresses: {}", withheld.join(", ")));
         }
