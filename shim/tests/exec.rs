@@ -123,7 +123,7 @@ fn run_with_a_terminal_gets_a_console_of_the_clients_size() {
     let bundle = compile_skill(
         work.path(),
         "ttyrun",
-        "for i in 1 2 3 4 5; do stty size && break; sleep 0.2; done; i=0; while [ $i -lt 300 ]; do echo line-$i; i=$((i+1)); done; exit 6",
+        "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15; do stty size && break; sleep 0.2; done; i=0; while [ $i -lt 300 ]; do echo line-$i; i=$((i+1)); done; exit 6",
     );
     let id = "ttyrun-1";
     let args = containerd.run_bundle_args(&bundle.join("config.json"), id, &["-t", "--rm"]);

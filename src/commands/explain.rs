@@ -86,7 +86,7 @@ fn render_text(e: &Explanation<'_>, node: &policy_compiler::NodeConfig) -> Strin
         let _ = writeln!(out, "  always denied: {}", denied.join(", "));
         let _ = writeln!(
             out,
-            "  (egress enforcement is not available yet: `skillbox run` refuses this skill)"
+            "  enforced: own network namespace, default-deny nftables table, a DNS proxy answering only allowed names"
         );
     }
     let _ = writeln!(out, "\nresources");

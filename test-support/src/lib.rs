@@ -11,6 +11,7 @@
 //! to the tests of the package that builds the binary, so those tests name
 //! the CLI themselves ([`Cli`]).
 
+pub mod attacks;
 pub mod events;
 pub mod fake_internet;
 pub mod fake_sandbox;
