@@ -91,7 +91,11 @@ fn bundle(dir: &Path, script: &str) -> PathBuf {
 fn audited_run(level: AuditLevel, script: &str) -> (Vec<AuditEvent>, MonitorStats, String) {
     prerequisites();
     let dir = tempfile::tempdir().unwrap();
-    let id = format!("audit-{}-{}", std::process::id(), level_name(level));
+    // runsc names a sandbox's control socket after its id: tests running
+    // at once need ids of their own.
+    static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let id = format!("audit-{}-{}-{run}", std::process::id(), level_name(level));
     let socket = dir.path().join("monitor.sock");
     let sink = Arc::new(Collect::default());
     let monitor = Monitor::bind(&socket, &id, level, sink.clone()).unwrap();

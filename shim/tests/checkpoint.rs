@@ -6,10 +6,18 @@
 
 mod common;
 
+use std::sync::Mutex;
+
 use common::containerd::*;
+
+/// The `Container` test makes this process a subreaper that reaps any
+/// child (as the shim does): the other test's `ctr` children must not run
+/// meanwhile, or their status is taken from them.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 #[test]
 fn ctr_task_checkpoint_is_refused_with_the_reason_and_the_task_goes_on() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let containerd = Containerd::start();
     let work = tempfile::tempdir().unwrap();
     let namespace = "skillbox-test-io-checkpoint";
@@ -45,6 +53,7 @@ fn checkpoint_with_exit_writes_the_image_and_stops_the_container() {
     use skillbox_shim::config::ShimConfig;
     use skillbox_shim::container::{Container, Status, StdioPaths};
 
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     nix::sys::prctl::set_child_subreaper(true).unwrap();
     let work = tempfile::tempdir().unwrap();
     let bundle = skillbox_test_support::compile_skill(work.path(), "cpexit", "  entrypoint: [sleep, '30']\n");
