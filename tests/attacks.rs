@@ -61,15 +61,8 @@ fn the_control_runs_see_a_breach_without_the_sandbox() {
 /// `skillbox run` of `skill` in the fake internet's node, as on a node;
 /// its audit log at `log`.
 fn run_in_node(fake: &FakeInternet, skill: &Skill, log: &Path) -> Output {
-    let mut command = fake.node_command(SKILLBOX.path());
-    command
-        .arg("run")
-        .arg("--base-rootfs")
-        .arg(busybox_rootfs())
-        .args(["--dns-upstream", DNS_SERVER])
-        .arg("--audit-log")
-        .arg(log)
-        .arg(skill.path());
+    let mut command = SKILLBOX.audited_run(fake.node_command(SKILLBOX.path()), skill.path(), log);
+    command.args(["--dns-upstream", DNS_SERVER]);
     run_with_watchdog(command, Duration::from_secs(90))
 }
 
@@ -147,15 +140,8 @@ exit 3
     let skill = Skill::sh("attack-audit", "  audit: { syscalls: none }\n", script);
     let work = tempfile::tempdir().unwrap();
     let log = work.path().join("audit.jsonl");
-    let mut command = SKILLBOX.command();
-    command
-        .arg("run")
-        .arg("--base-rootfs")
-        .arg(busybox_rootfs())
-        .arg("--audit-log")
-        .arg(&log)
-        .arg(skill.path())
-        .env("SKILLBOX_STATE_DIR", work.path().join("state"));
+    let mut command = SKILLBOX.audited_run(SKILLBOX.command(), skill.path(), &log);
+    command.env("SKILLBOX_STATE_DIR", work.path().join("state"));
     let output = run_with_watchdog(command, Duration::from_secs(60));
     assert_eq!(output.code, 3, "{}", output.describe());
     let text = std::fs::read_to_string(&log).unwrap();

@@ -45,14 +45,7 @@ fn matching<'a>(all: &'a [Value], kind: &str, fields: &[(&str, Value)]) -> Vec<&
 }
 
 fn run_in_node(fake: &FakeInternet, skill: &Skill, log: &std::path::Path) -> Output {
-    let mut command = fake.node_command(SKILLBOX.path());
-    command
-        .arg("run")
-        .arg("--base-rootfs")
-        .arg(busybox_rootfs())
-        .arg("--audit-log")
-        .arg(log)
-        .arg(skill.path());
+    let command = SKILLBOX.audited_run(fake.node_command(SKILLBOX.path()), skill.path(), log);
     run_with_watchdog(command, Duration::from_secs(90))
 }
 
@@ -293,15 +286,8 @@ echo done
     let skill = Skill::sh("audit-spelling", "  audit: { syscalls: security }\n", script);
     let work = tempfile::tempdir().unwrap();
     let log = work.path().join("audit.jsonl");
-    let mut command = std::process::Command::new(SKILLBOX.path());
-    command
-        .arg("run")
-        .arg("--base-rootfs")
-        .arg(busybox_rootfs())
-        .arg("--audit-log")
-        .arg(&log)
-        .arg(skill.path())
-        .env("SKILLBOX_STATE_DIR", work.path().join("state"));
+    let mut command = SKILLBOX.audited_run(SKILLBOX.command(), skill.path(), &log);
+    command.env("SKILLBOX_STATE_DIR", work.path().join("state"));
     let output = run_with_watchdog(command, Duration::from_secs(60));
     assert_eq!(output.code, 0, "{}", output.describe());
     let all = events(&log);

@@ -53,6 +53,20 @@ impl Cli {
         Command::new(self.binary)
     }
 
+    /// `skillbox run` of `skill` on the busybox base with its audit log at
+    /// `log`, as `command` (this binary, perhaps prefixed to run in a
+    /// namespace) with those arguments added.
+    pub fn audited_run(self, mut command: Command, skill: &Path, log: &Path) -> Command {
+        command
+            .arg("run")
+            .arg("--base-rootfs")
+            .arg(busybox_rootfs())
+            .arg("--audit-log")
+            .arg(log)
+            .arg(skill);
+        command
+    }
+
     /// Runs `skillbox <args>` without a sandbox (compile, policy, …).
     pub fn run<I, S>(self, args: I) -> Output
     where
