@@ -86,6 +86,13 @@ fn refused(namespace: &str, id: &str, extra: &[&str]) -> String {
         "{stderr}"
     );
     assert_nothing_left(&containerd, namespace, id, &format!("/{namespace}"));
+    // The shim's own account reaches containerd's log, not only ctr's stderr.
+    let log = containerd.log();
+    assert!(
+        log.lines()
+            .any(|line| line.contains("spec refused") && line.contains(id)),
+        "no refusal of {id} in containerd's log:\n{log}"
+    );
     stderr
 }
 
