@@ -62,6 +62,15 @@ pub enum RecordError {
     },
 }
 
+/// Whether removal looks for the sandbox's processes (steps 1 and 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessScan {
+    /// runsc's state and any process left are removed.
+    Kill,
+    /// The runtime saw runsc delete the sandbox: nothing to look for.
+    Skip,
+}
+
 /// The process that owns a sandbox: a pid and its start time, so that a
 /// reused pid is not mistaken for the owner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -197,8 +206,16 @@ impl TeardownRecord {
     /// record at `path`. Returns what could not be removed, one message
     /// each; the record stays when something could not.
     pub fn remove(&self, path: &Path) -> Vec<String> {
+        self.remove_with(path, ProcessScan::Kill)
+    }
+
+    /// [`remove`](Self::remove), skipping steps 1 and 2 when the runtime
+    /// knows runsc already deleted the sandbox.
+    pub fn remove_with(&self, path: &Path, scan: ProcessScan) -> Vec<String> {
         let mut failures = Vec::new();
-        self.remove_sandbox(&mut failures);
+        if scan == ProcessScan::Kill {
+            self.remove_sandbox(&mut failures);
+        }
         if let Ok(fs) = CgroupFs::detect() {
             if let Err(err) = fs.remove_created(&self.cgroups) {
                 failures.push(err.to_string());

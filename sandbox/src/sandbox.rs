@@ -31,7 +31,7 @@ use skillbox_egress::spec::join_session;
 
 use crate::cgroup::{CgroupError, CgroupFs, CgroupStats, LimitUpdate, SandboxCgroup};
 use crate::outcome::{Ending, Outcome};
-use crate::record::{AuditRecord, RecordError, RunscRecord, TeardownRecord};
+use crate::record::{AuditRecord, ProcessScan, RecordError, RunscRecord, TeardownRecord};
 use crate::runsc::Runsc;
 use crate::spec::{BundleSpec, SpecError};
 
@@ -365,11 +365,15 @@ impl Sandbox {
             return Vec::new();
         }
         let mut failures = Vec::new();
-        // Fails when the sandbox is already gone; delete still removes state.
-        let _ = self
-            .runsc
-            .kill_with(&self.id, nix::sys::signal::SIGKILL as i32, true);
-        if let Err(err) = self.runsc.delete_force(&self.id) {
+        // A sandbox whose init process ended needs no kill (one runsc call
+        // less); delete removes its state either way.
+        if !self.ended.load(Ordering::SeqCst) {
+            let _ = self
+                .runsc
+                .kill_with(&self.id, nix::sys::signal::SIGKILL as i32, true);
+        }
+        let deleted = self.runsc.delete_force(&self.id);
+        if let Err(err) = &deleted {
             tracing::debug!(id = %self.id, %err, "runsc delete failed");
         }
         if let Some(cgroup) = &self.cgroup {
@@ -386,7 +390,13 @@ impl Sandbox {
             record.cgroups.clear();
         }
         record.egress = None;
-        failures.extend(record.remove(&self.record_path));
+        // When runsc deleted the sandbox, no process of it is left to look
+        // for (a scan of /proc saved on every run).
+        let scan = match deleted {
+            Ok(_) => ProcessScan::Skip,
+            Err(_) => ProcessScan::Kill,
+        };
+        failures.extend(record.remove_with(&self.record_path, scan));
         for failure in &failures {
             tracing::warn!(id = %self.id, %failure, "sandbox teardown incomplete");
         }
