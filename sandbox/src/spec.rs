@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 
 use policy_compiler::bundle::{CompiledAnnotations, CONFIG_JSON};
 use policy_compiler::oci::annotations;
-use runsc_config::RunscFlags;
 use serde_json::Value;
 
 /// CRI's annotation naming a container's role in its pod.
@@ -167,26 +166,7 @@ impl BundleSpec {
 
     /// The skill the `io.skillbox.skill.*` annotations name.
     pub fn skill(&self) -> SkillAnnotations {
-        let note = |key: &str| self.annotation(key).map(str::to_owned);
-        SkillAnnotations {
-            name: note(annotations::SKILL_NAME),
-            version: note(annotations::SKILL_VERSION),
-            digest: note(annotations::SKILL_DIGEST),
-        }
-    }
-
-    /// The policy annotation's text, as the compiler (or anyone) wrote it;
-    /// the runtime holds it within the node ceiling before trusting it.
-    pub fn policy_annotation(&self) -> Option<&str> {
-        self.annotation(annotations::POLICY)
-    }
-
-    /// The runsc flags the spec's annotation records (the compiler's, or
-    /// the shim's once enforced); the defaults when absent or malformed.
-    pub fn runsc_flags(&self) -> RunscFlags {
-        self.annotation(annotations::RUNSC_FLAGS)
-            .and_then(|text| serde_json::from_str(text).ok())
-            .unwrap_or_default()
+        skill_of(&self.value)
     }
 
     /// Everything `skillbox compile` recorded, or why the bundle is not one
@@ -213,6 +193,24 @@ impl BundleSpec {
         let text = serde_json::to_string_pretty(&self.value).expect("a JSON value serializes");
         std::fs::write(&path, text).map_err(|source| SpecError::Write { path, source })
     }
+}
+
+/// The skill the `io.skillbox.skill.*` annotations of `spec` name (for
+/// code that holds the spec's value, as the shim's enforcement does).
+pub fn skill_of(spec: &Value) -> SkillAnnotations {
+    let note = |key: &str| spec["annotations"][key].as_str().map(str::to_owned);
+    SkillAnnotations {
+        name: note(annotations::SKILL_NAME),
+        version: note(annotations::SKILL_VERSION),
+        digest: note(annotations::SKILL_DIGEST),
+    }
+}
+
+/// The text of `spec`'s `io.skillbox.policy` annotation, as the compiler (or
+/// anyone) wrote it: a runtime holds it within the node ceiling before
+/// trusting it.
+pub fn policy_annotation(spec: &Value) -> Option<&str> {
+    spec["annotations"][annotations::POLICY].as_str()
 }
 
 /// See [`BundleSpec::cgroups_path`].
@@ -264,15 +262,11 @@ mod tests {
     }
 
     #[test]
-    fn the_skill_and_flags_come_from_the_skillbox_annotations() {
-        let flags = RunscFlags {
-            network: runsc_config::NetworkMode::Host,
-            ..RunscFlags::default()
-        };
+    fn the_skill_and_policy_come_from_the_skillbox_annotations() {
         let held = spec(json!({"annotations": {
             annotations::SKILL_NAME: "hello",
             annotations::SKILL_DIGEST: "sha256:ab",
-            annotations::RUNSC_FLAGS: serde_json::to_string(&flags).unwrap(),
+            annotations::POLICY: "{}",
         }}));
         assert_eq!(
             held.skill(),
@@ -282,8 +276,8 @@ mod tests {
                 digest: Some("sha256:ab".to_owned()),
             }
         );
-        assert_eq!(held.runsc_flags(), flags);
-        assert_eq!(spec(json!({})).runsc_flags(), RunscFlags::default());
+        assert_eq!(policy_annotation(held.value()), Some("{}"));
+        assert_eq!(policy_annotation(&json!({})), None);
     }
 
     #[test]

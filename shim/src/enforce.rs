@@ -35,7 +35,7 @@ use policy_compiler::oci::annotations;
 use policy_compiler::EffectivePolicy;
 use runsc_config::RunscFlags;
 use serde_json::Value;
-use skillbox_sandbox::spec::{BundleSpec, SkillAnnotations};
+use skillbox_sandbox::spec::{policy_annotation, skill_of, BundleSpec, SkillAnnotations};
 
 use crate::config::ShimConfig;
 
@@ -165,7 +165,7 @@ fn effective_policy(
     path: &Path,
     config: &ShimConfig,
 ) -> Result<(EffectivePolicy, PolicySource, Vec<Change>), EnforceError> {
-    let Some(text) = spec["annotations"][annotations::POLICY].as_str() else {
+    let Some(text) = policy_annotation(spec) else {
         return Ok((node_default(&config.node), PolicySource::NodeDefault, Vec::new()));
     };
     let field = format!("annotations.\"{}\"", annotations::POLICY);
@@ -236,7 +236,7 @@ pub fn enforce_spec(
         ENFORCED.to_owned(),
         Value::String(Value::Array(rendered).to_string()),
     );
-    let skill = BundleSpec::new(bundle, spec.clone()).skill();
+    let skill = skill_of(spec);
     Ok(Prepared {
         policy,
         source,

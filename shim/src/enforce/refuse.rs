@@ -200,7 +200,8 @@ fn compiled_skill(
     dir: &Path,
     host: &dyn HostPaths,
 ) -> Option<Result<(), String>> {
-    let expected = spec["annotations"][annotations::SKILL_DIGEST].as_str()?;
+    let digest = skillbox_sandbox::spec::skill_of(spec).digest?;
+    let expected = digest.as_str();
     let read_only = mount["options"]
         .as_array()
         .is_some_and(|options| options.iter().any(|o| o.as_str() == Some("ro")));
