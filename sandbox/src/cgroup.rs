@@ -307,6 +307,15 @@ impl SandboxCgroup {
     /// exists already belongs to another sandbox: it is refused, never
     /// shared.
     pub fn create(fs: CgroupFs, relative: &Path, limits: &LimitUpdate) -> Result<Self, CgroupError> {
+        let cgroup = SandboxCgroup::plan(fs, relative)?;
+        cgroup.make(limits)?;
+        Ok(cgroup)
+    }
+
+    /// What `create` would make, made by nothing yet: [`created`](Self::created)
+    /// can be recorded before [`make`](Self::make). Refuses a cgroup that
+    /// exists already.
+    pub fn plan(fs: CgroupFs, relative: &Path) -> Result<Self, CgroupError> {
         let relative = relative.strip_prefix("/").unwrap_or(relative).to_owned();
         if let Some(dir) = fs
             .roots()
@@ -318,15 +327,18 @@ impl SandboxCgroup {
         }
         let mut created = fs.missing_ancestors(&relative);
         created.push(relative.clone());
-        let cgroup = SandboxCgroup {
+        Ok(SandboxCgroup {
             fs,
             relative,
             created,
-        };
-        // On error, dropping `cgroup` removes whatever was created.
-        cgroup.create_dirs()?;
-        cgroup.fs.set_limits(&cgroup.relative, limits)?;
-        Ok(cgroup)
+        })
+    }
+
+    /// Makes the planned directories and writes `limits`. On error,
+    /// dropping the cgroup removes whatever was made.
+    pub fn make(&self, limits: &LimitUpdate) -> Result<(), CgroupError> {
+        self.create_dirs()?;
+        self.fs.set_limits(&self.relative, limits)
     }
 
     /// The path to give runsc as `linux.cgroupsPath`.

@@ -225,16 +225,12 @@ impl Sandbox {
             sandbox.start_egress(&config, spec, events)?;
         }
         if let Some(relative) = spec.cgroups_path() {
-            let fs = CgroupFs::detect()?;
-            let mut created = fs.missing_ancestors(&relative);
-            created.push(relative.clone());
-            lock(&sandbox.record).cgroups = created;
+            // Recorded before anything of it is made.
+            let cgroup = SandboxCgroup::plan(CgroupFs::detect()?, &relative)?;
+            lock(&sandbox.record).cgroups = cgroup.created().to_vec();
             sandbox.save_record()?;
-            sandbox.cgroup = Some(SandboxCgroup::create(
-                fs,
-                &relative,
-                &LimitUpdate::of_spec(spec.value()),
-            )?);
+            cgroup.make(&LimitUpdate::of_spec(spec.value()))?;
+            sandbox.cgroup = Some(cgroup);
         }
         spec.write()?;
         Ok(sandbox)
