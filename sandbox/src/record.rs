@@ -116,6 +116,18 @@ pub struct RunscRecord {
     pub bundle: PathBuf,
 }
 
+impl RunscRecord {
+    /// How to reach the state of `runsc`'s container of `bundle`.
+    pub fn of(runsc: &Runsc, bundle: &Path) -> RunscRecord {
+        RunscRecord {
+            binary: runsc.binary().to_owned(),
+            root: runsc.root().to_owned(),
+            flags: runsc.flags().clone(),
+            bundle: bundle.to_owned(),
+        }
+    }
+}
+
 /// The audit monitor's files (see `skillbox_audit::execution`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -21,12 +21,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use policy_compiler::effective::EffectiveNetwork;
-use policy_compiler::node_config::AuditSettings;
+use policy_compiler::node_config::{AuditSettings, DnsUpstream};
 use policy_compiler::EffectivePolicy;
 use skillbox_audit::execution::{AuditSetup, ExecutionAudit, ExecutionAuditError, SOCKET_DIR};
 use skillbox_audit::SandboxIdentity;
 use skillbox_egress::netns::{NetnsName, NETNS_DIR};
-use skillbox_egress::session::{EgressError, EgressSession, SessionConfig};
+use skillbox_egress::session::{upstreams_or_resolv_conf, EgressError, EgressSession, SessionConfig};
 use skillbox_egress::spec::join_session;
 
 use crate::cgroup::{CgroupError, CgroupFs, CgroupStats, LimitUpdate, SandboxCgroup};
@@ -72,6 +72,18 @@ pub enum SandboxError {
 pub struct EgressSettings {
     pub upstreams: Vec<SocketAddr>,
     pub ttl_grace: Duration,
+}
+
+impl EgressSettings {
+    /// The resolvers `configured` (the node config's, or a runtime's own),
+    /// else the nameservers of this node's /etc/resolv.conf.
+    pub fn resolve(configured: &[DnsUpstream], ttl_grace: Duration) -> Result<EgressSettings, EgressError> {
+        let addrs: Vec<SocketAddr> = configured.iter().map(|upstream| upstream.0).collect();
+        Ok(EgressSettings {
+            upstreams: upstreams_or_resolv_conf(&addrs)?,
+            ttl_grace,
+        })
+    }
 }
 
 /// What a runtime decides about a sandbox before it is prepared.
@@ -175,15 +187,7 @@ impl Sandbox {
     /// Makes everything the sandbox needs and writes `spec` for runsc (see
     /// the module doc). On failure, whatever was made is removed again.
     pub fn prepare(config: SandboxConfig<'_>, spec: &mut BundleSpec) -> Result<Sandbox, SandboxError> {
-        let mut record = TeardownRecord::new(
-            config.id,
-            RunscRecord {
-                binary: config.runsc.binary().to_owned(),
-                root: config.runsc.root().to_owned(),
-                flags: config.runsc.flags().clone(),
-                bundle: spec.bundle().to_owned(),
-            },
-        );
+        let mut record = TeardownRecord::new(config.id, RunscRecord::of(&config.runsc, spec.bundle()));
         record.directory = config.directory.clone();
         record.audit = Some(AuditRecord {
             socket_dir: PathBuf::from(SOCKET_DIR),

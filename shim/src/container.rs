@@ -18,7 +18,6 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 use skillbox_audit::{SandboxIdentity, SkillIdentity};
-use skillbox_egress::session::upstreams_or_resolv_conf;
 use skillbox_sandbox::cgroup::{CgroupStats, LimitUpdate};
 use skillbox_sandbox::reaper;
 use skillbox_sandbox::record::RECORD_FILE;
@@ -98,14 +97,11 @@ fn identity(skill: &SkillAnnotations, namespace: &str, id: &str) -> SandboxIdent
 /// The DNS proxy's upstreams and TTL grace from the node config.
 fn egress_settings(id: &str, config: &ShimConfig) -> Result<EgressSettings, ContainerError> {
     let settings = &config.node.egress;
-    let configured: Vec<_> = settings.dns_upstreams.iter().map(|upstream| upstream.0).collect();
-    let upstreams = upstreams_or_resolv_conf(&configured).map_err(|err| ContainerError::EgressUpstreams {
-        id: id.to_owned(),
-        reason: err.to_string(),
-    })?;
-    Ok(EgressSettings {
-        upstreams,
-        ttl_grace: settings.ttl_grace.as_duration(),
+    EgressSettings::resolve(&settings.dns_upstreams, settings.ttl_grace.as_duration()).map_err(|err| {
+        ContainerError::EgressUpstreams {
+            id: id.to_owned(),
+            reason: err.to_string(),
+        }
     })
 }
 

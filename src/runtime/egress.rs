@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use policy_compiler::node_config::{DnsUpstream, EgressSettings as NodeEgress};
-use skillbox_egress::session::upstreams_or_resolv_conf;
 use skillbox_sandbox::sandbox::EgressSettings;
 
 use crate::cli::EgressArgs;
@@ -29,12 +28,10 @@ pub fn settings(args: &EgressArgs, node: &NodeEgress) -> anyhow::Result<EgressSe
     } else {
         &given
     };
-    let addrs: Vec<_> = configured.iter().map(|upstream| upstream.0).collect();
-    let upstreams = upstreams_or_resolv_conf(&addrs)
-        .context("give the DNS proxy's upstream with --dns-upstream IP[:PORT] or [egress] dns_upstreams")?;
     let ttl_grace = match args.ttl_grace_secs {
         Some(secs) => Duration::from_secs(secs),
         None => node.ttl_grace.as_duration(),
     };
-    Ok(EgressSettings { upstreams, ttl_grace })
+    EgressSettings::resolve(configured, ttl_grace)
+        .context("give the DNS proxy's upstream with --dns-upstream IP[:PORT] or [egress] dns_upstreams")
 }

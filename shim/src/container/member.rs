@@ -92,15 +92,7 @@ impl Container {
         }
         let runsc = sandbox.runsc.clone();
         // runsc makes the member's cgroup parents: recorded before it does.
-        let mut teardown = TeardownRecord::new(
-            id,
-            RunscRecord {
-                binary: runsc.binary().to_owned(),
-                root: runsc.root().to_owned(),
-                flags: runsc.flags().clone(),
-                bundle: bundle.to_owned(),
-            },
-        );
+        let mut teardown = TeardownRecord::new(id, RunscRecord::of(&runsc, bundle));
         if let (Some(path), Ok(fs)) = (spec.cgroups_path(), CgroupFs::detect()) {
             teardown.runsc_cgroups = fs.missing_ancestors(&path);
         }
