@@ -74,6 +74,66 @@ impl EffectivePolicy {
     pub fn has_egress(&self) -> bool {
         !self.network.allow.is_empty()
     }
+
+    /// This policy, held within `other` too: what both allow and no more.
+    /// Limits are the lower of the two; allow rules, writable directories
+    /// and passed variables are those both list (a directory's size the
+    /// smaller); deny rules and always-denied ranges those either lists;
+    /// the audit level the higher. The entrypoint stays this policy's.
+    pub fn tightened_by(&self, other: &EffectivePolicy) -> EffectivePolicy {
+        let union = |mine: &[Cidr], theirs: &[Cidr]| {
+            let mut all = mine.to_vec();
+            all.extend(theirs.iter().filter(|cidr| !mine.contains(cidr)).cloned());
+            all
+        };
+        let mut deny = self.network.deny.clone();
+        deny.extend(
+            other
+                .network
+                .deny
+                .iter()
+                .filter(|rule| !self.network.deny.contains(rule))
+                .cloned(),
+        );
+        EffectivePolicy {
+            entrypoint: self.entrypoint.clone(),
+            network: EffectiveNetwork {
+                allow: self
+                    .network
+                    .allow
+                    .iter()
+                    .filter(|rule| other.network.allow.contains(rule))
+                    .cloned()
+                    .collect(),
+                deny,
+                always_deny: union(&self.network.always_deny, &other.network.always_deny),
+            },
+            writable: self
+                .writable
+                .iter()
+                .filter_map(|dir| {
+                    let theirs = other.writable.iter().find(|o| o.path == dir.path)?;
+                    Some(WritableDir {
+                        path: dir.path.clone(),
+                        size: dir.size.min(theirs.size),
+                    })
+                })
+                .collect(),
+            resources: Resources {
+                cpus: self.resources.cpus.min(other.resources.cpus),
+                memory: self.resources.memory.min(other.resources.memory),
+                pids: self.resources.pids.min(other.resources.pids),
+                timeout: self.resources.timeout.min(other.resources.timeout),
+            },
+            env_pass: self
+                .env_pass
+                .iter()
+                .filter(|name| other.env_pass.contains(name))
+                .cloned()
+                .collect(),
+            audit: self.audit.max(other.audit),
+        }
+    }
 }
 
 /// Holds values within the ceiling, rejecting or clamping per the node's mode.

@@ -19,6 +19,20 @@ use crate::manifest::{AuditLevel, PidCount};
 use crate::network::Cidr;
 use crate::quantity::{ByteSize, Cpus, Timeout};
 
+/// Whether `path` is absolute, normalised (no `.`, `..`, `//`, trailing
+/// `/`) and not `/` itself: a directory prefix that means what it says.
+fn is_normal_directory(path: &Path) -> bool {
+    use std::path::Component;
+    let bytes = path.as_os_str().as_encoded_bytes();
+    path.is_absolute()
+        && path
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+        && !bytes.ends_with(b"/")
+        && !bytes.windows(2).any(|w| w == b"//")
+        && path != Path::new("/")
+}
+
 /// Where the node config lives unless told otherwise.
 pub const DEFAULT_NODE_CONFIG: &str = "/etc/skillbox/config.toml";
 
@@ -30,6 +44,7 @@ pub struct NodeConfig {
     pub runsc: RunscSettings,
     pub egress: EgressSettings,
     pub audit: AuditSettings,
+    pub cri: CriSettings,
 }
 
 /// What to do with a skill that asks for more than the ceiling.
@@ -64,11 +79,13 @@ pub struct Ceiling {
     pub always_deny: Vec<Cidr>,
     /// When set, the only domain suffixes a skill may allow. Default: unset.
     pub allowed_domain_suffixes: Option<Vec<String>>,
-    /// Host directories the containerd shim lets a container bind-mount
+    /// Host directories (hostPath volumes) the containerd shim lets a
+    /// container bind-mount, always read-only, besides what it allows
+    /// anyway (see `CriSettings`)
     /// from, besides its own bundle directory: a bind mount whose source
     /// is elsewhere is refused. Absolute paths; a source matches when it is
     /// the directory itself or below it (whole path components). Default:
-    /// `BUILTIN_BIND_MOUNT_SOURCES`; setting it replaces that list.
+    /// none.
     pub bind_mount_sources: Vec<PathBuf>,
     /// Variable names no skill may receive through `env.pass`, as patterns
     /// (`*` is any run of characters; case is ignored). Default:
@@ -122,6 +139,34 @@ impl Default for EgressSettings {
         EgressSettings {
             dns_upstreams: Vec::new(),
             ttl_grace: Timeout::from_secs(10),
+        }
+    }
+}
+
+/// Where kubelet and containerd's CRI plugin keep the files they bind into a
+/// pod's containers (`/etc/hosts`, `/etc/resolv.conf`, `/dev/shm`,
+/// `/dev/termination-log`, emptyDir and projected volumes). The shim lets a
+/// container mount them only from its own pod's directories:
+/// `<kubelet_root>/pods/<pod uid>/`,
+/// `<containerd_root>/io.containerd.grpc.v1.cri/{sandboxes/<pod sandbox id>,containers/<container id>}/`
+/// and `<containerd_state>/io.containerd.grpc.v1.cri/sandboxes/<pod sandbox id>/`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CriSettings {
+    /// kubelet's `--root-dir`. Default `/var/lib/kubelet`.
+    pub kubelet_root: PathBuf,
+    /// containerd's `root`. Default `/var/lib/containerd`.
+    pub containerd_root: PathBuf,
+    /// containerd's `state`. Default `/run/containerd`.
+    pub containerd_state: PathBuf,
+}
+
+impl Default for CriSettings {
+    fn default() -> Self {
+        CriSettings {
+            kubelet_root: PathBuf::from("/var/lib/kubelet"),
+            containerd_root: PathBuf::from("/var/lib/containerd"),
+            containerd_state: PathBuf::from("/run/containerd"),
         }
     }
 }
@@ -192,15 +237,6 @@ impl From<DnsUpstream> for String {
         upstream.0.to_string()
     }
 }
-
-/// Built-in bind mount sources: where the kubelet keeps a pod's volumes,
-/// and where containerd's CRI plugin keeps the files it mounts into every
-/// container (`/etc/hosts`, `/etc/resolv.conf`, `/dev/shm`, `/dev/termination-log`).
-pub const BUILTIN_BIND_MOUNT_SOURCES: &[&str] = &[
-    "/var/lib/kubelet/pods",
-    "/run/containerd/io.containerd.grpc.v1.cri",
-    "/var/lib/containerd/io.containerd.grpc.v1.cri",
-];
 
 /// One range of the built-in always-deny list and why it is there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -312,7 +348,7 @@ impl Default for Ceiling {
                 .map(|range| range.cidr.parse().expect("built-in ranges are valid"))
                 .collect(),
             allowed_domain_suffixes: None,
-            bind_mount_sources: BUILTIN_BIND_MOUNT_SOURCES.iter().map(PathBuf::from).collect(),
+            bind_mount_sources: Vec::new(),
             env_pass_deny: builtin_deny(),
             env_pass_allow: Vec::new(),
         }
@@ -381,22 +417,22 @@ impl NodeConfig {
     /// Each bind mount source must be absolute and normalised, so that
     /// prefix matching by path components means what it says.
     fn check_bind_mount_sources(&self, origin: &Path) -> Result<()> {
-        use std::path::Component;
-        for (index, source) in self.ceiling.bind_mount_sources.iter().enumerate() {
-            let normal = source.is_absolute()
-                && source
-                    .components()
-                    .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
-                && !source.as_os_str().as_encoded_bytes().ends_with(b"/")
-                && !source
-                    .as_os_str()
-                    .as_encoded_bytes()
-                    .windows(2)
-                    .any(|w| w == b"//");
-            if !normal || source == Path::new("/") {
+        let listed = self
+            .ceiling
+            .bind_mount_sources
+            .iter()
+            .enumerate()
+            .map(|(index, source)| (format!("ceiling.bind_mount_sources[{index}]"), source));
+        let cri = [
+            ("cri.kubelet_root".to_owned(), &self.cri.kubelet_root),
+            ("cri.containerd_root".to_owned(), &self.cri.containerd_root),
+            ("cri.containerd_state".to_owned(), &self.cri.containerd_state),
+        ];
+        for (field, source) in listed.chain(cri) {
+            if !is_normal_directory(source) {
                 return Err(field_error(
                     origin,
-                    &format!("ceiling.bind_mount_sources[{index}]"),
+                    &field,
                     format!(
                         "{:?} is not an absolute, normalised directory other than / (no `.`, `..`, `//` or trailing `/`)",
                         source.display().to_string()

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 /// Blocks until `pid` exits and returns its status as a shell would report
@@ -32,34 +32,5 @@ pub fn reap_orphans(budget: Duration) {
             Ok(_) | Err(Errno::EINTR) => continue,
             Err(_) => return,
         }
-    }
-}
-
-/// `reap_orphans`, but never reaps `keep` (a sandbox pid another thread
-/// waits for): stops when `keep` is the next exited child.
-pub fn reap_orphans_except(keep: i32, budget: Duration) {
-    let deadline = Instant::now() + budget;
-    while Instant::now() < deadline {
-        // Look at the next exited child without reaping it.
-        let peek = waitid(
-            Id::All,
-            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
-        );
-        let pid = match peek {
-            Ok(WaitStatus::StillAlive) => {
-                std::thread::sleep(Duration::from_millis(20));
-                continue;
-            }
-            Err(Errno::EINTR) => continue,
-            Ok(status) => match status.pid() {
-                Some(pid) => pid,
-                None => return,
-            },
-            Err(_) => return,
-        };
-        if pid.as_raw() == keep {
-            return;
-        }
-        let _ = waitpid(pid, Some(WaitPidFlag::WNOHANG));
     }
 }

@@ -17,12 +17,16 @@ pub enum RunscError {
         #[source]
         source: std::io::Error,
     },
-    #[error("`{argv}` failed ({status}): {stderr}")]
+    #[error("`{argv}` failed ({status}): {stderr}{}", logged_errors(.logged))]
     Failed {
         argv: String,
         status: ExitStatus,
         stdout: String,
         stderr: String,
+        /// The errors runsc, its gofer and its sandbox wrote to runsc's
+        /// log during the call: the real cause is often only there (a
+        /// mount point the gofer could not make, say).
+        logged: Vec<String>,
     },
     #[error("cannot read `{argv}` output: {reason}")]
     Output { argv: String, reason: String },
@@ -32,6 +36,13 @@ pub enum RunscError {
         #[source]
         source: runsc_config::Error,
     },
+}
+
+fn logged_errors(logged: &[String]) -> String {
+    match logged {
+        [] => String::new(),
+        errors => format!(" (runsc's log: {})", errors.join("; ")),
+    }
 }
 
 /// runsc with one state root and one set of sandbox flags. runsc reads its
@@ -73,6 +84,45 @@ impl Runsc {
     pub fn with_panic_log(mut self, path: impl Into<PathBuf>) -> Runsc {
         self.global.panic_log = Some(path.into());
         self
+    }
+
+    /// Makes runsc (and the gofers and sandboxes it starts) log to `path`,
+    /// as JSON; a failed call then reports the errors logged meanwhile.
+    pub fn with_log(mut self, path: impl Into<PathBuf>) -> Runsc {
+        self.global.log = Some(path.into());
+        self.global.log_format_json = true;
+        self
+    }
+
+    /// Where the log's end is now, to read what a call adds.
+    fn log_mark(&self) -> Option<u64> {
+        let log = self.global.log.as_ref()?;
+        Some(std::fs::metadata(log).map(|meta| meta.len()).unwrap_or(0))
+    }
+
+    /// `result`, with the errors runsc logged since `mark` added to a
+    /// failure.
+    fn with_logged<T>(&self, mark: Option<u64>, result: Result<T, RunscError>) -> Result<T, RunscError> {
+        match (result, mark, &self.global.log) {
+            (
+                Err(RunscError::Failed {
+                    argv,
+                    status,
+                    stdout,
+                    stderr,
+                    ..
+                }),
+                Some(mark),
+                Some(log),
+            ) => Err(RunscError::Failed {
+                argv,
+                status,
+                stdout,
+                stderr,
+                logged: errors_logged_since(log, mark),
+            }),
+            (result, _, _) => result,
+        }
     }
 
     /// Starts sandboxes with the runtime-monitoring session in `path`.
@@ -161,6 +211,12 @@ impl Runsc {
     /// Runs a subcommand whose stdio is the container's, so its errors go to
     /// the container's stderr.
     fn run_with_stdio(&self, sub: &Subcommand, stdio: [Stdio; 3]) -> Result<(), RunscError> {
+        let mark = self.log_mark();
+        let result = self.run_with_stdio_unlogged(sub, stdio);
+        self.with_logged(mark, result)
+    }
+
+    fn run_with_stdio_unlogged(&self, sub: &Subcommand, stdio: [Stdio; 3]) -> Result<(), RunscError> {
         let (mut command, rendered) = self.command(sub);
         let [stdin, stdout, stderr] = stdio;
         // Streams given as `Stdio::piped()` are captured for the error.
@@ -184,6 +240,7 @@ impl Runsc {
                 } else {
                     captured
                 },
+                logged: Vec::new(),
             });
         }
         Ok(())
@@ -219,6 +276,7 @@ impl Runsc {
     /// gives such a container the stdio of the `start` process (a sandbox's
     /// first container takes the stdio of `runsc create` instead).
     pub fn start_with_stdio(&self, id: &str, stdio: [Stdio; 3]) -> Result<(), RunscError> {
+        let mark = self.log_mark();
         let (mut command, rendered) = self.command(&Subcommand::Start { id: id.to_owned() });
         let [stdin, stdout, stderr] = stdio;
         let status = command
@@ -231,14 +289,30 @@ impl Runsc {
                 source,
             })?;
         if !status.success() {
-            return Err(RunscError::Failed {
+            let failed = Err(RunscError::Failed {
                 argv: rendered,
                 status,
                 stdout: String::new(),
                 stderr: "see the container's stderr".to_owned(),
+                logged: Vec::new(),
             });
+            return self.with_logged(mark, failed);
         }
         Ok(())
+    }
+
+    /// The pid of container `id`'s gofer, from runsc's state file
+    /// (`<root>/<id>_sandbox:<sandbox id>.state`, field `goferPid`); `None`
+    /// when runsc has no state for it or no gofer runs.
+    pub fn gofer_pid(&self, id: &str) -> Option<i32> {
+        let prefix = format!("{id}_sandbox:");
+        let entries = std::fs::read_dir(self.root()).ok()?;
+        let state = entries.filter_map(Result::ok).find(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            name.starts_with(&prefix) && name.ends_with(".state")
+        })?;
+        let text = std::fs::read_to_string(state.path()).ok()?;
+        gofer_pid_in(&text)
     }
 
     /// `runsc wait <id>`: blocks until a started container exits and returns
@@ -287,8 +361,9 @@ impl Runsc {
 
     /// Runs a subcommand to completion and returns its stdout.
     pub fn check(&self, sub: &Subcommand) -> Result<String, RunscError> {
+        let mark = self.log_mark();
         let (mut command, rendered) = self.command(sub);
-        run_captured(&mut command, rendered)
+        self.with_logged(mark, run_captured(&mut command, rendered))
     }
 
     /// Sends `signal` to every process of the container.
@@ -435,14 +510,88 @@ fn run_captured(command: &mut Command, rendered: String) -> Result<String, Runsc
             status: output.status,
             stdout,
             stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            logged: Vec::new(),
         });
     }
     Ok(stdout)
 }
 
+fn gofer_pid_in(state: &str) -> Option<i32> {
+    let state: serde_json::Value = serde_json::from_str(state).ok()?;
+    state["goferPid"]
+        .as_i64()
+        .and_then(|pid| i32::try_from(pid).ok())
+        .filter(|pid| *pid > 0)
+}
+
+/// How many logged errors a failure carries at most (the first ones: the
+/// cause comes before its consequences).
+const MAX_LOGGED_ERRORS: usize = 5;
+
+/// The `error`-level messages of the JSON log at `path` from byte `mark`
+/// on, in order, each once. runsc writes one JSON object per entry, not
+/// always newline-separated.
+fn errors_logged_since(path: &Path, mark: u64) -> Vec<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut text = Vec::new();
+    let read = std::fs::File::open(path).and_then(|mut file| {
+        file.seek(SeekFrom::Start(mark))?;
+        // Bounded: a sandbox may have logged a lot meanwhile.
+        file.take(1 << 20).read_to_end(&mut text)
+    });
+    if read.is_err() {
+        return Vec::new();
+    }
+    logged_errors_in(&text)
+}
+
+fn logged_errors_in(text: &[u8]) -> Vec<String> {
+    let mut errors: Vec<String> = Vec::new();
+    for entry in serde_json::Deserializer::from_slice(text).into_iter::<serde_json::Value>() {
+        let Ok(entry) = entry else { break };
+        let (Some("error"), Some(message)) = (entry["level"].as_str(), entry["msg"].as_str()) else {
+            continue;
+        };
+        let message = message.trim().to_owned();
+        if !errors.contains(&message) {
+            errors.push(message);
+        }
+        if errors.len() == MAX_LOGGED_ERRORS {
+            break;
+        }
+    }
+    errors
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_gofer_pid_comes_from_the_state_file() {
+        assert_eq!(
+            gofer_pid_in(r#"{"id":"a","goferPid":8613,"sandbox":{"pid":8615}}"#),
+            Some(8613)
+        );
+        assert_eq!(gofer_pid_in(r#"{"id":"a","goferPid":0}"#), None);
+        assert_eq!(gofer_pid_in("{"), None);
+    }
+
+    #[test]
+    fn the_errors_runsc_logged_are_read_in_order_and_once() {
+        // What runsc 20221219 logs (no newline between entries) when its
+        // gofer cannot make a mount point in a read-only root.
+        let log = br#"{"msg":"Starting sandbox","level":"info","time":"t"}{"msg":"error setting up FS: mkdir /proc/root/dev: read-only file system","level":"error","time":"t"}
+{"msg":"creating container: EOF","level":"error","time":"t"}{"msg":"creating container: EOF","level":"error","time":"t"}"#;
+        assert_eq!(
+            logged_errors_in(log),
+            [
+                "error setting up FS: mkdir /proc/root/dev: read-only file system",
+                "creating container: EOF"
+            ]
+        );
+        assert!(logged_errors_in(b"not json").is_empty());
+    }
 
     #[test]
     fn only_a_go_crash_in_the_panic_log_is_a_crash() {

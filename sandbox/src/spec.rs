@@ -17,6 +17,8 @@ use serde_json::Value;
 pub const CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
 /// CRI's annotation naming the pod's sandbox container.
 pub const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
+/// The pod's uid (kubelet's `metadata.uid`), on a pod's every container.
+pub const SANDBOX_UID: &str = "io.kubernetes.cri.sandbox-uid";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {

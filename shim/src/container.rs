@@ -43,6 +43,10 @@ mod checkpoint;
 mod member;
 pub use checkpoint::{checkpoint_request, CheckpointRequest};
 
+/// runsc's own log in each bundle (JSON): a failed runsc call reports the
+/// errors logged there, where runsc's gofer and sandbox write theirs.
+pub(crate) const RUNSC_LOG: &str = "runsc.log";
+
 /// What ended the container besides its own exit, set before the kill is
 /// sent so that the reaper sees it.
 #[derive(Debug, Default)]
@@ -148,7 +152,8 @@ impl Container {
                     &config.node.runsc.binary,
                     runsc_root,
                     prepared.runsc_flags.clone(),
-                ),
+                )
+                .with_log(bundle.join(RUNSC_LOG)),
                 audit: &config.node.audit,
                 audit_log: &audit_log,
                 egress,

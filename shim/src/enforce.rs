@@ -10,10 +10,12 @@
 //!    the node's default policy (`[defaults]`, no network).
 //! 2. **Refusals** (see [`refuse`]): host devices, a missing namespace, a
 //!    namespace path that is the host's own, a bind mount from outside the
-//!    bundle and `ceiling.bind_mount_sources`, a mount type skillbox does not
-//!    know, OCI hooks. Every refusal is collected, then reported at once in
+//!    bundle, the pod's own kubelet and containerd directories (`[cri]`) and
+//!    `ceiling.bind_mount_sources`, a mount type skillbox does not know, OCI
+//!    hooks. Every refusal is collected, then reported at once in
 //!    one error naming each field and value.
-//! 3. **Rewrites** (see [`tighten`]): read-only root, no capabilities,
+//! 3. **Rewrites** (see [`tighten`]): read-only binds from
+//!    `ceiling.bind_mount_sources`, read-only root, no capabilities,
 //!    `noNewPrivileges`, cgroup limits no higher than the policy's, read-only
 //!    `/sys` and cgroup mounts, a `/tmp` as the policy says, a cgroup path.
 //!    Each is logged with `tracing::warn!` and listed in the
@@ -30,8 +32,10 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use policy_compiler::effective::{node_default, within_ceiling};
+use policy_compiler::effective::{node_default, resolve, within_ceiling};
 use policy_compiler::oci::annotations;
+use policy_compiler::package::SkillPackage;
+use policy_compiler::scratch_path::SKILL_MOUNT;
 use policy_compiler::EffectivePolicy;
 use runsc_config::RunscFlags;
 use serde_json::Value;
@@ -49,6 +53,10 @@ pub const ENFORCED: &str = "io.skillbox.enforced";
 /// Where the effective policy came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PolicySource {
+    /// The skill in the container's root filesystem (`/skill/SKILL.md`, as
+    /// `skillbox image build` puts it), tightened by an `io.skillbox.policy`
+    /// annotation if the spec has one.
+    Image,
     /// The bundle's `io.skillbox.policy` annotation.
     Bundle,
     /// The node's defaults: the bundle had no policy.
@@ -122,6 +130,10 @@ pub trait HostPaths {
     /// The skill package digest of the folder `dir` (as `skillbox compile`
     /// records it), or `None` if it is no loadable skill package.
     fn skill_digest(&self, dir: &Path) -> Option<String>;
+    /// The skill package at `/skill` in the root filesystem `root`: `None`
+    /// when there is no `/skill/SKILL.md`, an error when there is one but
+    /// the package does not load.
+    fn image_skill(&self, root: &Path) -> Option<policy_compiler::Result<SkillPackage>>;
 }
 
 /// The real host.
@@ -144,6 +156,16 @@ impl HostPaths for RealHost {
     fn skill_digest(&self, dir: &Path) -> Option<String> {
         policy_compiler::load(dir).ok().map(|package| package.digest)
     }
+
+    fn image_skill(&self, root: &Path) -> Option<policy_compiler::Result<SkillPackage>> {
+        // The image is untrusted: `/skill` must be a directory of the image
+        // itself, never a symlink out of it (the package loader follows no
+        // link below it).
+        let dir = root.join(SKILL_MOUNT.trim_start_matches('/'));
+        let is_dir = std::fs::symlink_metadata(&dir).is_ok_and(|meta| meta.is_dir());
+        let has_skill_md = std::fs::symlink_metadata(dir.join(policy_compiler::package::SKILL_MD)).is_ok();
+        (is_dir && has_skill_md).then(|| policy_compiler::load(&dir))
+    }
 }
 
 /// What a bundle runs under once enforced.
@@ -159,14 +181,61 @@ pub struct Prepared {
 }
 
 /// The effective policy of `spec` (read from `path`) on this node, with the
-/// changes a clamping ceiling made.
+/// changes a clamping ceiling made and the skill it runs, if its root
+/// holds one (see [`PolicySource`]).
 fn effective_policy(
     spec: &Value,
     path: &Path,
+    bundle: &Path,
     config: &ShimConfig,
-) -> Result<(EffectivePolicy, PolicySource, Vec<Change>), EnforceError> {
+    host: &dyn HostPaths,
+) -> Result<(EffectivePolicy, PolicySource, Vec<Change>, Option<SkillPackage>), EnforceError> {
+    let annotated = annotated_policy(spec, path, config)?;
+    let root = spec["root"]["path"].as_str().map(|root| bundle.join(root));
+    let Some(package) = root.and_then(|root| host.image_skill(&root)) else {
+        return Ok(match annotated {
+            Some((policy, changes)) => (policy, PolicySource::Bundle, changes, None),
+            None => (
+                node_default(&config.node),
+                PolicySource::NodeDefault,
+                Vec::new(),
+                None,
+            ),
+        });
+    };
+    let package = package?;
+    let skill_md = package.dir.join(policy_compiler::package::SKILL_MD);
+    let resolved = resolve(&package.manifest, &skill_md, &config.node, &config.origin)?;
+    let mut changes: Vec<Change> = resolved
+        .warnings
+        .into_iter()
+        .map(|warning| Change {
+            field: format!("{} security_policy", skill_md.display()),
+            from: "outside the node's ceiling".to_owned(),
+            to: warning,
+        })
+        .collect();
+    let policy = match annotated {
+        // An annotation (a pod's, through the runtime's pod_annotations)
+        // can only take away from what the image's skill declares.
+        Some((tighter, annotation_changes)) => {
+            changes.extend(annotation_changes);
+            resolved.policy.tightened_by(&tighter)
+        }
+        None => resolved.policy,
+    };
+    Ok((policy, PolicySource::Image, changes, Some(package)))
+}
+
+/// The spec's `io.skillbox.policy` annotation, held within the node's
+/// ceiling, with the changes a clamping ceiling made.
+fn annotated_policy(
+    spec: &Value,
+    path: &Path,
+    config: &ShimConfig,
+) -> Result<Option<(EffectivePolicy, Vec<Change>)>, EnforceError> {
     let Some(text) = policy_annotation(spec) else {
-        return Ok((node_default(&config.node), PolicySource::NodeDefault, Vec::new()));
+        return Ok(None);
     };
     let field = format!("annotations.\"{}\"", annotations::POLICY);
     let claimed: EffectivePolicy =
@@ -185,7 +254,7 @@ fn effective_policy(
             to: warning,
         })
         .collect();
-    Ok((held.policy, PolicySource::Bundle, changes))
+    Ok(Some((held.policy, changes)))
 }
 
 /// Enforces the effective policy on `spec`, the `config.json` of the
@@ -209,7 +278,7 @@ pub fn enforce_spec(
             }]),
         });
     }
-    let (policy, source, mut changes) = effective_policy(spec, &path, config)?;
+    let (policy, source, mut changes, package) = effective_policy(spec, &path, bundle, config, host)?;
     let refusals = refuse::refusals(spec, bundle, config, host);
     if !refusals.is_empty() {
         return Err(EnforceError::Refused {
@@ -217,6 +286,12 @@ pub fn enforce_spec(
             refusals: Refusals(refusals),
         });
     }
+    let listed: Vec<usize> = refuse::bind_sources(spec, bundle, config, host)
+        .into_iter()
+        .filter(|(_, source)| *source == refuse::BindSource::Listed)
+        .map(|(index, _)| index)
+        .collect();
+    changes.extend(tighten::read_only_binds(spec, &listed));
     let runsc_flags = policy_compiler::compile::runsc_flags(&config.node, &policy);
     changes.extend(tighten::tighten(key, spec, &policy, &runsc_flags));
     let notes = spec["annotations"].as_object_mut();
@@ -236,6 +311,24 @@ pub fn enforce_spec(
         ENFORCED.to_owned(),
         Value::String(Value::Array(rendered).to_string()),
     );
+    if let Some(package) = &package {
+        // The audit trail and metrics name the skill the image holds.
+        notes.insert(
+            annotations::SKILL_NAME.to_owned(),
+            Value::String(package.manifest.name.to_string()),
+        );
+        notes.insert(
+            annotations::SKILL_DIGEST.to_owned(),
+            Value::String(package.digest.clone()),
+        );
+        match &package.manifest.version {
+            Some(version) => notes.insert(
+                annotations::SKILL_VERSION.to_owned(),
+                Value::String(version.clone()),
+            ),
+            None => notes.remove(annotations::SKILL_VERSION),
+        };
+    }
     let skill = skill_of(spec);
     Ok(Prepared {
         policy,

@@ -2,11 +2,12 @@
 //! (`req.rootfs`, what `ctr run <image>` and Kubernetes use) are mounted at
 //! `<bundle>/rootfs`, where the spec's `root.path` ("rootfs") points.
 //!
-//! - Each mount is made **read-only on the host** (`ro` is appended to its
-//!   options), besides the spec's `root.readonly` the enforcement forces:
-//!   a snapshot is a writable overlay (or bind, with the `native`
-//!   snapshotter) and neither runsc's gofer nor anything else writes
-//!   through it.
+//! - Each mount is made as containerd describes it: the snapshot is the
+//!   container's own writable layer, as under runc. runsc's gofer creates
+//!   the mount points of the spec's bind mounts in it (CRI's `/dev/shm`,
+//!   `/etc/resolv.conf`, kubelet's volumes: images such as `pause` have
+//!   none), then mounts the root read-only for the sandbox, since the
+//!   enforcement always sets `root.readonly`. The skill never writes to it.
 //! - A failed mount unmounts what was mounted before it.
 //! - [`unmount`] removes everything mounted under `<bundle>/rootfs`
 //!   (deepest first) and is safe to call when nothing is mounted: Create's
@@ -42,13 +43,6 @@ pub fn target(bundle: &Path) -> PathBuf {
     bundle.join("rootfs")
 }
 
-/// The options a snapshot mount is made with: its own, then `ro`.
-pub fn read_only_options(options: &[String]) -> Vec<String> {
-    let mut options: Vec<String> = options.iter().filter(|o| *o != "rw").cloned().collect();
-    options.push("ro".to_owned());
-    options
-}
-
 /// Mounts `mounts` (in order) at `<bundle>/rootfs`. On failure nothing is
 /// left mounted. Blocking.
 pub fn mount(bundle: &Path, mounts: &[Mount]) -> Result<(), RootfsError> {
@@ -61,7 +55,7 @@ pub fn mount(bundle: &Path, mounts: &[Mount]) -> Result<(), RootfsError> {
         source,
     })?;
     for mount in mounts {
-        let options = read_only_options(&mount.options);
+        let options = mount.options.clone();
         let kind = (!mount.type_.is_empty()).then_some(mount.type_.as_str());
         let source = (!mount.source.is_empty()).then_some(mount.source.as_str());
         if let Err(err) = containerd_shim::mount::mount_rootfs(kind, source, &options, &target) {
@@ -77,7 +71,7 @@ pub fn mount(bundle: &Path, mounts: &[Mount]) -> Result<(), RootfsError> {
             }
             return Err(failed);
         }
-        tracing::info!(target = %target.display(), kind = %mount.type_, "image root mounted read-only");
+        tracing::info!(target = %target.display(), kind = %mount.type_, "image root mounted");
     }
     Ok(())
 }
@@ -124,14 +118,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn snapshot_mounts_are_made_read_only() {
-        let overlay = ["index=off", "workdir=/w", "upperdir=/u", "lowerdir=/l"].map(String::from);
-        assert_eq!(read_only_options(&overlay).last().unwrap(), "ro");
-        assert_eq!(read_only_options(&["rbind".into(), "rw".into()]), ["rbind", "ro"]);
-    }
-
-    #[test]
-    fn bind_mounts_are_read_only_and_fully_unmounted() {
+    fn bind_mounts_are_made_as_given_and_fully_unmounted() {
         assert!(nix::unistd::Uid::effective().is_root(), "this test runs as root");
         let source = tempfile::tempdir().unwrap();
         std::fs::write(source.path().join("file"), "x").unwrap();
@@ -146,8 +133,9 @@ mod tests {
         let root = target(bundle.path());
         assert!(is_mounted(&root));
         assert_eq!(std::fs::read_to_string(root.join("file")).unwrap(), "x");
-        let write = std::fs::write(root.join("new"), "y").unwrap_err();
-        assert_eq!(write.raw_os_error(), Some(nix::libc::EROFS), "{write}");
+        // The container's own layer: runsc's gofer makes mount points in it.
+        std::fs::write(root.join("new"), "y").unwrap();
+        assert_eq!(std::fs::read_to_string(source.path().join("new")).unwrap(), "y");
         unmount(bundle.path()).unwrap();
         assert!(!is_mounted(&root));
         // Idempotent.

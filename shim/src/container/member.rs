@@ -26,6 +26,7 @@ use skillbox_sandbox::Ending;
 
 use super::{open_output, Container, ContainerError, EndCauses, Exit, ProcessState, Status, StdioPaths};
 use crate::config::ShimConfig;
+use crate::container::RUNSC_LOG;
 use crate::enforce::enforce;
 use crate::pod::PodError;
 
@@ -33,7 +34,6 @@ use crate::pod::PodError;
 #[derive(Debug)]
 pub(super) struct Member {
     sandbox: String,
-    sandbox_pid: u32,
     /// The member's teardown record (its runsc container, the parent
     /// cgroups runsc creates for it).
     record: PathBuf,
@@ -90,7 +90,8 @@ impl Container {
             }
             .into());
         }
-        let runsc = sandbox.runsc.clone();
+        // The member's own runsc log: what its gofer and `runsc start` log.
+        let runsc = sandbox.runsc.clone().with_log(bundle.join(RUNSC_LOG));
         // runsc makes the member's cgroup parents: recorded before it does.
         let mut teardown = TeardownRecord::new(id, RunscRecord::of(&runsc, bundle));
         if let (Some(path), Ok(fs)) = (spec.cgroups_path(), CgroupFs::detect()) {
@@ -120,7 +121,6 @@ impl Container {
             causes: Arc::new(EndCauses::default()),
             member: Some(Member {
                 sandbox: sandbox.id.clone(),
-                sandbox_pid: sandbox.pid,
                 record: record_path,
             }),
             console: None,
@@ -161,6 +161,15 @@ impl Container {
             open_output(&self.stdio.stderr)?,
         ];
         self.runsc.start_with_stdio(&self.id, streams)?;
+        // The member's gofer was a child of `runsc start`, which has exited:
+        // it is the shim's now, and is reaped the moment it ends (`runsc
+        // delete` waits until it is gone, zombies included).
+        match self.runsc.gofer_pid(&self.id) {
+            Some(gofer) => {
+                std::thread::spawn(move || reaper::wait_exit(gofer));
+            }
+            None => tracing::warn!(id = %self.id, "no gofer pid in runsc's state"),
+        }
         let (runsc, id, state) = (self.runsc.clone(), self.id.clone(), self.state.clone());
         let (sandbox, causes) = (Arc::clone(&self.sandbox), Arc::clone(&self.causes));
         std::thread::spawn(move || {
@@ -212,9 +221,6 @@ impl Container {
                 }
             }
         }
-        // The member's gofer was a child of `runsc start`; never reap the
-        // sandbox, whose status the sandbox container's thread waits for.
-        reaper::reap_orphans_except(member.sandbox_pid as i32, Duration::from_secs(2));
         // runsc's state of the member, what runsc left of it, its cgroup
         // parents once empty; the record goes last.
         match TeardownRecord::load(&member.record) {

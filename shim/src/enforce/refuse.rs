@@ -7,8 +7,10 @@ use std::path::{Component, Path, PathBuf};
 
 use serde_json::Value;
 
+use policy_compiler::node_config::CriSettings;
 use policy_compiler::oci::annotations;
 use policy_compiler::scratch_path::SKILL_MOUNT;
+use skillbox_sandbox::spec::{SANDBOX_ID, SANDBOX_UID};
 
 use super::{HostPaths, Refusal};
 use crate::config::ShimConfig;
@@ -131,16 +133,97 @@ fn resolved_source(source: &str, bundle: &Path, host: &dyn HostPaths) -> Option<
     plain.then_some(resolved)
 }
 
+/// A name kubelet or containerd uses as one path component (an id, a uid).
+fn is_path_component(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains('/')
+}
+
+/// The directories this pod's kubelet and containerd keep its files in (see
+/// `CriSettings`); none for a container outside a CRI pod. `container_id` is
+/// the bundle's name, which containerd makes the container's id.
+pub(super) fn pod_sources(spec: &Value, container_id: &str, cri: &CriSettings) -> Vec<PathBuf> {
+    let annotation = |key: &str| {
+        spec["annotations"][key]
+            .as_str()
+            .filter(|value| is_path_component(value))
+    };
+    let mut sources = Vec::new();
+    if let Some(uid) = annotation(SANDBOX_UID) {
+        sources.push(cri.kubelet_root.join("pods").join(uid));
+    }
+    let cri_dir = |root: &Path| root.join("io.containerd.grpc.v1.cri");
+    if let Some(sandbox) = annotation(SANDBOX_ID) {
+        sources.push(cri_dir(&cri.containerd_root).join("sandboxes").join(sandbox));
+        sources.push(cri_dir(&cri.containerd_state).join("sandboxes").join(sandbox));
+        if is_path_component(container_id) {
+            sources.push(
+                cri_dir(&cri.containerd_root)
+                    .join("containers")
+                    .join(container_id),
+            );
+        }
+    }
+    sources
+}
+
+/// Where a bind mount's source is, for what may be mounted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum BindSource {
+    /// The bundle, or this pod's own kubelet or containerd directories.
+    Own,
+    /// Under `ceiling.bind_mount_sources`: mounted read-only.
+    Listed,
+    /// Anywhere else.
+    Elsewhere,
+}
+
+/// Classifies the bind mount sources of `spec`, by index into `mounts`.
+pub(super) fn bind_sources(
+    spec: &Value,
+    bundle: &Path,
+    config: &ShimConfig,
+    host: &dyn HostPaths,
+) -> Vec<(usize, BindSource)> {
+    let Some(mounts) = spec["mounts"].as_array() else {
+        return Vec::new();
+    };
+    // Sources are compared with symlinks resolved, so the prefixes are too.
+    let resolve = |prefixes: Vec<PathBuf>| -> Vec<PathBuf> {
+        prefixes
+            .into_iter()
+            .map(|prefix| host.canonical(&prefix).unwrap_or(prefix))
+            .collect()
+    };
+    let container_id = bundle.file_name().map(|name| name.to_string_lossy().into_owned());
+    let own = resolve(pod_sources(
+        spec,
+        container_id.as_deref().unwrap_or(""),
+        &config.node.cri,
+    ));
+    let listed = resolve(config.node.ceiling.bind_mount_sources.clone());
+    let under = |path: &Path, prefixes: &[PathBuf]| prefixes.iter().any(|prefix| path.starts_with(prefix));
+    mounts
+        .iter()
+        .enumerate()
+        .filter(|(_, mount)| is_bind(mount))
+        .map(|(index, mount)| {
+            let source = mount["source"].as_str().unwrap_or("");
+            let kind = match resolved_source(source, bundle, host) {
+                Some(path) if path.starts_with(bundle) || under(&path, &own) => BindSource::Own,
+                Some(path) if under(&path, &listed) => BindSource::Listed,
+                _ => BindSource::Elsewhere,
+            };
+            (index, kind)
+        })
+        .collect()
+}
+
 fn mounts(spec: &Value, bundle: &Path, config: &ShimConfig, host: &dyn HostPaths, found: &mut Vec<Refusal>) {
     let Some(mounts) = spec["mounts"].as_array() else {
         return;
     };
     let allowed = &config.node.ceiling.bind_mount_sources;
-    // Sources are compared with symlinks resolved, so the prefixes are too.
-    let resolved_allowed: Vec<PathBuf> = allowed
-        .iter()
-        .map(|prefix| host.canonical(prefix).unwrap_or_else(|| prefix.clone()))
-        .collect();
+    let sources = bind_sources(spec, bundle, config, host);
     for (index, mount) in mounts.iter().enumerate() {
         let destination = mount["destination"].as_str().unwrap_or("");
         let field = |name: &str| format!("mounts[{index}].{name} ({destination})");
@@ -156,13 +239,10 @@ fn mounts(spec: &Value, bundle: &Path, config: &ShimConfig, host: &dyn HostPaths
             continue;
         }
         let source = mount["source"].as_str().unwrap_or("");
-        let inside = |resolved: &Path| {
-            resolved.starts_with(bundle) || resolved_allowed.iter().any(|prefix| resolved.starts_with(prefix))
-        };
-        let resolved = resolved_source(source, bundle, host);
-        if resolved.as_deref().is_some_and(inside) {
+        if sources.contains(&(index, BindSource::Own)) || sources.contains(&(index, BindSource::Listed)) {
             continue;
         }
+        let resolved = resolved_source(source, bundle, host);
         if let Some(verified) = resolved
             .as_deref()
             .and_then(|dir| compiled_skill(spec, mount, dir, host))
@@ -180,7 +260,7 @@ fn mounts(spec: &Value, bundle: &Path, config: &ShimConfig, host: &dyn HostPaths
             field("source"),
             format!("host path {source}"),
             format!(
-                "a bind mount's source must be inside the bundle ({}) or under ceiling.bind_mount_sources [{}] in {}",
+                "a bind mount's source must be inside the bundle ({}), this pod's kubelet or containerd directories (under [cri] kubelet_root, containerd_root, containerd_state), or under ceiling.bind_mount_sources [{}] in {}",
                 bundle.display(),
                 prefixes.join(", "),
                 config.origin

@@ -25,6 +25,25 @@ impl HostPaths for FakeHost {
         let name = dir.strip_prefix("/compiled").ok()?.parent()?.to_str()?;
         Some(format!("sha256:{name}"))
     }
+
+    /// Image roots are real directories (temp dirs in these tests).
+    fn image_skill(&self, root: &Path) -> Option<policy_compiler::Result<SkillPackage>> {
+        RealHost.image_skill(root)
+    }
+}
+
+/// An image root holding a skill whose `security_policy` is `policy`.
+fn image_with_skill(policy: &str) -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    let skill = root.path().join("skill");
+    std::fs::create_dir(&skill).unwrap();
+    std::fs::write(
+        skill.join("SKILL.md"),
+        format!("---\nname: imaged\ndescription: A skill in an image.\nversion: 2.0.0\nsecurity_policy:\n  version: 1\n  entrypoint: [sh, run.sh]\n{policy}---\n"),
+    )
+    .unwrap();
+    std::fs::write(skill.join("run.sh"), "echo hi\n").unwrap();
+    root
 }
 
 const BUNDLE: &str = "/run/ctrd/io.containerd.runtime.v2.task/ns/c1";
@@ -229,20 +248,19 @@ fn host_bind_mounts_are_refused_and_allowed_ones_kept() {
     spec["mounts"].as_array_mut().unwrap().push(bind("/etc"));
     let err = refused(spec, &config(""));
     assert!(
-        err.ends_with("mounts[3].source (/x): host path /etc: a bind mount's source must be inside the bundle (/run/ctrd/io.containerd.runtime.v2.task/ns/c1) or under ceiling.bind_mount_sources [/var/lib/kubelet/pods, /run/containerd/io.containerd.grpc.v1.cri, /var/lib/containerd/io.containerd.grpc.v1.cri] in node.toml"),
+        err.ends_with("mounts[3].source (/x): host path /etc: a bind mount's source must be inside the bundle (/run/ctrd/io.containerd.runtime.v2.task/ns/c1), this pod's kubelet or containerd directories (under [cri] kubelet_root, containerd_root, containerd_state), or under ceiling.bind_mount_sources [] in node.toml"),
         "{err}"
     );
 
     for (source, allowed) in [
+        // Only a CRI pod's own directories, and this spec is in no pod.
         (
             "/var/lib/kubelet/pods/uid/volumes/kubernetes.io~empty-dir/data",
-            true,
+            false,
         ),
-        ("/var/lib/kubelet/podsX/evil", false),
-        ("/var/lib/kubelet/pods/../../../../etc", false),
         (
             "/run/containerd/io.containerd.grpc.v1.cri/sandboxes/abc/hosts",
-            true,
+            false,
         ),
         (&format!("{BUNDLE}/skill"), true),
         ("skill", true),
@@ -268,6 +286,193 @@ fn host_bind_mounts_are_refused_and_allowed_ones_kept() {
         .unwrap()
         .push(bind("/srv/skills/hello/skill"));
     enforce(&mut spec, &admin).unwrap();
+}
+
+/// `plain()` as containerd's CRI plugin gives it for container `c1` of the
+/// pod whose sandbox is `pod-sandbox` and whose uid is `pod-uid`.
+fn in_pod() -> Value {
+    let mut spec = plain();
+    spec["annotations"] = json!({
+        "io.kubernetes.cri.container-type": "container",
+        "io.kubernetes.cri.sandbox-id": "pod-sandbox",
+        "io.kubernetes.cri.sandbox-uid": "pod-uid",
+    });
+    spec
+}
+
+#[test]
+fn a_pod_container_mounts_only_its_own_pods_kubelet_and_containerd_files() {
+    let bind = |source: &str| json!({"destination": "/x", "type": "bind", "source": source, "options": ["rbind", "rw"]});
+    for (source, allowed) in [
+        (
+            "/var/lib/kubelet/pods/pod-uid/volumes/kubernetes.io~empty-dir/data",
+            true,
+        ),
+        ("/var/lib/kubelet/pods/pod-uid/etc-hosts", true),
+        ("/var/lib/kubelet/pods/pod-uid/containers/app/1234", true),
+        (
+            "/var/lib/kubelet/pods/other-uid/volumes/kubernetes.io~secret/token",
+            false,
+        ),
+        ("/var/lib/kubelet/pods/pod-uid/../other-uid/etc-hosts", false),
+        ("/var/lib/kubelet/pods", false),
+        (
+            "/var/lib/containerd/io.containerd.grpc.v1.cri/sandboxes/pod-sandbox/hosts",
+            true,
+        ),
+        (
+            "/run/containerd/io.containerd.grpc.v1.cri/sandboxes/pod-sandbox/shm",
+            true,
+        ),
+        (
+            "/run/containerd/io.containerd.grpc.v1.cri/sandboxes/other-sandbox/shm",
+            false,
+        ),
+        // The container's own CRI directory (image volumes), by its id.
+        (
+            "/var/lib/containerd/io.containerd.grpc.v1.cri/containers/c1/volumes/v",
+            true,
+        ),
+        (
+            "/var/lib/containerd/io.containerd.grpc.v1.cri/containers/c2/volumes/v",
+            false,
+        ),
+        ("/etc", false),
+    ] {
+        let mut spec = in_pod();
+        spec["mounts"].as_array_mut().unwrap().push(bind(source));
+        let result = enforce(&mut spec, &config(""));
+        assert_eq!(
+            result.is_ok(),
+            allowed,
+            "{source}: {:?}",
+            result.err().map(|e| e.to_string())
+        );
+        if allowed {
+            // The pod's own files stay as kubelet asked (emptyDir is writable).
+            assert_eq!(spec["mounts"][3]["options"], json!(["rbind", "rw"]), "{source}");
+        }
+    }
+    // Where kubelet and containerd keep them is the node's to say.
+    let moved = config("[cri]\nkubelet_root = \"/data/kubelet\"\ncontainerd_state = \"/tmp/ctrd/state\"\n");
+    for source in [
+        "/data/kubelet/pods/pod-uid/etc-hosts",
+        "/tmp/ctrd/state/io.containerd.grpc.v1.cri/sandboxes/pod-sandbox/shm",
+    ] {
+        let mut spec = in_pod();
+        spec["mounts"].as_array_mut().unwrap().push(bind(source));
+        enforce(&mut spec, &moved).unwrap();
+    }
+    let mut spec = in_pod();
+    spec["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(bind("/var/lib/kubelet/pods/pod-uid/etc-hosts"));
+    assert!(refused(spec, &moved).contains("host path /var/lib/kubelet/pods/pod-uid/etc-hosts"));
+    // An annotation cannot walk out of the directory it names.
+    let mut spec = in_pod();
+    spec["annotations"]["io.kubernetes.cri.sandbox-uid"] = json!("..");
+    spec["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(bind("/var/lib/kubelet/etc"));
+    refused(spec, &config(""));
+}
+
+#[test]
+fn listed_host_paths_are_mounted_read_only() {
+    let admin = config("[ceiling]\nbind_mount_sources = [\"/srv/data\"]\n");
+    let mut spec = in_pod();
+    spec["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"destination": "/data", "type": "bind", "source": "/srv/data/set", "options": ["rbind", "rw"]}));
+    let prepared = enforce(&mut spec, &admin).unwrap();
+    assert_eq!(spec["mounts"][3]["options"], json!(["rbind", "ro"]));
+    assert!(
+        fields(&prepared).contains(&"mounts[3].options (/data)"),
+        "{:?}",
+        fields(&prepared)
+    );
+}
+
+#[test]
+fn a_skill_in_the_image_root_sets_the_policy_and_an_annotation_only_tightens_it() {
+    let image = image_with_skill(
+        "  filesystem:\n    writable:\n      - { path: /out, size: 1Mi }\n  resources: { memory: 64Mi, timeout: 5s }\n",
+    );
+    let config = config("");
+    let mut spec = in_pod();
+    spec["root"]["path"] = json!(image.path().display().to_string());
+    let prepared = enforce(&mut spec, &config).unwrap();
+    assert_eq!(prepared.source, PolicySource::Image);
+    assert_eq!(prepared.policy.resources.memory, "64Mi".parse().unwrap());
+    assert_eq!(
+        prepared.policy.resources.timeout.as_duration(),
+        std::time::Duration::from_secs(5)
+    );
+    assert_eq!(prepared.skill.name.as_deref(), Some("imaged"));
+    assert_eq!(prepared.skill.version.as_deref(), Some("2.0.0"));
+    assert!(prepared
+        .skill
+        .digest
+        .as_deref()
+        .is_some_and(|d| d.starts_with("sha256:")));
+    // Its writable directory exists even though the image has no /out.
+    let out = spec["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["destination"] == "/out")
+        .cloned()
+        .unwrap();
+    assert_eq!(out["type"], "tmpfs");
+    assert!(out["options"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("size=1048576")));
+
+    // A pod annotation lowers the memory and cannot raise the timeout.
+    let mut annotated = node_default(&config.node);
+    annotated.resources.memory = "32Mi".parse().unwrap();
+    annotated.resources.timeout = "1m".parse().unwrap();
+    annotated.writable = prepared.policy.writable.clone();
+    let mut spec = in_pod();
+    spec["root"]["path"] = json!(image.path().display().to_string());
+    spec["annotations"][annotations::POLICY] = json!(serde_json::to_string(&annotated).unwrap());
+    let tightened = enforce(&mut spec, &config).unwrap();
+    assert_eq!(tightened.source, PolicySource::Image);
+    assert_eq!(tightened.policy.resources.memory, "32Mi".parse().unwrap());
+    assert_eq!(
+        tightened.policy.resources.timeout.as_duration(),
+        std::time::Duration::from_secs(5)
+    );
+}
+
+#[test]
+fn an_image_skill_above_the_ceiling_is_refused_naming_field_value_and_ceiling() {
+    let image = image_with_skill("  resources: { memory: 4Gi }\n");
+    let mut spec = in_pod();
+    spec["root"]["path"] = json!(image.path().display().to_string());
+    let err = enforce(&mut spec, &config("")).unwrap_err().to_string();
+    assert!(
+        err.contains("resources.memory") && err.contains("4Gi") && err.contains("2Gi"),
+        "{err}"
+    );
+    assert!(err.contains("skill/SKILL.md"), "{err}");
+}
+
+#[test]
+fn a_skill_directory_that_is_a_symlink_is_not_read() {
+    let image = image_with_skill("");
+    let root = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(image.path().join("skill"), root.path().join("skill")).unwrap();
+    let mut spec = in_pod();
+    spec["root"]["path"] = json!(root.path().display().to_string());
+    assert_eq!(
+        enforce(&mut spec, &config("")).unwrap().source,
+        PolicySource::NodeDefault
+    );
 }
 
 #[test]

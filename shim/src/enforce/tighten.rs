@@ -57,6 +57,34 @@ pub(super) fn tighten(
 
 /// Only the process rewrites (capabilities, no new privileges), for an
 /// exec's process spec held as `{"process": …}`.
+/// Makes the bind mounts at `indices` of `spec.mounts` read-only (host
+/// directories an administrator listed: shown, never written).
+pub(super) fn read_only_binds(spec: &mut Value, indices: &[usize]) -> Vec<Change> {
+    let mut changes = Vec::new();
+    let Some(mounts) = spec["mounts"].as_array_mut() else {
+        return changes;
+    };
+    for &index in indices {
+        let Some(mount) = mounts.get_mut(index) else {
+            continue;
+        };
+        let destination = mount["destination"].as_str().unwrap_or("").to_owned();
+        let options: Vec<Value> = mount["options"].as_array().cloned().unwrap_or_default();
+        if options.iter().any(|o| o.as_str() == Some("ro")) {
+            continue;
+        }
+        let mut read_only: Vec<Value> = options.into_iter().filter(|o| o.as_str() != Some("rw")).collect();
+        read_only.push(Value::String("ro".to_owned()));
+        changes.push(change(
+            &format!("mounts[{index}].options ({destination})"),
+            shown(mount.get("options")),
+            Value::Array(read_only.clone()).to_string(),
+        ));
+        mount["options"] = Value::Array(read_only);
+    }
+    changes
+}
+
 pub(super) fn process_only(spec: &mut Value) -> Vec<Change> {
     let mut changes = Vec::new();
     process(spec, &mut changes);
@@ -224,18 +252,38 @@ fn mounts(spec: &mut Value, policy: &EffectivePolicy, changes: &mut Vec<Change>)
         ));
         mount["options"] = json!(tight);
     }
+    // Each writable directory of the policy is a tmpfs of its size (an
+    // image's skill declares them; a compiled bundle has them already).
+    for dir in &policy.writable {
+        let destination = dir.path.as_str();
+        if mounts
+            .iter()
+            .any(|m| m["destination"].as_str() == Some(destination))
+        {
+            continue;
+        }
+        let options = vec![
+            "nosuid".to_owned(),
+            "nodev".to_owned(),
+            "mode=1777".to_owned(),
+            format!("size={}", dir.size.bytes()),
+        ];
+        changes.push(change(
+            &format!("mounts ({destination})"),
+            "unset",
+            format!("tmpfs {}", options.join(",")),
+        ));
+        mounts.push(json!({
+            "destination": destination,
+            "type": "tmpfs",
+            "source": "tmpfs",
+            "options": options,
+        }));
+    }
     // gVisor adds a writable tmpfs of unlimited size at /tmp when the spec
-    // has none: give it the policy's instead.
+    // has none: a read-only one when the policy gives no /tmp.
     if !mounts.iter().any(|m| m["destination"].as_str() == Some("/tmp")) {
-        let options = match policy.writable.iter().find(|dir| dir.path.as_str() == "/tmp") {
-            Some(dir) => vec![
-                "nosuid".to_owned(),
-                "nodev".to_owned(),
-                "mode=1777".to_owned(),
-                format!("size={}", dir.size.bytes()),
-            ],
-            None => ["ro", "nosuid", "nodev", "noexec"].map(str::to_owned).to_vec(),
-        };
+        let options = ["ro", "nosuid", "nodev", "noexec"].map(str::to_owned).to_vec();
         changes.push(change(
             "mounts (/tmp)",
             "unset",

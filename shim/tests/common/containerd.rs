@@ -53,17 +53,12 @@ impl Containerd {
         );
         std::fs::write(path.join("config.toml"), config).unwrap();
         // Compiled test bundles live in temp dirs: let their /skill mounts
-        // through, besides the built-in sources.
-        let mut sources: Vec<String> = policy_compiler::node_config::BUILTIN_BIND_MOUNT_SOURCES
-            .iter()
-            .map(|source| format!("{source:?}"))
-            .collect();
-        sources.push(format!("{:?}", std::env::temp_dir().display().to_string()));
+        // through.
         std::fs::write(
             path.join("node.toml"),
             format!(
-                "[ceiling]\nbind_mount_sources = [{}]\n{node_toml}",
-                sources.join(", ")
+                "[ceiling]\nbind_mount_sources = [{:?}]\n{node_toml}",
+                std::env::temp_dir().display().to_string()
             ),
         )
         .unwrap();
