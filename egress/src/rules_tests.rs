@@ -172,7 +172,10 @@ fn inbound_is_let_in_before_the_inbound_drop_and_only_when_open() {
     assert_eq!(forwarded[0]["match"]["left"], json!({"meta": {"key": "oifname"}}));
     assert_eq!(forwarded[1]["match"]["right"], "new");
     assert_eq!(forwarded[2]["match"]["right"], "dnat");
-    let replies = rule(INPUT_CHAIN, "inbound: replies to the outer namespace's own connections");
+    let replies = rule(
+        INPUT_CHAIN,
+        "inbound: replies to the outer namespace's own connections",
+    );
     assert_eq!(replies[0]["match"]["left"], json!({"meta": {"key": "iifname"}}));
     assert_eq!(replies[1]["match"]["right"], "reply");
     assert_eq!(replies[2]["match"]["right"], "dnat");

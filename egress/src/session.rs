@@ -75,7 +75,9 @@ pub enum EgressError {
         "no upstream resolver for the DNS proxy: none configured and /etc/resolv.conf names no nameserver"
     )]
     NoUpstream,
-    #[error("localhost inbound for sandbox {id} needs a named outer namespace: the caller's own is the host's")]
+    #[error(
+        "localhost inbound for sandbox {id} needs a named outer namespace: the caller's own is the host's"
+    )]
     LocalhostInOwnNamespace { id: String },
 }
 
@@ -93,7 +95,10 @@ pub fn needs_upstream(policy: &EffectiveNetwork) -> bool {
 /// [`needs_upstream`] is false (`configured` is returned as it is, maybe
 /// empty, and /etc/resolv.conf is not read), else
 /// [`upstreams_or_resolv_conf`].
-pub fn upstreams_for(policy: &EffectiveNetwork, configured: &[SocketAddr]) -> Result<Vec<SocketAddr>, EgressError> {
+pub fn upstreams_for(
+    policy: &EffectiveNetwork,
+    configured: &[SocketAddr],
+) -> Result<Vec<SocketAddr>, EgressError> {
     if needs_upstream(policy) {
         upstreams_or_resolv_conf(configured)
     } else {

@@ -61,7 +61,8 @@ pub fn nat_script(facts: &NatFacts) -> String {
     }
     script.push_str("  }\n");
     if inbound.is_open() {
-        script.push_str("  chain prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n");
+        script
+            .push_str("  chain prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n");
         for socket in keep_local {
             let _ = writeln!(
                 script,
