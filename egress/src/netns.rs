@@ -16,7 +16,11 @@
 //!    outer namespace's uplink must forward too; that is a node-wide
 //!    setting, see [`Forwarding`];
 //! 4. optionally, masquerading of the sandbox's address in an nftables
-//!    table of its own in the outer namespace, `ip skillbox_nat_<slot>`.
+//!    table of its own in the outer namespace, `ip skillbox_nat_<slot>`
+//!    (rendered by `rules::nat_script`; the session adds inbound DNAT);
+//! 5. for localhost inbound only, `route_localnet` on the outer end
+//!    ([`SandboxNetwork::route_localnet`]): per interface, like
+//!    forwarding, so it too dies with the interface.
 //!
 //! Filtering is not done here: `rules`/`nft` apply the policy in the outer
 //! namespace, on [`SandboxNetwork::outer_interface`] and the addresses.
