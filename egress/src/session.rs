@@ -76,9 +76,9 @@ pub enum EgressError {
     )]
     NoUpstream,
     #[error(
-        "localhost inbound for sandbox {id} needs a named outer namespace: the caller's own is the host's"
+        "inbound for sandbox {id} needs a named outer namespace (a pod's): in the caller's own it would take every port of the caller's addresses"
     )]
-    LocalhostInOwnNamespace { id: String },
+    InboundInOwnNamespace { id: String },
 }
 
 /// Whether the DNS proxy may ever ask upstream under `policy`: only for a
@@ -240,9 +240,11 @@ impl EgressSession {
     }
 
     /// [`EgressSession::start`], letting `inbound` connections reach the
-    /// sandbox. [`Inbound::AddressesAndLocalhost`] is refused, before
-    /// anything is made, when `config.outer` is `None`: it would open the
-    /// caller's (the host's) loopback to routing.
+    /// sandbox. Any inbound but [`Inbound::Closed`] is refused, before
+    /// anything is made, when `config.outer` is `None`: the caller's own
+    /// namespace is the host's (`skillbox run`, `ctr run`), whose every
+    /// port it would hand to the sandbox, and whose loopback it would open
+    /// to routing.
     pub fn start_with_inbound(
         id: &str,
         name: NetnsName,
@@ -250,8 +252,8 @@ impl EgressSession {
         config: &SessionConfig,
         inbound: Inbound,
     ) -> Result<EgressSession, EgressError> {
-        if inbound.localhost() && config.outer.is_none() {
-            return Err(EgressError::LocalhostInOwnNamespace { id: id.to_owned() });
+        if inbound.is_open() && config.outer.is_none() {
+            return Err(EgressError::InboundInOwnNamespace { id: id.to_owned() });
         }
         if config.upstreams.is_empty() && needs_upstream(policy) {
             return Err(EgressError::NoUpstream);

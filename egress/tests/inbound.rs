@@ -280,34 +280,27 @@ fn an_allow_session_with_inbound_originates_only_what_it_allows() {
 }
 
 #[test]
-fn localhost_inbound_is_refused_in_the_callers_own_namespace() {
+fn inbound_is_refused_in_the_callers_own_namespace() {
     require("ip", "iproute2");
     let all = PathBuf::from("/proc/sys/net/ipv4/conf/all/route_localnet");
     let before = std::fs::read_to_string(&all).unwrap();
     let links_before = must(&["ip", "-o", "link"]);
     let work = tempfile::tempdir().unwrap();
-    let name = sandbox_name();
-    let id = name.as_str().to_owned();
-    let placeholder = NetnsName::new("unused").unwrap();
-    let config = SessionConfig {
-        outer: None,
-        ..plain_session_config(&id, &placeholder, Vec::new(), &work.path().join("e.jsonl"))
-    };
-    let err = EgressSession::start_with_inbound(
-        &id,
-        name.clone(),
-        &network(json!([])),
-        &config,
-        Inbound::AddressesAndLocalhost,
-    )
-    .err()
-    .expect("refused");
-    assert!(
-        matches!(err, EgressError::LocalhostInOwnNamespace { .. }),
-        "{err}"
-    );
-    // Refused before anything was made or changed.
-    assert!(!netns_list().contains(&id));
-    assert_eq!(must(&["ip", "-o", "link"]), links_before);
-    assert_eq!(std::fs::read_to_string(&all).unwrap(), before);
+    for inbound in [Inbound::Addresses, Inbound::AddressesAndLocalhost] {
+        let name = sandbox_name();
+        let id = name.as_str().to_owned();
+        let placeholder = NetnsName::new("unused").unwrap();
+        let config = SessionConfig {
+            outer: None,
+            ..plain_session_config(&id, &placeholder, Vec::new(), &work.path().join("e.jsonl"))
+        };
+        let err = EgressSession::start_with_inbound(&id, name.clone(), &network(json!([])), &config, inbound)
+            .err()
+            .expect("refused");
+        assert!(matches!(err, EgressError::InboundInOwnNamespace { .. }), "{err}");
+        // Refused before anything was made or changed.
+        assert!(!netns_list().contains(&id));
+        assert_eq!(must(&["ip", "-o", "link"]), links_before);
+        assert_eq!(std::fs::read_to_string(&all).unwrap(), before);
+    }
 }
