@@ -16,7 +16,11 @@
 //!    outer namespace's uplink must forward too; that is a node-wide
 //!    setting, see [`Forwarding`];
 //! 4. optionally, masquerading of the sandbox's address in an nftables
-//!    table of its own in the outer namespace, `ip skillbox_nat_<slot>`.
+//!    table of its own in the outer namespace, `ip skillbox_nat_<slot>`
+//!    (rendered by `rules::nat_script`; the session adds inbound DNAT);
+//! 5. for localhost inbound only, `route_localnet` on the outer end
+//!    ([`SandboxNetwork::route_localnet`]): per interface, like
+//!    forwarding, so it too dies with the interface.
 //!
 //! Filtering is not done here: `rules`/`nft` apply the policy in the outer
 //! namespace, on [`SandboxNetwork::outer_interface`] and the addresses.
@@ -82,6 +86,8 @@ pub enum NetnsError {
         #[source]
         source: std::io::Error,
     },
+    #[error("will not route 127.0.0.0/8 over {interface} in the caller's own network namespace: localhost inbound needs a named outer namespace")]
+    LocalnetInOwnNamespace { interface: String },
     #[error("every slot of the address pool {pool} is taken in the outer namespace")]
     PoolExhausted { pool: Ipv4Net },
     #[error("cannot create the network namespace {name}: {source}")]
@@ -346,16 +352,41 @@ impl SandboxNetwork {
     /// session, in process) instead of `NetworkConfig::masquerade`. Then
     /// [`SandboxNetwork::adopt_nat_table`] once applied.
     pub fn nat_rules(&self) -> (String, String) {
-        let table = format!("skillbox_nat_{}", self.slot);
-        // Declaring and deleting first replaces a table a crashed run left.
-        let script = format!(
-            "table ip {table} {{}}\ndelete table ip {table}\ntable ip {table} {{\n  \
-             chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    \
-             ip saddr {inner} oifname != \"{interface}\" masquerade\n  }}\n}}\n",
-            inner = self.addresses.inner,
-            interface = self.interface,
-        );
-        (table, script)
+        let facts = self.nat_facts();
+        let script = crate::rules::nat_script(&facts);
+        (facts.table, script)
+    }
+
+    /// What this network's NAT table is made from, inbound closed: a
+    /// caller opening it renders [`crate::rules::nat_script`] itself.
+    pub fn nat_facts(&self) -> crate::rules::NatFacts {
+        crate::rules::NatFacts {
+            table: format!("skillbox_nat_{}", self.slot),
+            veth: self.interface.clone(),
+            inner: self.addresses.inner,
+            inbound: crate::rules::Inbound::Closed,
+            keep_local: Vec::new(),
+        }
+    }
+
+    /// Lets 127.0.0.0/8 be routed over the outer veth
+    /// (`net.ipv4.conf.<veth>.route_localnet=1` in the outer namespace),
+    /// as localhost inbound needs. The setting dies with the interface.
+    /// Refused when the outer namespace is the caller's own: that is the
+    /// host's, whose loopback is not the sandbox's to open.
+    pub fn route_localnet(&self) -> Result<(), NetnsError> {
+        let Some(outer) = &self.outer else {
+            return Err(NetnsError::LocalnetInOwnNamespace {
+                interface: self.interface.clone(),
+            });
+        };
+        let key = format!("net/ipv4/conf/{}/route_localnet", self.interface);
+        self.runner
+            .write_sysctl(Some(outer), &key, "1")
+            .map_err(|source| NetnsError::SetUpLink {
+                interface: self.interface.clone(),
+                source: Box::new(source),
+            })
     }
 
     /// Records the NAT table a caller applied from [`SandboxNetwork::nat_rules`].

@@ -448,6 +448,7 @@ mod tests {
             node_addrs: Vec::new(),
             grace_secs: 0,
             log_group: None,
+            inbound: crate::rules::Inbound::Closed,
         };
         let table = SandboxTable::build(&network, &facts).unwrap();
         let fake = RecordingFirewall::default();

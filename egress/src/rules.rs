@@ -7,9 +7,14 @@
 //!
 //! - chain `sandbox_forward` (hook forward, priority -10, policy accept).
 //!   Traffic that neither enters nor leaves through this sandbox's veth is
-//!   accepted untouched (other chains judge it). Replies to the sandbox are
-//!   accepted; anything else *into* the sandbox is dropped. From the
-//!   sandbox, first match wins:
+//!   accepted untouched (other chains judge it). Into the sandbox: replies
+//!   are accepted; with [`Inbound`] open, so are new connections the NAT
+//!   table DNAT'ed to it (`ct status dnat`, counted, not logged: probes
+//!   would flood the audit log); anything else is dropped (`inbound`). From
+//!   the sandbox, first match wins (a reply to an inbound connection is
+//!   `established`; a new connection from the sandbox never has
+//!   `ct status dnat`, since only packets from other interfaces are
+//!   DNAT'ed, so it is judged like any other):
 //!   1. established/related → accept; invalid → drop;
 //!   2. a source address that is not the sandbox's → drop (`spoofed`); an
 //!      address family the sandbox has no address in → refuse (`ipv6-off`,
@@ -34,9 +39,13 @@
 //!   waiting for a timeout.
 //! - chain `sandbox_input` (hook input, priority -10, policy accept): from
 //!   the sandbox's veth only DNS (UDP and TCP) to the proxy's address and
-//!   port is accepted (plus IPv6 neighbour discovery when IPv6 is on);
-//!   everything else is dropped (`node`), so the node itself is
-//!   unreachable.
+//!   port is accepted (plus IPv6 neighbour discovery when IPv6 is on, and,
+//!   with [`Inbound::AddressesAndLocalhost`], replies to connections the
+//!   outer namespace itself made to 127.0.0.1 and that were DNAT'ed to the
+//!   sandbox: `ct direction reply`, `ct status dnat`); everything else is
+//!   dropped (`node`), so the node itself is unreachable.
+//!
+//! The DNAT itself is in the sandbox's NAT table (`nat`).
 //!
 //! **IPv6**: enforced with the same rules and sets when the sandbox has an
 //! IPv6 address among its facts; otherwise every IPv6 packet from the
@@ -155,6 +164,43 @@ pub struct SandboxFacts {
     pub grace_secs: u32,
     /// nflog group that judging rules log to; `None` logs nothing.
     pub log_group: Option<u16>,
+    /// Which connections from outside are let into the sandbox.
+    pub inbound: Inbound,
+}
+
+/// Which connections from outside the sandbox reach it. The NAT table
+/// ([`nat_script`]) DNATs them to the sandbox's address, same port; the
+/// filter table lets exactly those in (`ct status dnat`). Nothing here
+/// changes how connections the sandbox originates are judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Inbound {
+    /// None: a new connection into the sandbox is dropped and logged
+    /// (`inbound`).
+    #[default]
+    Closed,
+    /// TCP and UDP to the outer namespace's own addresses (`fib daddr type
+    /// local`: a pod's IP), any port, arriving on any interface but the
+    /// sandbox's veth, except the sockets the outer namespace serves itself
+    /// (the DNS proxy's): Services and kubelet's probes.
+    Addresses,
+    /// [`Inbound::Addresses`], and connections made inside the outer
+    /// namespace to 127.0.0.1 (containerd's CRI `PortForward` dials
+    /// `localhost:<port>` there). The sandbox sees them come from its
+    /// gateway. Needs `route_localnet` on the sandbox's veth (the session
+    /// sets it, only in a named outer namespace).
+    AddressesAndLocalhost,
+}
+
+impl Inbound {
+    /// Whether any connection from outside reaches the sandbox.
+    pub fn is_open(self) -> bool {
+        self != Inbound::Closed
+    }
+
+    /// Whether the outer namespace's own connections to 127.0.0.1 do.
+    pub fn localhost(self) -> bool {
+        self == Inbound::AddressesAndLocalhost
+    }
 }
 
 /// Why a table could not be built.
@@ -399,8 +445,10 @@ pub enum ElementKey {
 
 mod builder;
 mod log;
+mod nat;
 use builder::Builder;
 pub use log::{log_prefix, parse_log_prefix, rule_for_prefix, JudgingRule, MAX_PREFIX_LEN};
+pub use nat::{nat_script, NatFacts};
 
 #[cfg(test)]
 #[path = "rules_tests.rs"]

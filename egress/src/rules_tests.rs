@@ -32,6 +32,7 @@ fn facts() -> SandboxFacts {
         node_addrs: vec!["10.1.2.3".parse().unwrap(), "198.18.0.1".parse().unwrap()],
         grace_secs: 5,
         log_group: Some(7),
+        inbound: Inbound::Closed,
     }
 }
 
@@ -121,6 +122,67 @@ fn forward_rules_judge_in_documented_order() {
             "default-deny",
         ]
     );
+    assert_eq!(
+        comments(&batch, INPUT_CHAIN),
+        ["dns proxy 10.200.0.1:53", "node: the node is unreachable"]
+    );
+}
+
+#[test]
+fn inbound_is_let_in_before_the_inbound_drop_and_only_when_open() {
+    let mut facts = facts();
+    facts.inbound = Inbound::AddressesAndLocalhost;
+    let table = SandboxTable::build(&network(), &facts).unwrap();
+    let batch = table.apply_batch();
+    golden("rules.weather.inbound.v4.json", &batch);
+    let forward = comments(&batch, FORWARD_CHAIN);
+    assert_eq!(
+        forward[..3],
+        [
+            "replies to the sandbox",
+            "inbound: forwarded to the sandbox",
+            "inbound: new connections into the sandbox",
+        ]
+    );
+    // Everything from the sandbox is judged as without inbound.
+    let closed = SandboxTable::build(&network(), &self::facts()).unwrap();
+    assert_eq!(forward[2..], comments(&closed.apply_batch(), FORWARD_CHAIN)[1..]);
+    assert_eq!(table.judging_rules(), closed.judging_rules());
+    assert_eq!(
+        comments(&batch, INPUT_CHAIN),
+        [
+            "dns proxy 10.200.0.1:53",
+            "inbound: replies to the outer namespace's own connections",
+            "node: the node is unreachable"
+        ]
+    );
+    // The accept into the sandbox needs a DNAT'ed new connection; the one
+    // in the input chain a reply to one.
+    let rule = |chain: &str, comment: &str| {
+        batch["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|cmd| cmd["add"].get("rule"))
+            .find(|rule| rule["chain"] == chain && rule["comment"] == comment)
+            .unwrap()["expr"]
+            .clone()
+    };
+    let forwarded = rule(FORWARD_CHAIN, "inbound: forwarded to the sandbox");
+    assert_eq!(forwarded[0]["match"]["left"], json!({"meta": {"key": "oifname"}}));
+    assert_eq!(forwarded[1]["match"]["right"], "new");
+    assert_eq!(forwarded[2]["match"]["right"], "dnat");
+    let replies = rule(
+        INPUT_CHAIN,
+        "inbound: replies to the outer namespace's own connections",
+    );
+    assert_eq!(replies[0]["match"]["left"], json!({"meta": {"key": "iifname"}}));
+    assert_eq!(replies[1]["match"]["right"], "reply");
+    assert_eq!(replies[2]["match"]["right"], "dnat");
+
+    facts.inbound = Inbound::Addresses;
+    let batch = SandboxTable::build(&network(), &facts).unwrap().apply_batch();
+    assert_eq!(comments(&batch, FORWARD_CHAIN), forward);
     assert_eq!(
         comments(&batch, INPUT_CHAIN),
         ["dns proxy 10.200.0.1:53", "node: the node is unreachable"]

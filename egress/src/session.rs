@@ -13,17 +13,29 @@
 //! the outer namespace, turns into `connection` events in the same file.
 //! It stops after the table is removed, writing what was logged first.
 //!
+//! **Inbound** ([`Inbound`], [`EgressSession::start_with_inbound`]): the
+//! NAT table DNATs connections for the outer namespace's own addresses
+//! (and, for localhost, the outer namespace's own connections to
+//! 127.0.0.1) to the sandbox, and the filter table lets exactly those in.
+//! Everything of it is in the session's two tables, and
+//! `route_localnet` on its veth: removed with them, also by
+//! [`SessionRecord::remove`].
+//!
+//! **A policy without allow rules** still gets a session (a pod must be
+//! reachable): every connection refused and logged, every name REFUSED,
+//! and no upstream resolver needed ([`needs_upstream`]).
+//!
 //! **Removal** deletes the filter table and the NAT table in one netlink
 //! batch (no `nft` process), stops the connection log, then removes the
 //! veth pair and the namespace (`SandboxNetwork::remove`).
 
-use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4, TcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use policy_compiler::effective::EffectiveNetwork;
-use policy_compiler::network::Port;
+use policy_compiler::network::{Destination, Port};
 
 use crate::command::enter;
 use crate::dns::{AddressLearner, DnsError, DnsPolicy, DnsProxy, DnsProxyConfig};
@@ -31,7 +43,8 @@ use crate::events::{EventError, JsonLinesWriter};
 use crate::netns::{NetnsError, NetnsName, NetworkConfig, SandboxNetwork, SystemRunner};
 use crate::nflog::{group_for_slot, ConnectionLog, NflogError, ResolvedRules};
 use crate::nft::{Firewall, Namespace, Nft, NftError, TableFamily, TableRef};
-use crate::rules::{RulesError, SandboxFacts, SandboxTable};
+pub use crate::rules::Inbound;
+use crate::rules::{nat_script, RulesError, SandboxFacts, SandboxTable};
 
 /// The port the proxy serves on the gateway.
 pub const DNS_PORT: u16 = 53;
@@ -62,6 +75,35 @@ pub enum EgressError {
         "no upstream resolver for the DNS proxy: none configured and /etc/resolv.conf names no nameserver"
     )]
     NoUpstream,
+    #[error(
+        "inbound for sandbox {id} needs a named outer namespace (a pod's): in the caller's own it would take every port of the caller's addresses"
+    )]
+    InboundInOwnNamespace { id: String },
+}
+
+/// Whether the DNS proxy may ever ask upstream under `policy`: only for a
+/// name some allow rule names. Without one, every name is REFUSED and an
+/// empty upstream list is valid.
+pub fn needs_upstream(policy: &EffectiveNetwork) -> bool {
+    policy
+        .allow
+        .iter()
+        .any(|rule| matches!(rule.destination, Destination::Domain(_)))
+}
+
+/// The resolvers a session under `policy` needs: none when
+/// [`needs_upstream`] is false (`configured` is returned as it is, maybe
+/// empty, and /etc/resolv.conf is not read), else
+/// [`upstreams_or_resolv_conf`].
+pub fn upstreams_for(
+    policy: &EffectiveNetwork,
+    configured: &[SocketAddr],
+) -> Result<Vec<SocketAddr>, EgressError> {
+    if needs_upstream(policy) {
+        upstreams_or_resolv_conf(configured)
+    } else {
+        Ok(configured.to_vec())
+    }
 }
 
 /// The resolvers the proxy forwards to: `configured` if any, else the
@@ -135,7 +177,8 @@ pub struct SessionConfig {
     /// The namespace the sandbox's veth and NAT live in; `None`: the
     /// caller's.
     pub outer: Option<NetnsName>,
-    /// The resolvers the proxy forwards allowed names to.
+    /// The resolvers the proxy forwards allowed names to; may be empty
+    /// when the policy allows no domain ([`needs_upstream`]).
     pub upstreams: Vec<SocketAddr>,
     /// Added to each record's TTL before a learned address expires.
     pub ttl_grace: Duration,
@@ -185,13 +228,36 @@ fn bind_in(outer: Option<&NetnsName>, addr: SocketAddr) -> Result<(UdpSocket, Tc
 
 impl EgressSession {
     /// Sets up egress for sandbox `id` under `policy` in a new namespace
-    /// `name`. Anything made before a failure is removed again.
+    /// `name`, with nothing let in from outside ([`Inbound::Closed`]).
+    /// Anything made before a failure is removed again.
     pub fn start(
         id: &str,
         name: NetnsName,
         policy: &EffectiveNetwork,
         config: &SessionConfig,
     ) -> Result<EgressSession, EgressError> {
+        Self::start_with_inbound(id, name, policy, config, Inbound::Closed)
+    }
+
+    /// [`EgressSession::start`], letting `inbound` connections reach the
+    /// sandbox. Any inbound but [`Inbound::Closed`] is refused, before
+    /// anything is made, when `config.outer` is `None`: the caller's own
+    /// namespace is the host's (`skillbox run`, `ctr run`), whose every
+    /// port it would hand to the sandbox, and whose loopback it would open
+    /// to routing.
+    pub fn start_with_inbound(
+        id: &str,
+        name: NetnsName,
+        policy: &EffectiveNetwork,
+        config: &SessionConfig,
+        inbound: Inbound,
+    ) -> Result<EgressSession, EgressError> {
+        if inbound.is_open() && config.outer.is_none() {
+            return Err(EgressError::InboundInOwnNamespace { id: id.to_owned() });
+        }
+        if config.upstreams.is_empty() && needs_upstream(policy) {
+            return Err(EgressError::NoUpstream);
+        }
         // The NAT table is applied below, in process, with the filter table.
         let network_config = NetworkConfig {
             outer: config.outer.clone(),
@@ -211,6 +277,7 @@ impl EgressSession {
             node_addrs: Vec::new(),
             grace_secs: 0,
             log_group: Some(log_group),
+            inbound,
         };
         let table = SandboxTable::build(policy, &facts)?;
         let firewall = Nft::new(Namespace::of(config.outer.as_ref()));
@@ -222,10 +289,15 @@ impl EgressSession {
             network,
             connections: None,
         };
+        if inbound.localhost() {
+            session.network.route_localnet()?;
+        }
         session.firewall.apply(&session.table)?;
-        let (nat_table, nat_script) = session.network.nat_rules();
-        session.firewall.apply_commands(&nat_script)?;
-        session.network.adopt_nat_table(nat_table);
+        let mut nat = session.network.nat_facts();
+        nat.inbound = inbound;
+        nat.keep_local = vec![SocketAddrV4::new(addresses.outer, DNS_PORT)];
+        session.firewall.apply_commands(&nat_script(&nat))?;
+        session.network.adopt_nat_table(nat.table);
         let (udp, tcp) = bind_in(config.outer.as_ref(), proxy_addr)?;
         // The proxy's own upstream queries must leave from the outer
         // namespace too: every runtime thread enters it as it starts.
@@ -324,5 +396,32 @@ impl Drop for EgressSession {
         if let Err(err) = self.network.remove() {
             tracing::warn!(%err, "cannot remove the sandbox's network");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn network(allow: serde_json::Value) -> EffectiveNetwork {
+        serde_json::from_value(json!({"allow": allow, "deny": [], "always_deny": []})).unwrap()
+    }
+
+    #[test]
+    fn only_a_domain_allow_rule_needs_an_upstream() {
+        let deny_all = network(json!([]));
+        let cidr_only = network(json!([{"cidr": "203.0.113.0/24", "ports": [443]}]));
+        let domain = network(json!([{"domain": "example.org", "ports": [443]}]));
+        assert!(!needs_upstream(&deny_all));
+        assert!(!needs_upstream(&cidr_only));
+        assert!(needs_upstream(&domain));
+        // Without a domain rule, no upstream is looked for, not even in
+        // /etc/resolv.conf.
+        assert_eq!(upstreams_for(&deny_all, &[]).unwrap(), Vec::<SocketAddr>::new());
+        let one: SocketAddr = "198.18.0.53:53".parse().unwrap();
+        assert_eq!(upstreams_for(&cidr_only, &[one]).unwrap(), [one]);
+        assert_eq!(upstreams_for(&domain, &[one]).unwrap(), [one]);
     }
 }

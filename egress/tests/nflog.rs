@@ -16,7 +16,7 @@ use skillbox_egress::events::{
 };
 use skillbox_egress::nflog::{group_for_slot, ConnectionLog, NflogError, ResolvedRules, COPY_RANGE};
 use skillbox_egress::nft::Firewall;
-use skillbox_egress::rules::{SandboxFacts, SandboxTable};
+use skillbox_egress::rules::{Inbound, SandboxFacts, SandboxTable};
 use skillbox_test_support::topology::{connect, Netns, Topology, SANDBOX_VETH};
 
 fn identity() -> SandboxIdentity {
@@ -46,6 +46,7 @@ fn table(group: u16) -> SandboxTable {
         node_addrs: vec!["198.18.0.1".parse().unwrap()],
         grace_secs: 0,
         log_group: Some(group),
+        inbound: Inbound::Closed,
     };
     SandboxTable::build(&policy, &facts).unwrap()
 }

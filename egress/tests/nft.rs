@@ -12,7 +12,7 @@ use policy_compiler::network::Port;
 use policy_compiler::node_config::NodeConfig;
 use serde_json::{json, Value};
 use skillbox_egress::nft::{Firewall, Namespace, Nft};
-use skillbox_egress::rules::{SandboxFacts, SandboxTable, FORWARD_CHAIN, INPUT_CHAIN, REFUSE_CHAIN};
+use skillbox_egress::rules::{Inbound, SandboxFacts, SandboxTable, FORWARD_CHAIN, INPUT_CHAIN, REFUSE_CHAIN};
 use skillbox_test_support::require;
 use skillbox_test_support::topology::{connect, Netns, Topology, SANDBOX_VETH};
 
@@ -31,6 +31,7 @@ fn facts(id: &str, veth: &str) -> SandboxFacts {
         node_addrs: vec!["198.18.0.1".parse().unwrap()],
         grace_secs: 1,
         log_group: Some(1),
+        inbound: Inbound::Closed,
     }
 }
 

@@ -15,6 +15,7 @@ pub mod attacks;
 pub mod events;
 pub mod fake_internet;
 pub mod fake_sandbox;
+pub mod pod;
 pub mod postgres;
 pub mod sandbox;
 pub mod session;

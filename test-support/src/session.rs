@@ -38,3 +38,30 @@ pub fn session_config(
         events: Arc::new(JsonLinesWriter::open(events, identity).expect("the events file opens")),
     }
 }
+
+/// The session of sandbox `id` for a policy built in the test (no
+/// compiled skill): its veth and NAT in `outer`, `upstreams` its
+/// resolvers (maybe none), a 10 s TTL grace, and its events appended to
+/// `events` under a skill named `id`.
+pub fn plain_session_config(
+    id: &str,
+    outer: &NetnsName,
+    upstreams: Vec<SocketAddr>,
+    events: &Path,
+) -> SessionConfig {
+    let identity = SandboxIdentity {
+        execution_id: id.to_owned(),
+        skill: SkillIdentity {
+            name: id.to_owned(),
+            version: None,
+            digest: None,
+        },
+        container_id: id.to_owned(),
+    };
+    SessionConfig {
+        outer: Some(outer.clone()),
+        upstreams,
+        ttl_grace: Duration::from_secs(10),
+        events: Arc::new(JsonLinesWriter::open(events, identity).expect("the events file opens")),
+    }
+}

@@ -240,6 +240,19 @@ impl Builder<'_> {
             ],
             Some("replies to the sandbox".into()),
         );
+        if facts.inbound.is_open() {
+            self.rule(
+                c,
+                vec![
+                    matches("==", meta("oifname"), veth.clone()),
+                    matches("in", json!({"ct": {"key": "state"}}), json!("new")),
+                    matches("in", json!({"ct": {"key": "status"}}), json!("dnat")),
+                    json!({"counter": {"packets": 0, "bytes": 0}}),
+                    accept.clone(),
+                ],
+                Some("inbound: forwarded to the sandbox".into()),
+            );
+        }
         self.judged(
             c,
             vec![matches("==", meta("oifname"), veth.clone())],
@@ -429,6 +442,19 @@ impl Builder<'_> {
                     json!({"accept": null}),
                 ],
                 Some("ipv6 neighbour discovery".into()),
+            );
+        }
+        if facts.inbound.localhost() {
+            self.rule(
+                c,
+                vec![
+                    from_veth(),
+                    matches("==", json!({"ct": {"key": "direction"}}), json!("reply")),
+                    matches("in", json!({"ct": {"key": "status"}}), json!("dnat")),
+                    json!({"counter": {"packets": 0, "bytes": 0}}),
+                    json!({"accept": null}),
+                ],
+                Some("inbound: replies to the outer namespace's own connections".into()),
             );
         }
         self.judged(
