@@ -44,6 +44,13 @@ pub fn join_session(spec: &mut Value, session: &EgressSession, resolv_conf: &Pat
         path: resolv_conf.to_owned(),
         source,
     })?;
+    mount_resolv_conf(spec, resolv_conf)
+}
+
+/// Bind-mounts `resolv_conf` read-only at /etc/resolv.conf in `spec`,
+/// replacing any mount already there (a pod's other containers join their
+/// sandbox's session this way).
+pub fn mount_resolv_conf(spec: &mut Value, resolv_conf: &Path) -> Result<(), SpecError> {
     if spec["mounts"].is_null() {
         spec["mounts"] = json!([]);
     }

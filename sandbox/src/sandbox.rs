@@ -26,7 +26,7 @@ use policy_compiler::EffectivePolicy;
 use skillbox_audit::execution::{AuditSetup, ExecutionAudit, ExecutionAuditError, SOCKET_DIR};
 use skillbox_audit::SandboxIdentity;
 use skillbox_egress::netns::{NetnsName, NETNS_DIR};
-use skillbox_egress::session::{upstreams_or_resolv_conf, EgressError, EgressSession, SessionConfig};
+use skillbox_egress::session::{upstreams_for, EgressError, EgressSession, Inbound, SessionConfig};
 use skillbox_egress::spec::join_session;
 
 use crate::cgroup::{CgroupError, CgroupFs, CgroupStats, LimitUpdate, SandboxCgroup};
@@ -75,12 +75,18 @@ pub struct EgressSettings {
 }
 
 impl EgressSettings {
-    /// The resolvers `configured` (the node config's, or a runtime's own),
-    /// else the nameservers of this node's /etc/resolv.conf.
-    pub fn resolve(configured: &[DnsUpstream], ttl_grace: Duration) -> Result<EgressSettings, EgressError> {
+    /// What a session under `network` needs: the resolvers `configured`
+    /// (the node config's, or a runtime's own), else the nameservers of
+    /// this node's /etc/resolv.conf; none needed when `network` allows no
+    /// domain.
+    pub fn resolve(
+        configured: &[DnsUpstream],
+        ttl_grace: Duration,
+        network: &EffectiveNetwork,
+    ) -> Result<EgressSettings, EgressError> {
         let addrs: Vec<SocketAddr> = configured.iter().map(|upstream| upstream.0).collect();
         Ok(EgressSettings {
-            upstreams: upstreams_or_resolv_conf(&addrs)?,
+            upstreams: upstreams_for(network, &addrs)?,
             ttl_grace,
         })
     }
@@ -101,7 +107,9 @@ pub struct SandboxConfig<'a> {
     pub runsc: Runsc,
     pub audit: &'a AuditSettings,
     pub audit_log: &'a Path,
-    /// Needed when the policy allows egress.
+    /// Needed when the sandbox gets an egress session: its policy allows
+    /// egress, or it is a pod's sandbox in the pod's network namespace (see
+    /// [`pod_network`]).
     pub egress: Option<EgressSettings>,
     /// Where the sandbox's resolv.conf (naming the DNS proxy) is written.
     pub resolv_conf: PathBuf,
@@ -126,6 +134,8 @@ pub struct Sandbox {
     runsc: Runsc,
     timeout: Duration,
     network: Option<EffectiveNetwork>,
+    /// The resolv.conf naming the egress session's DNS proxy.
+    resolv_conf: Option<PathBuf>,
     record: Mutex<TeardownRecord>,
     record_path: PathBuf,
     audit: Mutex<Option<ExecutionAudit>>,
@@ -147,6 +157,16 @@ impl std::fmt::Debug for Sandbox {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The pod network namespace a pod's sandbox container names (a CRI pod's,
+/// under /var/run/netns): such a sandbox always gets an egress session, in
+/// which it is reachable and its egress is judged, deny by default.
+pub fn pod_network(spec: &BundleSpec) -> Option<NetnsName> {
+    if !spec.is_pod_sandbox() {
+        return None;
+    }
+    outer_namespace(spec).ok().flatten()
 }
 
 /// The outer side of the sandbox's egress: the namespace the spec names
@@ -200,6 +220,7 @@ impl Sandbox {
             runsc: config.runsc.clone(),
             timeout: config.policy.resources.timeout.as_duration(),
             network: None,
+            resolv_conf: None,
             record: Mutex::new(record),
             record_path: config.record.clone(),
             audit: Mutex::new(None),
@@ -225,7 +246,7 @@ impl Sandbox {
         }
         let events = Arc::clone(audit.writer());
         *lock(&sandbox.audit) = Some(audit);
-        if config.policy.has_egress() {
+        if config.policy.has_egress() || pod_network(spec).is_some() {
             sandbox.start_egress(&config, spec, events)?;
         }
         if let Some(relative) = spec.cgroups_path() {
@@ -255,9 +276,16 @@ impl Sandbox {
             .clone()
             .ok_or_else(|| egress_error(EgressError::NoUpstream))?;
         let outer = outer_namespace(spec)?;
+        // A pod is reached at its IP (Services, probes) and through
+        // localhost in its namespace (port-forward); a sandbox in the
+        // runtime's own namespace is never reachable.
+        let inbound = match outer {
+            Some(_) => Inbound::AddressesAndLocalhost,
+            None => Inbound::Closed,
+        };
         let name =
             NetnsName::new(&format!("skillbox-{}", config.key)).map_err(|err| egress_error(err.into()))?;
-        let session = EgressSession::start(
+        let session = EgressSession::start_with_inbound(
             config.key,
             name,
             &config.policy.network,
@@ -267,6 +295,7 @@ impl Sandbox {
                 ttl_grace: settings.ttl_grace,
                 events,
             },
+            inbound,
         )
         .map_err(egress_error)?;
         lock(&self.record).egress = Some(session.record());
@@ -280,6 +309,7 @@ impl Sandbox {
         );
         *lock(&self.egress) = Some(session);
         self.network = Some(config.policy.network.clone());
+        self.resolv_conf = Some(config.resolv_conf.clone());
         recorded?;
         joined.map_err(|source| SandboxError::JoinEgress {
             path: spec.path(),
@@ -303,6 +333,12 @@ impl Sandbox {
     /// The policy's wall-clock limit.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// The resolv.conf naming the egress session's DNS proxy, which every
+    /// container of the sandbox mounts (`None`: no session).
+    pub fn resolv_conf(&self) -> Option<&Path> {
+        self.resolv_conf.as_deref()
     }
 
     /// The network policy the egress session enforces (`None`: no network).

@@ -17,6 +17,9 @@ use serde_json::Value;
 pub const CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
 /// CRI's annotation naming the pod's sandbox container.
 pub const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
+/// Where kubelet reads a container's termination message (when the runtime
+/// is given the annotation).
+pub const TERMINATION_MESSAGE_PATH: &str = "io.kubernetes.container.terminationMessagePath";
 /// The pod's uid (kubelet's `metadata.uid`), on a pod's every container.
 pub const SANDBOX_UID: &str = "io.kubernetes.cri.sandbox-uid";
 
@@ -177,6 +180,21 @@ impl BundleSpec {
         CompiledAnnotations::from_spec(&self.value, &self.path())
     }
 
+    /// The host file kubelet reads the container's termination message
+    /// from: the source of the bind mount at the annotated
+    /// `terminationMessagePath`, else at `/dev/termination-log`.
+    pub fn termination_log(&self) -> Option<PathBuf> {
+        let destination = self
+            .annotation(TERMINATION_MESSAGE_PATH)
+            .unwrap_or("/dev/termination-log");
+        self.value["mounts"]
+            .as_array()?
+            .iter()
+            .find(|mount| mount["destination"].as_str() == Some(destination))
+            .and_then(|mount| mount["source"].as_str())
+            .map(PathBuf::from)
+    }
+
     /// Sets `process.terminal` (`ctr run -t --config` asks at Create, not
     /// in the spec).
     pub fn set_terminal(&mut self, terminal: bool) {
@@ -222,8 +240,58 @@ pub fn plain_cgroups_path(given: &str) -> Option<PathBuf> {
         .then(|| PathBuf::from(path))
 }
 
+/// The cgroupfs path of a systemd-driver `cgroupsPath`
+/// (`<slice>:<prefix>:<name>`, what kubelet's systemd cgroup driver makes
+/// containerd's CRI plugin write): the slice's place in systemd's tree
+/// (`a-b-c.slice` is `/a.slice/a-b.slice/a-b-c.slice`) and the unit
+/// `<prefix>-<name>.scope` in it. `None` when `given` is not of that form.
+pub fn systemd_cgroups_path(given: &str) -> Option<String> {
+    let mut parts = given.split(':');
+    let (slice, prefix, name) = (parts.next()?, parts.next()?, parts.next()?);
+    let unit_part = |part: &str| !part.is_empty() && !part.contains('/') && part != "." && part != "..";
+    if parts.next().is_some() || !unit_part(prefix) || !unit_part(name) {
+        return None;
+    }
+    let mut path = String::new();
+    if !slice.is_empty() && slice != "-.slice" {
+        let stem = slice.strip_suffix(".slice")?;
+        if !unit_part(stem) || stem.split('-').any(str::is_empty) {
+            return None;
+        }
+        let words: Vec<&str> = stem.split('-').collect();
+        for end in 1..=words.len() {
+            path.push('/');
+            path.push_str(&words[..end].join("-"));
+            path.push_str(".slice");
+        }
+    }
+    Some(format!("{path}/{prefix}-{name}.scope"))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_systemd_cgroups_path_is_placed_as_systemd_would() {
+        assert_eq!(
+            super::systemd_cgroups_path("kubepods-burstable-pod1234.slice:cri-containerd:abc").as_deref(),
+            Some("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234.slice/cri-containerd-abc.scope")
+        );
+        assert_eq!(
+            super::systemd_cgroups_path(":cri-containerd:abc").as_deref(),
+            Some("/cri-containerd-abc.scope")
+        );
+        for bad in [
+            "/k8s.io/abc",
+            "a.slice:b",
+            "a.slice:b:c:d",
+            "x:../..:c",
+            "a--b.slice:p:n",
+            "a.scope:p:n",
+        ] {
+            assert_eq!(super::systemd_cgroups_path(bad), None, "{bad}");
+        }
+    }
+
     use serde_json::json;
 
     use super::*;

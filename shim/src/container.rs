@@ -16,13 +16,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use policy_compiler::effective::EffectiveNetwork;
 use serde_json::Value;
 use skillbox_audit::{SandboxIdentity, SkillIdentity};
 use skillbox_sandbox::cgroup::{CgroupStats, LimitUpdate};
 use skillbox_sandbox::reaper;
 use skillbox_sandbox::record::RECORD_FILE;
 use skillbox_sandbox::runsc::Runsc;
-use skillbox_sandbox::sandbox::{node_key, EgressSettings};
+use skillbox_sandbox::sandbox::{node_key, pod_network, EgressSettings};
 use skillbox_sandbox::spec::{BundleSpec, SkillAnnotations};
 use skillbox_sandbox::{Ending, Sandbox, SandboxConfig};
 
@@ -69,6 +70,8 @@ pub struct Container {
     /// The policy's wall-clock limit, counted from Start; `None` for a
     /// pod's sandbox container, which runs no skill.
     timeout: Option<Duration>,
+    /// Where kubelet reads the termination message (under Kubernetes).
+    termination_log: Option<PathBuf>,
     causes: Arc<EndCauses>,
     /// The init process's terminal, when the spec asks for one.
     console: Option<Console>,
@@ -98,15 +101,32 @@ fn identity(skill: &SkillAnnotations, namespace: &str, id: &str) -> SandboxIdent
     }
 }
 
-/// The DNS proxy's upstreams and TTL grace from the node config.
-fn egress_settings(id: &str, config: &ShimConfig) -> Result<EgressSettings, ContainerError> {
+/// The DNS proxy's upstreams and TTL grace from the node config, for a
+/// session under `network`.
+fn egress_settings(
+    id: &str,
+    config: &ShimConfig,
+    network: &EffectiveNetwork,
+) -> Result<EgressSettings, ContainerError> {
     let settings = &config.node.egress;
-    EgressSettings::resolve(&settings.dns_upstreams, settings.ttl_grace.as_duration()).map_err(|err| {
-        ContainerError::EgressUpstreams {
+    EgressSettings::resolve(&settings.dns_upstreams, settings.ttl_grace.as_duration(), network).map_err(
+        |err| ContainerError::EgressUpstreams {
             id: id.to_owned(),
             reason: err.to_string(),
-        }
-    })
+        },
+    )
+}
+
+/// Appends `message` to the termination message file kubelet made (never
+/// creating one, never through a symlink), which `kubectl describe` shows.
+fn append_termination_message(log: &Path, message: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(log)?;
+    file.write_all(message.as_bytes())
 }
 
 impl Container {
@@ -130,8 +150,8 @@ impl Container {
         spec.set_terminal(terminal);
         let init_process = spec.process();
         let timeout = (!spec.is_pod_sandbox()).then(|| prepared.policy.resources.timeout.as_duration());
-        let egress = match prepared.policy.has_egress() {
-            true => Some(egress_settings(id, config)?),
+        let egress = match prepared.policy.has_egress() || pod_network(&spec).is_some() {
+            true => Some(egress_settings(id, config, &prepared.policy.network)?),
             false => None,
         };
         let audit_log = config
@@ -202,6 +222,7 @@ impl Container {
             sandbox,
             state,
             timeout,
+            termination_log: spec.termination_log(),
             causes,
             console: launched.io.console,
             stdin: launched.io.stdin,
@@ -338,6 +359,15 @@ impl Container {
         }
         self.causes.timed_out.store(true, Ordering::SeqCst);
         tracing::warn!(id = %self.id, limit = ?self.timeout, "the policy's timeout fired; killing the container");
+        if let (Some(log), Some(limit)) = (&self.termination_log, self.timeout) {
+            let message = format!(
+                "skillbox: the skill's policy allows {}s (resources.timeout); the container was killed at that limit and exits with status 124\n",
+                limit.as_secs()
+            );
+            if let Err(err) = append_termination_message(log, &message) {
+                tracing::warn!(id = %self.id, %err, log = %log.display(), "cannot write the termination message");
+            }
+        }
         let all = self.member.is_none();
         match self
             .runsc

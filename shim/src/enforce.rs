@@ -39,6 +39,7 @@ use policy_compiler::scratch_path::SKILL_MOUNT;
 use policy_compiler::EffectivePolicy;
 use runsc_config::RunscFlags;
 use serde_json::Value;
+use skillbox_sandbox::sandbox::pod_network;
 use skillbox_sandbox::spec::{policy_annotation, skill_of, BundleSpec, SkillAnnotations};
 
 use crate::config::ShimConfig;
@@ -292,7 +293,12 @@ pub fn enforce_spec(
         .map(|(index, _)| index)
         .collect();
     changes.extend(tighten::read_only_binds(spec, &listed));
-    let runsc_flags = policy_compiler::compile::runsc_flags(&config.node, &policy);
+    let mut runsc_flags = policy_compiler::compile::runsc_flags(&config.node, &policy);
+    if pod_network(&BundleSpec::new(bundle, spec.clone())).is_some() {
+        // A pod's sandbox always runs behind an egress session in the pod's
+        // namespace (reachable, egress judged), on that session's stack.
+        runsc_flags.network = runsc_config::NetworkMode::Host;
+    }
     changes.extend(tighten::tighten(key, spec, &policy, &runsc_flags));
     let notes = spec["annotations"].as_object_mut();
     let notes = match notes {

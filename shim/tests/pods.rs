@@ -202,7 +202,7 @@ fn pod_containers_share_one_sandbox_and_one_shim() {
     assert!(!out.status.success(), "ran: {}", text(&out.stdout));
     assert!(
         text(&out.stderr).contains("container egress-1's policy allows egress")
-            && text(&out.stderr).contains("runs with no network: a pod shares one network"),
+            && text(&out.stderr).contains("runs with no egress: a pod shares one network"),
         "{}",
         text(&out.stderr)
     );

@@ -118,7 +118,11 @@ fn prepare_and_run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| node.config.audit.log_dir.join(format!("{id}.jsonl")));
     let egress = match policy.has_egress() {
-        true => Some(egress::settings(&args.egress, &node.config.egress)?),
+        true => Some(egress::settings(
+            &args.egress,
+            &node.config.egress,
+            &policy.network,
+        )?),
         false => None,
     };
     // Execution ids are `<skill>-<16 hex digits>`: the digits are unique.

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use policy_compiler::effective::EffectiveNetwork;
 use policy_compiler::node_config::{DnsUpstream, EgressSettings as NodeEgress};
 use skillbox_sandbox::sandbox::EgressSettings;
 
@@ -13,7 +14,11 @@ use crate::cli::EgressArgs;
 
 /// The settings `--dns-upstream` and `--egress-ttl-grace` give, each else
 /// the node config's.
-pub fn settings(args: &EgressArgs, node: &NodeEgress) -> anyhow::Result<EgressSettings> {
+pub fn settings(
+    args: &EgressArgs,
+    node: &NodeEgress,
+    network: &EffectiveNetwork,
+) -> anyhow::Result<EgressSettings> {
     let given: Vec<DnsUpstream> = args
         .dns_upstreams
         .iter()
@@ -32,6 +37,6 @@ pub fn settings(args: &EgressArgs, node: &NodeEgress) -> anyhow::Result<EgressSe
         Some(secs) => Duration::from_secs(secs),
         None => node.ttl_grace.as_duration(),
     };
-    EgressSettings::resolve(configured, ttl_grace)
+    EgressSettings::resolve(configured, ttl_grace, network)
         .context("give the DNS proxy's upstream with --dns-upstream IP[:PORT] or [egress] dns_upstreams")
 }

@@ -63,25 +63,32 @@ impl Container {
         }
         let bundle = &spec.bundle().to_owned();
         let prepared = enforce(id, &node_key(namespace, id), &mut spec, config)?;
-        let network = prepared
-            .policy
-            .has_egress()
-            .then(|| prepared.policy.network.clone());
+        // A pod has one network, its sandbox container's: a member must
+        // declare the same (no egress at all matches a deny-all pod).
+        let rules = |network: Option<&EffectiveNetwork>| match network {
+            Some(network) => (network.allow.clone(), network.deny.clone()),
+            None => (Vec::new(), Vec::new()),
+        };
         let sandbox_network = sandbox.egress_network();
-        if network != sandbox_network {
-            let describe = |network: &Option<EffectiveNetwork>| match network {
-                None => "no network".to_owned(),
-                Some(network) => format!("egress {}", serde_json::to_string(network).unwrap_or_default()),
+        if rules(Some(&prepared.policy.network)) != rules(sandbox_network.as_ref()) {
+            let describe = |network: Option<&EffectiveNetwork>| match network {
+                Some(network) if !network.allow.is_empty() => {
+                    format!("egress {}", serde_json::to_string(network).unwrap_or_default())
+                }
+                _ => "no egress".to_owned(),
             };
             return Err(PodError::NetworkDiffers {
                 id: id.to_owned(),
                 sandbox: sandbox.id.clone(),
-                member: describe(&network),
-                sandbox_network: describe(&sandbox_network),
+                member: describe(Some(&prepared.policy.network)),
+                sandbox_network: describe(sandbox_network.as_ref()),
             }
             .into());
         }
-        if &prepared.runsc_flags != sandbox.runsc.flags() {
+        // The pod's network mode is its sandbox's; every other flag must match.
+        let mut member_flags = prepared.runsc_flags.clone();
+        member_flags.network = sandbox.runsc.flags().network;
+        if &member_flags != sandbox.runsc.flags() {
             return Err(PodError::FlagsDiffer {
                 id: id.to_owned(),
                 sandbox: sandbox.id.clone(),
@@ -90,7 +97,13 @@ impl Container {
             }
             .into());
         }
-        // The member's own runsc log: what its gofer and `runsc start` log.
+        // Every container of a pod with an egress session resolves names
+        // through its DNS proxy, not through CRI's resolv.conf.
+        if let Some(resolv_conf) = sandbox.sandbox.resolv_conf() {
+            let path = spec.path();
+            skillbox_egress::spec::mount_resolv_conf(spec.value_mut(), resolv_conf)
+                .map_err(|source| skillbox_sandbox::SandboxError::JoinEgress { path, source })?;
+        }
         let runsc = sandbox.runsc.clone().with_log(bundle.join(RUNSC_LOG));
         // runsc makes the member's cgroup parents: recorded before it does.
         let mut teardown = TeardownRecord::new(id, RunscRecord::of(&runsc, bundle));
@@ -118,6 +131,7 @@ impl Container {
             sandbox: Arc::clone(&sandbox.sandbox),
             state: ProcessState::new(),
             timeout: Some(prepared.policy.resources.timeout.as_duration()),
+            termination_log: spec.termination_log(),
             causes: Arc::new(EndCauses::default()),
             member: Some(Member {
                 sandbox: sandbox.id.clone(),

@@ -299,14 +299,23 @@ fn mounts(spec: &mut Value, policy: &EffectivePolicy, changes: &mut Vec<Change>)
 }
 
 /// A spec without a cgroup gets its own, named by the container's
-/// node-unique key (never by anything the skill chose).
+/// node-unique key (never by anything the skill chose); a systemd-driver
+/// path (kubelet's `cgroup_parent` under the systemd driver) becomes the
+/// cgroupfs path systemd would give it, which skillbox creates and runsc
+/// joins.
 fn cgroups_path(key: &str, spec: &mut Value, changes: &mut Vec<Change>) {
     let linux = object(spec, "linux");
-    if linux
+    let given = linux
         .get("cgroupsPath")
         .and_then(Value::as_str)
-        .is_some_and(|p| !p.is_empty())
-    {
+        .unwrap_or("")
+        .to_owned();
+    if let Some(path) = skillbox_sandbox::spec::systemd_cgroups_path(&given) {
+        changes.push(change("linux.cgroupsPath", format!("{given:?}"), &path));
+        linux.insert("cgroupsPath".to_owned(), Value::String(path));
+        return;
+    }
+    if !given.is_empty() {
         return;
     }
     let path = format!("/skillbox/{key}");
