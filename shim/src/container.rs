@@ -30,6 +30,7 @@ use skillbox_sandbox::{Ending, Sandbox, SandboxConfig};
 use crate::config::ShimConfig;
 use crate::console::Console;
 use crate::enforce::enforce;
+use crate::pod::PodLimits;
 pub(crate) use crate::error::stdio_error;
 pub use crate::error::ContainerError;
 use crate::exec::ExecProcess;
@@ -83,6 +84,9 @@ pub struct Container {
     next_exec: AtomicU64,
     /// Set when the container joined its pod's sandbox (`member.rs`).
     member: Option<member::Member>,
+    /// The limits of the pod's cgroup, shared by a pod's sandbox container
+    /// and its members; `None` outside a pod.
+    pod_limits: Option<Arc<PodLimits>>,
     /// The `binary://` logger, waited for at delete (see stdio.rs).
     logger: Mutex<Option<Logger>>,
 }
@@ -150,6 +154,11 @@ impl Container {
         spec.set_terminal(terminal);
         let init_process = spec.process();
         let timeout = (!spec.is_pod_sandbox()).then(|| prepared.policy.resources.timeout.as_duration());
+        let pod_limits = spec.is_pod_sandbox().then(|| {
+            let limits = PodLimits::default();
+            limits.set(id, &LimitUpdate::of_spec(spec.value()));
+            Arc::new(limits)
+        });
         let egress = match prepared.policy.has_egress() || pod_network(&spec).is_some() {
             true => Some(egress_settings(id, config, &prepared.policy.network)?),
             false => None,
@@ -230,6 +239,7 @@ impl Container {
             execs: Mutex::new(HashMap::new()),
             next_exec: AtomicU64::new(0),
             member: None,
+            pod_limits,
             logger: Mutex::new(launched.io.logger),
         })
     }
@@ -408,10 +418,14 @@ impl Container {
         Ok(self.runsc.pids(&self.id)?)
     }
 
-    /// Changes the sandbox cgroup's limits. Blocking.
+    /// Changes the container's limits: its sandbox cgroup's, or in a pod
+    /// the pod cgroup's total (see [`PodLimits`]). Blocking.
     pub fn update(&self, update: &LimitUpdate) -> Result<(), ContainerError> {
-        self.refuse_for_member("update")?;
-        match self.sandbox.update(update)? {
+        let update = match &self.pod_limits {
+            Some(pod) => pod.set(&self.id, update),
+            None => *update,
+        };
+        match self.sandbox.update(&update)? {
             true => Ok(()),
             false => Err(ContainerError::NoCgroup {
                 bundle: self.bundle.clone(),

@@ -5,8 +5,9 @@
 //! before start fails, see docs/runsc-facts.md).
 //!
 //! - Kill and Pids act on the member alone (`runsc kill` / `runsc ps <id>`).
-//! - Pause, Resume and Update are refused: runsc pauses the whole sandbox,
-//!   and the member's processes are charged to the sandbox's cgroup.
+//! - Pause and Resume are refused: runsc pauses the whole sandbox.
+//! - Its limits are added to the pod's one cgroup (see `PodLimits`), where
+//!   gVisor charges every container of the pod; Update changes its share.
 //! - Stats report the sandbox's cgroup, i.e. the whole pod.
 //! - Delete kills the member if it runs and removes it from runsc.
 
@@ -17,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use policy_compiler::effective::EffectiveNetwork;
-use skillbox_sandbox::cgroup::CgroupFs;
+use skillbox_sandbox::cgroup::{CgroupFs, LimitUpdate};
 use skillbox_sandbox::reaper;
 use skillbox_sandbox::record::{RunscRecord, TeardownRecord, RECORD_FILE};
 use skillbox_sandbox::sandbox::node_key;
@@ -114,6 +115,16 @@ impl Container {
         teardown
             .save(&record_path)
             .map_err(|err| ContainerError::from(skillbox_sandbox::SandboxError::from(err)))?;
+        // The pod's cgroup grows by the member's limits before it runs.
+        let pod_limits = sandbox.pod_limits.clone().ok_or_else(|| PodError::NoSandbox {
+            id: id.to_owned(),
+            sandbox: sandbox.id.clone(),
+        })?;
+        let total = pod_limits.set(id, &LimitUpdate::of_spec(spec.value()));
+        if let Err(err) = sandbox.sandbox.update(&total) {
+            pod_limits.remove(id);
+            return Err(ContainerError::from(err));
+        }
         // Members get no terminal (their stdio goes to `runsc start`).
         spec.set_terminal(false);
         let init_process = spec.process();
@@ -133,6 +144,7 @@ impl Container {
             timeout: Some(prepared.policy.resources.timeout.as_duration()),
             termination_log: spec.termination_log(),
             causes: Arc::new(EndCauses::default()),
+            pod_limits: Some(pod_limits),
             member: Some(Member {
                 sandbox: sandbox.id.clone(),
                 record: record_path,
@@ -233,6 +245,11 @@ impl Container {
                 while self.status().0 != Status::Stopped && Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(10));
                 }
+            }
+        }
+        if let Some(pod) = &self.pod_limits {
+            if let Err(err) = self.sandbox.update(&pod.remove(&self.id)) {
+                tracing::warn!(id = %self.id, %err, "cannot shrink the pod's cgroup");
             }
         }
         // runsc's state of the member, what runsc left of it, its cgroup
