@@ -25,7 +25,10 @@ impl Containerd {
         for program in ["containerd", "ctr"] {
             require(program, "containerd");
         }
-        let dir = tempfile::Builder::new().prefix("skillbox-image.").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("skillbox-image.")
+            .tempdir()
+            .unwrap();
         let path = dir.path();
         std::fs::write(
             path.join("config.toml"),
@@ -50,7 +53,11 @@ impl Containerd {
         let containerd = Containerd { dir, process };
         let deadline = Instant::now() + Duration::from_secs(20);
         while !containerd.dir.path().join("containerd.sock").exists() {
-            assert!(Instant::now() < deadline, "containerd did not start: {}", containerd.log());
+            assert!(
+                Instant::now() < deadline,
+                "containerd did not start: {}",
+                containerd.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         containerd
@@ -105,14 +112,16 @@ fn image_build(skill: &Path, base: &Path, output: &Path, extra: &[&str]) -> Valu
         "-o".as_ref(),
         output.as_os_str(),
     ];
-    args.extend(extra.iter().map(|arg| std::ffi::OsStr::new(arg)));
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
     let out = SKILLBOX.run(args);
     assert_eq!(out.code, 0, "image build: {}", out.describe());
     serde_json::from_str(&out.stdout).unwrap_or_else(|err| panic!("{err}: {}", out.stdout))
 }
 
 fn field<'a>(summary: &'a Value, key: &str) -> &'a str {
-    summary[key].as_str().unwrap_or_else(|| panic!("no {key} in {summary}"))
+    summary[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {key} in {summary}"))
 }
 
 /// A read-only mount of image `name` at a fresh directory, unmounted on drop.
@@ -173,18 +182,27 @@ fn a_built_image_imports_into_containerd_with_its_name_labels_and_read_only_skil
     assert_eq!(labels["io.skillbox.skill.digest"], package.digest.as_str());
     assert_eq!(field(&summary, "skill_digest"), package.digest);
     assert_eq!(config["config"]["User"], "65534");
-    assert_eq!(config["config"]["Entrypoint"], serde_json::json!(["sh", "scripts/hello.sh"]));
+    assert_eq!(
+        config["config"]["Entrypoint"],
+        serde_json::json!(["sh", "scripts/hello.sh"])
+    );
 
     let mount = ImageMount::new(&containerd, name);
     let skill_md = std::fs::metadata(mount.path("/skill/SKILL.md")).unwrap();
-    assert_eq!((skill_md.mode() & 0o7777, skill_md.uid(), skill_md.gid()), (0o444, 0, 0));
+    assert_eq!(
+        (skill_md.mode() & 0o7777, skill_md.uid(), skill_md.gid()),
+        (0o444, 0, 0)
+    );
     let dir = std::fs::metadata(mount.path("/skill")).unwrap();
     assert_eq!((dir.mode() & 0o7777, dir.uid(), dir.gid()), (0o555, 0, 0));
     assert_eq!(
         std::fs::read(mount.path("/skill/scripts/hello.sh")).unwrap(),
         std::fs::read(hello.join("scripts/hello.sh")).unwrap()
     );
-    assert!(mount.path("/bin/busybox").is_file(), "the base is below the skill");
+    assert!(
+        mount.path("/bin/busybox").is_file(),
+        "the base is below the skill"
+    );
 }
 
 #[test]
@@ -194,7 +212,12 @@ fn an_image_on_a_skill_image_keeps_the_base_layers_and_only_its_own_skill() {
     let base = image_build(&example_dir("hello"), busybox_rootfs(), &base_tar, &[]);
     let top_tar = work.path().join("file-writer.oci.tar");
     let name = "localhost/skillbox-test/file-writer-on-hello:1";
-    let top = image_build(&example_dir("file-writer"), &base_tar, &top_tar, &["--name", name]);
+    let top = image_build(
+        &example_dir("file-writer"),
+        &base_tar,
+        &top_tar,
+        &["--name", name],
+    );
     assert_eq!(top["layers"], 3);
 
     let containerd = Containerd::start();
@@ -203,18 +226,27 @@ fn an_image_on_a_skill_image_keeps_the_base_layers_and_only_its_own_skill() {
     let base_manifest = containerd.json(field(&base, "manifest_digest"));
     let top_manifest = containerd.json(field(&top, "manifest_digest"));
     let base_layers = base_manifest["layers"].as_array().unwrap();
-    assert_eq!(&top_manifest["layers"].as_array().unwrap()[..2], base_layers.as_slice());
+    assert_eq!(
+        &top_manifest["layers"].as_array().unwrap()[..2],
+        base_layers.as_slice()
+    );
     assert_eq!(
         top_manifest["annotations"]["org.opencontainers.image.base.digest"],
         field(&base, "manifest_digest")
     );
     let top_config = containerd.json(field(&top, "config_digest"));
-    assert_eq!(top_config["config"]["Labels"]["io.skillbox.skill.name"], "file-writer");
+    assert_eq!(
+        top_config["config"]["Labels"]["io.skillbox.skill.name"],
+        "file-writer"
+    );
 
     // The lower skill's files are hidden under the new /skill.
     let mount = ImageMount::new(&containerd, name);
     assert!(mount.path("/skill/SKILL.md").is_file());
-    assert!(!mount.path("/skill/scripts/hello.sh").exists(), "hello's script shows through");
+    assert!(
+        !mount.path("/skill/scripts/hello.sh").exists(),
+        "hello's script shows through"
+    );
     assert!(mount.path("/bin/busybox").is_file());
 }
 
@@ -248,5 +280,9 @@ fn a_bad_base_or_skill_folder_fails_naming_it() {
         work.path().join("out.tar").as_os_str(),
     ]);
     assert_eq!(out.code, 1, "{}", out.describe());
-    assert!(out.stderr.contains("does not load") && out.stderr.contains("SKILL.md"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("does not load") && out.stderr.contains("SKILL.md"),
+        "{}",
+        out.stderr
+    );
 }

@@ -30,7 +30,8 @@ pub enum LayoutBlob {
     InArchive {
         archive: PathBuf,
         offset: u64,
-        descriptor: Descriptor,
+        /// Boxed: a descriptor is several times a blob's size in place.
+        descriptor: Box<Descriptor>,
     },
 }
 

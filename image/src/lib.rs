@@ -132,7 +132,7 @@ fn base_parts(base: &Base) -> Result<BaseParts> {
                 .map(|layer| LayoutBlob::InArchive {
                     archive: base.archive.clone(),
                     offset: layer.offset,
-                    descriptor: layer.descriptor,
+                    descriptor: Box::new(layer.descriptor),
                 })
                 .collect();
             Ok(BaseParts {
