@@ -103,7 +103,7 @@ echo "shims: $shim ($(stat -c %s "$shim") bytes), $(command -v containerd-shim-r
 cp -r examples/hello "$work/hello-skill"
 sed -i 's/cpus: 0.25/cpus: 2/' "$work/hello-skill/SKILL.md"
 grep -q 'cpus: 2,' "$work/hello-skill/SKILL.md" || die "examples/hello no longer declares cpus: 0.25"
-"$skillbox" compile "$work/hello-skill" --base-rootfs "$rootfs" -o "$work/hello" >/dev/null
+"$skillbox" compile "$work/hello-skill" --base-rootfs "$rootfs" -o "$work/hello" --absolute-paths >/dev/null
 bundle="$work/bundle"
 mkdir -p "$bundle"
 # Own cgroup paths, so that nobody else's hello or sleep shares them.
@@ -124,7 +124,7 @@ security_policy:
   resources: { timeout: 10m }
 ---
 MD
-"$skillbox" compile "$work/sleep-skill" --base-rootfs "$rootfs" -o "$work/sleep" >/dev/null
+"$skillbox" compile "$work/sleep-skill" --base-rootfs "$rootfs" -o "$work/sleep" --absolute-paths >/dev/null
 # One cgroup per shim: a sandbox joins an existing cgroup without owning it.
 for which in ours baseline; do
     jq --arg cg "$cgroup_sleep-$which" '.linux.cgroupsPath = $cg' "$work/sleep/config.json" \

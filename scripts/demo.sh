@@ -43,10 +43,12 @@ awk 'NR == 1 && $0 == "---" { inside = 1; print; next } inside { print } inside 
 section "5. Effective policy: skillbox policy explain $skill"
 "$skillbox" policy explain "$skill"
 
-section "6. Compiled bundle: skillbox compile $skill -o $work/bundle"
+section "6. Compiled bundle: skillbox compile $skill -o $work/bundle --absolute-paths"
 rm -rf "$work"
 mkdir -p "$work"
-"$skillbox" compile "$skill" --base-rootfs "$rootfs" -o "$work/bundle"
+# --absolute-paths: step 8 hands config.json to `ctr run --config`, which
+# copies it alone into containerd's own bundle directory.
+"$skillbox" compile "$skill" --base-rootfs "$rootfs" -o "$work/bundle" --absolute-paths
 echo
 echo "bundle contents:"
 (cd "$work/bundle" && find . -mindepth 1 -printf '  %M  %p\n' | sort -k2)

@@ -1,6 +1,6 @@
 //! Command-line interface.
 //!
-//! Exit codes: `compile`, `policy`, `probe`: 0 success, 1 invalid input or
+//! Exit codes: `compile`, `image build`, `policy`, `probe`: 0 success, 1 invalid input or
 //! failure, 2 usage error. `run`: the skill's own status; 124 when the
 //! timeout fired; 137 when the skill was killed (out of memory is reported
 //! on stderr); 125 when skillbox itself failed before or around the run;
@@ -30,6 +30,9 @@ pub enum Command {
     Compile(CompileArgs),
     /// Compile a skill into a temporary bundle and run it in gVisor.
     Run(RunArgs),
+    /// Build OCI images of skills.
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// Inspect policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -95,11 +98,41 @@ pub struct CompileArgs {
     /// Output bundle directory (must be absent or empty).
     #[arg(short, long, value_name = "DIR")]
     pub output: PathBuf,
+    /// Name the skill's copy by its absolute path in config.json, as
+    /// `ctr run --config` needs (containerd copies config.json alone into a
+    /// bundle of its own). Without it the bundle is relocatable.
+    #[arg(long)]
+    pub absolute_paths: bool,
     #[command(flatten)]
     pub node: NodeArgs,
     /// Arguments appended to the skill's entrypoint.
     #[arg(last = true)]
     pub args: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Build a skill's OCI image (the skill at /skill on a base) into an
+    /// OCI image layout tar that `ctr images import` takes. Deterministic:
+    /// the same skill and base give the same bytes and manifest digest.
+    Build(ImageBuildArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImageBuildArgs {
+    /// The skill folder (holding SKILL.md).
+    pub skill_dir: PathBuf,
+    /// The base: a root filesystem directory (one layer), or an OCI image
+    /// archive (its layers are kept as they are).
+    #[arg(long, value_name = "DIR|ARCHIVE")]
+    pub base: PathBuf,
+    /// The image tar to write (replaced if it exists).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// The image name, `HOST/PATH:TAG`. Default:
+    /// `localhost/skillbox/<skill name>:<version, else latest>`.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -75,6 +75,51 @@ pub fn write_config(bundle: &Path, config_json: &str) -> Result<()> {
     fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).map_err(write_error(&path))
 }
 
+/// Makes the bundle-relative paths of `spec` absolute against `bundle`: a
+/// relative `root.path` and relative bind-mount sources. runsc resolves
+/// them so itself; this is for a spec that leaves its bundle, as
+/// `ctr run --config` copies `config.json` alone into a bundle of its own.
+pub fn absolute_paths(spec: &mut serde_json::Value, bundle: &Path) {
+    let absolute = |path: &mut serde_json::Value| {
+        if let Some(relative) = path.as_str().filter(|p| !p.is_empty() && !p.starts_with('/')) {
+            *path = serde_json::Value::String(bundle.join(relative).display().to_string());
+        }
+    };
+    if let Some(root) = spec.get_mut("root").and_then(|root| root.get_mut("path")) {
+        absolute(root);
+    }
+    let mounts = spec.get_mut("mounts").and_then(|m| m.as_array_mut());
+    for mount in mounts.into_iter().flatten() {
+        let bind = mount["type"] == "bind"
+            || mount["options"]
+                .as_array()
+                .is_some_and(|o| o.iter().any(|o| o == "bind" || o == "rbind"));
+        if let Some(source) = mount.get_mut("source").filter(|_| bind) {
+            absolute(source);
+        }
+    }
+}
+
+/// Rewrites `<bundle>/config.json` with [`absolute_paths`], for
+/// `ctr run --config`. The bundle then runs only where it is.
+pub fn pin_config(bundle: &Path) -> Result<()> {
+    let path = bundle.join(CONFIG_JSON);
+    let text = fs::read_to_string(&path).map_err(|source| Error::ReadSkill {
+        path: path.clone(),
+        source,
+    })?;
+    let mut spec: serde_json::Value = serde_json::from_str(&text).map_err(|err| Error::InvalidField {
+        file: path.clone(),
+        field: "root".to_owned(),
+        message: format!("config.json is not JSON: {err}"),
+    })?;
+    absolute_paths(&mut spec, bundle);
+    let mut text = serde_json::to_string_pretty(&spec).expect("a JSON value serializes");
+    text.push('\n');
+    // Rewriting in place keeps the file's 0600 mode.
+    fs::write(&path, text).map_err(write_error(&path))
+}
+
 /// What a runtime reads back from a compiled bundle's annotations.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompiledAnnotations {
@@ -127,5 +172,47 @@ impl CompiledAnnotations {
             policy,
             runsc_flags,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn relative_root_and_bind_sources_become_absolute_in_the_bundle() {
+        let mut spec = json!({
+            "root": {"path": "rootfs"},
+            "mounts": [
+                {"destination": "/skill", "type": "bind", "source": "skill", "options": ["rbind", "ro"]},
+                {"destination": "/data", "source": "data", "options": ["bind"]},
+                {"destination": "/etc/hosts", "type": "bind", "source": "/var/lib/hosts"},
+                {"destination": "/proc", "type": "proc", "source": "proc"},
+                {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"},
+            ],
+        });
+        absolute_paths(&mut spec, Path::new("/srv/bundles/hello"));
+        assert_eq!(spec["root"]["path"], "/srv/bundles/hello/rootfs");
+        let sources: Vec<&str> = spec["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["source"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            sources,
+            [
+                "/srv/bundles/hello/skill",
+                "/srv/bundles/hello/data",
+                "/var/lib/hosts",
+                "proc",
+                "tmpfs"
+            ]
+        );
+        let mut absolute = json!({"root": {"path": "/var/lib/skillbox/busybox"}});
+        absolute_paths(&mut absolute, Path::new("/b"));
+        assert_eq!(absolute["root"]["path"], "/var/lib/skillbox/busybox");
     }
 }

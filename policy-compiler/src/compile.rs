@@ -67,6 +67,9 @@ pub fn effective_policy(
 }
 
 /// Compiles `package` into an OCI bundle at `bundle_dir` (absent or empty).
+/// The bundle is relocatable: `config.json` names the skill's copy relative
+/// to the bundle, so the same skill compiles to the same `config.json` in
+/// any directory.
 pub fn compile(package: &SkillPackage, bundle_dir: &Path, options: &CompileOptions<'_>) -> Result<Compiled> {
     let (policy, mut warnings) = effective_policy(package, options)?;
     let flags = runsc_flags(options.node, &policy);
@@ -79,8 +82,10 @@ pub fn compile(package: &SkillPackage, bundle_dir: &Path, options: &CompileOptio
         }
     }
     bundle::prepare_dir(bundle_dir)?;
-    let skill_source = bundle::copy_skill(bundle_dir, package)?;
-    let config = render_config(package, &policy, &flags, &skill_source, options)?;
+    bundle::copy_skill(bundle_dir, package)?;
+    // Relative to the bundle (runsc resolves it so): config.json names no
+    // output directory, and the bundle can move.
+    let config = render_config(package, &policy, &flags, Path::new(bundle::SKILL_DIR), options)?;
     bundle::write_config(bundle_dir, &config)?;
     Ok(Compiled {
         policy,
@@ -90,7 +95,8 @@ pub fn compile(package: &SkillPackage, bundle_dir: &Path, options: &CompileOptio
 }
 
 /// The bundle's `config.json` text for `policy`, with the skill's copy at
-/// `skill_source`. Pure: the in-memory half of `compile`.
+/// `skill_source` (relative to the bundle, or absolute). Pure: the
+/// in-memory half of `compile`.
 pub fn render_config(
     package: &SkillPackage,
     policy: &EffectivePolicy,

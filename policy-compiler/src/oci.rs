@@ -49,7 +49,8 @@ pub struct SpecInputs<'a> {
     pub skill_digest: &'a str,
     /// Absolute path of the base root filesystem (mounted read-only as `/`).
     pub base_rootfs: &'a Path,
-    /// Absolute path of the skill's copy inside the bundle (mounted at `/skill`).
+    /// The skill's copy (mounted at `/skill`): relative to the bundle
+    /// (`skill`, as `compile` writes it), or absolute.
     pub skill_source: &'a Path,
     /// Arguments appended to the entrypoint.
     pub extra_args: &'a [String],

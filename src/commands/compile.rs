@@ -28,6 +28,9 @@ pub fn compile(args: CompileArgs) -> Result<ExitCode, Failure> {
             cgroups_path: None,
         },
     )?;
+    if args.absolute_paths {
+        policy_compiler::bundle::pin_config(&output)?;
+    }
     print_warnings(&compiled.warnings);
     emit(&format!("{}\n", output.display()))?;
     Ok(ExitCode::SUCCESS)

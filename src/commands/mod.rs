@@ -5,6 +5,7 @@ mod audit_export;
 mod compile;
 mod explain;
 mod gc;
+mod image;
 mod metrics_server;
 mod probe;
 mod run;
@@ -17,7 +18,7 @@ use anyhow::Context;
 use policy_compiler::node_config::DEFAULT_NODE_CONFIG;
 use policy_compiler::{NodeConfig, SkillPackage};
 
-use crate::cli::{AuditArgs, AuditCommand, Cli, Command, NodeArgs, PolicyCommand, RuntimeArgs};
+use crate::cli::{AuditArgs, AuditCommand, Cli, Command, ImageCommand, NodeArgs, PolicyCommand, RuntimeArgs};
 
 /// An error and the exit code it maps to.
 pub struct Failure {
@@ -38,6 +39,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
     match cli.command {
         Command::Compile(args) => compile::compile(args),
         Command::Run(args) => run::run(args),
+        Command::Image(ImageCommand::Build(args)) => image::build(args),
         Command::Policy(PolicyCommand::Explain(args)) => explain::explain(args),
         Command::Policy(PolicyCommand::Schema) => {
             emit(&policy_compiler::schema::security_policy_schema())?;

@@ -63,8 +63,9 @@ pub fn field<'a>(text: &'a str, key: &str) -> &'a str {
 
 /// Compiles the skill folder `skill` on the busybox base into `bundle`, as
 /// `skillbox compile` does but with the built-in node defaults and without
-/// the invoking environment, the sandbox's cgroup being `cgroups_path`;
-/// panics with the compiler's error.
+/// the invoking environment, the sandbox's cgroup being `cgroups_path`,
+/// and with absolute paths (`skillbox compile --absolute-paths`), as the
+/// `ctr run --config` tests need; panics with the compiler's error.
 pub fn compile_bundle(skill: &Path, bundle: &Path, cgroups_path: &str) {
     let package = load(skill).unwrap_or_else(|err| panic!("{}: {err}", skill.display()));
     compile(
@@ -80,6 +81,8 @@ pub fn compile_bundle(skill: &Path, bundle: &Path, cgroups_path: &str) {
         },
     )
     .unwrap_or_else(|err| panic!("compiling {}: {err}", skill.display()));
+    policy_compiler::bundle::pin_config(bundle)
+        .unwrap_or_else(|err| panic!("pinning {}: {err}", bundle.display()));
 }
 
 /// Compiles a busybox skill whose `security_policy` body (after
