@@ -95,7 +95,10 @@ impl PodLimits {
 /// no container sets stays unset.
 fn total<'a>(limits: impl Iterator<Item = &'a LimitUpdate> + Clone) -> LimitUpdate {
     let sum = |field: fn(&LimitUpdate) -> Option<i64>| -> Option<i64> {
-        limits.clone().filter_map(field).reduce(|a, b| a.saturating_add(b))
+        limits
+            .clone()
+            .filter_map(field)
+            .reduce(|a, b| a.saturating_add(b))
     };
     LimitUpdate {
         memory_bytes: sum(|limits| limits.memory_bytes),

@@ -312,3 +312,33 @@ fn the_compiled_skill_mount_is_allowed_by_its_digest_only() {
     );
     assert_nothing_left(&containerd, namespace, "digested-2", "/skillbox-test-digested");
 }
+
+/// A bundle compiled without `--absolute-paths` names its skill copy
+/// relative to itself; `ctr run --config` copies only `config.json`, so the
+/// shim says what is missing and how to compile instead of runsc failing
+/// obscurely.
+#[test]
+fn a_relative_bundle_run_through_ctr_is_refused_with_the_fix() {
+    let containerd = Containerd::start();
+    let work = tempfile::tempdir().unwrap();
+    let namespace = "skillbox-test-enf-relative";
+    let bundle = compile_skill(work.path(), "relative", "echo should-not-run");
+    let config = bundle.join("config.json");
+    let mut spec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    for mount in spec["mounts"].as_array_mut().unwrap() {
+        if mount["destination"] == "/skill" {
+            mount["source"] = "skill".into();
+        }
+    }
+    std::fs::write(&config, serde_json::to_string(&spec).unwrap()).unwrap();
+    let out = containerd.run_bundle(namespace, &config, "relative-1", &["--rm"]);
+    assert!(!out.status.success(), "ran: {}", text(&out.stdout));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("(/skill): \"skill\", relative to the bundle, which has no such file")
+            && stderr.contains("--absolute-paths"),
+        "{stderr}"
+    );
+    assert_nothing_left(&containerd, namespace, "relative-1", "/skillbox-test-relative");
+}

@@ -239,6 +239,16 @@ fn mounts(spec: &Value, bundle: &Path, config: &ShimConfig, host: &dyn HostPaths
             continue;
         }
         let source = mount["source"].as_str().unwrap_or("");
+        if !source.starts_with('/') && host.canonical(&bundle.join(source)).is_none() {
+            // containerd copies only config.json into its bundle: a compiled
+            // bundle's relative `skill` is not there.
+            found.push(refusal(
+                field("source"),
+                format!("{source:?}, relative to the bundle, which has no such file"),
+                "a relative source names a file in the bundle; run a bundle from `skillbox compile` with `ctr run --config` after compiling it with --absolute-paths",
+            ));
+            continue;
+        }
         if sources.contains(&(index, BindSource::Own)) || sources.contains(&(index, BindSource::Listed)) {
             continue;
         }
