@@ -5,6 +5,7 @@ use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
 
 use runsc_config::{argv, GlobalOptions, HostCapabilities, RunscFlags, RunscVersion, Subcommand};
 
@@ -301,6 +302,24 @@ impl Runsc {
         Ok(())
     }
 
+    /// The CPU time container `id`'s processes used, as the Sentry counts
+    /// it per container (`runsc events --stats`; its memory and pids
+    /// figures are the whole sandbox's).
+    pub fn cpu_usage(&self, id: &str) -> Result<Duration, RunscError> {
+        let sub = Subcommand::Events {
+            id: id.to_owned(),
+            stats: true,
+        };
+        let stdout = self.check(&sub)?;
+        cpu_usage_in(&stdout).ok_or_else(|| RunscError::Output {
+            argv: render(&self.binary, &argv(&self.global, &self.flags, &sub)),
+            reason: format!(
+                "expected {{\"data\": {{\"cpu\": {{\"usage\": {{\"total\": N}}}}}}}}, got {:?}",
+                stdout.trim()
+            ),
+        })
+    }
+
     /// The pid of container `id`'s gofer, from runsc's state file
     /// (`<root>/<id>_sandbox:<sandbox id>.state`, field `goferPid`); `None`
     /// when runsc has no state for it or no gofer runs.
@@ -516,6 +535,13 @@ fn run_captured(command: &mut Command, rendered: String) -> Result<String, Runsc
     Ok(stdout)
 }
 
+fn cpu_usage_in(events: &str) -> Option<Duration> {
+    let events: serde_json::Value = serde_json::from_str(events.trim()).ok()?;
+    let cpu = &events["data"]["cpu"]["usage"];
+    // A container that has not used the CPU yet has no `total`.
+    Some(Duration::from_nanos(cpu["total"].as_u64().unwrap_or(0))).filter(|_| cpu.is_object())
+}
+
 fn gofer_pid_in(state: &str) -> Option<i32> {
     let state: serde_json::Value = serde_json::from_str(state).ok()?;
     state["goferPid"]
@@ -566,6 +592,17 @@ fn logged_errors_in(text: &[u8]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_containers_cpu_comes_from_its_events() {
+        // What runsc 20221219 prints for a pod member and for the pod's
+        // first container.
+        let member = r#"{"type":"stats","id":"m","data":{"cpu":{"usage":{"total":4982103338}},"memory":{"usage":{"usage":15831040}},"pids":{"current":5}}}"#;
+        assert_eq!(cpu_usage_in(member), Some(Duration::from_nanos(4_982_103_338)));
+        let idle = r#"{"type":"stats","id":"s","data":{"cpu":{"usage":{}},"memory":{}}}"#;
+        assert_eq!(cpu_usage_in(idle), Some(Duration::ZERO));
+        assert_eq!(cpu_usage_in("{}"), None);
+    }
 
     #[test]
     fn the_gofer_pid_comes_from_the_state_file() {

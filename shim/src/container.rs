@@ -407,10 +407,22 @@ impl Container {
         Ok(())
     }
 
-    /// What the sandbox cgroup has recorded (all zeros if it is unknown);
-    /// for a pod's member, the whole pod's sandbox.
+    /// What the sandbox cgroup has recorded (all zeros if it is unknown).
+    /// A pod's member gets its own CPU time, as runsc counts it per
+    /// container; memory and pids stay the pod's (runsc counts them only
+    /// per sandbox). Blocking.
     pub fn stats(&self) -> CgroupStats {
-        self.sandbox.stats()
+        let stats = self.sandbox.stats();
+        if self.member.is_none() || self.status().0 != Status::Running {
+            return stats;
+        }
+        match self.runsc.cpu_usage(&self.id) {
+            Ok(cpu_usage) => CgroupStats { cpu_usage, ..stats },
+            Err(err) => {
+                tracing::warn!(id = %self.id, %err, "no per-container CPU time; reporting the pod's");
+                stats
+            }
+        }
     }
 
     /// The container's processes (sandbox pids). Blocking.
