@@ -1,5 +1,6 @@
-//! Failing a scenario with what it needs to be understood: the error, then
-//! the end of containerd's log.
+//! Failing a scenario with what it needs to be understood: the error,
+//! runsc's own errors for the containers it names, and the end of
+//! containerd's log.
 
 use std::fmt::Display;
 
@@ -18,10 +19,15 @@ impl<T, E: Display> OrFail<T> for Result<T, E> {
     fn or_fail(self, node: &Node) -> T {
         match self {
             Ok(value) => value,
-            Err(err) => panic!(
-                "{err}\n--- containerd log (last {LOG_LINES} lines) ---\n{}",
-                node.log_tail(LOG_LINES)
-            ),
+            Err(err) => {
+                let err = err.to_string();
+                let runsc = node.runsc_errors(&err);
+                panic!(
+                    "{err}\n--- runsc's errors for those ids ---\n{}\n--- containerd log (last {LOG_LINES} lines) ---\n{}",
+                    runsc.join("\n"),
+                    node.log_tail(LOG_LINES)
+                )
+            }
         }
     }
 }

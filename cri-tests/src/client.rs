@@ -65,7 +65,9 @@ impl Cri {
                 .expect("a valid placeholder URI")
                 .connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
                     let socket = socket.clone();
-                    async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(socket).await?)) }
+                    async move {
+                        Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(socket).await?))
+                    }
                 }))
         });
         Cri { runtime, channel }
@@ -129,7 +131,10 @@ impl Cri {
     pub fn list_pod_sandboxes(&self, labels: &[(&str, &str)]) -> Result<Vec<PodSandbox>, CallError> {
         let request = ListPodSandboxRequest {
             filter: Some(PodSandboxFilter {
-                label_selector: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                label_selector: labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
                 ..Default::default()
             }),
         };
@@ -243,7 +248,11 @@ impl Cri {
             timeout,
         };
         let deadline = Duration::from_secs(timeout.max(0) as u64 + 30);
-        self.runtime_call("ExecSync", deadline, |mut c| async move { c.exec_sync(request).await })
+        self.runtime_call(
+            "ExecSync",
+            deadline,
+            |mut c| async move { c.exec_sync(request).await },
+        )
     }
 
     pub fn container_stats(&self, id: &str) -> Result<ContainerStats, CallError> {
@@ -256,7 +265,11 @@ impl Cri {
         .map(|response| response.stats.unwrap_or_default())
     }
 
-    pub fn update_container_resources(&self, id: &str, resources: LinuxContainerResources) -> Result<(), CallError> {
+    pub fn update_container_resources(
+        &self,
+        id: &str,
+        resources: LinuxContainerResources,
+    ) -> Result<(), CallError> {
         let request = UpdateContainerResourcesRequest {
             container_id: id.to_owned(),
             linux: Some(resources),

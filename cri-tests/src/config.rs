@@ -109,14 +109,19 @@ pub fn cni_conflist(network: &str, bridge: &str, subnet: &str) -> String {
 
 /// The skillbox node config: built-in values, plus `extra_bind_source` (the
 /// harness's directory, where containerd's CRI state and the kubelet-like
-/// pod directories live) among the allowed bind-mount sources.
-pub fn node_config(extra_bind_source: &Path) -> String {
+/// pod directories live) among the allowed bind-mount sources, and `runsc`
+/// as the runsc binary.
+pub fn node_config(extra_bind_source: &Path, runsc: &Path) -> String {
     let mut sources: Vec<String> = policy_compiler::node_config::BUILTIN_BIND_MOUNT_SOURCES
         .iter()
         .map(|source| format!("{source:?}"))
         .collect();
     sources.push(format!("{:?}", extra_bind_source.display().to_string()));
-    format!("[ceiling]\nbind_mount_sources = [{}]\n", sources.join(", "))
+    format!(
+        "[ceiling]\nbind_mount_sources = [{}]\n\n[runsc]\nbinary = {:?}\n",
+        sources.join(", "),
+        runsc.display().to_string()
+    )
 }
 
 #[cfg(test)]
@@ -136,17 +141,22 @@ mod tests {
         assert_eq!(cri["restrict_oom_score_adj"].as_bool(), Some(true));
         assert_eq!(cri["cni"]["conf_dir"].as_str(), Some("/tmp/h/cni"));
         let runtimes = &cri["containerd"]["runtimes"];
-        assert_eq!(runtimes["runc"]["runtime_type"].as_str(), Some("io.containerd.runc.v2"));
+        assert_eq!(
+            runtimes["runc"]["runtime_type"].as_str(),
+            Some("io.containerd.runc.v2")
+        );
         let skillbox = &runtimes["skillbox"];
         assert_eq!(skillbox["runtime_type"].as_str(), Some(SKILLBOX_RUNTIME_TYPE));
-        assert_eq!(skillbox["options"]["ConfigPath"].as_str(), Some("/tmp/h/node.toml"));
+        assert_eq!(
+            skillbox["options"]["ConfigPath"].as_str(),
+            Some("/tmp/h/node.toml")
+        );
         assert_eq!(parsed["grpc"]["address"].as_str(), Some("/tmp/h/containerd.sock"));
     }
 
     #[test]
     fn the_network_never_masquerades_nor_routes_out() {
-        let list: serde_json::Value =
-            serde_json::from_str(&cni_conflist("n", "b0", "10.88.3.0/24")).unwrap();
+        let list: serde_json::Value = serde_json::from_str(&cni_conflist("n", "b0", "10.88.3.0/24")).unwrap();
         let bridge = &list["plugins"][0];
         assert_eq!(bridge["ipMasq"], false);
         assert_eq!(bridge["ipam"]["routes"], serde_json::json!([]));
@@ -155,8 +165,29 @@ mod tests {
 
     #[test]
     fn the_node_config_adds_the_harness_directory() {
-        let text = node_config(Path::new("/tmp/h"));
-        assert!(text.contains("\"/var/lib/kubelet/pods\""), "{text}");
-        assert!(text.ends_with(", \"/tmp/h\"]\n"), "{text}");
+        let text = node_config(Path::new("/tmp/h"), Path::new("/tmp/h/bin/runsc-debug-log"));
+        let parsed: toml::Value = toml::from_str(&text).unwrap();
+        let sources = parsed["ceiling"]["bind_mount_sources"].as_array().unwrap();
+        assert!(
+            sources
+                .iter()
+                .any(|source| source.as_str() == Some("/var/lib/kubelet/pods")),
+            "{text}"
+        );
+        assert_eq!(sources.last().and_then(|source| source.as_str()), Some("/tmp/h"));
+        assert_eq!(
+            parsed["runsc"]["binary"].as_str(),
+            Some("/tmp/h/bin/runsc-debug-log")
+        );
     }
+}
+
+/// A wrapper around `runsc` (found on PATH) that adds `--debug-log` into
+/// `log_dir`: under CRI the pause container has no stdio, so without it
+/// runsc's own error text is lost.
+pub fn runsc_wrapper(log_dir: &Path) -> String {
+    format!(
+        "#!/bin/sh\n# runsc with its logs kept for the CRI tests' failure messages.\nexec runsc --debug-log={}/ \"$@\"\n",
+        log_dir.display()
+    )
 }

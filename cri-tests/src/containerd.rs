@@ -52,10 +52,7 @@ impl Binary {
             Some(path) => {
                 let containerd = PathBuf::from(path);
                 let shim_dir = containerd.parent().map(Path::to_owned);
-                Binary {
-                    containerd,
-                    shim_dir,
-                }
+                Binary { containerd, shim_dir }
             }
         }
     }
@@ -95,17 +92,28 @@ pub struct Containerd {
     process: Child,
     log: PathBuf,
     socket: PathBuf,
+    /// The `ctr` that comes with this containerd.
+    ctr: PathBuf,
 }
 
 impl Containerd {
     /// Starts `binary` on `config` in `netns`, with `bin` (holding the
     /// skillbox shim) first on PATH, logging to `dir/containerd.log`.
-    pub fn start(binary: &Binary, config: &Path, socket: &Path, bin: &Path, netns: &NetNs, dir: &Path) -> Containerd {
+    pub fn start(
+        binary: &Binary,
+        config: &Path,
+        socket: &Path,
+        bin: &Path,
+        netns: &NetNs,
+        dir: &Path,
+    ) -> Containerd {
         let log = dir.join("containerd.log");
         let log_file = std::fs::File::create(&log).expect("creating containerd.log");
         let mut path = vec![bin.to_owned()];
         path.extend(binary.shim_dir.clone());
-        path.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
+        path.extend(std::env::split_paths(
+            &std::env::var_os("PATH").unwrap_or_default(),
+        ));
         // nsenter execs containerd: the child's pid is containerd's.
         let process = netns
             .command(&[])
@@ -114,15 +122,28 @@ impl Containerd {
             .arg(config)
             // containerd looks for shims in its cwd before PATH.
             .current_dir("/")
-            .env("PATH", std::env::join_paths(path).expect("PATH entries without ':'"))
+            .env(
+                "PATH",
+                std::env::join_paths(path).expect("PATH entries without ':'"),
+            )
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
             .expect("starting containerd under nsenter");
+        let ctr = binary
+            .shim_dir
+            .as_ref()
+            .map(|dir| dir.join("ctr"))
+            .filter(|ctr| ctr.is_file())
+            .unwrap_or_else(|| {
+                require("ctr", "containerd");
+                PathBuf::from("ctr")
+            });
         let containerd = Containerd {
             process,
             log,
             socket: socket.to_owned(),
+            ctr,
         };
         containerd.wait_for_socket();
         containerd
@@ -151,8 +172,7 @@ impl Containerd {
 
     /// `ctr` on this containerd in the CRI's `k8s.io` namespace.
     pub fn ctr(&self, args: &[&str]) -> Command {
-        require("ctr", "containerd");
-        let mut command = Command::new("ctr");
+        let mut command = Command::new(&self.ctr);
         command
             .arg("--address")
             .arg(&self.socket)

@@ -55,7 +55,10 @@ pub fn find(pod: &PodTraces, netns: &NetNs) -> Vec<String> {
         }
     }
     for (pid, args) in processes() {
-        if pod.ids().any(|id| args.iter().any(|arg| arg.contains(id.as_str()))) {
+        if pod
+            .ids()
+            .any(|id| args.iter().any(|arg| arg.contains(id.as_str())))
+        {
             left.push(format!("process {pid}: {}", args.join(" ")));
         }
     }
@@ -65,20 +68,35 @@ pub fn find(pod: &PodTraces, netns: &NetNs) -> Vec<String> {
     if let Some(path) = pod.netns_path.as_deref().filter(|path| Path::new(path).exists()) {
         left.push(format!("network namespace {path}"));
     }
-    for result in std::fs::read_dir("/var/lib/cni/results").into_iter().flatten().flatten() {
+    for result in std::fs::read_dir("/var/lib/cni/results")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let name = result.file_name().to_string_lossy().into_owned();
         if name.contains(pod.sandbox_id.as_str()) {
             left.push(format!("CNI result /var/lib/cni/results/{name}"));
         }
     }
-    let tables: Vec<String> = pod.ids().map(|id| skillbox_egress::rules::table_name(id)).collect();
+    let tables: Vec<String> = pod
+        .ids()
+        .map(|id| skillbox_egress::rules::table_name(id))
+        .collect();
     for (place, output) in [
         ("host", Command::new("nft").args(["list", "tables"]).output()),
-        ("harness netns", netns.command(&["nft", "list", "tables"]).output()),
+        (
+            "harness netns",
+            netns.command(&["nft", "list", "tables"]).output(),
+        ),
     ] {
-        let listed = output.map(|output| String::from_utf8_lossy(&output.stdout).into_owned()).unwrap_or_default();
+        let listed = output
+            .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
+            .unwrap_or_default();
         for table in &tables {
-            if listed.lines().any(|line| line.split_whitespace().last() == Some(table.as_str())) {
+            if listed
+                .lines()
+                .any(|line| line.split_whitespace().last() == Some(table.as_str()))
+            {
                 left.push(format!("nft table {table} in the {place}"));
             }
         }
@@ -97,13 +115,20 @@ pub fn find(pod: &PodTraces, netns: &NetNs) -> Vec<String> {
 fn cgroups_named(pod: &PodTraces) -> Vec<PathBuf> {
     let parent = cgroup_parent(&pod.uid);
     let mut found = Vec::new();
-    for hierarchy in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+    for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let path = hierarchy.path().join(parent.trim_start_matches('/'));
         if path.exists() {
             found.push(path);
         }
         walk(&hierarchy.path(), 4, &mut |dir| {
-            let name = dir.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = dir
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+                .unwrap_or_default();
             if pod.ids().any(|id| name.contains(id.as_str())) {
                 found.push(dir.to_owned());
             }

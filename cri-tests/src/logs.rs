@@ -38,7 +38,8 @@ impl LogLine {
 
     /// The timestamp as nanoseconds since the Unix epoch.
     pub fn unix_nanos(&self) -> Option<i128> {
-        let time = time::OffsetDateTime::parse(&self.time, &time::format_description::well_known::Rfc3339).ok()?;
+        let time =
+            time::OffsetDateTime::parse(&self.time, &time::format_description::well_known::Rfc3339).ok()?;
         Some(time.unix_timestamp_nanos())
     }
 }

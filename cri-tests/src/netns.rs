@@ -24,7 +24,9 @@ impl NetNs {
             .stderr(Stdio::null())
             .status();
         must(&["ip", "netns", "add", name]);
-        let netns = NetNs { name: name.to_owned() };
+        let netns = NetNs {
+            name: name.to_owned(),
+        };
         must(&["ip", "-n", name, "link", "set", "lo", "up"]);
         netns
     }
@@ -53,8 +55,6 @@ impl NetNs {
 
 impl Drop for NetNs {
     fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "delete", &self.name])
-            .status();
+        let _ = Command::new("ip").args(["netns", "delete", &self.name]).status();
     }
 }

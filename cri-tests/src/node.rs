@@ -91,8 +91,13 @@ impl Node {
         let bin = path.join("bin");
         std::fs::create_dir(&bin).expect("creating bin/");
         std::os::unix::fs::symlink(&shim, bin.join("containerd-shim-skillbox-v1")).expect("linking the shim");
+        let runsc = bin.join("runsc-debug-log");
+        std::fs::write(&runsc, config::runsc_wrapper(&path.join("runsc-logs")))
+            .expect("writing the runsc wrapper");
+        std::fs::set_permissions(&runsc, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("making the runsc wrapper executable");
         let node_config = path.join("node.toml");
-        std::fs::write(&node_config, config::node_config(path)).expect("writing node.toml");
+        std::fs::write(&node_config, config::node_config(path, &runsc)).expect("writing node.toml");
         let layout = Layout {
             dir: path,
             sandbox_image: PAUSE_IMAGE,
@@ -138,7 +143,10 @@ impl Node {
             version,
             dir,
         };
-        let answer = node.cri.version().unwrap_or_else(|err| panic!("{err}\n{}", node.log()));
+        let answer = node
+            .cri
+            .version()
+            .unwrap_or_else(|err| panic!("{err}\n{}", node.log()));
         for image in [PAUSE_IMAGE, BUSYBOX_IMAGE] {
             let status = node.cri.image_status(image).unwrap_or_else(|err| panic!("{err}"));
             assert!(status.is_some(), "ImageStatus: {image} missing after import");
@@ -174,7 +182,9 @@ impl Node {
     /// Where kubelet points a pod's `log_directory`: `/var/log/pods/…` on a
     /// node, under the harness directory here.
     pub fn pod_log_dir(&self, namespace: &str, name: &str, uid: &str) -> PathBuf {
-        self.dir().join("log/pods").join(format!("{namespace}_{name}_{uid}"))
+        self.dir()
+            .join("log/pods")
+            .join(format!("{namespace}_{name}_{uid}"))
     }
 
     pub fn netns(&self) -> &NetNs {
@@ -195,6 +205,37 @@ impl Node {
         let log = self.log();
         let all: Vec<&str> = log.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// The errors runsc logged (`--debug-log`, see [`config::runsc_wrapper`])
+    /// for the containers whose 64-hex ids appear in `text`: the reason a
+    /// RunPodSandbox or StartContainer failed, which CRI does not pass on.
+    pub fn runsc_errors(&self, text: &str) -> Vec<String> {
+        let ids = container_ids_in(text);
+        if ids.is_empty() {
+            return Vec::new();
+        }
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir().join("runsc-logs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| entry.path())
+            .collect();
+        files.sort();
+        let mut errors = Vec::new();
+        for file in files {
+            let log = std::fs::read_to_string(&file).unwrap_or_default();
+            if !ids.iter().any(|id| log.contains(id.as_str())) {
+                continue;
+            }
+            for line in log.lines().filter(|line| line.contains("FATAL ERROR")) {
+                let line = line.split("FATAL ERROR: ").last().unwrap_or(line).to_owned();
+                if !errors.contains(&line) {
+                    errors.push(line);
+                }
+            }
+        }
+        errors
     }
 
     /// Stops and removes every pod of this node still there.
@@ -219,11 +260,27 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.remove_all_pods();
         let _ = std::fs::remove_dir_all(Path::new("/var/lib/cni/networks").join(&self.network));
-        for hierarchy in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+        for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             // kubelet's QoS parents, if nothing else uses them.
             let _ = std::fs::remove_dir(hierarchy.path().join("kubepods/besteffort"));
             let _ = std::fs::remove_dir(hierarchy.path().join("kubepods/burstable"));
             let _ = std::fs::remove_dir(hierarchy.path().join("kubepods"));
         }
     }
+}
+
+/// The 64-hex-digit container and sandbox ids in `text`.
+fn container_ids_in(text: &str) -> Vec<String> {
+    let mut ids: Vec<String> = text
+        .split(|c: char| !c.is_ascii_hexdigit())
+        .filter(|word| word.len() == 64)
+        .map(str::to_owned)
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
 }

@@ -162,7 +162,10 @@ impl Pod {
             labels,
             annotations: HashMap::from([
                 ("kubernetes.io/config.source".to_owned(), "api".to_owned()),
-                ("kubernetes.io/config.seen".to_owned(), "2026-12-06T00:00:00Z".to_owned()),
+                (
+                    "kubernetes.io/config.seen".to_owned(),
+                    "2026-12-06T00:00:00Z".to_owned(),
+                ),
             ]),
             linux: Some(LinuxPodSandboxConfig {
                 cgroup_parent: cgroup_parent(&uid),
@@ -303,7 +306,10 @@ impl Pod {
             }),
             ..Default::default()
         };
-        let id = self.node.cri.create_container(&self.id, config, self.config.clone())?;
+        let id = self
+            .node
+            .cri
+            .create_container(&self.id, config, self.config.clone())?;
         self.containers.push((spec.name.clone(), id.clone()));
         Ok(id)
     }
@@ -325,7 +331,11 @@ impl Pod {
     pub fn wait_exit(&self, id: &str, limit: Duration) -> Result<Exit, String> {
         let deadline = Instant::now() + limit;
         loop {
-            let status = self.node.cri.container_status(id).map_err(|err| err.to_string())?;
+            let status = self
+                .node
+                .cri
+                .container_status(id)
+                .map_err(|err| err.to_string())?;
             if status.state == ContainerState::ContainerExited as i32 {
                 return Ok(Exit {
                     code: status.exit_code,
@@ -423,8 +433,16 @@ impl Pod {
                 }
             }
         }
-        for hierarchy in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
-            let _ = std::fs::remove_dir(hierarchy.path().join(cgroup_parent(&self.uid).trim_start_matches('/')));
+        for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let _ = std::fs::remove_dir(
+                hierarchy
+                    .path()
+                    .join(cgroup_parent(&self.uid).trim_start_matches('/')),
+            );
         }
         let _ = std::fs::remove_dir_all(self.dir());
         errors

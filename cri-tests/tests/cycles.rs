@@ -44,7 +44,11 @@ fn pod_cycles_leave_nothing(handler: Handler) {
         .iter()
         .flat_map(|pod| leftovers::wait_gone(pod, node.netns(), Duration::from_secs(5)))
         .collect();
-    assert!(left.is_empty(), "left behind after {CYCLES} pods:\n  {}", left.join("\n  "));
+    assert!(
+        left.is_empty(),
+        "left behind after {CYCLES} pods:\n  {}",
+        left.join("\n  ")
+    );
 }
 
 #[test]

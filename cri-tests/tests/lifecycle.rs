@@ -39,11 +39,17 @@ fn stdout_and_exit_codes(handler: Handler) {
         let id = pod.start(&spec).or_fail(&pod.node);
         let start_call = started.elapsed();
         let exit = pod.wait_exit(&id, EXIT_LIMIT).or_fail(&pod.node);
-        let line = pod.wait_log(name, &format!("hello from {name}"), Duration::from_secs(5)).or_fail(&pod.node);
+        let line = pod
+            .wait_log(name, &format!("hello from {name}"), Duration::from_secs(5))
+            .or_fail(&pod.node);
         assert_eq!(line.stream, "stdout");
         assert!(line.full, "{line:?}");
         assert_eq!(exit.code, code, "{exit:?}");
-        assert_eq!(exit.reason, if code == 0 { "Completed" } else { "Error" }, "{exit:?}");
+        assert_eq!(
+            exit.reason,
+            if code == 0 { "Completed" } else { "Error" },
+            "{exit:?}"
+        );
         let printed = line.unix_nanos().expect("an RFC 3339 log timestamp");
         eprintln!(
             "cri-timing: {} exit {code}: StartContainer {:.3?}; last output -> finished_at {:.1} ms; \
@@ -92,7 +98,10 @@ fn kubelet_mounts(handler: Handler) {
     for line in &expected {
         assert!(log.contains(line), "no {line:?} in the log {log:?}");
     }
-    assert_eq!(std::fs::read_to_string(pod.empty_dir().join("out")).unwrap(), "written\n");
+    assert_eq!(
+        std::fs::read_to_string(pod.empty_dir().join("out")).unwrap(),
+        "written\n"
+    );
     assert_eq!(
         std::fs::read_to_string(pod.termination_log("reader")).unwrap(),
         "last words\n"
@@ -142,14 +151,19 @@ const IDLE: &str = "trap 'exit 0' TERM; echo ready; while true; do sleep 0.2; do
 fn exec_sync(handler: Handler) {
     let mut pod = run_pod(handler, &format!("exec-{}", handler.name()));
     let id = pod.start(&ContainerSpec::sh("idle", IDLE)).or_fail(&pod.node);
-    pod.wait_log("idle", "ready", Duration::from_secs(20)).or_fail(&pod.node);
+    pod.wait_log("idle", "ready", Duration::from_secs(20))
+        .or_fail(&pod.node);
     let started = Instant::now();
     let result = pod
         .node
         .cri
         .exec_sync(&id, &["sh", "-c", "echo out; echo err >&2; exit 7"], 10)
         .or_fail(&pod.node);
-    eprintln!("cri-timing: {} ExecSync {:.3?}", handler.name(), started.elapsed());
+    eprintln!(
+        "cri-timing: {} ExecSync {:.3?}",
+        handler.name(),
+        started.elapsed()
+    );
     assert_eq!(String::from_utf8_lossy(&result.stdout), "out\n");
     assert_eq!(String::from_utf8_lossy(&result.stderr), "err\n");
     assert_eq!(result.exit_code, 7);
@@ -173,16 +187,22 @@ fn stop_grace_period(handler: Handler) {
     let mut pod = run_pod(handler, &format!("stop-{}", handler.name()));
     let polite = pod.start(&ContainerSpec::sh("polite", IDLE)).or_fail(&pod.node);
     let stubborn_script = "trap '' TERM; echo ready; while true; do sleep 0.2; done";
-    let stubborn = pod.start(&ContainerSpec::sh("stubborn", stubborn_script)).or_fail(&pod.node);
+    let stubborn = pod
+        .start(&ContainerSpec::sh("stubborn", stubborn_script))
+        .or_fail(&pod.node);
     for name in ["polite", "stubborn"] {
-        pod.wait_log(name, "ready", Duration::from_secs(20)).or_fail(&pod.node);
+        pod.wait_log(name, "ready", Duration::from_secs(20))
+            .or_fail(&pod.node);
     }
 
     let started = Instant::now();
     pod.node.cri.stop_container(&polite, 30).or_fail(&pod.node);
     let took = started.elapsed();
     let exit = pod.wait_exit(&polite, EXIT_LIMIT).or_fail(&pod.node);
-    eprintln!("cri-timing: {} StopContainer of a TERM-handling container {took:.3?}", handler.name());
+    eprintln!(
+        "cri-timing: {} StopContainer of a TERM-handling container {took:.3?}",
+        handler.name()
+    );
     assert!(took < Duration::from_secs(5), "StopContainer took {took:?}");
     assert_eq!(exit.code, 0, "{exit:?}");
 
@@ -191,7 +211,10 @@ fn stop_grace_period(handler: Handler) {
     pod.node.cri.stop_container(&stubborn, grace).or_fail(&pod.node);
     let took = started.elapsed();
     let exit = pod.wait_exit(&stubborn, EXIT_LIMIT).or_fail(&pod.node);
-    eprintln!("cri-timing: {} StopContainer of a TERM-ignoring container (grace {grace} s) {took:.3?}", handler.name());
+    eprintln!(
+        "cri-timing: {} StopContainer of a TERM-ignoring container (grace {grace} s) {took:.3?}",
+        handler.name()
+    );
     assert!(
         took >= Duration::from_secs(grace as u64) && took < Duration::from_secs(grace as u64 + 5),
         "StopContainer with a {grace} s grace period took {took:?}"
@@ -226,11 +249,15 @@ fn failing_container_fails_alone(handler: Handler) {
             eprintln!("cri-tests: {} missing program exited {exit:?}", handler.name());
         }
     }
-    let three = pod.start(&ContainerSpec::sh("three", "exit 3")).or_fail(&pod.node);
+    let three = pod
+        .start(&ContainerSpec::sh("three", "exit 3"))
+        .or_fail(&pod.node);
     let exit = pod.wait_exit(&three, EXIT_LIMIT).or_fail(&pod.node);
     assert_eq!((exit.code, exit.reason.as_str()), (3, "Error"), "{exit:?}");
 
-    let alive = pod.start(&ContainerSpec::sh("alive", "echo still-alive")).or_fail(&pod.node);
+    let alive = pod
+        .start(&ContainerSpec::sh("alive", "echo still-alive"))
+        .or_fail(&pod.node);
     let exit = pod.wait_exit(&alive, EXIT_LIMIT).or_fail(&pod.node);
     assert_eq!(exit.code, 0, "{exit:?}");
     assert_eq!(pod.log_text("alive"), ["still-alive"]);
@@ -253,7 +280,8 @@ fn container_stats(handler: Handler) {
     let script = "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; echo ready; \
                   trap 'exit 0' TERM; while true; do sleep 0.2; done";
     let id = pod.start(&ContainerSpec::sh("busy", script)).or_fail(&pod.node);
-    pod.wait_log("busy", "ready", Duration::from_secs(30)).or_fail(&pod.node);
+    pod.wait_log("busy", "ready", Duration::from_secs(30))
+        .or_fail(&pod.node);
     let stats = pod.node.cri.container_stats(&id).or_fail(&pod.node);
     let attributes = stats.attributes.clone().unwrap_or_default();
     assert_eq!(attributes.id, id, "{stats:?}");
@@ -267,7 +295,10 @@ fn container_stats(handler: Handler) {
         .as_ref()
         .and_then(|memory| memory.working_set_bytes.as_ref())
         .map_or(0, |value| value.value);
-    eprintln!("cri-tests: {} ContainerStats cpu {cpu} ns, working set {memory} bytes", handler.name());
+    eprintln!(
+        "cri-tests: {} ContainerStats cpu {cpu} ns, working set {memory} bytes",
+        handler.name()
+    );
     assert!(cpu > 0, "no CPU time in {stats:?}");
     assert!(memory > 0, "no working set in {stats:?}");
     finish(pod);
@@ -287,7 +318,8 @@ fn container_stats_skillbox() {
 fn update_container_resources(handler: Handler) {
     let mut pod = run_pod(handler, &format!("update-{}", handler.name()));
     let id = pod.start(&ContainerSpec::sh("idle", IDLE)).or_fail(&pod.node);
-    pod.wait_log("idle", "ready", Duration::from_secs(20)).or_fail(&pod.node);
+    pod.wait_log("idle", "ready", Duration::from_secs(20))
+        .or_fail(&pod.node);
     let limit: i64 = 96 << 20;
     let resources = k8s_cri::v1::LinuxContainerResources {
         cpu_period: 100_000,
@@ -296,7 +328,10 @@ fn update_container_resources(handler: Handler) {
         memory_limit_in_bytes: limit,
         ..Default::default()
     };
-    pod.node.cri.update_container_resources(&id, resources).or_fail(&pod.node);
+    pod.node
+        .cri
+        .update_container_resources(&id, resources)
+        .or_fail(&pod.node);
     let pod_cgroup = std::path::Path::new("/sys/fs/cgroup/memory")
         .join(skillbox_cri_tests::pod::cgroup_parent(&pod.uid).trim_start_matches('/'));
     let limits = memory_limits_under(&pod_cgroup);
@@ -338,7 +373,8 @@ fn update_container_resources_skillbox() {
 /// A container over its memory limit ends with 137 and reason OOMKilled.
 fn memory_limit_oom_killed(handler: Handler) {
     let mut pod = run_pod(handler, &format!("oom-{}", handler.name()));
-    let spec = ContainerSpec::sh("hog", "exec dd if=/dev/zero of=/dev/null bs=256M count=1").memory_limit(32 << 20);
+    let spec =
+        ContainerSpec::sh("hog", "exec dd if=/dev/zero of=/dev/null bs=256M count=1").memory_limit(32 << 20);
     let id = pod.start(&spec).or_fail(&pod.node);
     let exit = pod.wait_exit(&id, EXIT_LIMIT).or_fail(&pod.node);
     assert_eq!(

@@ -27,7 +27,9 @@ fn fetch_from_node(node: &Node, url: &str, limit: Duration) -> Result<String, St
     loop {
         let output = node
             .netns()
-            .command(&["busybox", "timeout", "5", "busybox", "wget", "-q", "-T", "3", "-O", "-", url])
+            .command(&[
+                "busybox", "timeout", "5", "busybox", "wget", "-q", "-T", "3", "-O", "-", url,
+            ])
             .output()
             .map_err(|err| format!("running wget in the node's netns: {err}"))?;
         if output.status.success() {
@@ -46,11 +48,19 @@ fn fetch_from_node(node: &Node, url: &str, limit: Duration) -> Result<String, St
 /// A server in the app container answers on the pod IP.
 fn pod_ip_answers(handler: Handler) {
     let mut pod = run_pod(handler, &format!("ip-{}", handler.name()));
-    assert!(pod.ip.starts_with("10.88."), "pod IP {:?} not from the CNI subnet", pod.ip);
+    assert!(
+        pod.ip.starts_with("10.88."),
+        "pod IP {:?} not from the CNI subnet",
+        pod.ip
+    );
     let script = "echo served-by-$(hostname) > /scratch/index.html; exec httpd -f -p 8080 -h /scratch";
     pod.start(&ContainerSpec::sh("web", script)).or_fail(&pod.node);
-    let body = fetch_from_node(&pod.node, &format!("http://{}:8080/", pod.ip), Duration::from_secs(20))
-        .or_fail(&pod.node);
+    let body = fetch_from_node(
+        &pod.node,
+        &format!("http://{}:8080/", pod.ip),
+        Duration::from_secs(20),
+    )
+    .or_fail(&pod.node);
     assert_eq!(body, format!("served-by-{}\n", pod.name));
     let node = pod.node.clone();
     pod.teardown().or_fail(&node);
@@ -73,7 +83,8 @@ fn containers_share_localhost(handler: Handler) {
     let server = "mkdir -p /scratch/www && echo over-localhost > /scratch/www/index.html; \
                   exec httpd -f -p 8081 -h /scratch/www";
     pod.start(&ContainerSpec::sh("server", server)).or_fail(&pod.node);
-    let client = "for i in $(seq 100); do wget -q -T 2 -O - http://127.0.0.1:8081/ && exit 0; sleep 0.2; done; exit 1";
+    let client =
+        "for i in $(seq 100); do wget -q -T 2 -O - http://127.0.0.1:8081/ && exit 0; sleep 0.2; done; exit 1";
     let id = pod.start(&ContainerSpec::sh("client", client)).or_fail(&pod.node);
     let exit = pod.wait_exit(&id, EXIT_LIMIT).or_fail(&pod.node);
     let log = pod.log_text("client");
