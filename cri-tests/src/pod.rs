@@ -28,6 +28,9 @@ pub const EMPTY_DIR_MOUNT: &str = "/scratch";
 pub const CLUSTER_DNS: &str = "10.96.0.10";
 
 const POD_UID_LABEL: &str = "io.kubernetes.pod.uid";
+/// The grace period (seconds) teardown gives StopContainer: short, since a
+/// server running as pid 1 without a TERM handler waits it out.
+const TEARDOWN_GRACE: i64 = 2;
 
 /// A container as the test wants it; [`Pod::create`] adds what kubelet adds.
 #[derive(Debug, Clone)]
@@ -420,7 +423,7 @@ impl Pod {
             ids.sort();
             ids.dedup();
             for id in ids {
-                if let Err(err) = cri.stop_container(&id, 10) {
+                if let Err(err) = cri.stop_container(&id, TEARDOWN_GRACE) {
                     errors.push(format!("{id}: {err}"));
                 }
                 if let Err(err) = cri.remove_container(&id) {

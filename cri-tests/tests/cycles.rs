@@ -25,11 +25,18 @@ fn pod_cycles_leave_nothing(handler: Handler) {
         let exit = pod.wait_exit(&id, Duration::from_secs(30)).or_fail(&node);
         assert_eq!(exit.code, 0, "cycle {cycle}: {exit:?}");
         assert_eq!(pod.log_text("app"), [format!("cycle {cycle}")], "cycle {cycle}");
+        let netns_path = pod.netns_path();
+        assert!(
+            netns_path
+                .as_deref()
+                .is_some_and(|path| path.contains("/netns/cni-")),
+            "cycle {cycle}: no CNI network namespace in the verbose PodSandboxStatus: {netns_path:?}"
+        );
         traces.push(PodTraces {
             uid: pod.uid.clone(),
             sandbox_id: pod.id.clone(),
             container_ids: pod.container_ids(),
-            netns_path: pod.netns_path(),
+            netns_path,
         });
         pod.teardown().or_fail(&node);
     }
