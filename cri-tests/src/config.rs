@@ -124,6 +124,16 @@ pub fn node_config(extra_bind_source: &Path, runsc: &Path) -> String {
     )
 }
 
+/// A wrapper around `runsc` (found on PATH) that adds `--debug-log` into
+/// `log_dir`: under CRI the pause container has no stdio, so without it
+/// runsc's own error text is lost.
+pub fn runsc_wrapper(log_dir: &Path) -> String {
+    format!(
+        "#!/bin/sh\n# runsc with its logs kept for the CRI tests' failure messages.\nexec runsc --debug-log={}/ \"$@\"\n",
+        log_dir.display()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,14 +190,4 @@ mod tests {
             Some("/tmp/h/bin/runsc-debug-log")
         );
     }
-}
-
-/// A wrapper around `runsc` (found on PATH) that adds `--debug-log` into
-/// `log_dir`: under CRI the pause container has no stdio, so without it
-/// runsc's own error text is lost.
-pub fn runsc_wrapper(log_dir: &Path) -> String {
-    format!(
-        "#!/bin/sh\n# runsc with its logs kept for the CRI tests' failure messages.\nexec runsc --debug-log={}/ \"$@\"\n",
-        log_dir.display()
-    )
 }

@@ -22,6 +22,9 @@ fn the_node_answers_version_and_has_both_images() {
         .lines()
         .filter(|line| line.contains("level=warn") && line.to_lowercase().contains("deprecat"))
         .collect();
-    eprintln!("cri-tests: {} config deprecations: {deprecations:#?}", node.version);
+    eprintln!(
+        "cri-tests: {} config deprecations: {deprecations:#?}",
+        node.version
+    );
     assert!(deprecations.is_empty(), "{deprecations:#?}");
 }
