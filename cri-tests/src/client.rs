@@ -148,7 +148,7 @@ impl Cri {
         let request = StopPodSandboxRequest {
             pod_sandbox_id: id.to_owned(),
         };
-        self.runtime_call("StopPodSandbox", Duration::from_secs(120), |mut c| async move {
+        self.runtime_call("StopPodSandbox", DEFAULT_DEADLINE, |mut c| async move {
             c.stop_pod_sandbox(request).await
         })
         .map(drop)
@@ -158,7 +158,7 @@ impl Cri {
         let request = RemovePodSandboxRequest {
             pod_sandbox_id: id.to_owned(),
         };
-        self.runtime_call("RemovePodSandbox", Duration::from_secs(120), |mut c| async move {
+        self.runtime_call("RemovePodSandbox", DEFAULT_DEADLINE, |mut c| async move {
             c.remove_pod_sandbox(request).await
         })
         .map(drop)

@@ -166,6 +166,11 @@ impl Containerd {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// containerd's pid.
+    pub fn pid(&self) -> u32 {
+        self.process.id()
+    }
+
     pub fn socket(&self) -> &Path {
         &self.socket
     }

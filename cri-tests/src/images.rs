@@ -9,6 +9,11 @@
 //!
 //! [`build_image`] is the one place that turns a root directory into an
 //! image, so it can be swapped for `skillbox image build`.
+//!
+//! Diagnostic only: with `SKILLBOX_CRI_MOUNT_POINTS=1` both images carry
+//! the mount points CRI binds onto (/dev/shm, /etc/hosts, /etc/resolv.conf,
+//! …), which shows what fails behind a runtime that cannot create mount
+//! points in a read-only root.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,6 +22,39 @@ use skillbox_test_support::{must, require, workspace_dir};
 
 pub const PAUSE_IMAGE: &str = "localhost/skillbox-cri/pause:1";
 pub const BUSYBOX_IMAGE: &str = "localhost/skillbox-cri/busybox:1";
+/// Set to `1` to give both images the mount points CRI binds onto.
+pub const MOUNT_POINTS_ENV: &str = "SKILLBOX_CRI_MOUNT_POINTS";
+
+/// The directories and files containerd's CRI and kubelet mount onto.
+const MOUNT_POINT_DIRS: &[&str] = &[
+    "dev/shm",
+    "dev/pts",
+    "dev/mqueue",
+    "etc",
+    "proc",
+    "sys",
+    "tmp",
+    "scratch",
+];
+const MOUNT_POINT_FILES: &[&str] = &[
+    "etc/hosts",
+    "etc/hostname",
+    "etc/resolv.conf",
+    "dev/termination-log",
+];
+
+/// Adds the mount points to `rootfs` when [`MOUNT_POINTS_ENV`] asks for them.
+fn add_mount_points_if_asked(rootfs: &Path) {
+    if std::env::var(MOUNT_POINTS_ENV).as_deref() != Ok("1") {
+        return;
+    }
+    for dir in MOUNT_POINT_DIRS {
+        std::fs::create_dir_all(rootfs.join(dir)).expect("creating a mount point");
+    }
+    for file in MOUNT_POINT_FILES {
+        std::fs::write(rootfs.join(file), "").expect("creating a mount point");
+    }
+}
 
 /// What pause does: wait for signals; SIGINT and SIGTERM end it, SIGCHLD
 /// reaps.
@@ -62,6 +100,7 @@ fn pause_image(dir: &Path) -> ImageTar {
         binary.to_str().expect("a UTF-8 path"),
         source.to_str().expect("a UTF-8 path"),
     ]);
+    add_mount_points_if_asked(&rootfs);
     build_image(&rootfs, PAUSE_IMAGE, &["/pause"], dir)
 }
 
@@ -80,6 +119,7 @@ fn busybox_image(dir: &Path) -> ImageTar {
             std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("an applet symlink");
         }
     }
+    add_mount_points_if_asked(&rootfs);
     build_image(&rootfs, BUSYBOX_IMAGE, &["/bin/sh"], dir)
 }
 

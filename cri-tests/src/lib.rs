@@ -20,6 +20,7 @@ pub mod logs;
 pub mod netns;
 pub mod node;
 pub mod pod;
+pub mod reap;
 
 pub use check::OrFail;
 pub use client::{CallError, Cri};

@@ -5,7 +5,7 @@
 //! removing any pod still there (shims and runsc outlive containerd).
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Instant;
 
 use skillbox_test_support::{require, require_sandbox_prerequisites};
@@ -15,6 +15,7 @@ use crate::config::{self, Layout, CNI_BIN_DIR, RUNC_HANDLER, SKILLBOX_HANDLER};
 use crate::containerd::{self, Binary, Containerd};
 use crate::images::{self, BUSYBOX_IMAGE, PAUSE_IMAGE};
 use crate::netns::NetNs;
+use crate::reap::{self, Abandoned};
 
 /// The runtime handler a pod runs under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +51,8 @@ pub struct Node {
     tag: String,
     /// `containerd --version`.
     pub version: String,
+    /// Pods whose teardown failed: the node clears them itself at the end.
+    abandoned: Mutex<Vec<Abandoned>>,
     dir: tempfile::TempDir,
 }
 
@@ -141,6 +144,7 @@ impl Node {
             network,
             tag,
             version,
+            abandoned: Mutex::new(Vec::new()),
             dir,
         };
         let answer = node
@@ -238,12 +242,29 @@ impl Node {
         errors
     }
 
-    /// Stops and removes every pod of this node still there.
+    /// Records a pod whose teardown failed: the node does not call
+    /// containerd for it again, and clears its traces itself when it stops.
+    pub fn abandon(&self, pod: Abandoned) {
+        self.abandoned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(pod);
+    }
+
+    /// Stops and removes every pod of this node still there, but abandoned
+    /// ones.
     fn remove_all_pods(&self) {
         let Ok(pods) = self.cri.list_pod_sandboxes(&[(HARNESS_LABEL, &self.tag)]) else {
             return;
         };
-        for pod in pods {
+        let abandoned: Vec<String> = self
+            .abandoned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|pod| pod.sandbox_id.clone())
+            .collect();
+        for pod in pods.into_iter().filter(|pod| !abandoned.contains(&pod.id)) {
             if let Ok(containers) = self.cri.list_containers(&pod.id) {
                 for container in containers {
                     let _ = self.cri.stop_container(&container.id, 0);
@@ -259,6 +280,18 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         self.remove_all_pods();
+        let killed = reap::kill_processes_naming(self.dir(), self.containerd.pid());
+        let abandoned = std::mem::take(&mut *self.abandoned.lock().unwrap_or_else(PoisonError::into_inner));
+        if !killed.is_empty() || !abandoned.is_empty() {
+            eprintln!(
+                "cri-tests: clearing after the runtimes: killed {killed:?}, abandoned pods {:?}",
+                abandoned.iter().map(|pod| &pod.sandbox_id).collect::<Vec<_>>()
+            );
+        }
+        for pod in &abandoned {
+            reap::clear(pod);
+        }
+        reap::unmount_under(self.dir());
         let _ = std::fs::remove_dir_all(Path::new("/var/lib/cni/networks").join(&self.network));
         for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
             .into_iter()

@@ -17,6 +17,7 @@ use crate::client::CallError;
 use crate::images::BUSYBOX_IMAGE;
 use crate::logs::{self, LogLine};
 use crate::node::{Handler, Node, HARNESS_LABEL};
+use crate::reap::Abandoned;
 
 /// The Kubernetes namespace of every test pod.
 pub const POD_NAMESPACE: &str = "skillbox-cri";
@@ -92,6 +93,8 @@ pub struct Pod {
     pub ip: String,
     /// How long RunPodSandbox took.
     pub run_time: Duration,
+    /// The pod's CNI network namespace, as containerd reported it.
+    pub netns: Option<String>,
     config: PodSandboxConfig,
     /// Container ids by name.
     containers: Vec<(String, String)>,
@@ -188,6 +191,7 @@ impl Pod {
             id: String::new(),
             ip: String::new(),
             run_time: Duration::ZERO,
+            netns: None,
             config,
             containers: Vec::new(),
             done: false,
@@ -195,6 +199,7 @@ impl Pod {
         let started = Instant::now();
         pod.id = node.cri.run_pod_sandbox(pod.config.clone(), handler.name())?;
         pod.run_time = started.elapsed();
+        pod.netns = pod.netns_path();
         let status = node.cri.pod_sandbox_status(&pod.id)?;
         pod.ip = status
             .status
@@ -434,6 +439,15 @@ impl Pod {
                 if let Err(err) = result {
                     errors.push(format!("pod {sandbox}: {err}"));
                 }
+            }
+        }
+        if !errors.is_empty() {
+            for sandbox in sandboxes {
+                self.node.abandon(Abandoned {
+                    sandbox_id: sandbox,
+                    uid: self.uid.clone(),
+                    netns_path: self.netns.clone(),
+                });
             }
         }
         for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
