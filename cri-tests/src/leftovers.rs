@@ -1,7 +1,7 @@
 //! What a removed pod may leave on the host, looked for by the pod's own
 //! ids so that pods of parallel tests do not count: runsc and runc state,
-//! processes, cgroups, the CNI network namespace and results, nftables
-//! tables and mounts.
+//! processes, the shim's socket, cgroups, the CNI network namespace and
+//! results, nftables tables and mounts.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,6 +17,8 @@ pub struct PodTraces {
     pub sandbox_id: String,
     pub container_ids: Vec<String>,
     pub netns_path: Option<String>,
+    /// The shim's socket under /run/containerd/s ([`crate::Node::shim_socket`]).
+    pub shim_socket: PathBuf,
 }
 
 impl PodTraces {
@@ -64,6 +66,9 @@ pub fn find(pod: &PodTraces, netns: &NetNs) -> Vec<String> {
     }
     for cgroup in cgroups_named(pod) {
         left.push(format!("cgroup {}", cgroup.display()));
+    }
+    if pod.shim_socket.exists() {
+        left.push(format!("shim socket {}", pod.shim_socket.display()));
     }
     if let Some(path) = pod.netns_path.as_deref().filter(|path| Path::new(path).exists()) {
         left.push(format!("network namespace {path}"));

@@ -242,6 +242,15 @@ impl Node {
         errors
     }
 
+    /// The socket containerd gives the shim of pod sandbox `sandbox_id`:
+    /// `/run/containerd/s/<sha256 of "<containerd address>/k8s.io/<id>">`,
+    /// a fixed place whatever the config says.
+    pub fn shim_socket(&self, sandbox_id: &str) -> PathBuf {
+        use sha2::Digest;
+        let key = format!("{}/k8s.io/{sandbox_id}", self.containerd.socket().display());
+        PathBuf::from("/run/containerd/s").join(hex::encode(sha2::Sha256::digest(key.as_bytes())))
+    }
+
     /// Records a pod whose teardown failed: the node does not call
     /// containerd for it again, and clears its traces itself when it stops.
     pub fn abandon(&self, pod: Abandoned) {

@@ -444,9 +444,10 @@ impl Pod {
         if !errors.is_empty() {
             for sandbox in sandboxes {
                 self.node.abandon(Abandoned {
-                    sandbox_id: sandbox,
+                    sandbox_id: sandbox.clone(),
                     uid: self.uid.clone(),
                     netns_path: self.netns.clone(),
+                    shim_socket: self.node.shim_socket(&sandbox),
                 });
             }
         }

@@ -17,6 +17,8 @@ pub struct Abandoned {
     pub sandbox_id: String,
     pub uid: String,
     pub netns_path: Option<String>,
+    /// The shim's socket under /run/containerd/s.
+    pub shim_socket: std::path::PathBuf,
 }
 
 /// SIGKILLs every process (but `keep`) whose arguments name `dir`: shims
@@ -69,9 +71,11 @@ pub fn unmount_under(dir: &Path) {
     }
 }
 
-/// Removes what `pod` may have left: runsc state under the shim's root, its
-/// CNI network namespace, its cgroups.
+/// Removes what `pod` may have left once its processes are gone: runsc
+/// state under the shim's root, the shim's socket, its CNI network
+/// namespace, its cgroups.
 pub fn clear(pod: &Abandoned) {
+    let _ = std::fs::remove_file(&pod.shim_socket);
     let root = Path::new(SKILLBOX_RUNSC_ROOT);
     for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();

@@ -37,6 +37,7 @@ fn pod_cycles_leave_nothing(handler: Handler) {
             sandbox_id: pod.id.clone(),
             container_ids: pod.container_ids(),
             netns_path,
+            shim_socket: node.shim_socket(&pod.id),
         });
         pod.teardown().or_fail(&node);
     }
