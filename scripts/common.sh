@@ -9,9 +9,14 @@
 # (kill, used by the test harness) and util-linux (flock, used by the rootfs
 # scripts), nftables and iproute2 (the egress firewall and its tests),
 # dnsmasq (the fake internet's resolver) and postgresql (a private server
-# for the registry exporter's tests).
+# for the registry exporter's tests). The CRI suite (cri-tests/) also needs
+# protobuf-compiler (protoc: the k8s-cri crate generates its CRI client at
+# build time), runc (the control runtime handler its pods run under besides
+# skillbox) and containernetworking-plugins (the bridge, host-local and
+# loopback CNI plugins containerd's CRI plugin gives every pod), and gcc
+# (already needed by cargo's linker) builds its static pause program.
 # shellcheck disable=SC2034 # used by the scripts that source this file
-SKILLBOX_DEBIAN_PACKAGES=(runsc busybox-static debootstrap containerd procps util-linux python3 nftables iproute2 dnsmasq-base postgresql)
+SKILLBOX_DEBIAN_PACKAGES=(runsc busybox-static debootstrap containerd procps util-linux python3 nftables iproute2 dnsmasq-base postgresql protobuf-compiler runc containernetworking-plugins)
 
 # Where build caches live (the rootfs caches, the demo's files, bench output).
 # shellcheck disable=SC2034

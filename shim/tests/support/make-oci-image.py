@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Builds an OCI image-layout tarball from a root directory, offline.
 
-usage: make-oci-image.py ROOTFS OUTPUT.tar IMAGE-NAME
+usage: make-oci-image.py ROOTFS OUTPUT.tar IMAGE-NAME [CMD-JSON]
 
 One gzip layer holding ROOTFS, a config naming it, a manifest, and an
 index.json whose manifest carries `io.containerd.image.name=IMAGE-NAME`
-(what `ctr images import` names the image after).
+(what `ctr images import` names the image after). CMD-JSON, a JSON list,
+is the image's Cmd (default ["/bin/sh"]).
 """
 
 import gzip
@@ -35,6 +36,7 @@ def layer_tar(rootfs):
 
 def main():
     rootfs, output, name = sys.argv[1:4]
+    cmd = json.loads(sys.argv[4]) if len(sys.argv) > 4 else ["/bin/sh"]
     arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
     layer = layer_tar(rootfs)
     compressed = gzip.compress(layer, mtime=0)
@@ -43,7 +45,7 @@ def main():
         config = {
             "architecture": arch,
             "os": "linux",
-            "config": {"Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["/bin/sh"]},
+            "config": {"Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": cmd},
             "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(layer).hexdigest()]},
         }
         config_desc = blob(

@@ -1,0 +1,193 @@
+//! The files the private containerd reads, rendered by pure functions: its
+//! config (version 2, CRI plugin on, runtime handlers `runc` and
+//! `skillbox`), the CNI network list and the skillbox node config.
+
+use std::path::Path;
+
+/// The runtime handler the control pods run under.
+pub const RUNC_HANDLER: &str = "runc";
+/// The runtime handler of skillbox pods, as a RuntimeClass names it.
+pub const SKILLBOX_HANDLER: &str = "skillbox";
+/// The runtime type containerd turns into `containerd-shim-skillbox-v1`.
+pub const SKILLBOX_RUNTIME_TYPE: &str = "io.containerd.skillbox.v1";
+/// Where Debian's `containernetworking-plugins` installs the plugins.
+pub const CNI_BIN_DIR: &str = "/usr/lib/cni";
+
+/// Where one containerd keeps everything: all under `dir`.
+#[derive(Debug, Clone)]
+pub struct Layout<'a> {
+    pub dir: &'a Path,
+    pub sandbox_image: &'a str,
+    /// The skillbox node config the shim reads (`ConfigPath`).
+    pub node_config: &'a Path,
+}
+
+impl Layout<'_> {
+    pub fn socket(&self) -> std::path::PathBuf {
+        self.dir.join("containerd.sock")
+    }
+
+    pub fn cni_conf_dir(&self) -> std::path::PathBuf {
+        self.dir.join("cni")
+    }
+}
+
+/// containerd's config: its own root, state and sockets, the CRI plugin
+/// with `restrict_oom_score_adj` (root here lacks CAP_SYS_RESOURCE), the
+/// local pause image, both runtime handlers and the private CNI config. The
+/// streaming server takes any free port: it listens in the harness's
+/// network namespace.
+pub fn containerd_config(layout: &Layout) -> String {
+    let dir = layout.dir.display();
+    let cri = "plugins.\"io.containerd.grpc.v1.cri\"";
+    let runtimes = format!("{cri}.containerd.runtimes");
+    format!(
+        r#"version = 2
+root = "{dir}/root"
+state = "{dir}/state"
+
+[grpc]
+  address = "{socket}"
+
+[ttrpc]
+  address = "{socket}.ttrpc"
+
+[{cri}]
+  sandbox_image = "{sandbox_image}"
+  restrict_oom_score_adj = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+
+[{cri}.containerd]
+  default_runtime_name = "{RUNC_HANDLER}"
+
+[{runtimes}.{RUNC_HANDLER}]
+  runtime_type = "io.containerd.runc.v2"
+
+[{runtimes}.{SKILLBOX_HANDLER}]
+  runtime_type = "{SKILLBOX_RUNTIME_TYPE}"
+  pod_annotations = ["io.skillbox.*"]
+  container_annotations = ["io.skillbox.*"]
+
+[{runtimes}.{SKILLBOX_HANDLER}.options]
+  ConfigPath = "{node_config}"
+
+[{cri}.cni]
+  bin_dir = "{CNI_BIN_DIR}"
+  conf_dir = "{conf_dir}"
+"#,
+        socket = layout.socket().display(),
+        sandbox_image = layout.sandbox_image,
+        node_config = layout.node_config.display(),
+        conf_dir = layout.cni_conf_dir().display(),
+    )
+}
+
+/// The pods' network: a bridge with host-local addresses in `subnet`, no
+/// masquerading and no routes out. `isGateway` gives the bridge an address,
+/// so the harness can reach pod IPs; it also turns on `ip_forward`, which is
+/// per network namespace and so only the harness's own.
+pub fn cni_conflist(network: &str, bridge: &str, subnet: &str) -> String {
+    serde_json::to_string_pretty(&serde_json::json!({
+        "cniVersion": "0.4.0",
+        "name": network,
+        "plugins": [{
+            "type": "bridge",
+            "bridge": bridge,
+            "isGateway": true,
+            "ipMasq": false,
+            "hairpinMode": true,
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{ "subnet": subnet }]],
+                "routes": []
+            }
+        }]
+    }))
+    .expect("a JSON value serializes")
+}
+
+/// The skillbox node config: built-in values, plus `extra_bind_source` (the
+/// harness's directory, where containerd's CRI state and the kubelet-like
+/// pod directories live) among the allowed bind-mount sources, and `runsc`
+/// as the runsc binary.
+pub fn node_config(extra_bind_source: &Path, runsc: &Path) -> String {
+    let mut sources: Vec<String> = policy_compiler::node_config::BUILTIN_BIND_MOUNT_SOURCES
+        .iter()
+        .map(|source| format!("{source:?}"))
+        .collect();
+    sources.push(format!("{:?}", extra_bind_source.display().to_string()));
+    format!(
+        "[ceiling]\nbind_mount_sources = [{}]\n\n[runsc]\nbinary = {:?}\n",
+        sources.join(", "),
+        runsc.display().to_string()
+    )
+}
+
+/// A wrapper around `runsc` (found on PATH) that adds `--debug-log` into
+/// `log_dir`: under CRI the pause container has no stdio, so without it
+/// runsc's own error text is lost.
+pub fn runsc_wrapper(log_dir: &Path) -> String {
+    format!(
+        "#!/bin/sh\n# runsc with its logs kept for the CRI tests' failure messages.\nexec runsc --debug-log={}/ \"$@\"\n",
+        log_dir.display()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_names_both_handlers_and_the_private_paths() {
+        let layout = Layout {
+            dir: Path::new("/tmp/h"),
+            sandbox_image: "localhost/skillbox-cri/pause:1",
+            node_config: Path::new("/tmp/h/node.toml"),
+        };
+        let config = containerd_config(&layout);
+        let parsed: toml::Value = toml::from_str(&config).unwrap();
+        let cri = &parsed["plugins"]["io.containerd.grpc.v1.cri"];
+        assert_eq!(cri["restrict_oom_score_adj"].as_bool(), Some(true));
+        assert_eq!(cri["cni"]["conf_dir"].as_str(), Some("/tmp/h/cni"));
+        let runtimes = &cri["containerd"]["runtimes"];
+        assert_eq!(
+            runtimes["runc"]["runtime_type"].as_str(),
+            Some("io.containerd.runc.v2")
+        );
+        let skillbox = &runtimes["skillbox"];
+        assert_eq!(skillbox["runtime_type"].as_str(), Some(SKILLBOX_RUNTIME_TYPE));
+        assert_eq!(
+            skillbox["options"]["ConfigPath"].as_str(),
+            Some("/tmp/h/node.toml")
+        );
+        assert_eq!(parsed["grpc"]["address"].as_str(), Some("/tmp/h/containerd.sock"));
+    }
+
+    #[test]
+    fn the_network_never_masquerades_nor_routes_out() {
+        let list: serde_json::Value = serde_json::from_str(&cni_conflist("n", "b0", "10.88.3.0/24")).unwrap();
+        let bridge = &list["plugins"][0];
+        assert_eq!(bridge["ipMasq"], false);
+        assert_eq!(bridge["ipam"]["routes"], serde_json::json!([]));
+        assert_eq!(bridge["ipam"]["ranges"][0][0]["subnet"], "10.88.3.0/24");
+    }
+
+    #[test]
+    fn the_node_config_adds_the_harness_directory() {
+        let text = node_config(Path::new("/tmp/h"), Path::new("/tmp/h/bin/runsc-debug-log"));
+        let parsed: toml::Value = toml::from_str(&text).unwrap();
+        let sources = parsed["ceiling"]["bind_mount_sources"].as_array().unwrap();
+        assert!(
+            sources
+                .iter()
+                .any(|source| source.as_str() == Some("/var/lib/kubelet/pods")),
+            "{text}"
+        );
+        assert_eq!(sources.last().and_then(|source| source.as_str()), Some("/tmp/h"));
+        assert_eq!(
+            parsed["runsc"]["binary"].as_str(),
+            Some("/tmp/h/bin/runsc-debug-log")
+        );
+    }
+}

@@ -1,0 +1,328 @@
+//! One "node" per test binary: a network namespace, a private containerd
+//! with its CRI plugin inside it, the pause and busybox images imported, and
+//! a CRI client. Tests share it while any of them holds it ([`Node::shared`])
+//! and each runs its own pods; the last to let go tears it down, after
+//! removing any pod still there (shims and runsc outlive containerd).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Instant;
+
+use skillbox_test_support::{require, require_sandbox_prerequisites};
+
+use crate::client::Cri;
+use crate::config::{self, Layout, CNI_BIN_DIR, RUNC_HANDLER, SKILLBOX_HANDLER};
+use crate::containerd::{self, Binary, Containerd};
+use crate::images::{self, BUSYBOX_IMAGE, PAUSE_IMAGE};
+use crate::netns::NetNs;
+use crate::reap::{self, Abandoned};
+
+/// The runtime handler a pod runs under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handler {
+    /// containerd's runc shim: the control that proves the harness.
+    Runc,
+    /// `containerd-shim-skillbox-v1`, one gVisor sandbox per pod.
+    Skillbox,
+}
+
+impl Handler {
+    /// The handler's name, as a RuntimeClass gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Handler::Runc => RUNC_HANDLER,
+            Handler::Skillbox => SKILLBOX_HANDLER,
+        }
+    }
+}
+
+/// The label every pod of this harness carries, valued with the node's tag.
+pub const HARNESS_LABEL: &str = "io.skillbox.cri-tests/node";
+
+/// A private containerd with its CRI plugin, in its own network namespace.
+#[derive(Debug)]
+pub struct Node {
+    pub cri: Cri,
+    containerd: Containerd,
+    netns: NetNs,
+    /// The CNI network's name: host-local keeps its leases under
+    /// `/var/lib/cni/networks/<name>` whatever the config says.
+    network: String,
+    tag: String,
+    /// `containerd --version`.
+    pub version: String,
+    /// Pods whose teardown failed: the node clears them itself at the end.
+    abandoned: Mutex<Vec<Abandoned>>,
+    dir: tempfile::TempDir,
+}
+
+static SHARED: Mutex<Weak<Node>> = Mutex::new(Weak::new());
+
+impl Node {
+    /// The node of this test binary, started on first use.
+    pub fn shared() -> Arc<Node> {
+        let mut shared = SHARED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(node) = shared.upgrade() {
+            return node;
+        }
+        let node = Arc::new(Node::start());
+        *shared = Arc::downgrade(&node);
+        node
+    }
+
+    /// Starts a node of its own (tests that must not share one).
+    pub fn start() -> Node {
+        require_sandbox_prerequisites();
+        require("runc", "runc");
+        for plugin in ["bridge", "host-local", "loopback"] {
+            assert!(
+                Path::new(CNI_BIN_DIR).join(plugin).is_file(),
+                "prerequisite missing: {CNI_BIN_DIR}/{plugin} (install Debian's containernetworking-plugins)"
+            );
+        }
+        let started = Instant::now();
+        let binary = Binary::selected();
+        let shim = containerd::skillbox_shim();
+        let dir = tempfile::Builder::new()
+            .prefix("skillbox-cri.")
+            .tempdir()
+            .expect("a temp dir");
+        let path = dir.path();
+        let tag = format!("{}", std::process::id());
+        let network = format!("skillbox-cri-{tag}");
+
+        let bin = path.join("bin");
+        std::fs::create_dir(&bin).expect("creating bin/");
+        std::os::unix::fs::symlink(&shim, bin.join("containerd-shim-skillbox-v1")).expect("linking the shim");
+        let runsc = bin.join("runsc-debug-log");
+        std::fs::write(&runsc, config::runsc_wrapper(&path.join("runsc-logs")))
+            .expect("writing the runsc wrapper");
+        std::fs::set_permissions(&runsc, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("making the runsc wrapper executable");
+        let node_config = path.join("node.toml");
+        std::fs::write(&node_config, config::node_config(path, &runsc)).expect("writing node.toml");
+        let layout = Layout {
+            dir: path,
+            sandbox_image: PAUSE_IMAGE,
+            node_config: &node_config,
+        };
+        std::fs::create_dir(layout.cni_conf_dir()).expect("creating cni/");
+        let subnet = format!("10.88.{}.0/24", std::process::id() % 250);
+        std::fs::write(
+            layout.cni_conf_dir().join("10-skillbox-cri.conflist"),
+            config::cni_conflist(&network, "sbcri0", &subnet),
+        )
+        .expect("writing the CNI config");
+        let config_path = path.join("config.toml");
+        std::fs::write(&config_path, config::containerd_config(&layout)).expect("writing config.toml");
+
+        let images_dir = path.join("images");
+        std::fs::create_dir(&images_dir).expect("creating images/");
+        let images = images::build_all(&images_dir);
+
+        let netns = NetNs::create(&network);
+        let containerd = Containerd::start(&binary, &config_path, &layout.socket(), &bin, &netns, path);
+        for image in &images {
+            let output = containerd
+                .ctr(&["images", "import"])
+                .arg(&image.tar)
+                .output()
+                .expect("running ctr images import");
+            assert!(
+                output.status.success(),
+                "ctr images import {}: {}",
+                image.tar.display(),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let cri = Cri::connect(&layout.socket());
+        let version = binary.version();
+        let node = Node {
+            cri,
+            containerd,
+            netns,
+            network,
+            tag,
+            version,
+            abandoned: Mutex::new(Vec::new()),
+            dir,
+        };
+        let answer = node
+            .cri
+            .version()
+            .unwrap_or_else(|err| panic!("{err}\n{}", node.log()));
+        for image in [PAUSE_IMAGE, BUSYBOX_IMAGE] {
+            let status = node.cri.image_status(image).unwrap_or_else(|err| panic!("{err}"));
+            assert!(status.is_some(), "ImageStatus: {image} missing after import");
+        }
+        eprintln!(
+            "cri-tests: {} ({} {}, CRI {}) ready in {:.2?} in netns {}",
+            node.version,
+            answer.runtime_name,
+            answer.runtime_version,
+            answer.runtime_api_version,
+            started.elapsed(),
+            node.netns.name()
+        );
+        node
+    }
+
+    /// The tag in [`HARNESS_LABEL`] of this node's pods.
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    /// The harness's directory (kubelet-like pod directories, logs, config).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Where kubelet keeps pod `uid`'s files: `/var/lib/kubelet/pods/<uid>`
+    /// on a node, `<harness dir>/kubelet/pods/<uid>` here.
+    pub fn pod_dir(&self, uid: &str) -> PathBuf {
+        self.dir().join("kubelet/pods").join(uid)
+    }
+
+    /// Where kubelet points a pod's `log_directory`: `/var/log/pods/…` on a
+    /// node, under the harness directory here.
+    pub fn pod_log_dir(&self, namespace: &str, name: &str, uid: &str) -> PathBuf {
+        self.dir()
+            .join("log/pods")
+            .join(format!("{namespace}_{name}_{uid}"))
+    }
+
+    pub fn netns(&self) -> &NetNs {
+        &self.netns
+    }
+
+    pub fn containerd(&self) -> &Containerd {
+        &self.containerd
+    }
+
+    /// containerd's log so far, for failure messages.
+    pub fn log(&self) -> String {
+        self.containerd.log()
+    }
+
+    /// The last `lines` lines of containerd's log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = self.log();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// The errors runsc logged (`--debug-log`, see [`config::runsc_wrapper`])
+    /// for the containers whose 64-hex ids appear in `text`: the reason a
+    /// RunPodSandbox or StartContainer failed, which CRI does not pass on.
+    pub fn runsc_errors(&self, text: &str) -> Vec<String> {
+        let ids = container_ids_in(text);
+        if ids.is_empty() {
+            return Vec::new();
+        }
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir().join("runsc-logs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| entry.path())
+            .collect();
+        files.sort();
+        let mut errors = Vec::new();
+        for file in files {
+            let log = std::fs::read_to_string(&file).unwrap_or_default();
+            if !ids.iter().any(|id| log.contains(id.as_str())) {
+                continue;
+            }
+            for line in log.lines().filter(|line| line.contains("FATAL ERROR")) {
+                let line = line.split("FATAL ERROR: ").last().unwrap_or(line).to_owned();
+                if !errors.contains(&line) {
+                    errors.push(line);
+                }
+            }
+        }
+        errors
+    }
+
+    /// The socket containerd gives the shim of pod sandbox `sandbox_id`:
+    /// `/run/containerd/s/<sha256 of "<containerd address>/k8s.io/<id>">`,
+    /// a fixed place whatever the config says.
+    pub fn shim_socket(&self, sandbox_id: &str) -> PathBuf {
+        use sha2::Digest;
+        let key = format!("{}/k8s.io/{sandbox_id}", self.containerd.socket().display());
+        PathBuf::from("/run/containerd/s").join(hex::encode(sha2::Sha256::digest(key.as_bytes())))
+    }
+
+    /// Records a pod whose teardown failed: the node does not call
+    /// containerd for it again, and clears its traces itself when it stops.
+    pub fn abandon(&self, pod: Abandoned) {
+        self.abandoned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(pod);
+    }
+
+    /// Stops and removes every pod of this node still there, but abandoned
+    /// ones.
+    fn remove_all_pods(&self) {
+        let Ok(pods) = self.cri.list_pod_sandboxes(&[(HARNESS_LABEL, &self.tag)]) else {
+            return;
+        };
+        let abandoned: Vec<String> = self
+            .abandoned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|pod| pod.sandbox_id.clone())
+            .collect();
+        for pod in pods.into_iter().filter(|pod| !abandoned.contains(&pod.id)) {
+            if let Ok(containers) = self.cri.list_containers(&pod.id) {
+                for container in containers {
+                    let _ = self.cri.stop_container(&container.id, 0);
+                    let _ = self.cri.remove_container(&container.id);
+                }
+            }
+            let _ = self.cri.stop_pod_sandbox(&pod.id);
+            let _ = self.cri.remove_pod_sandbox(&pod.id);
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.remove_all_pods();
+        let killed = reap::kill_processes_naming(self.dir(), self.containerd.pid());
+        let abandoned = std::mem::take(&mut *self.abandoned.lock().unwrap_or_else(PoisonError::into_inner));
+        if !killed.is_empty() || !abandoned.is_empty() {
+            eprintln!(
+                "cri-tests: clearing after the runtimes: killed {killed:?}, abandoned pods {:?}",
+                abandoned.iter().map(|pod| &pod.sandbox_id).collect::<Vec<_>>()
+            );
+        }
+        for pod in &abandoned {
+            reap::clear(pod);
+        }
+        reap::unmount_under(self.dir());
+        let _ = std::fs::remove_dir_all(Path::new("/var/lib/cni/networks").join(&self.network));
+        for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            // kubelet's QoS parents, if nothing else uses them.
+            let _ = std::fs::remove_dir(hierarchy.path().join("kubepods/besteffort"));
+            let _ = std::fs::remove_dir(hierarchy.path().join("kubepods/burstable"));
+            let _ = std::fs::remove_dir(hierarchy.path().join("kubepods"));
+        }
+    }
+}
+
+/// The 64-hex-digit container and sandbox ids in `text`.
+fn container_ids_in(text: &str) -> Vec<String> {
+    let mut ids: Vec<String> = text
+        .split(|c: char| !c.is_ascii_hexdigit())
+        .filter(|word| word.len() == 64)
+        .map(str::to_owned)
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
