@@ -1,6 +1,5 @@
-//! Failing a scenario with what it needs to be understood: the error,
-//! runsc's own errors for the containers it names, and the end of
-//! containerd's log.
+//! Failing a scenario with what it needs to be understood: the error (the
+//! shim puts runsc's own errors in it) and the end of containerd's log.
 
 use std::fmt::Display;
 
@@ -20,11 +19,8 @@ impl<T, E: Display> OrFail<T> for Result<T, E> {
         match self {
             Ok(value) => value,
             Err(err) => {
-                let err = err.to_string();
-                let runsc = node.runsc_errors(&err);
                 panic!(
-                    "{err}\n--- runsc's errors for those ids ---\n{}\n--- containerd log (last {LOG_LINES} lines) ---\n{}",
-                    runsc.join("\n"),
+                    "{err}\n--- containerd log (last {LOG_LINES} lines) ---\n{}",
                     node.log_tail(LOG_LINES)
                 )
             }

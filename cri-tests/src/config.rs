@@ -107,30 +107,16 @@ pub fn cni_conflist(network: &str, bridge: &str, subnet: &str) -> String {
     .expect("a JSON value serializes")
 }
 
-/// The skillbox node config: built-in values, plus `extra_bind_source` (the
-/// harness's directory, where containerd's CRI state and the kubelet-like
-/// pod directories live) among the allowed bind-mount sources, and `runsc`
-/// as the runsc binary.
-pub fn node_config(extra_bind_source: &Path, runsc: &Path) -> String {
-    let mut sources: Vec<String> = policy_compiler::node_config::BUILTIN_BIND_MOUNT_SOURCES
-        .iter()
-        .map(|source| format!("{source:?}"))
-        .collect();
-    sources.push(format!("{:?}", extra_bind_source.display().to_string()));
+/// The skillbox node config: built-in values, with the kubelet root,
+/// containerd root and state under the harness's directory `dir` (where the
+/// private containerd and the kubelet-like pod directories live), so the
+/// shim allows each pod exactly its own files there.
+pub fn node_config(dir: &Path) -> String {
     format!(
-        "[ceiling]\nbind_mount_sources = [{}]\n\n[runsc]\nbinary = {:?}\n",
-        sources.join(", "),
-        runsc.display().to_string()
-    )
-}
-
-/// A wrapper around `runsc` (found on PATH) that adds `--debug-log` into
-/// `log_dir`: under CRI the pause container has no stdio, so without it
-/// runsc's own error text is lost.
-pub fn runsc_wrapper(log_dir: &Path) -> String {
-    format!(
-        "#!/bin/sh\n# runsc with its logs kept for the CRI tests' failure messages.\nexec runsc --debug-log={}/ \"$@\"\n",
-        log_dir.display()
+        "[cri]\nkubelet_root = {:?}\ncontainerd_root = {:?}\ncontainerd_state = {:?}\n",
+        dir.join("kubelet").display().to_string(),
+        dir.join("root").display().to_string(),
+        dir.join("state").display().to_string(),
     )
 }
 
@@ -174,20 +160,12 @@ mod tests {
     }
 
     #[test]
-    fn the_node_config_adds_the_harness_directory() {
-        let text = node_config(Path::new("/tmp/h"), Path::new("/tmp/h/bin/runsc-debug-log"));
-        let parsed: toml::Value = toml::from_str(&text).unwrap();
-        let sources = parsed["ceiling"]["bind_mount_sources"].as_array().unwrap();
-        assert!(
-            sources
-                .iter()
-                .any(|source| source.as_str() == Some("/var/lib/kubelet/pods")),
-            "{text}"
-        );
-        assert_eq!(sources.last().and_then(|source| source.as_str()), Some("/tmp/h"));
-        assert_eq!(
-            parsed["runsc"]["binary"].as_str(),
-            Some("/tmp/h/bin/runsc-debug-log")
-        );
+    fn the_node_config_places_kubelet_and_containerd_in_the_harness_directory() {
+        let text = node_config(Path::new("/tmp/h"));
+        let config = policy_compiler::node_config::NodeConfig::from_toml(Path::new("node.toml"), &text).unwrap();
+        assert_eq!(config.cri.kubelet_root, Path::new("/tmp/h/kubelet"));
+        assert_eq!(config.cri.containerd_root, Path::new("/tmp/h/root"));
+        assert_eq!(config.cri.containerd_state, Path::new("/tmp/h/state"));
+        assert!(config.ceiling.bind_mount_sources.is_empty());
     }
 }

@@ -94,13 +94,8 @@ impl Node {
         let bin = path.join("bin");
         std::fs::create_dir(&bin).expect("creating bin/");
         std::os::unix::fs::symlink(&shim, bin.join("containerd-shim-skillbox-v1")).expect("linking the shim");
-        let runsc = bin.join("runsc-debug-log");
-        std::fs::write(&runsc, config::runsc_wrapper(&path.join("runsc-logs")))
-            .expect("writing the runsc wrapper");
-        std::fs::set_permissions(&runsc, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .expect("making the runsc wrapper executable");
         let node_config = path.join("node.toml");
-        std::fs::write(&node_config, config::node_config(path, &runsc)).expect("writing node.toml");
+        std::fs::write(&node_config, config::node_config(path)).expect("writing node.toml");
         let layout = Layout {
             dir: path,
             sandbox_image: PAUSE_IMAGE,
@@ -211,37 +206,6 @@ impl Node {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
-    /// The errors runsc logged (`--debug-log`, see [`config::runsc_wrapper`])
-    /// for the containers whose 64-hex ids appear in `text`: the reason a
-    /// RunPodSandbox or StartContainer failed, which CRI does not pass on.
-    pub fn runsc_errors(&self, text: &str) -> Vec<String> {
-        let ids = container_ids_in(text);
-        if ids.is_empty() {
-            return Vec::new();
-        }
-        let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir().join("runsc-logs"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|entry| entry.path())
-            .collect();
-        files.sort();
-        let mut errors = Vec::new();
-        for file in files {
-            let log = std::fs::read_to_string(&file).unwrap_or_default();
-            if !ids.iter().any(|id| log.contains(id.as_str())) {
-                continue;
-            }
-            for line in log.lines().filter(|line| line.contains("FATAL ERROR")) {
-                let line = line.split("FATAL ERROR: ").last().unwrap_or(line).to_owned();
-                if !errors.contains(&line) {
-                    errors.push(line);
-                }
-            }
-        }
-        errors
-    }
-
     /// The socket containerd gives the shim of pod sandbox `sandbox_id`:
     /// `/run/containerd/s/<sha256 of "<containerd address>/k8s.io/<id>">`,
     /// a fixed place whatever the config says.
@@ -315,14 +279,3 @@ impl Drop for Node {
     }
 }
 
-/// The 64-hex-digit container and sandbox ids in `text`.
-fn container_ids_in(text: &str) -> Vec<String> {
-    let mut ids: Vec<String> = text
-        .split(|c: char| !c.is_ascii_hexdigit())
-        .filter(|word| word.len() == 64)
-        .map(str::to_owned)
-        .collect();
-    ids.sort();
-    ids.dedup();
-    ids
-}

@@ -159,6 +159,12 @@ pub struct CriSettings {
     pub containerd_root: PathBuf,
     /// containerd's `state`. Default `/run/containerd`.
     pub containerd_state: PathBuf,
+    /// The memory a pod's sandbox (pause) container adds to the pod's
+    /// cgroup for gVisor's own kernel and gofers, on top of the sum of its
+    /// containers' limits. Default 64Mi.
+    pub sandbox_memory: ByteSize,
+    /// The CPUs it adds likewise. Default 0.25.
+    pub sandbox_cpus: Cpus,
 }
 
 impl Default for CriSettings {
@@ -167,6 +173,8 @@ impl Default for CriSettings {
             kubelet_root: PathBuf::from("/var/lib/kubelet"),
             containerd_root: PathBuf::from("/var/lib/containerd"),
             containerd_state: PathBuf::from("/run/containerd"),
+            sandbox_memory: ByteSize::mebibytes(64),
+            sandbox_cpus: Cpus::from_millis(250),
         }
     }
 }

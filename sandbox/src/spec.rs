@@ -184,9 +184,11 @@ impl BundleSpec {
     /// from: the source of the bind mount at the annotated
     /// `terminationMessagePath`, else at `/dev/termination-log`.
     pub fn termination_log(&self) -> Option<PathBuf> {
-        let destination = self
-            .annotation(TERMINATION_MESSAGE_PATH)
-            .unwrap_or("/dev/termination-log");
+        self.mount_source(self.annotation(TERMINATION_MESSAGE_PATH).unwrap_or("/dev/termination-log"))
+    }
+
+    /// The source of the mount at `destination`, if there is one.
+    pub fn mount_source(&self, destination: &str) -> Option<PathBuf> {
         self.value["mounts"]
             .as_array()?
             .iter()

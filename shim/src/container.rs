@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use policy_compiler::effective::EffectiveNetwork;
+use policy_compiler::node_config::DnsUpstream;
 use serde_json::Value;
 use skillbox_audit::{SandboxIdentity, SkillIdentity};
 use skillbox_sandbox::cgroup::{CgroupStats, LimitUpdate};
@@ -105,20 +106,33 @@ fn identity(skill: &SkillAnnotations, namespace: &str, id: &str) -> SandboxIdent
     }
 }
 
-/// The DNS proxy's upstreams and TTL grace from the node config, for a
-/// session under `network`.
+/// The DNS proxy's upstreams and TTL grace for a session under `network`:
+/// the node config's upstreams, else (a pod's sandbox) the nameservers of
+/// the resolv.conf CRI made for the pod (its cluster DNS), else the node's.
 fn egress_settings(
     id: &str,
     config: &ShimConfig,
     network: &EffectiveNetwork,
+    spec: &BundleSpec,
 ) -> Result<EgressSettings, ContainerError> {
     let settings = &config.node.egress;
-    EgressSettings::resolve(&settings.dns_upstreams, settings.ttl_grace.as_duration(), network).map_err(
-        |err| ContainerError::EgressUpstreams {
+    let mut upstreams = settings.dns_upstreams.clone();
+    if upstreams.is_empty() && spec.is_pod_sandbox() {
+        let pods = spec
+            .mount_source("/etc/resolv.conf")
+            .and_then(|path| std::fs::read_to_string(path).ok())
+            .unwrap_or_default();
+        upstreams = skillbox_egress::dns::parse_resolv_conf(&pods)
+            .into_iter()
+            .map(DnsUpstream)
+            .collect();
+    }
+    EgressSettings::resolve(&upstreams, settings.ttl_grace.as_duration(), network).map_err(|err| {
+        ContainerError::EgressUpstreams {
             id: id.to_owned(),
             reason: err.to_string(),
-        },
-    )
+        }
+    })
 }
 
 /// Appends `message` to the termination message file kubelet made (never
@@ -160,7 +174,7 @@ impl Container {
             Arc::new(limits)
         });
         let egress = match prepared.policy.has_egress() || pod_network(&spec).is_some() {
-            true => Some(egress_settings(id, config, &prepared.policy.network)?),
+            true => Some(egress_settings(id, config, &prepared.policy.network, &spec)?),
             false => None,
         };
         let audit_log = config

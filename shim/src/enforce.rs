@@ -258,6 +258,10 @@ fn annotated_policy(
     Ok(Some((held.policy, changes)))
 }
 
+fn spec_is_pod_sandbox(spec: &Value) -> bool {
+    spec["annotations"][skillbox_sandbox::spec::CONTAINER_TYPE].as_str() == Some("sandbox")
+}
+
 /// Enforces the effective policy on `spec`, the `config.json` of the
 /// container whose node-unique key is `key` in `bundle` (canonical),
 /// rewriting it in place. Pure but for `host`.
@@ -279,7 +283,13 @@ pub fn enforce_spec(
             }]),
         });
     }
-    let (policy, source, mut changes, package) = effective_policy(spec, &path, bundle, config, host)?;
+    let (mut policy, source, mut changes, package) = effective_policy(spec, &path, bundle, config, host)?;
+    if source == PolicySource::NodeDefault && spec_is_pod_sandbox(spec) {
+        // A pod's sandbox container runs no skill: its share of the pod's
+        // cgroup is gVisor's own overhead (see `PodLimits`).
+        policy.resources.memory = config.node.cri.sandbox_memory;
+        policy.resources.cpus = config.node.cri.sandbox_cpus;
+    }
     let refusals = refuse::refusals(spec, bundle, config, host);
     if !refusals.is_empty() {
         return Err(EnforceError::Refused {
