@@ -72,10 +72,19 @@ pub fn unmount_under(dir: &Path) {
 }
 
 /// Removes what `pod` may have left once its processes are gone: runsc
-/// state under the shim's root, the shim's socket, its CNI network
-/// namespace, its cgroups.
+/// state under the shim's root, the shim's socket, its CNI results and
+/// network namespace, its cgroups.
 pub fn clear(pod: &Abandoned) {
     let _ = std::fs::remove_file(&pod.shim_socket);
+    for result in std::fs::read_dir("/var/lib/cni/results")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if result.file_name().to_string_lossy().contains(&pod.sandbox_id) {
+            let _ = std::fs::remove_file(result.path());
+        }
+    }
     let root = Path::new(SKILLBOX_RUNSC_ROOT);
     for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
