@@ -162,7 +162,8 @@ mod tests {
     #[test]
     fn the_node_config_places_kubelet_and_containerd_in_the_harness_directory() {
         let text = node_config(Path::new("/tmp/h"));
-        let config = policy_compiler::node_config::NodeConfig::from_toml(Path::new("node.toml"), &text).unwrap();
+        let config =
+            policy_compiler::node_config::NodeConfig::from_toml(Path::new("node.toml"), &text).unwrap();
         assert_eq!(config.cri.kubelet_root, Path::new("/tmp/h/kubelet"));
         assert_eq!(config.cri.containerd_root, Path::new("/tmp/h/root"));
         assert_eq!(config.cri.containerd_state, Path::new("/tmp/h/state"));

@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use policy_compiler::node_config::CriSettings;
 use skillbox_cri_tests::pod::CLUSTER_DNS;
 use skillbox_cri_tests::{ContainerSpec, Handler, Node, OrFail, Pod};
 
@@ -97,15 +98,28 @@ fn kubelet_mounts(handler: Handler) {
     let exit = pod.wait_exit(&id, EXIT_LIMIT).or_fail(&pod.node);
     let log = pod.log_text("reader");
     assert_eq!(exit.code, 0, "{exit:?}; log {log:?}");
-    let expected = [
+    let mut expected = vec![
         format!("{}\t{}", pod.ip, pod.name),
-        format!("nameserver {CLUSTER_DNS}"),
-        "search skillbox-cri.svc.cluster.local svc.cluster.local cluster.local".to_owned(),
-        "options ndots:5".to_owned(),
         "emptydir-ok".to_owned(),
         "termlog-ok".to_owned(),
         format!("hostname={}", pod.name),
     ];
+    match handler {
+        Handler::Runc => expected.extend([
+            format!("nameserver {CLUSTER_DNS}"),
+            "search skillbox-cri.svc.cluster.local svc.cluster.local cluster.local".to_owned(),
+            "options ndots:5".to_owned(),
+        ]),
+        // Every skillbox pod resolves through its egress session's DNS
+        // proxy (on the sandbox's gateway), which asks the cluster DNS.
+        Handler::Skillbox => {
+            assert!(
+                log.iter().any(|line| line.starts_with("nameserver 198.19.")),
+                "no DNS proxy in the log {log:?}"
+            );
+            assert!(!log.iter().any(|line| line.contains(CLUSTER_DNS)), "{log:?}");
+        }
+    }
     for line in &expected {
         assert!(log.contains(line), "no {line:?} in the log {log:?}");
     }
@@ -353,6 +367,12 @@ fn update_container_resources(handler: Handler) {
     let pod_cgroup = std::path::Path::new("/sys/fs/cgroup/memory")
         .join(skillbox_cri_tests::pod::cgroup_parent(&pod.uid).trim_start_matches('/'));
     let limits = memory_limits_under(&pod_cgroup);
+    // skillbox runs the pod in one cgroup: the container's new limit plus
+    // the sandbox container's share (the node's default `[cri] sandbox_memory`).
+    let limit = match handler {
+        Handler::Runc => limit,
+        Handler::Skillbox => limit + CriSettings::default().sandbox_memory.bytes() as i64,
+    };
     assert!(
         limits.iter().any(|(_, value)| *value == limit),
         "no memory cgroup under {} has memory.limit_in_bytes = {limit}; found {limits:?}",

@@ -88,6 +88,8 @@ pub enum NetnsError {
     },
     #[error("will not route 127.0.0.0/8 over {interface} in the caller's own network namespace: localhost inbound needs a named outer namespace")]
     LocalnetInOwnNamespace { interface: String },
+    #[error("will not turn on forwarding for {interface}'s inbound in the caller's own network namespace: inbound needs a named outer namespace")]
+    ForwardingInOwnNamespace { interface: String },
     #[error("every slot of the address pool {pool} is taken in the outer namespace")]
     PoolExhausted { pool: Ipv4Net },
     #[error("cannot create the network namespace {name}: {source}")]
@@ -383,6 +385,26 @@ impl SandboxNetwork {
         let key = format!("net/ipv4/conf/{}/route_localnet", self.interface);
         self.runner
             .write_sysctl(Some(outer), &key, "1")
+            .map_err(|source| NetnsError::SetUpLink {
+                interface: self.interface.clone(),
+                source: Box::new(source),
+            })
+    }
+
+    /// Turns IPv4 forwarding on for every interface of the outer namespace
+    /// (`net.ipv4.conf.all.forwarding=1`): inbound connections and the
+    /// replies to the sandbox's own arrive on the outer namespace's uplink
+    /// (a pod's `eth0`), and IPv4 forwards by the input interface. Only for
+    /// an outer namespace of the sandbox's own (a pod's, which dies with
+    /// the pod); refused when it is the caller's, which is the host's.
+    pub fn forward_in_outer_namespace(&self) -> Result<(), NetnsError> {
+        let Some(outer) = &self.outer else {
+            return Err(NetnsError::ForwardingInOwnNamespace {
+                interface: self.interface.clone(),
+            });
+        };
+        self.runner
+            .write_sysctl(Some(outer), "net/ipv4/conf/all/forwarding", "1")
             .map_err(|source| NetnsError::SetUpLink {
                 interface: self.interface.clone(),
                 source: Box::new(source),

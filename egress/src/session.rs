@@ -289,6 +289,9 @@ impl EgressSession {
             network,
             connections: None,
         };
+        if inbound.is_open() {
+            session.network.forward_in_outer_namespace()?;
+        }
         if inbound.localhost() {
             session.network.route_localnet()?;
         }

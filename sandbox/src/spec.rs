@@ -184,7 +184,10 @@ impl BundleSpec {
     /// from: the source of the bind mount at the annotated
     /// `terminationMessagePath`, else at `/dev/termination-log`.
     pub fn termination_log(&self) -> Option<PathBuf> {
-        self.mount_source(self.annotation(TERMINATION_MESSAGE_PATH).unwrap_or("/dev/termination-log"))
+        self.mount_source(
+            self.annotation(TERMINATION_MESSAGE_PATH)
+                .unwrap_or("/dev/termination-log"),
+        )
     }
 
     /// The source of the mount at `destination`, if there is one.

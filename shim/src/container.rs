@@ -467,6 +467,13 @@ impl Container {
     /// Sends `signal` to the container (all its processes with `all`). A
     /// container that already stopped is not an error. Blocking.
     pub fn kill(&self, signal: u32, all: bool) -> Result<(), ContainerError> {
+        if self.member.is_some() && self.status().0 == Status::Created {
+            // A member that never started has no process: runsc refuses to
+            // signal it, and the kill only ends it (what containerd does to
+            // a container whose start failed, before deleting it).
+            self.end_unstarted_member();
+            return Ok(());
+        }
         if self.status().0 != Status::Stopped {
             self.causes.killed.store(true, Ordering::SeqCst);
         }

@@ -1,7 +1,8 @@
 //! A pod's network for the egress crate's inbound tests: a "host"
 //! namespace (the node's side of the pod's veth, [`HOST_IP`]) and a "pod"
 //! namespace standing in for a CNI network namespace (`eth0`, the pod IP
-//! [`POD_IP`], default route to the host, forwarding on `eth0`). Addresses
+//! [`POD_IP`], default route to the host, forwarding off as CNI leaves it:
+//! the session turns it on). Addresses
 //! are from 198.18.0.0/15: not in the built-in always-deny list, so an
 //! allow rule can name the host, and not this machine's uplink. Both
 //! namespaces are deleted on drop. Plus TCP and UDP servers and clients
@@ -49,8 +50,6 @@ impl PodNetwork {
                     &*format!("ip addr add {POD_IP}/24 dev eth0"),
                     "ip link set eth0 up",
                     &*format!("ip route add default via {HOST_IP}"),
-                    // A sandbox's replies leave by eth0: forwarded per interface.
-                    "sysctl -qw net.ipv4.conf.eth0.forwarding=1",
                 ],
             ),
         ] {

@@ -226,18 +226,22 @@ impl Container {
         Ok(())
     }
 
+    /// Records the end of a member that never started (no thread waits for
+    /// it): killed, 137.
+    pub(super) fn end_unstarted_member(&self) {
+        self.causes.killed.store(true, Ordering::SeqCst);
+        self.state.record(Exit {
+            outcome: skillbox_sandbox::Outcome::Killed,
+            ..Exit::with_status(137)
+        });
+    }
+
     /// Removes a member: killed first if it runs, then `runsc delete`.
     /// The sandbox and its other containers go on. Blocking.
     pub(super) fn delete_member(&self, member: &Member) -> Result<Option<Exit>, ContainerError> {
         match self.status().0 {
             Status::Stopped => {}
-            Status::Created => {
-                // Never started: no thread waits for it.
-                self.state.record(Exit {
-                    outcome: skillbox_sandbox::Outcome::Killed,
-                    ..Exit::with_status(137)
-                });
-            }
+            Status::Created => self.end_unstarted_member(),
             Status::Running | Status::Paused => {
                 self.causes.killed.store(true, Ordering::SeqCst);
                 let _ = self.runsc.kill(&self.id, nix::sys::signal::SIGKILL as i32);

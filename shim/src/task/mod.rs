@@ -400,20 +400,41 @@ impl<I: Instance> TaskService<I> {
                 ..Default::default()
             });
         }
-        // Removing the sandbox would take its members' state with it.
+        // Removing a running sandbox would take its members with it; once
+        // it has stopped, its members are gone too and go with it (a pod
+        // can always be removed).
         let members = self.members_of(&req.id);
         if !members.is_empty() {
-            return Err(ContainerError::from(PodError::HasMembers {
-                id: req.id.clone(),
-                members,
-            })
-            .into());
+            if container.process("")?.status != Status::Stopped {
+                return Err(ContainerError::from(PodError::HasMembers {
+                    id: req.id.clone(),
+                    members,
+                })
+                .into());
+            }
+            for member in members {
+                tracing::info!(id = %member, sandbox = %req.id, "deleting a member of a stopped sandbox");
+                self.delete_container(&member).await?;
+            }
         }
+        let (pid, status, at) = self.delete_container(&req.id).await?;
+        Ok(api::DeleteResponse {
+            pid,
+            exit_status: status,
+            exited_at: MessageField::some(timestamp(at)),
+            ..Default::default()
+        })
+    }
+
+    /// Deletes container `id` and reports its TaskDelete; its pid, exit
+    /// status and exit time.
+    async fn delete_container(&self, id: &str) -> TtrpcResult<(u32, u32, std::time::SystemTime)> {
+        let container = self.container(id)?;
         let pid = container.pid();
         let exit = blocking(move || container.delete()).await??;
         let last = {
             let mut containers = lock(&self.containers);
-            containers.remove(&req.id);
+            containers.remove(id);
             containers.is_empty()
         };
         // The namespace's runsc root goes with its last container (a root
@@ -424,21 +445,16 @@ impl<I: Instance> TaskService<I> {
         let (status, at) = exit
             .map(|exit| (exit.status, exit.at))
             .unwrap_or((137, std::time::SystemTime::now()));
-        self.exit_reported(&req.id).await;
+        self.exit_reported(id).await;
         self.events
             .send(TaskEvent::Delete {
-                id: req.id.clone(),
+                id: id.to_owned(),
                 pid,
                 status,
                 at,
             })
             .await;
-        Ok(api::DeleteResponse {
-            pid,
-            exit_status: status,
-            exited_at: MessageField::some(timestamp(at)),
-            ..Default::default()
-        })
+        Ok((pid, status, at))
     }
 
     pub async fn task_pause(&self, id: &str, paused: bool) -> TtrpcResult<api::Empty> {
