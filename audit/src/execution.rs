@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crate::budget::{Budget, BUDGET_SOURCE};
 use crate::event::{AuditEvent, Outcome, SandboxIdentity};
+use crate::gvisor::monitor::Routes;
 use crate::gvisor::{pod_init_config, write_pod_init_config, EventSink, Monitor};
 use crate::jsonl::{JsonLinesWriter, Rotation, WriteError};
 use crate::AuditLevel;
@@ -207,23 +208,105 @@ impl ExecutionAudit {
                 .take_unreported();
             sink.report_dropped(unreported);
         }
-        let mut events = Vec::new();
-        match ending.outcome {
-            Outcome::Oom => events.push(AuditEvent::Oom),
-            Outcome::Timeout => events.push(AuditEvent::Timeout {
-                limit_ms: ending.timeout_limit.as_millis() as u64,
-            }),
-            Outcome::Exited | Outcome::Killed | Outcome::SandboxFailed => {}
-        }
-        events.push(AuditEvent::Exit {
-            status: ending.status,
-            wall_ms: ending.wall.map(|wall| wall.as_millis() as u64),
-            outcome: Some(ending.outcome),
+        write_end(&self.writer, ending);
+    }
+
+    /// Starts the audit trail of another container of this sandbox (a
+    /// pod's): its own log with its identity and `start`, and its events
+    /// from this sandbox's monitor, at `setup.level`. `setup`'s socket
+    /// fields are not used: the pod has one monitor.
+    pub fn join(&self, setup: &AuditSetup<'_>) -> Result<MemberAudit, ExecutionAuditError> {
+        let writer = Arc::new(JsonLinesWriter::with_rotation(
+            setup.log,
+            setup.identity.clone(),
+            setup.rotation,
+        )?);
+        writer.write(&AuditEvent::Start {
+            runtime: setup.runtime.to_owned(),
+            audit_level: setup.level.as_str().to_owned(),
+        })?;
+        let sink = Arc::new(LogSink {
+            writer: Arc::clone(&writer),
+            budget: Mutex::new(Budget::new(setup.event_budget)),
         });
-        for event in events {
-            if let Err(err) = self.writer.write(&event) {
-                tracing::warn!(%err, "a lifecycle event was not written");
-            }
+        let routes = self.monitor.as_ref().map(Monitor::routes);
+        if let Some(routes) = &routes {
+            routes.add(
+                setup.container_id,
+                setup.level,
+                Arc::clone(&sink) as Arc<dyn EventSink>,
+            );
+        }
+        Ok(MemberAudit {
+            writer,
+            sink,
+            routes,
+            container_id: setup.container_id.to_owned(),
+        })
+    }
+}
+
+/// Writes the lifecycle events of `ending`: `oom` or `timeout`, then `exit`.
+fn write_end(writer: &JsonLinesWriter, ending: Ending) {
+    let mut events = Vec::new();
+    match ending.outcome {
+        Outcome::Oom => events.push(AuditEvent::Oom),
+        Outcome::Timeout => events.push(AuditEvent::Timeout {
+            limit_ms: ending.timeout_limit.as_millis() as u64,
+        }),
+        Outcome::Exited | Outcome::Killed | Outcome::SandboxFailed => {}
+    }
+    events.push(AuditEvent::Exit {
+        status: ending.status,
+        wall_ms: ending.wall.map(|wall| wall.as_millis() as u64),
+        outcome: Some(ending.outcome),
+    });
+    for event in events {
+        if let Err(err) = writer.write(&event) {
+            tracing::warn!(%err, "a lifecycle event was not written");
+        }
+    }
+}
+
+/// The audit trail of a container that joined another's sandbox (a pod
+/// member): its own log, fed by the pod's monitor while it is routed.
+pub struct MemberAudit {
+    writer: Arc<JsonLinesWriter>,
+    sink: Arc<LogSink>,
+    routes: Option<Routes>,
+    container_id: String,
+}
+
+impl std::fmt::Debug for MemberAudit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemberAudit")
+            .field("log", &self.writer.path())
+            .field("container_id", &self.container_id)
+            .finish()
+    }
+}
+
+impl MemberAudit {
+    /// Stops recording the member's events and records how it ended.
+    pub fn finish(mut self, ending: Ending) {
+        if let Some(routes) = self.routes.take() {
+            routes.remove(&self.container_id);
+        }
+        let unreported = self
+            .sink
+            .budget
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take_unreported();
+        self.sink.report_dropped(unreported);
+        write_end(&self.writer, ending);
+    }
+}
+
+impl Drop for MemberAudit {
+    fn drop(&mut self) {
+        if let Some(routes) = self.routes.take() {
+            routes.remove(&self.container_id);
         }
     }
 }

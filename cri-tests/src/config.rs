@@ -110,13 +110,14 @@ pub fn cni_conflist(network: &str, bridge: &str, subnet: &str) -> String {
 /// The skillbox node config: built-in values, with the kubelet root,
 /// containerd root and state under the harness's directory `dir` (where the
 /// private containerd and the kubelet-like pod directories live), so the
-/// shim allows each pod exactly its own files there.
+/// shim allows each pod exactly its own files there; audit logs go there too.
 pub fn node_config(dir: &Path) -> String {
     format!(
-        "[cri]\nkubelet_root = {:?}\ncontainerd_root = {:?}\ncontainerd_state = {:?}\n",
+        "[cri]\nkubelet_root = {:?}\ncontainerd_root = {:?}\ncontainerd_state = {:?}\n\n[audit]\nlog_dir = {:?}\n",
         dir.join("kubelet").display().to_string(),
         dir.join("root").display().to_string(),
         dir.join("state").display().to_string(),
+        dir.join("audit").display().to_string(),
     )
 }
 

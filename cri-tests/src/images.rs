@@ -8,7 +8,10 @@
 //!   applet in `/bin`, again with no /dev, /etc or /proc.
 //!
 //! [`build_image`] is the one place that turns a root directory into an
-//! image, so it can be swapped for `skillbox image build`.
+//! image. Skill images are built the way the registry builds them at
+//! publish time, by `skillbox image build` (the `skillbox-image` crate), on
+//! the busybox image as their base: [`SKILL_IMAGE`] and
+//! [`GREEDY_SKILL_IMAGE`].
 //!
 //! Diagnostic only: with `SKILLBOX_CRI_MOUNT_POINTS=1` both images carry
 //! the mount points CRI binds onto (/dev/shm, /etc/hosts, /etc/resolv.conf,
@@ -22,6 +25,22 @@ use skillbox_test_support::{must, require, workspace_dir};
 
 pub const PAUSE_IMAGE: &str = "localhost/skillbox-cri/pause:1";
 pub const BUSYBOX_IMAGE: &str = "localhost/skillbox-cri/busybox:1";
+/// A skill whose policy gives it a writable `/out` and 2 s: it reports who
+/// and where it runs, then sleeps past its timeout.
+pub const SKILL_IMAGE: &str = "localhost/skillbox-cri/timed-skill:1";
+/// A skill asking for more memory than the node's ceiling (2Gi).
+pub const GREEDY_SKILL_IMAGE: &str = "localhost/skillbox-cri/greedy-skill:1";
+
+/// The policy fields of the skills, under `security_policy:` after
+/// `version` and `entrypoint`.
+const TIMED_SKILL_POLICY: &str = "  filesystem:\n    writable:\n      - { path: /out, size: 1Mi }\n  \
+                                  resources: { memory: 64Mi, timeout: 2s }\n";
+const GREEDY_SKILL_POLICY: &str = "  resources: { memory: 4Gi }\n";
+/// What the timed skill runs.
+const TIMED_SKILL_SCRIPT: &str = "echo uid=$(id -u); test -d /out && echo out-ok; \
+                                  echo x > /out/f && echo write-ok; \
+                                  touch /skill/new 2>/dev/null || echo skill-read-only; \
+                                  echo ready; exec sleep 30";
 /// Set to `1` to give both images the mount points CRI binds onto.
 pub const MOUNT_POINTS_ENV: &str = "SKILLBOX_CRI_MOUNT_POINTS";
 
@@ -80,9 +99,44 @@ pub struct ImageTar {
     pub tar: PathBuf,
 }
 
-/// Builds the pause and busybox images under `dir`.
+/// Builds the pause, busybox and skill images under `dir`.
 pub fn build_all(dir: &Path) -> Vec<ImageTar> {
-    vec![pause_image(dir), busybox_image(dir)]
+    let busybox = busybox_image(dir);
+    let skills = [
+        (SKILL_IMAGE, "timed-skill", TIMED_SKILL_POLICY),
+        (GREEDY_SKILL_IMAGE, "greedy-skill", GREEDY_SKILL_POLICY),
+    ]
+    .map(|(name, skill, policy)| skill_image(dir, &busybox.tar, name, skill, policy));
+    let mut images = vec![pause_image(dir), busybox];
+    images.extend(skills);
+    images
+}
+
+/// Builds skill `skill` (its `security_policy` fields `policy`, running
+/// the timed skill's script) as image `name` on the image archive `base`,
+/// with `skillbox image build`'s library.
+fn skill_image(dir: &Path, base: &Path, name: &'static str, skill: &str, policy: &str) -> ImageTar {
+    let skill_dir = dir.join(skill);
+    std::fs::create_dir_all(&skill_dir).expect("creating a skill folder");
+    let entrypoint =
+        serde_json::to_string(&["sh", "-c", TIMED_SKILL_SCRIPT]).expect("a list of strings serializes");
+    std::fs::write(
+        skill_dir.join("SKILL.md"),
+        format!(
+            "---\nname: {skill}\ndescription: A skill the CRI suite runs from its image.\nversion: 1.0.0\n\
+             security_policy:\n  version: 1\n  entrypoint: {entrypoint}\n{policy}---\n"
+        ),
+    )
+    .expect("writing SKILL.md");
+    let tar = dir.join(format!("{skill}.tar"));
+    skillbox_image::build(&skillbox_image::BuildRequest {
+        skill_dir: &skill_dir,
+        base: &skillbox_image::Base::Archive(base.to_owned()),
+        output: &tar,
+        name: Some(name),
+    })
+    .unwrap_or_else(|err| panic!("skillbox image build of {skill}: {err}"));
+    ImageTar { name, tar }
 }
 
 fn pause_image(dir: &Path) -> ImageTar {

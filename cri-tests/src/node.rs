@@ -172,6 +172,12 @@ impl Node {
         self.dir.path()
     }
 
+    /// The audit log the shim writes for container `id`
+    /// (`[audit] log_dir`/k8s.io/<id>.jsonl).
+    pub fn audit_log(&self, id: &str) -> PathBuf {
+        self.dir().join("audit/k8s.io").join(format!("{id}.jsonl"))
+    }
+
     /// Where kubelet keeps pod `uid`'s files: `/var/lib/kubelet/pods/<uid>`
     /// on a node, `<harness dir>/kubelet/pods/<uid>` here.
     pub fn pod_dir(&self, uid: &str) -> PathBuf {

@@ -335,6 +335,19 @@ impl Sandbox {
         self.timeout
     }
 
+    /// Starts the audit trail of a container joining this sandbox (a pod
+    /// member), fed by this sandbox's monitor; `None` once the sandbox's
+    /// own trail has closed.
+    pub fn join_audit(
+        &self,
+        setup: &skillbox_audit::execution::AuditSetup<'_>,
+    ) -> Result<Option<skillbox_audit::execution::MemberAudit>, SandboxError> {
+        match lock(&self.audit).as_ref() {
+            Some(audit) => Ok(Some(audit.join(setup).map_err(Box::new)?)),
+            None => Ok(None),
+        }
+    }
+
     /// The resolv.conf naming the egress session's DNS proxy, which every
     /// container of the sandbox mounts (`None`: no session).
     pub fn resolv_conf(&self) -> Option<&Path> {

@@ -19,6 +19,7 @@
 //!   joins the thread and returns the counters. Dropping the monitor
 //!   removes the socket file.
 
+use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -111,10 +112,20 @@ fn bump(counter: &AtomicU64, by: u64) {
     counter.fetch_add(by, Ordering::Relaxed);
 }
 
-struct Shared {
-    container_id: String,
+/// Where one container's events go, at which level.
+#[derive(Clone)]
+struct Route {
     level: AuditLevel,
     sink: Arc<dyn EventSink>,
+}
+
+struct Shared {
+    /// The sandbox's own container: events naming no container, and the
+    /// monitor's own (losses), go to it.
+    container_id: String,
+    /// Every container whose events are recorded (the sandbox's own, and a
+    /// pod's other containers once routed), by container id.
+    routes: Mutex<HashMap<String, Route>>,
     counters: Counters,
     stopping: AtomicBool,
     /// Set by `stop`: reading gives up on an idle open connection after it.
@@ -130,10 +141,46 @@ pub struct Monitor {
     stop_grace: Duration,
 }
 
+/// A handle on a running monitor's routes: another container of the
+/// sandbox (a pod's) has its events recorded through its own sink while it
+/// is routed.
+#[derive(Clone)]
+pub struct Routes {
+    shared: Arc<Shared>,
+}
+
+impl Routes {
+    /// Records container `container_id`'s events at `level` into `sink`.
+    pub fn add(&self, container_id: &str, level: AuditLevel, sink: Arc<dyn EventSink>) {
+        self.shared
+            .routes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(container_id.to_owned(), Route { level, sink });
+    }
+
+    /// Stops recording container `container_id`'s events.
+    pub fn remove(&self, container_id: &str) {
+        self.shared
+            .routes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(container_id);
+    }
+}
+
 impl Monitor {
+    /// Where the sandbox's other containers are routed.
+    pub fn routes(&self) -> Routes {
+        Routes {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
     /// Binds `path` (mode 0600; put it in a directory only root can
     /// enter) and starts serving. `container_id` is the sandbox's container:
-    /// events of other containers are counted, not recorded. `level` picks
+    /// events of other containers are counted, not recorded, unless routed
+    /// ([`Monitor::routes`]). `level` picks
     /// the filter ([`filter::keep`]); subscribe the sandbox with the same
     /// level's [`super::pod_init_config`] pointing at `path`.
     pub fn bind(
@@ -164,8 +211,7 @@ impl Monitor {
             listener: Arc::clone(&listener),
             shared: Arc::new(Shared {
                 container_id: container_id.to_owned(),
-                level,
-                sink,
+                routes: Mutex::new(HashMap::from([(container_id.to_owned(), Route { level, sink })])),
                 counters: Counters::default(),
                 stopping: AtomicBool::new(false),
                 deadline: Mutex::new(None),
@@ -352,16 +398,35 @@ fn handle_packet(packet: &[u8], len: usize, shared: &Shared, last_dropped: &mut 
     }
     match decoded.body {
         Body::Unknown => bump(&counters.unknown_types, 1),
-        Body::Event {
-            container_id: Some(id),
-            ..
-        } if id != shared.container_id => bump(&counters.foreign_container, 1),
-        Body::Event { event, .. } if !filter::keep(shared.level, &event) => bump(&counters.filtered, 1),
-        Body::Event { event, .. } => record(shared, event),
+        Body::Event { event, container_id } => {
+            let id = container_id.as_deref().unwrap_or(&shared.container_id);
+            match shared.route(id) {
+                None => bump(&counters.foreign_container, 1),
+                Some(route) if !filter::keep(route.level, &event) => bump(&counters.filtered, 1),
+                Some(route) => {
+                    bump(&shared.counters.recorded, 1);
+                    route.sink.record(event);
+                }
+            }
+        }
     }
 }
 
+/// Records one of the monitor's own events (a loss) for the sandbox's own
+/// container.
 fn record(shared: &Shared, event: AuditEvent) {
-    bump(&shared.counters.recorded, 1);
-    shared.sink.record(event);
+    if let Some(route) = shared.route(&shared.container_id) {
+        bump(&shared.counters.recorded, 1);
+        route.sink.record(event);
+    }
+}
+
+impl Shared {
+    fn route(&self, container_id: &str) -> Option<Route> {
+        self.routes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(container_id)
+            .cloned()
+    }
 }

@@ -26,6 +26,9 @@ use skillbox_sandbox::spec::BundleSpec;
 use skillbox_sandbox::Ending;
 
 use super::{open_output, Container, ContainerError, EndCauses, Exit, ProcessState, Status, StdioPaths};
+use skillbox_audit::execution::{AuditSetup, MemberAudit, SOCKET_DIR};
+
+use super::identity;
 use crate::config::ShimConfig;
 use crate::container::RUNSC_LOG;
 use crate::enforce::enforce;
@@ -35,6 +38,8 @@ use crate::pod::PodError;
 #[derive(Debug)]
 pub(super) struct Member {
     sandbox: String,
+    /// The member's own audit trail, closed at delete.
+    audit: Mutex<Option<MemberAudit>>,
     /// The member's teardown record (its runsc container, the parent
     /// cgroups runsc creates for it).
     record: PathBuf,
@@ -130,6 +135,28 @@ impl Container {
         let init_process = spec.process();
         spec.write()?;
         runsc.create_joining(bundle, id, &bundle.join("init.pid"))?;
+        // The member's own audit trail, fed by the pod's monitor from
+        // before it starts; its events name its own skill.
+        let audit_log = config
+            .node
+            .audit
+            .log_dir
+            .join(namespace)
+            .join(format!("{id}.jsonl"));
+        let audit = sandbox
+            .sandbox
+            .join_audit(&AuditSetup {
+                log: &audit_log,
+                rotation: (&config.node.audit).into(),
+                event_budget: config.node.audit.event_budget,
+                identity: identity(&prepared.skill, namespace, id),
+                level: prepared.policy.audit,
+                runtime: "shim",
+                socket_dir: std::path::Path::new(SOCKET_DIR),
+                key: &node_key(namespace, id),
+                container_id: id,
+            })
+            .map_err(ContainerError::from)?;
         Ok(Container {
             id: id.to_owned(),
             bundle: bundle.to_owned(),
@@ -147,6 +174,7 @@ impl Container {
             pod_limits: Some(pod_limits),
             member: Some(Member {
                 sandbox: sandbox.id.clone(),
+                audit: Mutex::new(audit),
                 record: record_path,
             }),
             console: None,
@@ -250,6 +278,15 @@ impl Container {
                     std::thread::sleep(Duration::from_millis(10));
                 }
             }
+        }
+        let audit = member.audit.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let (Some(audit), Some(exit)) = (audit, self.status().1) {
+            audit.finish(skillbox_audit::execution::Ending {
+                status: exit.status as i32,
+                wall: None,
+                outcome: exit.outcome,
+                timeout_limit: self.timeout.unwrap_or_default(),
+            });
         }
         if let Some(pod) = &self.pod_limits {
             if let Err(err) = self.sandbox.update(&pod.remove(&self.id)) {
