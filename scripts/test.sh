@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: unit tests, golden tests and the integration
-# tests that start real gVisor sandboxes (they need root, runsc, busybox-static
-# and debootstrap; the rootfs caches they build live under target/).
+# Runs the whole test suite: unit tests, golden tests, the integration
+# tests that start real gVisor sandboxes (they need root, runsc,
+# busybox-static and debootstrap; the rootfs caches they build live under
+# target/), and the CRI suite on containerd 1.6 and again on 2.1.
 #
 #   bash scripts/test.sh [extra cargo test arguments]
 set -euo pipefail
@@ -19,6 +20,16 @@ set +e
 cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$log"
 status="${PIPESTATUS[0]}"
 set -e
+
+# The CRI suite again on containerd 2.1 (Debian sid's, unpacked into
+# target/skillbox-cache; the workspace run above used Debian's 1.6).
+section "CRI suite on containerd 2.1"
+bash scripts/fetch-containerd.sh
+set +e
+SKILLBOX_CRI_CONTAINERD=2.1 cargo test -p skillbox-cri-tests --no-fail-fast "$@" 2>&1 | tee -a "$log"
+cri_status="${PIPESTATUS[0]}"
+set -e
+[ "$cri_status" -eq 0 ] || status="$cri_status"
 
 section "Summary"
 # One "test result:" line per test binary (and per doc-test run); add them up.

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 use policy_compiler::effective::EffectiveNetwork;
 use skillbox_sandbox::cgroup::{CgroupFs, LimitUpdate};
 use skillbox_sandbox::reaper;
-use skillbox_sandbox::record::{RunscRecord, TeardownRecord, RECORD_FILE};
+use skillbox_sandbox::record::{ProcessScan, RunscRecord, TeardownRecord, RECORD_FILE};
 use skillbox_sandbox::sandbox::node_key;
 use skillbox_sandbox::spec::BundleSpec;
 use skillbox_sandbox::Ending;
@@ -295,9 +295,16 @@ impl Container {
         }
         // runsc's state of the member, what runsc left of it, its cgroup
         // parents once empty; the record goes last.
+        // A member that ended is deleted straight away (no kill, no search
+        // for its processes): containerd's CRI plugin deletes the task
+        // before it reports the exit, so this is on the exit's path.
+        let scan = match self.status().0 == Status::Stopped && self.runsc.delete_force(&self.id).is_ok() {
+            true => ProcessScan::Skip,
+            false => ProcessScan::Kill,
+        };
         match TeardownRecord::load(&member.record) {
             Ok(teardown) => {
-                for failure in teardown.remove(&member.record) {
+                for failure in teardown.remove_with(&member.record, scan) {
                     tracing::warn!(id = %self.id, %failure, "member not fully removed");
                 }
             }
