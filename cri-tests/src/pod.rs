@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use k8s_cri::v1::*;
 
-use crate::client::CallError;
+use crate::client::{CallError, Cri};
 use crate::images::BUSYBOX_IMAGE;
 use crate::logs::{self, LogLine};
 use crate::node::{Handler, Node, HARNESS_LABEL};
@@ -113,6 +113,27 @@ fn unique_uid() -> String {
         NEXT.fetch_add(1, Ordering::Relaxed),
         std::process::id()
     )
+}
+
+/// How often StopPodSandbox is tried before its error counts.
+const STOP_POD_ATTEMPTS: usize = 3;
+
+/// StopPodSandbox, tried again on an error as kubelet does on its next
+/// sync: when a pod's sandbox dies on its own (a pod-wide OOM kill), the
+/// call can race containerd's handling of that exit and meet a shim that is
+/// shutting down (`ttrpc: closed`).
+fn stop_pod_sandbox(cri: &Cri, sandbox: &str) -> Result<(), CallError> {
+    let mut attempt = 1;
+    loop {
+        match cri.stop_pod_sandbox(sandbox) {
+            Err(err) if attempt < STOP_POD_ATTEMPTS => {
+                eprintln!("cri-tests: StopPodSandbox {sandbox} (attempt {attempt}): {err}; trying again");
+                std::thread::sleep(Duration::from_millis(500));
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
 }
 
 /// kubelet's cgroup parent of a BestEffort pod (cgroupfs driver).
@@ -435,7 +456,7 @@ impl Pod {
                     errors.push(format!("{id}: {err}"));
                 }
             }
-            for result in [cri.stop_pod_sandbox(sandbox), cri.remove_pod_sandbox(sandbox)] {
+            for result in [stop_pod_sandbox(cri, sandbox), cri.remove_pod_sandbox(sandbox)] {
                 if let Err(err) = result {
                     errors.push(format!("pod {sandbox}: {err}"));
                 }
