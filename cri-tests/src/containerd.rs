@@ -183,8 +183,8 @@ impl Containerd {
     /// SIGTERMs containerd and waits up to [`STOP_LIMIT`] for it to exit
     /// (its shims and their tasks live on), then starts it again on the
     /// same config, root and state in the same network namespace, appending
-    /// to its log, and waits for its socket. Returns how long it was down.
-    pub fn restart(&self) -> Duration {
+    /// to its log, and waits for its socket.
+    pub fn restart(&self) {
         let mut process = self.process();
         let stopped = Instant::now();
         let pid = nix::unistd::Pid::from_raw(process.id() as i32);
@@ -200,7 +200,9 @@ impl Containerd {
             }
         }
         // A new socket, not the old one's leftover, says it is back.
-        for socket in [self.socket.clone(), self.socket.with_extension("sock.ttrpc")] {
+        let mut ttrpc = self.socket.clone().into_os_string();
+        ttrpc.push(".ttrpc");
+        for socket in [self.socket.as_os_str(), &ttrpc] {
             let _ = std::fs::remove_file(socket);
         }
         let mut log = std::fs::OpenOptions::new()
@@ -211,7 +213,6 @@ impl Containerd {
         *process = self.launch.spawn(log);
         drop(process);
         self.wait_for_socket();
-        stopped.elapsed()
     }
 
     fn wait_for_socket(&self) {

@@ -27,6 +27,26 @@ fn last_tick(pod: &Pod) -> u64 {
         .unwrap_or(0)
 }
 
+/// The pids of the shims serving pod sandbox `sandbox_id` (`containerd-shim-…
+/// -id <sandbox id>`).
+fn shims_of(sandbox_id: &str) -> Vec<i32> {
+    let mut pids: Vec<i32> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .filter(|pid: &i32| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            let program = cmdline.split('\0').next().unwrap_or_default();
+            let name = program.rsplit('/').next().unwrap_or_default();
+            name.starts_with("containerd-shim") && cmdline.contains(sandbox_id)
+        })
+        .collect();
+    pids.sort();
+    pids
+}
+
 fn containerd_restart_under_a_running_pod(handler: Handler) {
     let node = Arc::new(Node::start());
     let mut pod = Pod::run(&node, handler, &format!("restart-{}", handler.name())).or_fail(&node);
@@ -35,9 +55,16 @@ fn containerd_restart_under_a_running_pod(handler: Handler) {
         .or_fail(&node);
     let netns_path = pod.netns_path();
 
+    let shims = shims_of(&pod.id);
+    assert!(!shims.is_empty(), "no shim serves pod {}", pod.id);
     let pid = node.containerd().pid();
     let down = node.restart_containerd();
     assert_ne!(node.containerd().pid(), pid, "containerd was not restarted");
+    assert_eq!(
+        shims_of(&pod.id),
+        shims,
+        "the pod's shims did not outlive containerd"
+    );
     let before = last_tick(&pod);
     eprintln!(
         "cri-timing: {} containerd restart (SIGTERM to the CRI plugin answering) {down:.3?}, at tick {before}",
