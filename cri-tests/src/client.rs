@@ -3,7 +3,8 @@
 //! deadline, so a hung call fails the test naming the call.
 
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
@@ -48,7 +49,9 @@ impl std::error::Error for CallError {}
 #[derive(Debug)]
 pub struct Cri {
     runtime: tokio::runtime::Runtime,
-    channel: Channel,
+    socket: PathBuf,
+    /// Replaced by [`Cri::reconnect`] once containerd was restarted.
+    channel: Mutex<Channel>,
 }
 
 impl Cri {
@@ -59,18 +62,27 @@ impl Cri {
             .enable_all()
             .build()
             .expect("a tokio runtime");
-        let socket = socket.to_owned();
-        let channel = runtime.block_on(async {
-            Endpoint::try_from("http://[::]:0")
-                .expect("a valid placeholder URI")
-                .connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
-                    let socket = socket.clone();
-                    async move {
-                        Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(socket).await?))
-                    }
-                }))
-        });
-        Cri { runtime, channel }
+        let channel = Mutex::new(open_channel(&runtime, socket));
+        Cri {
+            runtime,
+            socket: socket.to_owned(),
+            channel,
+        }
+    }
+
+    /// Drops the connection and opens a new one on the same socket (as
+    /// kubelet does when containerd comes back): later calls go to the
+    /// containerd listening there now.
+    pub fn reconnect(&self) {
+        let channel = open_channel(&self.runtime, &self.socket);
+        *self.channel.lock().unwrap_or_else(PoisonError::into_inner) = channel;
+    }
+
+    fn channel(&self) -> Channel {
+        self.channel
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Runs one call on the runtime service under `deadline`.
@@ -79,7 +91,7 @@ impl Cri {
         F: FnOnce(RuntimeServiceClient<Channel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let client = RuntimeServiceClient::new(self.channel.clone());
+        let client = RuntimeServiceClient::new(self.channel());
         self.finish(call, deadline, f(client))
     }
 
@@ -255,6 +267,27 @@ impl Cri {
         )
     }
 
+    /// Exec, the streaming call behind `kubectl exec`: `cmd` in container
+    /// `id` with stdout, and stderr unless `tty` (CRI allows no stderr on a
+    /// terminal). Returns the URL on containerd's streaming server where the
+    /// session is to be opened ([`crate::stream`]).
+    pub fn exec(&self, id: &str, cmd: &[&str], tty: bool, stdin: bool) -> Result<String, CallError> {
+        let request = ExecRequest {
+            container_id: id.to_owned(),
+            cmd: cmd.iter().map(|arg| arg.to_string()).collect(),
+            tty,
+            stdin,
+            stdout: true,
+            stderr: !tty,
+        };
+        self.runtime_call(
+            "Exec",
+            DEFAULT_DEADLINE,
+            |mut c| async move { c.exec(request).await },
+        )
+        .map(|response| response.url)
+    }
+
     pub fn container_stats(&self, id: &str) -> Result<ContainerStats, CallError> {
         let request = ContainerStatsRequest {
             container_id: id.to_owned(),
@@ -290,7 +323,7 @@ impl Cri {
             }),
             verbose: false,
         };
-        let client = ImageServiceClient::new(self.channel.clone());
+        let client = ImageServiceClient::new(self.channel());
         let future = async move {
             let mut client = client;
             client.image_status(request).await
@@ -298,4 +331,19 @@ impl Cri {
         self.finish("ImageStatus", DEFAULT_DEADLINE, future)
             .map(|response| response.image)
     }
+}
+
+/// A channel to the Unix socket `socket`, connecting on first use.
+fn open_channel(runtime: &tokio::runtime::Runtime, socket: &Path) -> Channel {
+    let socket = socket.to_owned();
+    runtime.block_on(async {
+        Endpoint::try_from("http://[::]:0")
+            .expect("a valid placeholder URI")
+            .connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
+                let socket = socket.clone();
+                async move {
+                    Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(socket).await?))
+                }
+            }))
+    })
 }

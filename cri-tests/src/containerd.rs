@@ -3,13 +3,19 @@
 //! harness's network namespace from a neutral directory, with the shim's
 //! directory first on its PATH; stopped on drop.
 
+use std::ffi::OsString;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use skillbox_test_support::{require, target_dir};
 
-use crate::netns::NetNs;
+use crate::netns::{nsenter, NetNs};
+
+/// How long containerd may take to exit on SIGTERM.
+pub const STOP_LIMIT: Duration = Duration::from_secs(30);
 
 /// Selects the containerd under test: unset or `1.6` is Debian's
 /// (`containerd` on PATH), `2.1` the one `scripts/fetch-containerd.sh`
@@ -89,11 +95,40 @@ pub fn skillbox_shim() -> PathBuf {
 /// removed before: shims and runsc outlive containerd.
 #[derive(Debug)]
 pub struct Containerd {
-    process: Child,
+    process: Mutex<Child>,
+    launch: Launch,
     log: PathBuf,
     socket: PathBuf,
     /// The `ctr` that comes with this containerd.
     ctr: PathBuf,
+}
+
+/// How containerd is started, kept for [`Containerd::restart`].
+#[derive(Debug)]
+struct Launch {
+    containerd: PathBuf,
+    config: PathBuf,
+    /// PATH: the skillbox shim's directory, the binary's own shims, then
+    /// the harness's PATH.
+    path: OsString,
+    netns: PathBuf,
+}
+
+impl Launch {
+    fn spawn(&self, log: std::fs::File) -> Child {
+        // nsenter execs containerd: the child's pid is containerd's.
+        nsenter(&self.netns, &[])
+            .arg(&self.containerd)
+            .arg("--config")
+            .arg(&self.config)
+            // containerd looks for shims in its cwd before PATH.
+            .current_dir("/")
+            .env("PATH", &self.path)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting containerd under nsenter")
+    }
 }
 
 impl Containerd {
@@ -114,22 +149,13 @@ impl Containerd {
         path.extend(std::env::split_paths(
             &std::env::var_os("PATH").unwrap_or_default(),
         ));
-        // nsenter execs containerd: the child's pid is containerd's.
-        let process = netns
-            .command(&[])
-            .arg(&binary.containerd)
-            .arg("--config")
-            .arg(config)
-            // containerd looks for shims in its cwd before PATH.
-            .current_dir("/")
-            .env(
-                "PATH",
-                std::env::join_paths(path).expect("PATH entries without ':'"),
-            )
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .expect("starting containerd under nsenter");
+        let launch = Launch {
+            containerd: binary.containerd.clone(),
+            config: config.to_owned(),
+            path: std::env::join_paths(path).expect("PATH entries without ':'"),
+            netns: netns.path(),
+        };
+        let process = launch.spawn(log_file);
         let ctr = binary
             .shim_dir
             .as_ref()
@@ -140,13 +166,53 @@ impl Containerd {
                 PathBuf::from("ctr")
             });
         let containerd = Containerd {
-            process,
+            process: Mutex::new(process),
+            launch,
             log,
             socket: socket.to_owned(),
             ctr,
         };
         containerd.wait_for_socket();
         containerd
+    }
+
+    fn process(&self) -> MutexGuard<'_, Child> {
+        self.process.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// SIGTERMs containerd and waits up to [`STOP_LIMIT`] for it to exit
+    /// (its shims and their tasks live on), then starts it again on the
+    /// same config, root and state in the same network namespace, appending
+    /// to its log, and waits for its socket.
+    pub fn restart(&self) {
+        let mut process = self.process();
+        let stopped = Instant::now();
+        let pid = nix::unistd::Pid::from_raw(process.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::SIGTERM).expect("SIGTERM to containerd");
+        loop {
+            match process.try_wait().expect("waiting for containerd") {
+                Some(_) => break,
+                None if stopped.elapsed() > STOP_LIMIT => panic!(
+                    "containerd (pid {pid}) still running {STOP_LIMIT:?} after SIGTERM: {}",
+                    self.log()
+                ),
+                None => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        // A new socket, not the old one's leftover, says it is back.
+        let mut ttrpc = self.socket.clone().into_os_string();
+        ttrpc.push(".ttrpc");
+        for socket in [self.socket.as_os_str(), &ttrpc] {
+            let _ = std::fs::remove_file(socket);
+        }
+        let mut log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .expect("opening containerd.log to append");
+        let _ = writeln!(log, "--- cri-tests: containerd restarted after SIGTERM ---");
+        *process = self.launch.spawn(log);
+        drop(process);
+        self.wait_for_socket();
     }
 
     fn wait_for_socket(&self) {
@@ -168,7 +234,7 @@ impl Containerd {
 
     /// containerd's pid.
     pub fn pid(&self) -> u32 {
-        self.process.id()
+        self.process().id()
     }
 
     pub fn socket(&self) -> &Path {
@@ -191,8 +257,9 @@ impl Containerd {
 
 impl Drop for Containerd {
     fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.process.id() as i32);
+        let process = self.process.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let pid = nix::unistd::Pid::from_raw(process.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGTERM);
-        let _ = self.process.wait();
+        let _ = process.wait();
     }
 }

@@ -21,6 +21,7 @@ pub mod netns;
 pub mod node;
 pub mod pod;
 pub mod reap;
+pub mod stream;
 
 pub use check::OrFail;
 pub use client::{CallError, Cri};

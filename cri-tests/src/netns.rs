@@ -1,7 +1,7 @@
 //! The network namespace containerd runs in: the CNI bridge and every pod
 //! network live there, so nothing the tests do touches the host's network.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use skillbox_test_support::{must, require};
@@ -42,15 +42,21 @@ impl NetNs {
 
     /// `argv` run inside the namespace (`nsenter --net=…`), to add to.
     pub fn command(&self, argv: &[&str]) -> Command {
-        let mut command = Command::new("nsenter");
-        command
-            .arg(format!("--net={}", self.path().display()))
-            .arg("--")
-            .args(argv)
-            .current_dir("/")
-            .stdin(Stdio::null());
-        command
+        nsenter(&self.path(), argv)
     }
+}
+
+/// `argv` run inside the network namespace at `path` (`nsenter --net=…`),
+/// from `/`, without stdin.
+pub fn nsenter(path: &Path, argv: &[&str]) -> Command {
+    let mut command = Command::new("nsenter");
+    command
+        .arg(format!("--net={}", path.display()))
+        .arg("--")
+        .args(argv)
+        .current_dir("/")
+        .stdin(Stdio::null());
+    command
 }
 
 impl Drop for NetNs {

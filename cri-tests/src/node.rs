@@ -5,8 +5,9 @@
 //! removing any pod still there (shims and runsc outlive containerd).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use skillbox_test_support::{require, require_sandbox_prerequisites};
 
@@ -57,6 +58,11 @@ pub struct Node {
 }
 
 static SHARED: Mutex<Weak<Node>> = Mutex::new(Weak::new());
+/// How many nodes this test binary started.
+static NODES_STARTED: AtomicU32 = AtomicU32::new(0);
+/// How long the CRI plugin may take to answer again after a restart of
+/// containerd.
+pub const RESTART_LIMIT: Duration = Duration::from_secs(60);
 
 impl Node {
     /// The node of this test binary, started on first use.
@@ -88,7 +94,12 @@ impl Node {
             .tempdir()
             .expect("a temp dir");
         let path = dir.path();
-        let tag = format!("{}", std::process::id());
+        // A binary's first node is tagged with its pid, later ones (tests
+        // with a node of their own) with a count too.
+        let tag = match NODES_STARTED.fetch_add(1, Ordering::Relaxed) {
+            0 => format!("{}", std::process::id()),
+            n => format!("{}-{n}", std::process::id()),
+        };
         let network = format!("skillbox-cri-{tag}");
 
         let bin = path.join("bin");
@@ -198,6 +209,29 @@ impl Node {
 
     pub fn containerd(&self) -> &Containerd {
         &self.containerd
+    }
+
+    /// SIGTERMs this node's containerd under its running pods and starts it
+    /// again on the same config, root and state in the same network
+    /// namespace ([`Containerd::restart`]), reconnects the CRI client and
+    /// waits for the CRI plugin to answer Version. Returns how long that
+    /// took, from the SIGTERM. Every pod of the node lives through it or
+    /// not: tests that restart containerd need a node of their own
+    /// ([`Node::start`]).
+    pub fn restart_containerd(&self) -> Duration {
+        let started = Instant::now();
+        self.containerd.restart();
+        self.cri.reconnect();
+        loop {
+            match self.cri.version() {
+                Ok(_) => return started.elapsed(),
+                Err(err) if started.elapsed() > RESTART_LIMIT => panic!(
+                    "the CRI plugin did not answer {RESTART_LIMIT:?} after containerd's restart: {err}\n{}",
+                    self.log_tail(40)
+                ),
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
     }
 
     /// containerd's log so far, for failure messages.
