@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use k8s_cri::v1::*;
 
+use crate::check::OrFail;
 use crate::client::{CallError, Cri};
 use crate::images::BUSYBOX_IMAGE;
 use crate::logs::{self, LogLine};
@@ -151,6 +152,27 @@ fn pod_namespace_options() -> NamespaceOption {
 }
 
 impl Pod {
+    /// [`Pod::run`] on the test binary's shared node, failing the test with
+    /// containerd's log; prints how long RunPodSandbox took
+    /// (`cri-timing:`).
+    pub fn run_on_shared_node(handler: Handler, name: &str) -> Pod {
+        let node = Node::shared();
+        let pod = Pod::run(&node, handler, name).or_fail(&node);
+        eprintln!(
+            "cri-timing: {} RunPodSandbox {:.3?} (pod {name}, ip {})",
+            handler.name(),
+            pod.run_time,
+            pod.ip
+        );
+        pod
+    }
+
+    /// [`Pod::teardown`], failing the test with containerd's log.
+    pub fn finish(self) {
+        let node = self.node.clone();
+        self.teardown().or_fail(&node);
+    }
+
     /// RunPodSandbox of pod `name` under `handler`, then PodSandboxStatus for
     /// its IP, then the pod's hosts file (kubelet writes it once the IP is
     /// known).

@@ -33,11 +33,6 @@ fn open(node: &Arc<Node>, id: &str, cmd: &[&str], tty: bool, stdin: bool) -> Ses
     Session::open(&url, &node.netns().path(), STEP).or_fail(node)
 }
 
-fn finish(pod: Pod) {
-    let node = pod.node.clone();
-    pod.teardown().or_fail(&node);
-}
-
 /// Without a terminal: stdout and stderr apart, the exit code on the error
 /// stream.
 fn exec_stream_output_and_exit_code(handler: Handler) {
@@ -68,7 +63,7 @@ fn exec_stream_output_and_exit_code(handler: Handler) {
         .finish(STEP)
         .or_fail(node);
     assert_eq!(output.exit_code(), Ok(0), "{output:?}");
-    finish(pod);
+    pod.finish();
 }
 
 #[test]
@@ -146,7 +141,7 @@ fn exec_stream_tty_and_resize(handler: Handler) {
     let output = session.finish(STEP).or_fail(node);
     assert!(output.stdout_text().contains("bye"), "{output:?}");
     assert_eq!(output.exit_code(), Ok(0), "{output:?}");
-    finish(pod);
+    pod.finish();
 }
 
 #[test]
@@ -197,7 +192,7 @@ fn exec_stream_stdin(handler: Handler) {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    finish(pod);
+    pod.finish();
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use policy_compiler::node_config::CriSettings;
 use skillbox_cri_tests::pod::CLUSTER_DNS;
-use skillbox_cri_tests::{ContainerSpec, Handler, Node, OrFail, Pod};
+use skillbox_cri_tests::{ContainerSpec, Handler, OrFail, Pod};
 
 const EXIT_LIMIT: Duration = Duration::from_secs(30);
 /// How long after a container's last output ContainerStatus may take to
@@ -18,28 +18,10 @@ const EXIT_SEEN_LIMIT: Duration = Duration::from_secs(1);
 /// TERM, at all) StopContainer may take.
 const STOP_SLACK: Duration = Duration::from_millis(1500);
 
-/// RunPodSandbox of `name` under `handler`, failing with containerd's log.
-fn run_pod(handler: Handler, name: &str) -> Pod {
-    let node = Node::shared();
-    let pod = Pod::run(&node, handler, name).or_fail(&node);
-    eprintln!(
-        "cri-timing: {} RunPodSandbox {:.3?} (pod {name}, ip {})",
-        handler.name(),
-        pod.run_time,
-        pod.ip
-    );
-    pod
-}
-
-fn finish(pod: Pod) {
-    let node = pod.node.clone();
-    pod.teardown().or_fail(&node);
-}
-
 /// A container's stdout lands in the CRI log; its exit code 0 and then 3
 /// are reported, and how long after its last output ContainerStatus says so.
 fn stdout_and_exit_codes(handler: Handler) {
-    let mut pod = run_pod(handler, &format!("exit-{}", handler.name()));
+    let mut pod = Pod::run_on_shared_node(handler, &format!("exit-{}", handler.name()));
     for (name, code) in [("zero", 0), ("three", 3)] {
         let spec = ContainerSpec::sh(name, &format!("echo hello from {name}; exit {code}"));
         let started = Instant::now();
@@ -72,7 +54,7 @@ fn stdout_and_exit_codes(handler: Handler) {
             "exit {code} seen by ContainerStatus {seen_after:?} after the container's last output (limit {EXIT_SEEN_LIMIT:?})"
         );
     }
-    finish(pod);
+    pod.finish();
 }
 
 #[test]
@@ -89,7 +71,7 @@ fn stdout_and_exit_codes_skillbox() {
 /// the pod's DNS config, the emptyDir writable and shared with the host,
 /// /dev/termination-log, the pod's hostname.
 fn kubelet_mounts(handler: Handler) {
-    let mut pod = run_pod(handler, &format!("mounts-{}", handler.name()));
+    let mut pod = Pod::run_on_shared_node(handler, &format!("mounts-{}", handler.name()));
     let script = "cat /etc/hosts; cat /etc/resolv.conf; \
                   echo written > /scratch/out && echo emptydir-ok; \
                   echo last words > /dev/termination-log && echo termlog-ok; \
@@ -131,7 +113,7 @@ fn kubelet_mounts(handler: Handler) {
         std::fs::read_to_string(pod.termination_log("reader")).unwrap(),
         "last words\n"
     );
-    finish(pod);
+    pod.finish();
 }
 
 #[test]
@@ -146,7 +128,7 @@ fn kubelet_mounts_skillbox() {
 
 /// `readonly_rootfs: true`: a write to / fails, the emptyDir stays writable.
 fn readonly_rootfs(handler: Handler) {
-    let mut pod = run_pod(handler, &format!("readonly-{}", handler.name()));
+    let mut pod = Pod::run_on_shared_node(handler, &format!("readonly-{}", handler.name()));
     let script = "if touch /newfile; then echo root-writable; else echo root-readonly; fi; \
                   echo x > /scratch/x && echo scratch-writable";
     let spec = ContainerSpec::sh("ro", script).readonly_rootfs();
@@ -156,7 +138,7 @@ fn readonly_rootfs(handler: Handler) {
     assert_eq!(exit.code, 0, "{exit:?}; log {log:?}");
     assert!(log.iter().any(|line| line == "root-readonly"), "{log:?}");
     assert!(log.iter().any(|line| line == "scratch-writable"), "{log:?}");
-    finish(pod);
+    pod.finish();
 }
 
 #[test]
@@ -174,7 +156,7 @@ const IDLE: &str = "trap 'exit 0' TERM; echo ready; while true; do sleep 0.2; do
 
 /// ExecSync returns the command's stdout, stderr and exit code.
 fn exec_sync(handler: Handler) {
-    let mut pod = run_pod(handler, &format!("exec-{}", handler.name()));
+    let mut pod = Pod::run_on_shared_node(handler, &format!("exec-{}", handler.name()));
     let id = pod.start(&ContainerSpec::sh("idle", IDLE)).or_fail(&pod.node);
     pod.wait_log("idle", "ready", Duration::from_secs(20))
         .or_fail(&pod.node);
@@ -192,7 +174,7 @@ fn exec_sync(handler: Handler) {
     assert_eq!(String::from_utf8_lossy(&result.stdout), "out\n");
     assert_eq!(String::from_utf8_lossy(&result.stderr), "err\n");
     assert_eq!(result.exit_code, 7);
-    finish(pod);
+    pod.finish();
 }
 
 #[test]
@@ -209,7 +191,7 @@ fn exec_sync_skillbox() {
 /// stops at once with its own status; one that ignores TERM is killed when
 /// the grace period ends, not before and not long after.
 fn stop_grace_period(handler: Handler) {
-    let mut pod = run_pod(handler, &format!("stop-{}", handler.name()));
+    let mut pod = Pod::run_on_shared_node(handler, &format!("stop-{}", handler.name()));
     let polite = pod.start(&ContainerSpec::sh("polite", IDLE)).or_fail(&pod.node);
     let stubborn_script = "trap '' TERM; echo ready; while true; do sleep 0.2; done";
     let stubborn = pod
@@ -252,7 +234,7 @@ fn stop_grace_period(handler: Handler) {
          (expected between {grace:?} and {:?})",
         grace + STOP_SLACK
     );
-    finish(pod);
+    pod.finish();
 }
 
 #[test]
@@ -268,7 +250,7 @@ fn stop_grace_period_skillbox() {
 /// A container that cannot start and one that exits 3 fail alone: the pod
 /// still runs another container, and stops and is removed cleanly.
 fn failing_container_fails_alone(handler: Handler) {
-    let mut pod = run_pod(handler, &format!("failing-{}", handler.name()));
+    let mut pod = Pod::run_on_shared_node(handler, &format!("failing-{}", handler.name()));
     let missing = ContainerSpec {
         command: vec!["/bin/no-such-program".to_owned()],
         ..ContainerSpec::sh("missing", "")
@@ -293,7 +275,7 @@ fn failing_container_fails_alone(handler: Handler) {
     let exit = pod.wait_exit(&alive, EXIT_LIMIT).or_fail(&pod.node);
     assert_eq!(exit.code, 0, "{exit:?}");
     assert_eq!(pod.log_text("alive"), ["still-alive"]);
-    finish(pod);
+    pod.finish();
 }
 
 #[test]
@@ -308,7 +290,7 @@ fn failing_container_fails_alone_skillbox() {
 
 /// ContainerStats reports the container's own CPU time and memory.
 fn container_stats(handler: Handler) {
-    let mut pod = run_pod(handler, &format!("stats-{}", handler.name()));
+    let mut pod = Pod::run_on_shared_node(handler, &format!("stats-{}", handler.name()));
     let script = "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; echo ready; \
                   trap 'exit 0' TERM; while true; do sleep 0.2; done";
     let id = pod.start(&ContainerSpec::sh("busy", script)).or_fail(&pod.node);
@@ -333,7 +315,7 @@ fn container_stats(handler: Handler) {
     );
     assert!(cpu > 0, "no CPU time in {stats:?}");
     assert!(memory > 0, "no working set in {stats:?}");
-    finish(pod);
+    pod.finish();
 }
 
 #[test]
@@ -348,7 +330,7 @@ fn container_stats_skillbox() {
 
 /// UpdateContainerResources reaches the container's memory cgroup.
 fn update_container_resources(handler: Handler) {
-    let mut pod = run_pod(handler, &format!("update-{}", handler.name()));
+    let mut pod = Pod::run_on_shared_node(handler, &format!("update-{}", handler.name()));
     let id = pod.start(&ContainerSpec::sh("idle", IDLE)).or_fail(&pod.node);
     pod.wait_log("idle", "ready", Duration::from_secs(20))
         .or_fail(&pod.node);
@@ -378,7 +360,7 @@ fn update_container_resources(handler: Handler) {
         "no memory cgroup under {} has memory.limit_in_bytes = {limit}; found {limits:?}",
         pod_cgroup.display()
     );
-    finish(pod);
+    pod.finish();
 }
 
 /// Every `memory.limit_in_bytes` under `dir`, with its cgroup.
@@ -410,7 +392,7 @@ fn update_container_resources_skillbox() {
 
 /// A container over its memory limit ends with 137 and reason OOMKilled.
 fn memory_limit_oom_killed(handler: Handler) {
-    let mut pod = run_pod(handler, &format!("oom-{}", handler.name()));
+    let mut pod = Pod::run_on_shared_node(handler, &format!("oom-{}", handler.name()));
     let spec =
         ContainerSpec::sh("hog", "exec dd if=/dev/zero of=/dev/null bs=256M count=1").memory_limit(32 << 20);
     let id = pod.start(&spec).or_fail(&pod.node);
@@ -421,7 +403,7 @@ fn memory_limit_oom_killed(handler: Handler) {
         "{exit:?}; log {:?}",
         pod.log_text("hog")
     );
-    finish(pod);
+    pod.finish();
 }
 
 #[test]

@@ -12,18 +12,6 @@ const EXIT_LIMIT: Duration = Duration::from_secs(30);
 /// A shell command printing an HTTP/1.0 GET of `/`, to pipe into `nc`.
 const GET: &str = r"printf 'GET / HTTP/1.0\r\n\r\n'";
 
-fn run_pod(handler: Handler, name: &str) -> Pod {
-    let node = Node::shared();
-    let pod = Pod::run(&node, handler, name).or_fail(&node);
-    eprintln!(
-        "cri-timing: {} RunPodSandbox {:.3?} (pod {name}, ip {})",
-        handler.name(),
-        pod.run_time,
-        pod.ip
-    );
-    pod
-}
-
 /// An HTTP GET of `/` on `ip`:`port` from the node's network namespace,
 /// retried for up to `limit`; the body, or the last answer.
 fn fetch_from_node(node: &Node, ip: &str, port: u16, limit: Duration) -> Result<String, String> {
@@ -51,7 +39,7 @@ fn fetch_from_node(node: &Node, ip: &str, port: u16, limit: Duration) -> Result<
 
 /// A server in the app container answers on the pod IP.
 fn pod_ip_answers(handler: Handler) {
-    let mut pod = run_pod(handler, &format!("ip-{}", handler.name()));
+    let mut pod = Pod::run_on_shared_node(handler, &format!("ip-{}", handler.name()));
     assert!(
         pod.ip.starts_with("10.88."),
         "pod IP {:?} not from the CNI subnet",
@@ -61,8 +49,7 @@ fn pod_ip_answers(handler: Handler) {
     pod.start(&ContainerSpec::sh("web", script)).or_fail(&pod.node);
     let body = fetch_from_node(&pod.node, &pod.ip, 8080, Duration::from_secs(20)).or_fail(&pod.node);
     assert_eq!(body, format!("served-by-{}\n", pod.name));
-    let node = pod.node.clone();
-    pod.teardown().or_fail(&node);
+    pod.finish();
 }
 
 #[test]
@@ -78,7 +65,7 @@ fn pod_ip_answers_skillbox() {
 /// Two containers of one pod: a client reaches the other's server on
 /// 127.0.0.1.
 fn containers_share_localhost(handler: Handler) {
-    let mut pod = run_pod(handler, &format!("localhost-{}", handler.name()));
+    let mut pod = Pod::run_on_shared_node(handler, &format!("localhost-{}", handler.name()));
     let server = "mkdir -p /scratch/www && echo over-localhost > /scratch/www/index.html; \
                   exec httpd -f -p 8081 -h /scratch/www";
     pod.start(&ContainerSpec::sh("server", server)).or_fail(&pod.node);
@@ -93,8 +80,7 @@ fn containers_share_localhost(handler: Handler) {
     let log = pod.log_text("client");
     assert_eq!(exit.code, 0, "{exit:?}; client log {log:?}");
     assert!(log.iter().any(|line| line == "over-localhost"), "{log:?}");
-    let node = pod.node.clone();
-    pod.teardown().or_fail(&node);
+    pod.finish();
 }
 
 #[test]

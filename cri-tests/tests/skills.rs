@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use skillbox_cri_tests::images::{GREEDY_SKILL_IMAGE, SKILL_IMAGE};
-use skillbox_cri_tests::{ContainerSpec, Handler, Node, OrFail, Pod};
+use skillbox_cri_tests::{ContainerSpec, Handler, OrFail, Pod};
 
 /// A container of `image` running its own entrypoint.
 fn from_image(name: &str, image: &str) -> ContainerSpec {
@@ -20,19 +20,9 @@ fn from_image(name: &str, image: &str) -> ContainerSpec {
     }
 }
 
-fn run_pod(handler: Handler, name: &str) -> Pod {
-    let node = Node::shared();
-    Pod::run(&node, handler, name).or_fail(&node)
-}
-
-fn finish(pod: Pod) {
-    let node = pod.node.clone();
-    pod.teardown().or_fail(&node);
-}
-
 #[test]
 fn a_skill_image_runs_under_its_own_policy_skillbox() {
-    let mut pod = run_pod(Handler::Skillbox, "skill-skillbox");
+    let mut pod = Pod::run_on_shared_node(Handler::Skillbox, "skill-skillbox");
     let id = pod.start(&from_image("skill", SKILL_IMAGE)).or_fail(&pod.node);
     // The policy's 2 s timeout ends it long before its `sleep 30`.
     let exit = pod.wait_exit(&id, Duration::from_secs(20)).or_fail(&pod.node);
@@ -62,26 +52,26 @@ fn a_skill_image_runs_under_its_own_policy_skillbox() {
         "{start}"
     );
     assert!(audit.lines().any(|line| line.contains("\"timeout\"")), "{audit}");
-    finish(pod);
+    pod.finish();
 }
 
 #[test]
 fn a_skill_image_runs_under_its_own_policy_runc() {
     // The control: the image is an ordinary image whose entrypoint runs as
     // its user; nothing enforces the skill's policy.
-    let mut pod = run_pod(Handler::Runc, "skill-runc");
+    let mut pod = Pod::run_on_shared_node(Handler::Runc, "skill-runc");
     pod.start(&from_image("skill", SKILL_IMAGE)).or_fail(&pod.node);
     pod.wait_log("skill", "ready", Duration::from_secs(20))
         .or_fail(&pod.node);
     let log = pod.log_text("skill");
     assert!(log.iter().any(|l| l == "uid=65534"), "{log:?}");
     assert!(!log.iter().any(|l| l == "out-ok"), "runc made /out: {log:?}");
-    finish(pod);
+    pod.finish();
 }
 
 #[test]
 fn a_skill_above_the_ceiling_fails_to_start_naming_why_skillbox() {
-    let mut pod = run_pod(Handler::Skillbox, "greedy-skillbox");
+    let mut pod = Pod::run_on_shared_node(Handler::Skillbox, "greedy-skillbox");
     let err = pod
         .start(&from_image("greedy", GREEDY_SKILL_IMAGE))
         .expect_err("a skill above the ceiling started")
@@ -96,5 +86,5 @@ fn a_skill_above_the_ceiling_fails_to_start_naming_why_skillbox() {
         .or_fail(&pod.node);
     let exit = pod.wait_exit(&id, Duration::from_secs(20)).or_fail(&pod.node);
     assert_eq!(exit.code, 0, "{exit:?}");
-    finish(pod);
+    pod.finish();
 }
