@@ -29,6 +29,25 @@ use crate::update::limits_within_ceiling;
 #[cfg(test)]
 mod tests;
 
+/// How long a TaskExit waits for the Kills of its container being served.
+const KILL_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// One Kill being served, counted while it lives.
+struct KillInFlight(watch::Sender<usize>);
+
+impl KillInFlight {
+    fn start(count: watch::Sender<usize>) -> KillInFlight {
+        count.send_modify(|in_flight| *in_flight += 1);
+        KillInFlight(count)
+    }
+}
+
+impl Drop for KillInFlight {
+    fn drop(&mut self) {
+        self.0.send_modify(|in_flight| *in_flight -= 1);
+    }
+}
+
 /// How long TaskDelete waits for the container's TaskExit to go out (it is
 /// sent as soon as the exit is recorded, which Delete waits for).
 const EXIT_REPORT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -45,6 +64,11 @@ pub struct TaskService<I: Instance = Container> {
     /// Per container, whether its TaskExit went out: TaskDelete waits for
     /// it, so containerd always sees the exit first.
     exits_reported: Arc<Mutex<HashMap<String, watch::Receiver<bool>>>>,
+    /// Per container, how many Kills of its init process are being served:
+    /// its TaskExit waits for them, so containerd gets a Kill's answer
+    /// before it deletes the task and closes the connection (`runsc kill`
+    /// can outlast the process it ends).
+    kills_in_flight: Arc<Mutex<HashMap<String, watch::Sender<usize>>>>,
     exit: Arc<ExitSignal>,
     events: Arc<dyn EventSink>,
 }
@@ -57,6 +81,7 @@ impl<I: Instance> Clone for TaskService<I> {
             config: Arc::clone(&self.config),
             containers: Arc::clone(&self.containers),
             exits_reported: Arc::clone(&self.exits_reported),
+            kills_in_flight: Arc::clone(&self.kills_in_flight),
             exit: Arc::clone(&self.exit),
             events: Arc::clone(&self.events),
         }
@@ -124,6 +149,7 @@ impl<I: Instance> TaskService<I> {
             config: Arc::new(Mutex::new(None)),
             containers: Arc::new(Mutex::new(HashMap::new())),
             exits_reported: Arc::new(Mutex::new(HashMap::new())),
+            kills_in_flight: Arc::new(Mutex::new(HashMap::new())),
             exit,
             events,
         }
@@ -179,11 +205,16 @@ impl<I: Instance> TaskService<I> {
         let events = Arc::clone(&self.events);
         let (reported, receiver) = watch::channel(false);
         lock(&self.exits_reported).insert(container.id().to_owned(), receiver);
+        let mut kills = self.kills_of(container.id()).subscribe();
         tokio::spawn(async move {
             let Ok(exit) = container.wait("").await else {
                 return;
             };
             let id = container.id().to_owned();
+            let answered = kills.wait_for(|in_flight| *in_flight == 0);
+            if tokio::time::timeout(KILL_ANSWER_WAIT, answered).await.is_err() {
+                tracing::warn!(%id, "TaskExit sent while a Kill is still being served");
+            }
             if exit.outcome == Outcome::Oom {
                 events.send(TaskEvent::Oom { id: id.clone() }).await;
             }
@@ -383,8 +414,20 @@ impl<I: Instance> TaskService<I> {
 
     pub async fn task_kill(&self, req: api::KillRequest) -> TtrpcResult<api::Empty> {
         let container = self.container(&req.id)?;
+        let _serving = req
+            .exec_id
+            .is_empty()
+            .then(|| KillInFlight::start(self.kills_of(&req.id)));
         blocking(move || container.kill(&req.exec_id, req.signal, req.all)).await??;
         Ok(api::Empty::new())
+    }
+
+    /// The count of container `id`'s Kills being served.
+    fn kills_of(&self, id: &str) -> watch::Sender<usize> {
+        lock(&self.kills_in_flight)
+            .entry(id.to_owned())
+            .or_insert_with(|| watch::channel(0).0)
+            .clone()
     }
 
     pub async fn task_delete(&self, req: api::DeleteRequest) -> TtrpcResult<api::DeleteResponse> {
@@ -437,6 +480,7 @@ impl<I: Instance> TaskService<I> {
             containers.remove(id);
             containers.is_empty()
         };
+        lock(&self.kills_in_flight).remove(id);
         // The namespace's runsc root goes with its last container (a root
         // other shims still use is not empty, and stays).
         if last {

@@ -42,6 +42,9 @@ struct Fake {
     deadline: Option<Duration>,
     /// How often the deadline ended it.
     expired: AtomicU32,
+    /// From a bundle file `kill-outlasts-ms`: Kill ends the process at once
+    /// but returns only after this long (as `runsc kill` can).
+    kill_outlasts: Option<Duration>,
     execs: Mutex<HashMap<String, FakeProcess>>,
 }
 
@@ -68,6 +71,10 @@ impl Fake {
                 .and_then(|ms| ms.trim().parse().ok())
                 .map(Duration::from_millis),
             expired: AtomicU32::new(0),
+            kill_outlasts: std::fs::read_to_string(request.spec.bundle().join("kill-outlasts-ms"))
+                .ok()
+                .and_then(|ms| ms.trim().parse().ok())
+                .map(Duration::from_millis),
             execs: Mutex::new(HashMap::new()),
         }
     }
@@ -164,6 +171,9 @@ impl Instance for Fake {
             },
         };
         process.state.record(exit);
+        if let Some(outlasts) = self.kill_outlasts {
+            std::thread::sleep(outlasts);
+        }
         Ok(())
     }
 
@@ -436,6 +446,44 @@ async fn a_task_is_created_started_killed_and_deleted_with_its_events_in_order()
         .await
         .unwrap();
 }
+
+/// containerd deletes a task when its TaskExit arrives and closes the
+/// connection: a Kill still being served then never gets its answer
+/// (StopContainer fails with `ttrpc: closed`). The TaskExit waits for it.
+#[tokio::test]
+async fn a_task_exit_waits_for_the_kill_being_served() {
+    let shim = Harness::new();
+    let bundle = shim.bundle("slow-kill", json!({}));
+    std::fs::write(bundle.join("kill-outlasts-ms"), "300").unwrap();
+    shim.create("c1", &bundle).await.unwrap();
+    shim.start("c1", "").await.unwrap();
+    let killing = {
+        let service = shim.service.clone();
+        tokio::spawn(async move {
+            let request = api::KillRequest {
+                id: "c1".to_owned(),
+                signal: 9,
+                ..Default::default()
+            };
+            service.task_kill(request).await.unwrap();
+            lock(&KILL_ANSWERED).replace(std::time::Instant::now());
+        })
+    };
+    let exit_seen = loop {
+        if shim.events(3).await.len() >= 3 {
+            break std::time::Instant::now();
+        }
+    };
+    killing.await.unwrap();
+    let answered = lock(&KILL_ANSWERED).expect("the kill was answered");
+    assert!(
+        answered <= exit_seen,
+        "TaskExit went out before the Kill was answered"
+    );
+    assert_eq!(shim.events(3).await, ["create c1", "start c1", "exit c1 c1 137"]);
+}
+
+static KILL_ANSWERED: Mutex<Option<std::time::Instant>> = Mutex::new(None);
 
 #[tokio::test]
 async fn illegal_transitions_and_duplicate_ids_are_refused() {
