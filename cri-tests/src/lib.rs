@@ -21,8 +21,9 @@ pub mod netns;
 pub mod node;
 pub mod pod;
 pub mod reap;
+pub mod runsc_as_runc;
 
 pub use check::OrFail;
 pub use client::{CallError, Cri};
-pub use node::{Handler, Node};
+pub use node::{Handler, Node, NodeOptions};
 pub use pod::{ContainerSpec, Exit, Pod};
