@@ -8,6 +8,12 @@
 //! so each container, pause included, gets a gVisor sandbox of its own —
 //! the only way runsc runs pods behind the runc shim.
 //!
+//! One message is translated: once a container's only process has exited,
+//! its sandbox is gone, and `runsc kill` fails with "sandbox is not
+//! running" where runc says "container not running" — the words the runc
+//! shim takes for "already exited". Without them containerd's CRI fails to
+//! handle the exit (it kills before it deletes) and never reports it.
+//!
 //! The decisions are pure functions of the arguments and the spec; the
 //! binary `runsc-as-runc` reads and writes the spec and execs runsc.
 
@@ -22,9 +28,37 @@ pub const RUNSC_FLAGS: &[&str] = &["--network=host", "--platform=ptrace"];
 pub const GROUPING_ANNOTATIONS: &[&str] =
     &["io.kubernetes.cri.container-type", "io.kubernetes.cri.sandbox-id"];
 
+/// runc's global flags that take a value (`--root <dir>`…).
+const GLOBAL_FLAGS_WITH_VALUE: &[&str] = &["--root", "--log", "--log-format", "--criu"];
+
+/// The subcommand in runc's arguments: the first that is neither a global
+/// flag nor its value.
+pub fn subcommand(args: &[String]) -> Option<&str> {
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        if GLOBAL_FLAGS_WITH_VALUE.contains(&arg.as_str()) {
+            args.next();
+        } else if !arg.starts_with('-') {
+            return Some(arg);
+        }
+    }
+    None
+}
+
+/// What to add to a failed `runsc kill`'s output so that the runc shim
+/// reads it as runc's "the container has exited already".
+pub fn runc_kill_error(output: &str) -> Option<&'static str> {
+    output
+        .contains("is not running")
+        .then_some("container not running")
+}
+
 /// The bundle directory of a `create` call (`… create --bundle <dir> …` or
 /// `--bundle=<dir>`, `-b` too); `None` for any other subcommand.
 pub fn create_bundle(args: &[String]) -> Option<PathBuf> {
+    if subcommand(args) != Some("create") {
+        return None;
+    }
     let create = args.iter().position(|arg| arg == "create")?;
     let rest = &args[create + 1..];
     rest.iter().enumerate().find_map(|(i, arg)| {
@@ -94,6 +128,36 @@ mod tests {
         );
         assert_eq!(create_bundle(&strings(&["--root", "/r", "start", "abc"])), None);
         assert_eq!(create_bundle(&strings(&["delete", "--force", "abc"])), None);
+    }
+
+    #[test]
+    fn the_subcommand_after_runcs_global_flags() {
+        let args = strings(&[
+            "--root",
+            "/r",
+            "--log",
+            "/b/log.json",
+            "--log-format",
+            "json",
+            "kill",
+            "abc",
+            "9",
+        ]);
+        assert_eq!(subcommand(&args), Some("kill"));
+        assert_eq!(
+            subcommand(&strings(&["--systemd-cgroup", "delete", "x"])),
+            Some("delete")
+        );
+        assert_eq!(subcommand(&strings(&["--root", "create"])), None);
+    }
+
+    #[test]
+    fn an_exited_sandbox_reads_as_runcs_exited_container() {
+        assert_eq!(
+            runc_kill_error("sandbox is not running\n"),
+            Some("container not running")
+        );
+        assert_eq!(runc_kill_error("container \"x\" does not exist"), None);
     }
 
     #[test]

@@ -1,13 +1,15 @@
 //! What containerd's runc shim runs as its runc for the benchmark's
 //! `runc-runsc` handler: runsc with its own flags, each container in a
-//! sandbox of its own ([`skillbox_cri_tests::runsc_as_runc`]). Exits 1 with
+//! sandbox of its own, a failed `kill` of an exited one in runc's words
+//! ([`skillbox_cri_tests::runsc_as_runc`]). Exits 1 with
 //! a message on stderr (which the runc shim passes on) when the bundle's
 //! spec cannot be read or written.
 
+use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitCode};
 
-use skillbox_cri_tests::runsc_as_runc::{create_bundle, runsc_args, ungroup};
+use skillbox_cri_tests::runsc_as_runc::{create_bundle, runc_kill_error, runsc_args, subcommand, ungroup};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -16,6 +18,9 @@ fn main() -> ExitCode {
             eprintln!("runsc-as-runc: {err}");
             return ExitCode::FAILURE;
         }
+    }
+    if subcommand(&args) == Some("kill") {
+        return kill(&args);
     }
     let err = Command::new("runsc").args(runsc_args(&args)).exec();
     eprintln!("runsc-as-runc: running runsc: {err}");
@@ -32,4 +37,30 @@ fn ungroup_bundle(config: &std::path::Path) -> Result<(), String> {
         std::fs::write(config, text).map_err(|err| format!("writing {}: {err}", config.display()))?;
     }
     Ok(())
+}
+
+/// `runsc kill`, its output passed on, plus runc's words when the sandbox
+/// has exited already.
+fn kill(args: &[String]) -> ExitCode {
+    let output = match Command::new("runsc").args(runsc_args(args)).output() {
+        Ok(output) => output,
+        Err(err) => {
+            eprintln!("runsc-as-runc: running runsc: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let _ = std::io::stdout().write_all(&output.stdout);
+    let _ = std::io::stderr().write_all(&output.stderr);
+    if output.status.success() {
+        return ExitCode::SUCCESS;
+    }
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    if let Some(words) = runc_kill_error(&text) {
+        eprintln!("{words}");
+    }
+    ExitCode::from(output.status.code().unwrap_or(1).clamp(1, 255) as u8)
 }

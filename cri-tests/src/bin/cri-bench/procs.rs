@@ -9,20 +9,30 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
-/// One process: its pid, parent and arguments.
+/// One process: its pid, parent, arguments and command name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Process {
     pub pid: i32,
     pub ppid: i32,
     pub argv: Vec<String>,
+    /// `/proc/<pid>/comm`.
+    pub comm: String,
 }
 
 impl Process {
     /// What the process is, by its `argv[0]`'s file name
-    /// (`containerd-shim-runc-v2`, `runsc-sandbox`, `runsc-gofer`, `pause`…).
+    /// (`containerd-shim-runc-v2`, `runsc-sandbox`, `runsc-gofer`, `pause`…),
+    /// with the subcommand for `runsc`, or `[comm]` without arguments (gVisor's
+    /// ptrace stubs).
     pub fn kind(&self) -> String {
-        let first = self.argv.first().map(String::as_str).unwrap_or("?");
-        first.rsplit('/').next().unwrap_or(first).to_owned()
+        let Some(first) = self.argv.first() else {
+            return format!("[{}]", self.comm);
+        };
+        let name = first.rsplit('/').next().unwrap_or(first);
+        match self.argv[1..].iter().find(|arg| !arg.starts_with('-')) {
+            Some(subcommand) if name == "runsc" => format!("runsc {subcommand}"),
+            _ => name.to_owned(),
+        }
     }
 }
 
@@ -58,7 +68,13 @@ pub fn table() -> Vec<Process> {
             .filter(|arg| !arg.is_empty())
             .map(|arg| String::from_utf8_lossy(arg).into_owned())
             .collect();
-        processes.push(Process { pid, ppid, argv });
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        processes.push(Process {
+            pid,
+            ppid,
+            argv,
+            comm: comm.trim().to_owned(),
+        });
     }
     processes
 }
@@ -158,6 +174,7 @@ mod tests {
             pid,
             ppid,
             argv: argv.iter().map(|arg| (*arg).to_owned()).collect(),
+            comm: "exe".to_owned(),
         }
     }
 
@@ -193,6 +210,11 @@ mod tests {
         assert_eq!(pids, [20, 21, 22, 23, 30, 31]);
         assert_eq!(table[2].kind(), "containerd-shim-runc-v2");
         assert_eq!(table[3].kind(), "pause");
+        assert_eq!(
+            process(50, 1, &["runsc", "--root=/r", "wait", "x"]).kind(),
+            "runsc wait"
+        );
+        assert_eq!(process(51, 30, &[]).kind(), "[exe]");
     }
 
     #[test]
