@@ -27,7 +27,8 @@
 # /run/skillbox/shim/k8s.io: the CRI suite (cargo test -p skillbox-cri-tests)
 # shares it, so do not run both at once.
 #
-#   bash bench/cri.sh        (env: PODS=20 WARMUP=2 MEM_PODS=50 PARALLEL=MEM_PODS SETTLE_MS=3000)
+#   bash bench/cri.sh        (env: PODS=20 WARMUP=2 MEM_PODS=50 PARALLEL=MEM_PODS
+#                          STOP_PARALLEL=PARALLEL SETTLE_MS=3000)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/common.sh
@@ -38,6 +39,7 @@ pods="${PODS:-20}"
 warmup="${WARMUP:-2}"
 mem_pods="${MEM_PODS:-50}"
 parallel="${PARALLEL:-$mem_pods}"
+stop_parallel="${STOP_PARALLEL:-$parallel}"
 settle_ms="${SETTLE_MS:-3000}"
 target="${CARGO_TARGET_DIR:-$PWD/target}"
 
@@ -59,4 +61,4 @@ fi
 # cri-bench prints its own sections (setup, progress, results) and removes
 # everything it started; it exits non-zero if anything failed or was left.
 "$target/release/cri-bench" --pods "$pods" --warmup "$warmup" --mem-pods "$mem_pods" \
-    --parallel "$parallel" --settle-ms "$settle_ms"
+    --parallel "$parallel" --stop-parallel "$stop_parallel" --settle-ms "$settle_ms"

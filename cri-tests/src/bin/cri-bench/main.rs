@@ -45,14 +45,16 @@ pub struct Params {
     pub warmup: usize,
     /// Pods at once for the memory figure.
     pub mem_pods: usize,
-    /// Workers starting and removing them.
+    /// Workers starting them.
     pub parallel: usize,
+    /// Workers removing them.
+    pub stop_parallel: usize,
     /// How long the pods run before their memory is read.
     pub settle: Duration,
 }
 
 const USAGE: &str = "usage: cri-bench [--pods N (20)] [--warmup N (2)] [--mem-pods N (50)] \
-                     [--parallel N (= --mem-pods)] [--settle-ms N (3000)]";
+                     [--parallel N (= --mem-pods)] [--stop-parallel N (= --parallel)] [--settle-ms N (3000)]";
 
 fn parse_args(args: &[String]) -> Result<Params, String> {
     let mut params = Params {
@@ -60,6 +62,7 @@ fn parse_args(args: &[String]) -> Result<Params, String> {
         warmup: 2,
         mem_pods: 50,
         parallel: 0,
+        stop_parallel: 0,
         settle: Duration::from_millis(3000),
     };
     let mut args = args.iter();
@@ -74,6 +77,7 @@ fn parse_args(args: &[String]) -> Result<Params, String> {
             "--warmup" => params.warmup = value,
             "--mem-pods" => params.mem_pods = value,
             "--parallel" => params.parallel = value,
+            "--stop-parallel" => params.stop_parallel = value,
             "--settle-ms" => params.settle = Duration::from_millis(value as u64),
             _ => return Err(format!("unknown argument {flag}")),
         }
@@ -83,6 +87,9 @@ fn parse_args(args: &[String]) -> Result<Params, String> {
     }
     if params.parallel == 0 {
         params.parallel = params.mem_pods;
+    }
+    if params.stop_parallel == 0 {
+        params.stop_parallel = params.parallel;
     }
     Ok(params)
 }
@@ -130,25 +137,46 @@ fn run(params: &Params, wrapper: PathBuf) -> Result<(), String> {
     let dir = node.dir().to_owned();
     let netns = node.netns().name().to_owned();
     let result = measure::all(&node, params, &HANDLERS);
+    let mut problems: Vec<String> = match &result {
+        Ok(figures) => figures
+            .crowds
+            .iter()
+            .flat_map(|(_, crowd)| crowd.problems.clone())
+            .collect(),
+        Err(err) => vec![err.clone()],
+    };
+    if !problems.is_empty() {
+        // containerd's log (the shims' logs with it) goes with the node.
+        let kept = std::env::temp_dir().join(format!("cri-bench-containerd-{}.log", std::process::id()));
+        match std::fs::write(&kept, node.log()) {
+            Ok(()) => problems.push(format!("containerd's log is kept in {}", kept.display())),
+            Err(err) => problems.push(format!("keeping containerd's log in {}: {err}", kept.display())),
+        }
+    }
     // Every pod is gone by now, measured or not: the node is the last owner.
     match Arc::try_unwrap(node) {
         Ok(node) => drop(node),
         Err(_) => return Err("a pod still holds the node".to_owned()),
     }
     let left = measure::node_leftovers(&dir, &netns);
-    let figures = result?;
-    report::results(params, &figures);
+    if let Ok(figures) = &result {
+        report::results(params, figures);
+    }
     if left.is_empty() {
         println!(
             "\nnothing left behind: no process names {}, it and netns {netns} are gone",
             dir.display()
         );
-        Ok(())
     } else {
-        Err(format!(
+        problems.push(format!(
             "left behind after the node stopped:\n  {}",
             left.join("\n  ")
-        ))
+        ));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("\n"))
     }
 }
 
@@ -178,7 +206,14 @@ mod tests {
         .unwrap();
         assert_eq!((params.pods, params.mem_pods, params.parallel), (5, 10, 10));
         assert_eq!(params.settle, Duration::from_millis(500));
-        assert_eq!(parse_args(&strings(&["--parallel", "4"])).unwrap().parallel, 4);
+        let params = parse_args(&strings(&["--parallel", "4"])).unwrap();
+        assert_eq!((params.parallel, params.stop_parallel), (4, 4));
+        assert_eq!(
+            parse_args(&strings(&["--stop-parallel", "1"]))
+                .unwrap()
+                .stop_parallel,
+            1
+        );
         assert!(parse_args(&strings(&["--pods"])).is_err());
         assert!(parse_args(&strings(&["--pods", "x"])).is_err());
         assert!(parse_args(&strings(&["--pods", "0"])).is_err());

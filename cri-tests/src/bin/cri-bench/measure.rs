@@ -45,6 +45,9 @@ pub struct Crowd {
     pub cgroup_bytes: Vec<u64>,
     /// Stopping and removing all of them.
     pub teardown_all: Duration,
+    /// What failed in the teardown or was left after it: the figures stand,
+    /// the run fails.
+    pub problems: Vec<String>,
 }
 
 /// Everything measured, per handler in the order given.
@@ -89,21 +92,26 @@ pub fn all(node: &Arc<Node>, params: &Params, handlers: &[Handler]) -> Result<Fi
     }
 
     report::section(&format!(
-        "{} pods at once per handler ({} workers)",
-        params.mem_pods, params.parallel
+        "{} pods at once per handler ({} workers starting them, {} removing them)",
+        params.mem_pods, params.parallel, params.stop_parallel
     ));
     let mut crowds = Vec::new();
     for handler in handlers {
         let crowd = crowd(node, *handler, params)?;
         let pss: u64 = crowd.processes.iter().map(|(_, memory)| memory.pss_kb).sum();
         println!(
-            "{}: all {} running after {:.2} s; {} processes, PSS {} kB in all; torn down in {:.2} s, nothing left",
+            "{}: all {} running after {:.2} s; {} processes, PSS {} kB in all; torn down in {:.2} s, {}",
             handler.name(),
             crowd.pods,
             crowd.start_all.as_secs_f64(),
             crowd.processes.len(),
             pss,
-            crowd.teardown_all.as_secs_f64()
+            crowd.teardown_all.as_secs_f64(),
+            if crowd.problems.is_empty() {
+                "nothing left".to_owned()
+            } else {
+                format!("{} PROBLEMS (below)", crowd.problems.len())
+            }
         );
         crowds.push((*handler, crowd));
     }
@@ -166,49 +174,52 @@ fn crowd(node: &Arc<Node>, handler: Handler, params: &Params) -> Result<Crowd, S
     });
     let start_all = started.elapsed();
     let mut pods = Vec::new();
-    let mut errors = Vec::new();
+    let mut errors: Vec<String> = Vec::new();
     for result in results {
         match result {
             Ok(pod) => pods.push(pod),
             Err(err) => errors.push(err),
         }
     }
-    let mut measured = Vec::new();
-    let mut cgroup_bytes = Vec::new();
-    if errors.is_empty() {
-        std::thread::sleep(params.settle);
-        let table = procs::table();
-        let exclude = [node.containerd().pid() as i32, std::process::id() as i32];
-        for process in procs::naming_and_descendants(&table, node.dir(), &exclude) {
-            if let Some(memory) = procs::memory(process.pid) {
-                measured.push((process.kind(), memory));
-            }
-        }
-        cgroup_bytes = pods
-            .iter()
-            .filter_map(|pod| procs::cgroup_memory(&cgroup_parent(&pod.uid)))
-            .collect();
-    }
-    let traces: Vec<PodTraces> = pods.iter().map(Pod::traces).collect();
-    let stopping = Instant::now();
-    let teardowns = in_parallel(pods, params.parallel, Pod::teardown);
-    let teardown_all = stopping.elapsed();
-    errors.extend(teardowns.into_iter().filter_map(Result::err));
     if let Some(first) = errors.first() {
+        // The pods that started are removed as they drop.
         return Err(format!(
-            "{} of {} {} pods failed; the first: {first}",
+            "{} of {} {} pods did not start; the first: {first}",
             errors.len(),
             params.mem_pods,
             handler.name()
         ));
     }
-    gone(node, &traces)?;
+    std::thread::sleep(params.settle);
+    let table = procs::table();
+    let exclude = [node.containerd().pid() as i32, std::process::id() as i32];
+    let measured: Vec<(String, Memory)> = procs::naming_and_descendants(&table, node.dir(), &exclude)
+        .into_iter()
+        .filter_map(|process| Some((process.kind(), procs::memory(process.pid)?)))
+        .collect();
+    let cgroup_bytes = pods
+        .iter()
+        .filter_map(|pod| procs::cgroup_memory(&cgroup_parent(&pod.uid)))
+        .collect();
+    let traces: Vec<PodTraces> = pods.iter().map(Pod::traces).collect();
+    let stopping = Instant::now();
+    let teardowns = in_parallel(pods, params.stop_parallel, Pod::teardown);
+    let teardown_all = stopping.elapsed();
+    let mut problems: Vec<String> = teardowns
+        .into_iter()
+        .filter_map(Result::err)
+        .map(|err| format!("{} teardown: {err}", handler.name()))
+        .collect();
+    if let Err(err) = gone(node, &traces) {
+        problems.push(format!("{}: {err}", handler.name()));
+    }
     Ok(Crowd {
         pods: params.mem_pods,
         start_all,
         processes: measured,
         cgroup_bytes,
         teardown_all,
+        problems,
     })
 }
 
