@@ -1,6 +1,7 @@
 //! The files the private containerd reads, rendered by pure functions: its
 //! config (version 2, CRI plugin on, runtime handlers `runc` and
-//! `skillbox`), the CNI network list and the skillbox node config.
+//! `skillbox`, and `runc-runsc` when the benchmark asks for it), the CNI
+//! network list and the skillbox node config.
 
 use std::path::Path;
 
@@ -8,6 +9,9 @@ use std::path::Path;
 pub const RUNC_HANDLER: &str = "runc";
 /// The runtime handler of skillbox pods, as a RuntimeClass names it.
 pub const SKILLBOX_HANDLER: &str = "skillbox";
+/// The benchmark's baseline handler: containerd's runc shim running runsc
+/// (through a wrapper) as its OCI runtime, one gVisor sandbox per container.
+pub const RUNC_RUNSC_HANDLER: &str = "runc-runsc";
 /// The runtime type containerd turns into `containerd-shim-skillbox-v1`.
 pub const SKILLBOX_RUNTIME_TYPE: &str = "io.containerd.skillbox.v1";
 /// Where Debian's `containernetworking-plugins` installs the plugins.
@@ -20,6 +24,18 @@ pub struct Layout<'a> {
     pub sandbox_image: &'a str,
     /// The skillbox node config the shim reads (`ConfigPath`).
     pub node_config: &'a Path,
+    /// The `runc-runsc` handler, if wanted (only the benchmark does).
+    pub runc_runsc: Option<RuncRunsc<'a>>,
+}
+
+/// containerd's runc shim with runsc behind it: `BinaryName` is the
+/// program the shim calls as its runc (a wrapper adding runsc's own flags),
+/// `Root` where that runtime keeps its state (`<root>/k8s.io`), apart from
+/// runc's.
+#[derive(Debug, Clone)]
+pub struct RuncRunsc<'a> {
+    pub binary: &'a Path,
+    pub root: &'a Path,
 }
 
 impl Layout<'_> {
@@ -41,6 +57,24 @@ pub fn containerd_config(layout: &Layout) -> String {
     let dir = layout.dir.display();
     let cri = "plugins.\"io.containerd.grpc.v1.cri\"";
     let runtimes = format!("{cri}.containerd.runtimes");
+    let runc_runsc = layout
+        .runc_runsc
+        .as_ref()
+        .map(|handler| {
+            format!(
+                r#"
+[{runtimes}.{RUNC_RUNSC_HANDLER}]
+  runtime_type = "io.containerd.runc.v2"
+
+[{runtimes}.{RUNC_RUNSC_HANDLER}.options]
+  BinaryName = "{binary}"
+  Root = "{root}"
+"#,
+                binary = handler.binary.display(),
+                root = handler.root.display(),
+            )
+        })
+        .unwrap_or_default();
     format!(
         r#"version = 2
 root = "{dir}/root"
@@ -71,7 +105,7 @@ state = "{dir}/state"
 
 [{runtimes}.{SKILLBOX_HANDLER}.options]
   ConfigPath = "{node_config}"
-
+{runc_runsc}
 [{cri}.cni]
   bin_dir = "{CNI_BIN_DIR}"
   conf_dir = "{conf_dir}"
@@ -131,6 +165,7 @@ mod tests {
             dir: Path::new("/tmp/h"),
             sandbox_image: "localhost/skillbox-cri/pause:1",
             node_config: Path::new("/tmp/h/node.toml"),
+            runc_runsc: None,
         };
         let config = containerd_config(&layout);
         let parsed: toml::Value = toml::from_str(&config).unwrap();
@@ -149,6 +184,33 @@ mod tests {
             Some("/tmp/h/node.toml")
         );
         assert_eq!(parsed["grpc"]["address"].as_str(), Some("/tmp/h/containerd.sock"));
+        assert!(runtimes.get(RUNC_RUNSC_HANDLER).is_none());
+    }
+
+    #[test]
+    fn the_benchmark_adds_the_runc_shim_driving_runsc() {
+        let layout = Layout {
+            dir: Path::new("/tmp/h"),
+            sandbox_image: "localhost/skillbox-cri/pause:1",
+            node_config: Path::new("/tmp/h/node.toml"),
+            runc_runsc: Some(RuncRunsc {
+                binary: Path::new("/t/release/runsc-as-runc"),
+                root: Path::new("/tmp/h/runsc-runc"),
+            }),
+        };
+        let parsed: toml::Value = toml::from_str(&containerd_config(&layout)).unwrap();
+        let runtimes = &parsed["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"];
+        let handler = &runtimes[RUNC_RUNSC_HANDLER];
+        assert_eq!(handler["runtime_type"].as_str(), Some("io.containerd.runc.v2"));
+        assert_eq!(
+            handler["options"]["BinaryName"].as_str(),
+            Some("/t/release/runsc-as-runc")
+        );
+        assert_eq!(handler["options"]["Root"].as_str(), Some("/tmp/h/runsc-runc"));
+        assert_eq!(
+            runtimes[SKILLBOX_HANDLER]["options"]["ConfigPath"].as_str(),
+            Some("/tmp/h/node.toml")
+        );
     }
 
     #[test]

@@ -73,15 +73,11 @@ impl Binary {
     }
 }
 
-/// The containerd shim binary of this workspace, next to the running test
-/// binary (`<target>/<profile>/containerd-shim-skillbox-v1`).
+/// The containerd shim binary of this workspace, beside the running binary
+/// (`<target>/<profile>/containerd-shim-skillbox-v1`; a test binary runs
+/// from `<target>/<profile>/deps/`, the benchmark from `<target>/<profile>/`).
 pub fn skillbox_shim() -> PathBuf {
-    let test = std::env::current_exe().expect("the running test binary's path");
-    let profile = test
-        .parent()
-        .and_then(Path::parent)
-        .expect("a test binary in <target>/<profile>/deps/");
-    let shim = profile.join("containerd-shim-skillbox-v1");
+    let shim = profile_dir().join("containerd-shim-skillbox-v1");
     assert!(
         shim.is_file(),
         "{} is missing: build it first with `cargo build -p skillbox-shim` \
@@ -89,6 +85,17 @@ pub fn skillbox_shim() -> PathBuf {
         shim.display()
     );
     shim
+}
+
+/// `<target>/<profile>` of the running binary.
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the running binary's path");
+    let dir = exe.parent().expect("a binary in a directory");
+    if dir.file_name().is_some_and(|name| name == "deps") {
+        dir.parent().expect("deps/ in <target>/<profile>").to_owned()
+    } else {
+        dir.to_owned()
+    }
 }
 
 /// A running containerd; SIGTERMed and waited for on drop. Pods must be

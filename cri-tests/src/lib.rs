@@ -21,9 +21,10 @@ pub mod netns;
 pub mod node;
 pub mod pod;
 pub mod reap;
+pub mod runsc_as_runc;
 pub mod stream;
 
 pub use check::OrFail;
 pub use client::{CallError, Cri};
-pub use node::{Handler, Node};
+pub use node::{Handler, Node, NodeOptions};
 pub use pod::{ContainerSpec, Exit, Pod};

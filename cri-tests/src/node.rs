@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use skillbox_test_support::{require, require_sandbox_prerequisites};
 
 use crate::client::Cri;
-use crate::config::{self, Layout, CNI_BIN_DIR, RUNC_HANDLER, SKILLBOX_HANDLER};
+use crate::config::{
+    self, Layout, RuncRunsc, CNI_BIN_DIR, RUNC_HANDLER, RUNC_RUNSC_HANDLER, SKILLBOX_HANDLER,
+};
 use crate::containerd::{self, Binary, Containerd};
 use crate::images::{self, BUSYBOX_IMAGE, PAUSE_IMAGE};
 use crate::netns::NetNs;
@@ -25,6 +27,10 @@ pub enum Handler {
     Runc,
     /// `containerd-shim-skillbox-v1`, one gVisor sandbox per pod.
     Skillbox,
+    /// containerd's runc shim running runsc, one gVisor sandbox per
+    /// container: the benchmark's baseline, on a node started with
+    /// [`NodeOptions::runc_runsc`] only.
+    RuncRunsc,
 }
 
 impl Handler {
@@ -33,8 +39,18 @@ impl Handler {
         match self {
             Handler::Runc => RUNC_HANDLER,
             Handler::Skillbox => SKILLBOX_HANDLER,
+            Handler::RuncRunsc => RUNC_RUNSC_HANDLER,
         }
     }
+}
+
+/// What a node adds to the tests' setup.
+#[derive(Debug, Clone, Default)]
+pub struct NodeOptions {
+    /// The program containerd's runc shim runs as its runc for the
+    /// `runc-runsc` handler ([`crate::runsc_as_runc`]); no such handler
+    /// when `None`.
+    pub runc_runsc: Option<PathBuf>,
 }
 
 /// The label every pod of this harness carries, valued with the node's tag.
@@ -57,6 +73,9 @@ pub struct Node {
     dir: tempfile::TempDir,
 }
 
+/// The `runc-runsc` handler's runsc root, in the node's directory.
+const RUNC_RUNSC_ROOT: &str = "runsc-runc";
+
 static SHARED: Mutex<Weak<Node>> = Mutex::new(Weak::new());
 /// How many nodes this test binary started.
 static NODES_STARTED: AtomicU32 = AtomicU32::new(0);
@@ -78,6 +97,11 @@ impl Node {
 
     /// Starts a node of its own (tests that must not share one).
     pub fn start() -> Node {
+        Node::start_with(&NodeOptions::default())
+    }
+
+    /// Starts a node of its own with `options`.
+    pub fn start_with(options: &NodeOptions) -> Node {
         require_sandbox_prerequisites();
         require("runc", "runc");
         for plugin in ["bridge", "host-local", "loopback"] {
@@ -107,10 +131,18 @@ impl Node {
         std::os::unix::fs::symlink(&shim, bin.join("containerd-shim-skillbox-v1")).expect("linking the shim");
         let node_config = path.join("node.toml");
         std::fs::write(&node_config, config::node_config(path)).expect("writing node.toml");
+        let runc_runsc_root = path.join(RUNC_RUNSC_ROOT);
+        if options.runc_runsc.is_some() {
+            std::fs::create_dir(&runc_runsc_root).expect("creating the runc-runsc root");
+        }
         let layout = Layout {
             dir: path,
             sandbox_image: PAUSE_IMAGE,
             node_config: &node_config,
+            runc_runsc: options.runc_runsc.as_deref().map(|binary| RuncRunsc {
+                binary,
+                root: &runc_runsc_root,
+            }),
         };
         std::fs::create_dir(layout.cni_conf_dir()).expect("creating cni/");
         let subnet = format!("10.88.{}.0/24", std::process::id() % 250);
@@ -171,6 +203,12 @@ impl Node {
             node.netns.name()
         );
         node
+    }
+
+    /// Where the `runc-runsc` handler's runsc keeps its state: the runc
+    /// shim passes `--root <this>/k8s.io`.
+    pub fn runc_runsc_root(&self) -> PathBuf {
+        self.dir().join(RUNC_RUNSC_ROOT)
     }
 
     /// The tag in [`HARNESS_LABEL`] of this node's pods.

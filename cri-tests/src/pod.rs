@@ -16,6 +16,7 @@ use k8s_cri::v1::*;
 use crate::check::OrFail;
 use crate::client::{CallError, Cri};
 use crate::images::BUSYBOX_IMAGE;
+use crate::leftovers::PodTraces;
 use crate::logs::{self, LogLine};
 use crate::node::{Handler, Node, HARNESS_LABEL};
 use crate::reap::Abandoned;
@@ -56,6 +57,14 @@ impl ContainerSpec {
             readonly_rootfs: false,
             memory_limit: 0,
             annotations: HashMap::new(),
+        }
+    }
+
+    /// A busybox container running `argv` as it is (no shell).
+    pub fn exec(name: &str, argv: &[&str]) -> ContainerSpec {
+        ContainerSpec {
+            command: argv.iter().map(|arg| (*arg).to_owned()).collect(),
+            ..ContainerSpec::sh(name, "")
         }
     }
 
@@ -405,6 +414,44 @@ impl Pod {
                 ));
             }
             std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Polls ContainerStatus every 10 ms until container `id` is running,
+    /// for at most `limit`.
+    pub fn wait_running(&self, id: &str, limit: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let status = self
+                .node
+                .cri
+                .container_status(id)
+                .map_err(|err| err.to_string())?;
+            if status.state == ContainerState::ContainerRunning as i32 {
+                return Ok(());
+            }
+            if status.state == ContainerState::ContainerExited as i32 || Instant::now() > deadline {
+                return Err(format!(
+                    "container {id} not running after {limit:?}: ContainerStatus state {:?}, exit code {}, reason {:?}, message {:?}",
+                    ContainerState::try_from(status.state),
+                    status.exit_code,
+                    status.reason,
+                    status.message
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// What identifies this pod's traces on the host, for
+    /// [`crate::leftovers`] once it is torn down.
+    pub fn traces(&self) -> PodTraces {
+        PodTraces {
+            uid: self.uid.clone(),
+            sandbox_id: self.id.clone(),
+            container_ids: self.container_ids(),
+            netns_path: self.netns.clone(),
+            shim_socket: self.node.shim_socket(&self.id),
         }
     }
 

@@ -87,7 +87,7 @@ fn kubelet_mounts(handler: Handler) {
         format!("hostname={}", pod.name),
     ];
     match handler {
-        Handler::Runc => expected.extend([
+        Handler::Runc | Handler::RuncRunsc => expected.extend([
             format!("nameserver {CLUSTER_DNS}"),
             "search skillbox-cri.svc.cluster.local svc.cluster.local cluster.local".to_owned(),
             "options ndots:5".to_owned(),
@@ -352,7 +352,7 @@ fn update_container_resources(handler: Handler) {
     // skillbox runs the pod in one cgroup: the container's new limit plus
     // the sandbox container's share (the node's default `[cri] sandbox_memory`).
     let limit = match handler {
-        Handler::Runc => limit,
+        Handler::Runc | Handler::RuncRunsc => limit,
         Handler::Skillbox => limit + CriSettings::default().sandbox_memory.bytes() as i64,
     };
     assert!(
