@@ -8,6 +8,8 @@
 //! `gc`: 0 when nothing is left, 1 when something could not be removed.
 //! `audit --follow` and `metrics-server` run until stopped; they exit 1 when
 //! they cannot start (an unreadable node config, an address in use).
+//! `node install`/`uninstall`: 0 done, 1 refused or failed; `node status`:
+//! 0 installed and unchanged, 1 not installed or drifted.
 
 use std::path::PathBuf;
 
@@ -48,6 +50,59 @@ pub enum Command {
     /// `http://ADDR/metrics`, counted from the audit log of every skillbox
     /// execution on the node.
     MetricsServer(MetricsServerArgs),
+    /// Install skillbox onto a Kubernetes node (its `/` mounted at
+    /// --host-root), uninstall it, or report what is installed.
+    #[command(subcommand)]
+    Node(NodeCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Copy the binaries, write the node config and register the `skillbox`
+    /// runtime as a containerd drop-in. containerd is not reloaded: the
+    /// handler takes effect at its next restart.
+    Install(NodeInstallArgs),
+    /// Restore, byte for byte, what install changed. containerd is not
+    /// reloaded.
+    Uninstall(HostRootArgs),
+    /// Report the installed binaries, drop-in and import; exit 1 when not
+    /// installed or when a file changed since install.
+    Status(NodeStatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HostRootArgs {
+    /// Where the host's `/` is mounted.
+    #[arg(long, value_name = "DIR")]
+    pub host_root: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct NodeInstallArgs {
+    #[command(flatten)]
+    pub root: HostRootArgs,
+    /// The shim. Default: `containerd-shim-skillbox-v1` beside this program.
+    #[arg(long, value_name = "PATH")]
+    pub shim: Option<PathBuf>,
+    /// The skillbox CLI. Default: this program.
+    #[arg(long, value_name = "PATH")]
+    pub cli: Option<PathBuf>,
+    /// runsc. Default: `runsc` from PATH.
+    #[arg(long, value_name = "PATH")]
+    pub runsc: Option<PathBuf>,
+    /// The node config to install (validated). Default: the built-in
+    /// defaults (an empty config).
+    #[arg(long, value_name = "FILE")]
+    pub node_config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct NodeStatusArgs {
+    #[command(flatten)]
+    pub root: HostRootArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod node;
 mod runtime;
 
 use std::process::ExitCode;

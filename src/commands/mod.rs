@@ -7,6 +7,7 @@ mod explain;
 mod gc;
 mod image;
 mod metrics_server;
+mod node;
 mod probe;
 mod run;
 
@@ -53,6 +54,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         }) => audit_export::export(args),
         Command::Audit(args) => audit::audit(args),
         Command::MetricsServer(args) => metrics_server::serve(args),
+        Command::Node(command) => node::node(command),
     }
 }
 
