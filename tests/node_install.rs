@@ -1,0 +1,285 @@
+//! `skillbox node install | uninstall | status` against fake host roots in
+//! temporary directories: what install writes, that it is idempotent, that
+//! uninstall restores the tree byte for byte and that status sees drift.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use tempfile::TempDir;
+
+const MAIN: &str = "etc/containerd/config.toml";
+const DROP_IN: &str = "etc/containerd/conf.d/skillbox.toml";
+
+/// A fake host root and the binaries to install from outside it.
+struct Node {
+    root: TempDir,
+    inputs: TempDir,
+}
+
+impl Node {
+    fn new(main_config: Option<&str>) -> Node {
+        let root = TempDir::new().unwrap();
+        let inputs = TempDir::new().unwrap();
+        fs::create_dir_all(root.path().join("usr/local/bin")).unwrap();
+        fs::create_dir_all(root.path().join("etc")).unwrap();
+        fs::write(root.path().join("etc/hostname"), "node-1\n").unwrap();
+        if let Some(text) = main_config {
+            fs::create_dir_all(root.path().join("etc/containerd")).unwrap();
+            fs::write(root.path().join(MAIN), text).unwrap();
+        }
+        for name in ["shim", "cli", "runsc"] {
+            fs::write(inputs.path().join(name), format!("#!/bin/sh\necho {name} 1\n")).unwrap();
+        }
+        Node { root, inputs }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_skillbox"))
+            .arg("node")
+            .args(args)
+            .arg("--host-root")
+            .arg(self.root.path())
+            .output()
+            .unwrap()
+    }
+
+    fn install(&self, extra: &[&str]) -> Output {
+        let input = |name: &str| self.inputs.path().join(name).display().to_string();
+        let (shim, cli, runsc) = (input("shim"), input("cli"), input("runsc"));
+        let mut args = vec!["install", "--shim", &shim, "--cli", &cli, "--runsc", &runsc];
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
+
+    fn read(&self, path: &str) -> String {
+        fs::read_to_string(self.root.path().join(path)).unwrap()
+    }
+
+    /// Every file, directory and symlink under the root: path → kind, mode, sha of contents.
+    fn tree(&self) -> BTreeMap<PathBuf, (String, u32, Vec<u8>)> {
+        fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, (String, u32, Vec<u8>)>) {
+            for entry in fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                let meta = fs::symlink_metadata(&path).unwrap();
+                let rel = path.strip_prefix(base).unwrap().to_path_buf();
+                let mode = meta.permissions().mode();
+                if meta.is_dir() {
+                    out.insert(rel, ("dir".into(), mode, Vec::new()));
+                    walk(base, &path, out);
+                } else {
+                    out.insert(rel, ("file".into(), mode, fs::read(&path).unwrap()));
+                }
+            }
+        }
+        let mut out = BTreeMap::new();
+        walk(self.root.path(), self.root.path(), &mut out);
+        out
+    }
+}
+
+fn ok(output: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Install, check, install again (no byte changes), uninstall (the tree as before).
+fn round_trip(node: &Node) {
+    let before = node.tree();
+    assert_eq!(node.run(&["status"]).status.code(), Some(1));
+    ok(&node.install(&[]));
+    assert_eq!(
+        node.read("usr/local/bin/containerd-shim-skillbox-v1"),
+        "#!/bin/sh\necho shim 1\n"
+    );
+    let mode = fs::metadata(node.root.path().join("usr/local/bin/runsc"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o755);
+    ok(&node.run(&["status"]));
+    let installed = node.tree();
+    let again = ok(&node.install(&[]));
+    assert!(
+        again.contains("unchanged: skillbox is installed as asked"),
+        "{again}"
+    );
+    assert_eq!(node.tree(), installed, "a second install changed bytes");
+    ok(&node.run(&["uninstall"]));
+    assert_eq!(node.tree(), before, "uninstall did not restore the tree");
+    assert!(ok(&node.run(&["uninstall"])).contains("nothing to do"));
+    assert_eq!(node.run(&["status"]).status.code(), Some(1));
+}
+
+#[test]
+fn version_2_without_imports_gets_one_and_the_grpc_cri_drop_in() {
+    let node = Node::new(Some(
+        "version = 2\n\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = \"pause:3.9\"\n",
+    ));
+    ok(&node.install(&[]));
+    let main = node.read(MAIN);
+    assert!(
+        main.contains("imports = [\"/etc/containerd/conf.d/*.toml\"]"),
+        "{main}"
+    );
+    assert!(node
+        .read(DROP_IN)
+        .contains("[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.skillbox]"));
+    ok(&node.run(&["uninstall"]));
+    round_trip(&node);
+}
+
+#[test]
+fn comments_kept_and_imports_extended_only_when_needed() {
+    let text = "# Managed by ops\nversion = 2\nimports = [\"/etc/containerd/extra.toml\"] # extra\n\n# CRI\n[plugins.\"io.containerd.grpc.v1.cri\"]\n";
+    let node = Node::new(Some(text));
+    ok(&node.install(&[]));
+    let main = node.read(MAIN);
+    assert!(
+        main.contains("# Managed by ops") && main.contains("# extra") && main.contains("# CRI"),
+        "{main}"
+    );
+    assert!(
+        main.contains("\"/etc/containerd/extra.toml\", \"/etc/containerd/conf.d/*.toml\""),
+        "{main}"
+    );
+    ok(&node.run(&["uninstall"]));
+    assert_eq!(node.read(MAIN), text);
+
+    let covered = "# ops\nversion = 2\nimports = [\"conf.d/*.toml\"]\n";
+    let node = Node::new(Some(covered));
+    ok(&node.install(&[]));
+    assert_eq!(
+        node.read(MAIN),
+        covered,
+        "a config that already imports conf.d was changed"
+    );
+    ok(&node.run(&["uninstall"]));
+    round_trip(&node);
+}
+
+#[test]
+fn version_3_gets_the_cri_runtime_plugin_drop_in() {
+    let node = Node::new(Some("version = 3\n[plugins.'io.containerd.cri.v1.runtime'.containerd]\n  default_runtime_name = \"runc\"\n"));
+    ok(&node.install(&[]));
+    let drop_in = node.read(DROP_IN);
+    assert!(drop_in.contains("version = 3"), "{drop_in}");
+    assert!(
+        drop_in.contains("[plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.skillbox]"),
+        "{drop_in}"
+    );
+    ok(&node.run(&["uninstall"]));
+    round_trip(&node);
+}
+
+#[test]
+fn no_containerd_config_gets_a_minimal_one_that_uninstall_removes() {
+    let node = Node::new(None);
+    ok(&node.install(&[]));
+    let main = node.read(MAIN);
+    assert!(main.contains("version = 2") && main.contains("imports = [\"/etc/containerd/conf.d/*.toml\"]"));
+    ok(&node.run(&["uninstall"]));
+    assert!(!node.root.path().join("etc/containerd").exists());
+    round_trip(&node);
+}
+
+#[test]
+fn configs_that_cannot_take_a_drop_in_are_refused_naming_the_line() {
+    for text in [
+        "[plugins.cri]\n  sandbox_image = \"pause\"\n",
+        "version = 1\n",
+        "version = = 2\n[[[\n",
+    ] {
+        let node = Node::new(Some(text));
+        let before = node.tree();
+        let output = node.install(&[]);
+        assert_eq!(output.status.code(), Some(1));
+        let message = stderr(&output);
+        assert!(message.contains("/etc/containerd/config.toml"), "{message}");
+        assert!(
+            message.contains("imports = [\"/etc/containerd/conf.d/*.toml\"]"),
+            "{message}"
+        );
+        assert_eq!(node.tree(), before, "a refused install wrote something");
+    }
+}
+
+#[test]
+fn node_config_is_validated_and_changes_are_reported() {
+    let node = Node::new(Some("version = 2\n"));
+    let bad = node.inputs.path().join("bad.toml");
+    fs::write(&bad, "[ceiling]\ncpu = 2\n").unwrap();
+    let output = node.install(&["--node-config", bad.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    assert!(
+        message.contains("bad.toml") && message.contains("cpu"),
+        "{message}"
+    );
+
+    let before = node.tree();
+    ok(&node.install(&[]));
+    let good = node.inputs.path().join("good.toml");
+    fs::write(&good, "[ceiling]\ncpus = 1\n").unwrap();
+    let out = ok(&node.install(&["--node-config", good.to_str().unwrap()]));
+    assert!(out.contains("updated   /etc/skillbox/config.toml"), "{out}");
+    assert!(out.contains("unchanged /usr/local/bin/runsc"), "{out}");
+    assert_eq!(node.read("etc/skillbox/config.toml"), "[ceiling]\ncpus = 1\n");
+    ok(&node.run(&["uninstall"]));
+    assert_eq!(node.tree(), before);
+}
+
+#[test]
+fn existing_binaries_are_restored_by_uninstall() {
+    let node = Node::new(Some("version = 2\n"));
+    let runsc = node.root.path().join("usr/local/bin/runsc");
+    fs::write(&runsc, "old runsc\n").unwrap();
+    fs::set_permissions(&runsc, fs::Permissions::from_mode(0o700)).unwrap();
+    round_trip(&node);
+    assert_eq!(node.read("usr/local/bin/runsc"), "old runsc\n");
+}
+
+#[test]
+fn status_reports_versions_digests_and_drift() {
+    let node = Node::new(Some("version = 2\n"));
+    let before = node.run(&["status", "--json"]);
+    assert_eq!(before.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&before.stdout).unwrap();
+    assert_eq!(json["installed"], false);
+
+    ok(&node.install(&[]));
+    let json: serde_json::Value = serde_json::from_str(&ok(&node.run(&["status", "--json"]))).unwrap();
+    assert_eq!(json["installed"], true);
+    assert_eq!(json["drop_in_present"], true);
+    assert_eq!(json["import_present"], true);
+    assert_eq!(json["node_config"], "/etc/skillbox/config.toml");
+    let cli = json["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["role"] == "cli")
+        .unwrap();
+    assert_eq!(cli["program_version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(cli["sha256"].as_str().unwrap().len(), 64);
+    assert!(ok(&node.run(&["status"])).contains("healthy"));
+
+    fs::write(node.root.path().join("usr/local/bin/runsc"), "tampered\n").unwrap();
+    let drifted = node.run(&["status"]);
+    assert_eq!(drifted.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&drifted.stdout);
+    assert!(
+        text.contains("/usr/local/bin/runsc") && text.contains("changed") && text.contains("drifted"),
+        "{text}"
+    );
+}
