@@ -283,3 +283,14 @@ fn status_reports_versions_digests_and_drift() {
         "{text}"
     );
 }
+
+#[test]
+fn a_missing_binary_is_refused_before_anything_is_written() {
+    let node = Node::new(Some("version = 2\n"));
+    fs::remove_file(node.inputs.path().join("runsc")).unwrap();
+    let before = node.tree();
+    let output = node.install(&[]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("--runsc"), "{}", stderr(&output));
+    assert_eq!(node.tree(), before);
+}

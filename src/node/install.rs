@@ -85,6 +85,8 @@ pub fn install(root: &HostRoot, inputs: &Inputs) -> anyhow::Result<Report> {
             .map(|bytes| (role, bytes, format!("{BIN_DIR}/{name}")))
     });
 
+    let binaries = binaries.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+
     let mut installer = Installer {
         root,
         next: InstallState {
@@ -95,8 +97,7 @@ pub fn install(root: &HostRoot, inputs: &Inputs) -> anyhow::Result<Report> {
         changes: Vec::new(),
     };
     installer.ensure_dir(BACKUP_DIR)?;
-    for binary in binaries {
-        let (role, bytes, path) = binary?;
+    for (role, bytes, path) in binaries {
         let program_version = (role == "cli").then(|| env!("CARGO_PKG_VERSION").to_owned());
         installer.place(role, &path, &bytes, 0o755, program_version)?;
     }
@@ -183,9 +184,6 @@ impl Installer<'_> {
             Some(_) => Change::Updated,
             None => Change::Created,
         };
-        if change != Change::Unchanged {
-            layout::write_atomic(&path, bytes, mode)?;
-        }
         self.changes.push((host_path.to_owned(), change));
         self.next.files.push(InstalledFile {
             role: role.to_owned(),
@@ -194,6 +192,26 @@ impl Installer<'_> {
             program_version,
             original,
         });
+        if change != Change::Unchanged {
+            // Recorded before written: if install stops half-way, uninstall
+            // still knows this file and its original.
+            self.checkpoint()?;
+            layout::write_atomic(&path, bytes, mode)?;
+        }
         Ok(())
+    }
+
+    /// Writes the state as it stands: the files placed so far, then those
+    /// of the earlier install not placed yet.
+    fn checkpoint(&self) -> anyhow::Result<()> {
+        let mut state = self.next.clone();
+        let pending = self
+            .prior
+            .files
+            .iter()
+            .filter(|f| state.file(&f.path).is_none())
+            .cloned();
+        state.files.extend(pending.collect::<Vec<_>>());
+        layout::write_atomic(&self.root.path(STATE), &state.to_bytes(), 0o644)
     }
 }
