@@ -85,6 +85,20 @@ pub struct Ending {
     pub timeout_limit: Duration,
 }
 
+/// Opens `setup`'s log with its identity and records `start`.
+fn open_log(setup: &AuditSetup<'_>) -> Result<Arc<JsonLinesWriter>, ExecutionAuditError> {
+    let writer = Arc::new(JsonLinesWriter::with_rotation(
+        setup.log,
+        setup.identity.clone(),
+        setup.rotation,
+    )?);
+    writer.write(&AuditEvent::Start {
+        runtime: setup.runtime.to_owned(),
+        audit_level: setup.level.as_str().to_owned(),
+    })?;
+    Ok(writer)
+}
+
 /// The monitor's events go to the execution's log within its budget; a
 /// failed write is logged (the monitor cannot push back on the sentry).
 struct LogSink {
@@ -93,6 +107,23 @@ struct LogSink {
 }
 
 impl LogSink {
+    fn new(writer: &Arc<JsonLinesWriter>, event_budget: u64) -> Arc<LogSink> {
+        Arc::new(LogSink {
+            writer: Arc::clone(writer),
+            budget: Mutex::new(Budget::new(event_budget)),
+        })
+    }
+
+    /// Records the repeats the budget dropped and has not reported yet.
+    fn report_unreported(&self) {
+        let unreported = self
+            .budget
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take_unreported();
+        self.report_dropped(unreported);
+    }
+
     fn write(&self, event: &AuditEvent) {
         if let Err(err) = self.writer.write(event) {
             tracing::warn!(%err, "an audit event was not written");
@@ -146,17 +177,8 @@ impl ExecutionAudit {
     /// starts the monitor and writes the session file runsc must be
     /// started with ([`ExecutionAudit::pod_init_config`]).
     pub fn start(setup: &AuditSetup<'_>) -> Result<ExecutionAudit, ExecutionAuditError> {
-        let writer = Arc::new(JsonLinesWriter::with_rotation(
-            setup.log,
-            setup.identity.clone(),
-            setup.rotation,
-        )?);
-        writer.write(&AuditEvent::Start {
-            runtime: setup.runtime.to_owned(),
-            audit_level: setup.level.as_str().to_owned(),
-        })?;
         let mut audit = ExecutionAudit {
-            writer,
+            writer: open_log(setup)?,
             sink: None,
             monitor: None,
             session_file: None,
@@ -169,10 +191,7 @@ impl ExecutionAudit {
             })?;
             // A socket left by a killed runtime with the same key.
             let _ = std::fs::remove_file(&socket);
-            let sink = Arc::new(LogSink {
-                writer: Arc::clone(&audit.writer),
-                budget: Mutex::new(Budget::new(setup.event_budget)),
-            });
+            let sink = LogSink::new(&audit.writer, setup.event_budget);
             audit.sink = Some(Arc::clone(&sink));
             audit.monitor = Some(Monitor::bind(&socket, setup.container_id, setup.level, sink)?);
             write_pod_init_config(&config, &session_file)?;
@@ -201,12 +220,7 @@ impl ExecutionAudit {
             }
         }
         if let Some(sink) = &self.sink {
-            let unreported = sink
-                .budget
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take_unreported();
-            sink.report_dropped(unreported);
+            sink.report_unreported();
         }
         write_end(&self.writer, ending);
     }
@@ -216,19 +230,8 @@ impl ExecutionAudit {
     /// from this sandbox's monitor, at `setup.level`. `setup`'s socket
     /// fields are not used: the pod has one monitor.
     pub fn join(&self, setup: &AuditSetup<'_>) -> Result<MemberAudit, ExecutionAuditError> {
-        let writer = Arc::new(JsonLinesWriter::with_rotation(
-            setup.log,
-            setup.identity.clone(),
-            setup.rotation,
-        )?);
-        writer.write(&AuditEvent::Start {
-            runtime: setup.runtime.to_owned(),
-            audit_level: setup.level.as_str().to_owned(),
-        })?;
-        let sink = Arc::new(LogSink {
-            writer: Arc::clone(&writer),
-            budget: Mutex::new(Budget::new(setup.event_budget)),
-        });
+        let writer = open_log(setup)?;
+        let sink = LogSink::new(&writer, setup.event_budget);
         let routes = self.monitor.as_ref().map(Monitor::routes);
         if let Some(routes) = &routes {
             routes.add(
@@ -292,13 +295,7 @@ impl MemberAudit {
         if let Some(routes) = self.routes.take() {
             routes.remove(&self.container_id);
         }
-        let unreported = self
-            .sink
-            .budget
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take_unreported();
-        self.sink.report_dropped(unreported);
+        self.sink.report_unreported();
         write_end(&self.writer, ending);
     }
 }
