@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use skillbox_test_support::sandbox::processes;
+
 use crate::netns::NetNs;
 use crate::pod::cgroup_parent;
 
@@ -153,25 +155,4 @@ fn walk(dir: &Path, depth: usize, visit: &mut dyn FnMut(&Path)) {
             walk(&path, depth - 1, visit);
         }
     }
-}
-
-/// Every process but this one, with its arguments.
-fn processes() -> Vec<(i32, Vec<String>)> {
-    let me = std::process::id() as i32;
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| *pid != me)
-        .filter_map(|pid| {
-            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            let args = raw
-                .split(|byte| *byte == 0)
-                .filter(|arg| !arg.is_empty())
-                .map(|arg| String::from_utf8_lossy(arg).into_owned())
-                .collect();
-            Some((pid, args))
-        })
-        .collect()
 }

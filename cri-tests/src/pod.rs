@@ -389,37 +389,33 @@ impl Pod {
     /// Polls ContainerStatus every 10 ms until container `id` has exited,
     /// for at most `limit`.
     pub fn wait_exit(&self, id: &str, limit: Duration) -> Result<Exit, String> {
-        let deadline = Instant::now() + limit;
-        loop {
-            let status = self
-                .node
-                .cri
-                .container_status(id)
-                .map_err(|err| err.to_string())?;
-            if status.state == ContainerState::ContainerExited as i32 {
-                return Ok(Exit {
-                    code: status.exit_code,
-                    reason: status.reason,
-                    message: status.message,
-                    finished_at: status.finished_at,
-                    seen_at: now_nanos(),
-                });
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "container {id} not exited after {limit:?}: ContainerStatus state {:?}, reason {:?}, message {:?}",
-                    ContainerState::try_from(status.state),
-                    status.reason,
-                    status.message
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let status = self.wait_state(id, ContainerState::ContainerExited, limit, "exited")?;
+        Ok(Exit {
+            code: status.exit_code,
+            reason: status.reason,
+            message: status.message,
+            finished_at: status.finished_at,
+            seen_at: now_nanos(),
+        })
     }
 
     /// Polls ContainerStatus every 10 ms until container `id` is running,
-    /// for at most `limit`.
+    /// for at most `limit`; an exit before that fails at once.
     pub fn wait_running(&self, id: &str, limit: Duration) -> Result<(), String> {
+        self.wait_state(id, ContainerState::ContainerRunning, limit, "running")
+            .map(|_| ())
+    }
+
+    /// Polls ContainerStatus every 10 ms until container `id` is in
+    /// `wanted` (`described` in the error), for at most `limit`; an exited
+    /// container never reaches another state.
+    fn wait_state(
+        &self,
+        id: &str,
+        wanted: ContainerState,
+        limit: Duration,
+        described: &str,
+    ) -> Result<ContainerStatus, String> {
         let deadline = Instant::now() + limit;
         loop {
             let status = self
@@ -427,12 +423,12 @@ impl Pod {
                 .cri
                 .container_status(id)
                 .map_err(|err| err.to_string())?;
-            if status.state == ContainerState::ContainerRunning as i32 {
-                return Ok(());
+            if status.state == wanted as i32 {
+                return Ok(status);
             }
             if status.state == ContainerState::ContainerExited as i32 || Instant::now() > deadline {
                 return Err(format!(
-                    "container {id} not running after {limit:?}: ContainerStatus state {:?}, exit code {}, reason {:?}, message {:?}",
+                    "container {id} not {described} after {limit:?}: ContainerStatus state {:?}, exit code {}, reason {:?}, message {:?}",
                     ContainerState::try_from(status.state),
                     status.exit_code,
                     status.reason,

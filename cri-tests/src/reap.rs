@@ -8,6 +8,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use skillbox_test_support::sandbox::processes;
+
 use crate::leftovers::SKILLBOX_RUNSC_ROOT;
 use crate::pod::cgroup_parent;
 
@@ -26,23 +28,9 @@ pub struct Abandoned {
 /// of this node. Returns their pids.
 pub fn kill_processes_naming(dir: &Path, keep: u32) -> Vec<i32> {
     let dir = dir.display().to_string();
-    let me = std::process::id() as i32;
     let mut killed = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|name| name.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if pid == me || pid == keep as i32 {
-            continue;
-        }
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        if String::from_utf8_lossy(&cmdline).contains(&dir) {
+    for (pid, args) in processes() {
+        if pid != keep as i32 && args.iter().any(|arg| arg.contains(&dir)) {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
             killed.push(pid);
         }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use k8s_cri::v1::{ContainerState, PodSandboxState};
 use skillbox_cri_tests::leftovers::{self, PodTraces};
 use skillbox_cri_tests::{ContainerSpec, Handler, Node, OrFail, Pod};
+use skillbox_test_support::sandbox::processes;
 
 /// Prints `tick <n>` every 100 ms; exits at once on TERM.
 const TICKER: &str = "trap 'exit 0' TERM; i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.1; done";
@@ -30,18 +31,16 @@ fn last_tick(pod: &Pod) -> u64 {
 /// The pids of the shims serving pod sandbox `sandbox_id` (`containerd-shim-…
 /// -id <sandbox id>`).
 fn shims_of(sandbox_id: &str) -> Vec<i32> {
-    let mut pids: Vec<i32> = std::fs::read_dir("/proc")
+    let mut pids: Vec<i32> = processes()
         .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
-        .filter(|pid: &i32| {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let cmdline = String::from_utf8_lossy(&cmdline);
-            let program = cmdline.split('\0').next().unwrap_or_default();
-            let name = program.rsplit('/').next().unwrap_or_default();
-            name.starts_with("containerd-shim") && cmdline.contains(sandbox_id)
+        .filter(|(_, args)| {
+            let name = args
+                .first()
+                .and_then(|program| program.rsplit('/').next())
+                .unwrap_or_default();
+            name.starts_with("containerd-shim") && args.iter().any(|arg| arg.contains(sandbox_id))
         })
+        .map(|(pid, _)| pid)
         .collect();
     pids.sort();
     pids

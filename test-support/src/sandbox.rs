@@ -234,6 +234,28 @@ fn assert_nothing_left(state_dir: &Path, id: Option<&str>, result: &RunResult) {
     }
 }
 
+/// Every process but this one, with its arguments (zombies have none;
+/// processes that end while being read are left out).
+pub fn processes() -> Vec<(i32, Vec<String>)> {
+    let me = std::process::id() as i32;
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| *pid != me)
+        .filter_map(|pid| {
+            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let args = raw
+                .split(|byte| *byte == 0)
+                .filter(|arg| !arg.is_empty())
+                .map(|arg| String::from_utf8_lossy(arg).into_owned())
+                .collect();
+            Some((pid, args))
+        })
+        .collect()
+}
+
 /// `pid: cmdline` of every process whose command line mentions `needle` or `id`.
 pub fn processes_mentioning(needle: &str, id: Option<&str>) -> Vec<String> {
     let mut found = Vec::new();

@@ -6,6 +6,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use skillbox_test_support::require;
+pub use skillbox_test_support::sandbox::processes;
 
 pub const SHIM: &str = env!("CARGO_BIN_EXE_containerd-shim-skillbox-v1");
 pub const RUNTIME: &str = "io.containerd.skillbox.v1";
@@ -428,26 +429,6 @@ pub fn shim_pid(namespace: &str, id: &str) -> Option<i32> {
                 && args.windows(2).any(|w| w[0] == "-id" && w[1] == id)
         })
         .map(|(pid, _)| pid)
-}
-
-/// Every process but this one, with its arguments (zombies have none).
-pub fn processes() -> Vec<(i32, Vec<String>)> {
-    let me = std::process::id() as i32;
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(Result::ok)
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| *pid != me)
-        .filter_map(|pid| {
-            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            let args = raw
-                .split(|byte| *byte == 0)
-                .filter(|arg| !arg.is_empty())
-                .map(|arg| String::from_utf8_lossy(arg).into_owned())
-                .collect();
-            Some((pid, args))
-        })
-        .collect()
 }
 
 /// Whether `arg` names `path` or something under it (`--root=<path>` too),
