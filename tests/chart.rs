@@ -602,11 +602,49 @@ fn the_installer_runs_privileged_with_the_host_root_and_the_agreed_arguments() {
     assert_eq!(pod["priorityClassName"], "system-node-critical");
     assert_eq!(pod["nodeSelector"]["node-role.example.com/skills"], "true");
     assert_eq!(pod["imagePullSecrets"], json!([{"name": "regcred"}]));
+    let uninstall = find(&docs, "DaemonSet", "skillbox-uninstall");
+    let uninstall = strings(
+        &container(
+            &uninstall["spec"]["template"]["spec"],
+            "initContainers",
+            "uninstall",
+        )["command"],
+    )
+    .join(" ");
+    assert!(
+        uninstall.ends_with(
+            "--containerd-unit k3s-agent --cri-socket /run/k3s/containerd/containerd.sock --force"
+        ),
+        "{uninstall}"
+    );
+    let job = find(&docs, "Job", "skillbox-uninstall-wait");
+    assert_eq!(
+        strings(&job["spec"]["template"]["spec"]["containers"][0]["command"]).last(),
+        Some(&"600")
+    );
+    assert_eq!(job["spec"]["activeDeadlineSeconds"], 660);
     let namespace = find(&docs, "Namespace", NAMESPACE);
     assert_eq!(
         namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
         "privileged"
     );
+}
+
+#[test]
+fn a_restart_command_replaces_the_containerd_unit_for_install_and_uninstall() {
+    let output = template(&["--set", "containerd.restartCommand=rc-service containerd restart"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let docs = documents(&String::from_utf8(output.stdout).unwrap());
+    for (daemonset, init) in [("skillbox", "install"), ("skillbox-uninstall", "uninstall")] {
+        let pod = &find(&docs, "DaemonSet", daemonset)["spec"]["template"]["spec"];
+        let command = strings(&container(pod, "initContainers", init)["command"]);
+        assert!(!command.contains(&"--containerd-unit"), "{command:?}");
+        let at = command
+            .iter()
+            .position(|a| *a == "--restart-command")
+            .expect("--restart-command");
+        assert_eq!(command[at + 1], "rc-service containerd restart");
+    }
 }
 
 #[test]

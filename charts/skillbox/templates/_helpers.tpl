@@ -161,3 +161,19 @@ capabilities:
 seccompProfile:
   type: RuntimeDefault
 {{- end }}
+
+{{/*
+How the installer and the uninstaller reach and restart the host's
+containerd: its socket, and the systemd unit or a command.
+*/}}
+{{- define "skillbox.containerdArgs" -}}
+{{- if .Values.containerd.restartCommand }}
+- --restart-command
+- {{ .Values.containerd.restartCommand | quote }}
+{{- else }}
+- --containerd-unit
+- {{ .Values.containerd.unit | quote }}
+{{- end }}
+- --cri-socket
+- {{ .Values.containerd.socket | quote }}
+{{- end }}
