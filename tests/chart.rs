@@ -670,6 +670,15 @@ fn the_audit_exporter_reads_its_database_from_the_secret() {
             "valueFrom": {"secretKeyRef": {"name": "registry-database", "key": "conninfo"}}
         }])
     );
+    let security = &export["securityContext"];
+    assert_eq!(security["privileged"], false);
+    assert_eq!(security["readOnlyRootFilesystem"], true);
+    assert_eq!(security["allowPrivilegeEscalation"], false);
+    assert_eq!(security["capabilities"]["drop"], json!(["ALL"]));
+    for mount in export["volumeMounts"].as_array().unwrap() {
+        let writable = mount["mountPath"] == "/var/lib/skillbox/audit-export";
+        assert_eq!(mount["readOnly"].as_bool().unwrap_or(false), !writable, "{mount}");
+    }
     let rendered = serde_json::to_string(&docs).unwrap();
     assert!(
         !rendered.contains("postgres"),
