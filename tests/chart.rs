@@ -648,6 +648,43 @@ fn a_restart_command_replaces_the_containerd_unit_for_install_and_uninstall() {
 }
 
 #[test]
+fn an_audit_log_dir_elsewhere_is_mounted_where_the_node_config_says() {
+    let output = template(&[
+        "--set",
+        "nodeConfig.audit.log_dir=/data/skillbox-audit",
+        "--values",
+        values_file("audit-export").to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", text(&output));
+    let docs = documents(&String::from_utf8(output.stdout).unwrap());
+    let pod = &find(&docs, "DaemonSet", "skillbox")["spec"]["template"]["spec"];
+    for name in ["metrics", "audit-export"] {
+        let mounts = container(pod, "containers", name)["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .clone();
+        assert!(
+            mounts.contains(
+                &json!({"name": "audit-log-dir", "mountPath": "/data/skillbox-audit", "readOnly": true})
+            ),
+            "{name}: {mounts:?}"
+        );
+    }
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "audit-log-dir")
+        .unwrap();
+    assert_eq!(volume["hostPath"]["path"], "/data/skillbox-audit");
+    // Under /var/log/skillbox, the one mount covers it.
+    let rendered =
+        String::from_utf8(template(&["--set", "nodeConfig.audit.log_dir=/var/log/skillbox/pods"]).stdout)
+            .unwrap();
+    assert!(rendered.contains("kind: DaemonSet") && !rendered.contains("audit-log-dir"));
+}
+
+#[test]
 fn the_audit_exporter_reads_its_database_from_the_secret() {
     let docs = documents(&render("audit-export"));
     let pod = &find(&docs, "DaemonSet", "skillbox")["spec"]["template"]["spec"];

@@ -177,3 +177,19 @@ containerd: its socket, and the systemd unit or a command.
 - --cri-socket
 - {{ .Values.containerd.socket | quote }}
 {{- end }}
+
+{{/*
+The audit log directory the node config names ([audit] log_dir), else the
+built-in one. The metrics and audit-export containers mount
+/var/log/skillbox; a log_dir outside it is mounted besides, at the same
+path, so the tools' defaults find it.
+*/}}
+{{- define "skillbox.auditLogDir" -}}
+{{- $audit := .Values.nodeConfig.audit | default dict }}
+{{- $audit.log_dir | default "/var/log/skillbox/audit" | trimSuffix "/" }}
+{{- end }}
+
+{{- define "skillbox.auditLogDirOutside" -}}
+{{- $dir := include "skillbox.auditLogDir" . }}
+{{- if not (or (eq $dir "/var/log/skillbox") (hasPrefix "/var/log/skillbox/" $dir)) }}{{ $dir }}{{ end }}
+{{- end }}
