@@ -512,7 +512,7 @@ fn the_rendered_node_config_parses_as_a_node_config() {
         ("/audit/keep_files", json!(8)),
         ("/audit/event_budget", json!(250000)),
         ("/audit/min_syscalls", json!("all")),
-        ("/cri/kubelet_root", json!("/var/lib/k3s/kubelet")),
+        ("/cri/kubelet_root", json!("/srv/kubelet")),
         ("/cri/sandbox_memory", json!("96Mi")),
     ] {
         assert_eq!(config.pointer(pointer), Some(&expected), "{pointer} in {config}");
@@ -596,7 +596,9 @@ fn the_installer_runs_privileged_with_the_host_root_and_the_agreed_arguments() {
     let pod = &find(&docs, "DaemonSet", "skillbox")["spec"]["template"]["spec"];
     let install = strings(&container(pod, "initContainers", "install")["command"]).join(" ");
     assert!(
-        install.ends_with("--containerd-unit k3s-agent --cri-socket /run/k3s/containerd/containerd.sock"),
+        install.ends_with(
+            "--containerd-unit containerd-cri.service --cri-socket /run/containerd-cri/containerd.sock"
+        ),
         "{install}"
     );
     assert_eq!(pod["priorityClassName"], "system-node-critical");
@@ -613,7 +615,7 @@ fn the_installer_runs_privileged_with_the_host_root_and_the_agreed_arguments() {
     .join(" ");
     assert!(
         uninstall.ends_with(
-            "--containerd-unit k3s-agent --cri-socket /run/k3s/containerd/containerd.sock --force"
+            "--containerd-unit containerd-cri.service --cri-socket /run/containerd-cri/containerd.sock --force"
         ),
         "{uninstall}"
     );
