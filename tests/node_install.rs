@@ -31,7 +31,12 @@ impl Node {
             fs::write(root.path().join(MAIN), text).unwrap();
         }
         for name in ["shim", "cli", "runsc"] {
-            fs::write(inputs.path().join(name), format!("#!/bin/sh\necho {name} 1\n")).unwrap();
+            fs::write(
+                inputs.path().join(name),
+                format!("#!/bin/sh\necho {name} version 0.0~test\n"),
+            )
+            .unwrap();
+            fs::set_permissions(inputs.path().join(name), fs::Permissions::from_mode(0o755)).unwrap();
         }
         Node { root, inputs }
     }
@@ -49,9 +54,22 @@ impl Node {
     fn install(&self, extra: &[&str]) -> Output {
         let input = |name: &str| self.inputs.path().join(name).display().to_string();
         let (shim, cli, runsc) = (input("shim"), input("cli"), input("runsc"));
-        let mut args = vec!["install", "--shim", &shim, "--cli", &cli, "--runsc", &runsc];
+        let mut args = vec![
+            "install",
+            "--no-reload",
+            "--shim",
+            &shim,
+            "--cli",
+            &cli,
+            "--runsc",
+            &runsc,
+        ];
         args.extend_from_slice(extra);
         self.run(&args)
+    }
+
+    fn uninstall(&self) -> Output {
+        self.run(&["uninstall", "--no-reload"])
     }
 
     fn read(&self, path: &str) -> String {
@@ -101,7 +119,7 @@ fn round_trip(node: &Node) {
     ok(&node.install(&[]));
     assert_eq!(
         node.read("usr/local/bin/containerd-shim-skillbox-v1"),
-        "#!/bin/sh\necho shim 1\n"
+        "#!/bin/sh\necho shim version 0.0~test\n"
     );
     let mode = fs::metadata(node.root.path().join("usr/local/bin/runsc"))
         .unwrap()
@@ -116,9 +134,9 @@ fn round_trip(node: &Node) {
         "{again}"
     );
     assert_eq!(node.tree(), installed, "a second install changed bytes");
-    ok(&node.run(&["uninstall"]));
+    ok(&node.uninstall());
     assert_eq!(node.tree(), before, "uninstall did not restore the tree");
-    assert!(ok(&node.run(&["uninstall"])).contains("nothing to do"));
+    assert!(ok(&node.uninstall()).contains("nothing to do"));
     assert_eq!(node.run(&["status"]).status.code(), Some(1));
 }
 
@@ -136,7 +154,7 @@ fn version_2_without_imports_gets_one_and_the_grpc_cri_drop_in() {
     assert!(node
         .read(DROP_IN)
         .contains("[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.skillbox]"));
-    ok(&node.run(&["uninstall"]));
+    ok(&node.uninstall());
     round_trip(&node);
 }
 
@@ -154,7 +172,7 @@ fn comments_kept_and_imports_extended_only_when_needed() {
         main.contains("\"/etc/containerd/extra.toml\", \"/etc/containerd/conf.d/*.toml\""),
         "{main}"
     );
-    ok(&node.run(&["uninstall"]));
+    ok(&node.uninstall());
     assert_eq!(node.read(MAIN), text);
 
     let covered = "# ops\nversion = 2\nimports = [\"conf.d/*.toml\"]\n";
@@ -165,7 +183,7 @@ fn comments_kept_and_imports_extended_only_when_needed() {
         covered,
         "a config that already imports conf.d was changed"
     );
-    ok(&node.run(&["uninstall"]));
+    ok(&node.uninstall());
     round_trip(&node);
 }
 
@@ -179,7 +197,7 @@ fn version_3_gets_the_cri_runtime_plugin_drop_in() {
         drop_in.contains("[plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.skillbox]"),
         "{drop_in}"
     );
-    ok(&node.run(&["uninstall"]));
+    ok(&node.uninstall());
     round_trip(&node);
 }
 
@@ -189,7 +207,7 @@ fn no_containerd_config_gets_a_minimal_one_that_uninstall_removes() {
     ok(&node.install(&[]));
     let main = node.read(MAIN);
     assert!(main.contains("version = 2") && main.contains("imports = [\"/etc/containerd/conf.d/*.toml\"]"));
-    ok(&node.run(&["uninstall"]));
+    ok(&node.uninstall());
     assert!(!node.root.path().join("etc/containerd").exists());
     round_trip(&node);
 }
@@ -236,7 +254,7 @@ fn node_config_is_validated_and_changes_are_reported() {
     assert!(out.contains("updated   /etc/skillbox/config.toml"), "{out}");
     assert!(out.contains("unchanged /usr/local/bin/runsc"), "{out}");
     assert_eq!(node.read("etc/skillbox/config.toml"), "[ceiling]\ncpus = 1\n");
-    ok(&node.run(&["uninstall"]));
+    ok(&node.uninstall());
     assert_eq!(node.tree(), before);
 }
 
@@ -272,6 +290,13 @@ fn status_reports_versions_digests_and_drift() {
         .unwrap();
     assert_eq!(cli["program_version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(cli["sha256"].as_str().unwrap().len(), 64);
+    let runsc = json["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["role"] == "runsc")
+        .unwrap();
+    assert_eq!(runsc["program_version"], "0.0~test", "runsc's own --version");
     assert!(ok(&node.run(&["status"])).contains("healthy"));
 
     fs::write(node.root.path().join("usr/local/bin/runsc"), "tampered\n").unwrap();
@@ -292,5 +317,17 @@ fn a_missing_binary_is_refused_before_anything_is_written() {
     let output = node.install(&[]);
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr(&output).contains("--runsc"), "{}", stderr(&output));
+    assert_eq!(node.tree(), before);
+}
+
+#[test]
+fn a_runsc_that_does_not_say_its_version_is_refused() {
+    let node = Node::new(Some("version = 2\n"));
+    fs::write(node.inputs.path().join("runsc"), "#!/bin/sh\necho hello\n").unwrap();
+    let before = node.tree();
+    let output = node.install(&[]);
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(err.contains("--runsc") && err.contains("runsc version"), "{err}");
     assert_eq!(node.tree(), before);
 }

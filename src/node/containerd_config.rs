@@ -134,9 +134,10 @@ pub fn with_import(file: &str, text: &str) -> Result<(Option<String>, ConfigVers
 }
 
 /// The main config written when the host has none.
-pub fn minimal_config() -> String {
+pub fn minimal_config(version: ConfigVersion) -> String {
     format!(
-        "# Written by `skillbox node install`; `skillbox node uninstall` removes it.\nversion = 2\n{}\n",
+        "# Written by `skillbox node install`; `skillbox node uninstall` removes it.\nversion = {}\n{}\n",
+        version.number(),
         import_line()
     )
 }
@@ -220,7 +221,10 @@ mod tests {
             assert_eq!(runtime["options"]["ConfigPath"].as_str(), Some(NODE_CONFIG));
             assert_eq!(doc["version"].as_integer(), Some(version.number()));
         }
-        let (doc, _) = detect(FILE, &minimal_config()).unwrap();
-        assert!(imports_drop_in(&doc));
+        for version in [ConfigVersion::V2, ConfigVersion::V3] {
+            let (doc, detected) = detect(FILE, &minimal_config(version)).unwrap();
+            assert!(imports_drop_in(&doc));
+            assert_eq!(detected, version);
+        }
     }
 }
