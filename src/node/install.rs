@@ -82,16 +82,23 @@ pub fn install(root: &HostRoot, inputs: &Inputs) -> anyhow::Result<Report> {
         None => DEFAULT_NODE_CONFIG_TEXT.as_bytes().to_vec(),
     };
     let main_path = root.path(CONTAINERD_CONFIG);
-    let (main_config, version) = match layout::read_optional(&main_path)? {
-        None => (
-            Some(containerd_config::minimal_config(inputs.version_without_config).into_bytes()),
-            inputs.version_without_config,
-        ),
+    let (main_config, drop_in) = match layout::read_optional(&main_path)? {
+        None => {
+            let version = inputs.version_without_config;
+            (
+                Some(containerd_config::minimal_config(version).into_bytes()),
+                containerd_config::drop_in(version, None),
+            )
+        }
         Some(bytes) => {
             let text =
                 String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{CONTAINERD_CONFIG}: not UTF-8"))?;
             let (edited, version) = containerd_config::with_import(CONTAINERD_CONFIG, &text)?;
-            (edited.map(String::into_bytes), version)
+            let (main, _) = containerd_config::detect(CONTAINERD_CONFIG, &text)?;
+            (
+                edited.map(String::into_bytes),
+                containerd_config::drop_in(version, Some(&main)),
+            )
         }
     };
     let binaries = [
@@ -127,13 +134,7 @@ pub fn install(root: &HostRoot, inputs: &Inputs) -> anyhow::Result<Report> {
         installer.place(role, &path, &bytes, 0o755, Some(version))?;
     }
     installer.place("node-config", NODE_CONFIG, &node_config, 0o644, None)?;
-    installer.place(
-        "drop-in",
-        DROP_IN,
-        containerd_config::drop_in(version).as_bytes(),
-        0o644,
-        None,
-    )?;
+    installer.place("drop-in", DROP_IN, drop_in.as_bytes(), 0o644, None)?;
     match main_config {
         Some(bytes) => {
             let mode = if main_path.exists() {
