@@ -332,12 +332,15 @@ fn a_runsc_that_does_not_say_its_version_is_refused() {
     assert_eq!(node.tree(), before);
 }
 
+/// One request the stand-in API server saw: method, path, content type, body.
+type Request = (String, String, String, String);
+
 /// A stand-in for the Kubernetes API server on loopback (no kube-apiserver
 /// is packaged for this machine): it records each request and answers from
 /// `respond(method, path, request number)` → (status, JSON body).
 struct FakeApiServer {
     url: String,
-    requests: std::sync::Arc<std::sync::Mutex<Vec<(String, String, String, String)>>>,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<Request>>>,
     kubeconfig: tempfile::NamedTempFile,
 }
 
@@ -409,7 +412,7 @@ impl FakeApiServer {
         }
     }
 
-    fn requests(&self) -> Vec<(String, String, String, String)> {
+    fn requests(&self) -> Vec<Request> {
         self.requests.lock().unwrap().clone()
     }
 }
