@@ -202,6 +202,23 @@ fn version_3_gets_the_cri_runtime_plugin_drop_in() {
 }
 
 #[test]
+fn an_edit_of_the_main_config_after_install_survives_uninstall() {
+    let text = "# Managed by ops\nversion = 2\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = \"pause:3.9\"\n";
+    let node = Node::new(Some(text));
+    ok(&node.install(&[]));
+    let edited = node.read(MAIN).replace("pause:3.9", "pause:3.10");
+    fs::write(node.root.path().join(MAIN), &edited).unwrap();
+    let out = ok(&node.uninstall());
+    assert!(out.contains("/etc/containerd/config.toml"), "{out}");
+    assert_eq!(
+        node.read(MAIN),
+        text.replace("pause:3.9", "pause:3.10"),
+        "uninstall lost the administrator's edit or kept the import"
+    );
+    assert!(!node.root.path().join(DROP_IN).exists());
+}
+
+#[test]
 fn no_containerd_config_gets_a_minimal_one_that_uninstall_removes() {
     let node = Node::new(None);
     ok(&node.install(&[]));

@@ -133,6 +133,24 @@ pub fn with_import(file: &str, text: &str) -> Result<(Option<String>, ConfigVers
     Ok((Some(doc.to_string()), version))
 }
 
+/// The config without the `imports` entry install added (and without
+/// `imports` when that was its only entry): what uninstall writes back when
+/// the config changed since install, so the administrator's edits stay.
+pub fn without_import(file: &str, text: &str) -> Result<String, Refusal> {
+    let (mut doc, _) = detect(file, text)?;
+    let emptied = match doc.get_mut("imports").and_then(Item::as_array_mut) {
+        None => return Ok(text.to_owned()),
+        Some(list) => {
+            list.retain(|entry| entry.as_str() != Some(IMPORT_GLOB));
+            list.is_empty()
+        }
+    };
+    if emptied {
+        doc.remove("imports");
+    }
+    Ok(doc.to_string())
+}
+
 /// The main config written when the host has none.
 pub fn minimal_config(version: ConfigVersion) -> String {
     format!(
@@ -249,6 +267,19 @@ mod tests {
             let text = format!("version = 3\nimports = [\"{covered}\"]\n");
             assert_eq!(with_import(FILE, &text).unwrap(), (None, ConfigVersion::V3));
         }
+    }
+
+    #[test]
+    fn without_import_takes_back_only_the_entry_install_added() {
+        let original =
+            "# admin\nversion = 2\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = \"p\"\n";
+        let installed = with_import(FILE, original).unwrap().0.unwrap();
+        let edited = installed.replace("\"p\"", "\"p2\"");
+        let back = without_import(FILE, &edited).unwrap();
+        assert_eq!(back, original.replace("\"p\"", "\"p2\""));
+        let other = "version = 2\nimports = [\"/etc/other.toml\"]\n";
+        let installed = with_import(FILE, other).unwrap().0.unwrap();
+        assert_eq!(without_import(FILE, &installed).unwrap(), other);
     }
 
     #[test]
