@@ -59,15 +59,22 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum NodeCommand {
     /// Copy the binaries, write the node config and register the `skillbox`
-    /// runtime as a containerd drop-in. containerd is not reloaded: the
-    /// handler takes effect at its next restart.
+    /// runtime as a containerd drop-in; restart containerd when one of its
+    /// configs changed (or it does not see the handler) and wait until its
+    /// CRI knows the handler; label the node (--node-name).
     Install(NodeInstallArgs),
-    /// Restore, byte for byte, what install changed. containerd is not
-    /// reloaded.
-    Uninstall(HostRootArgs),
-    /// Report the installed binaries, drop-in and import; exit 1 when not
-    /// installed or when a file changed since install.
+    /// Remove the node label, restore byte for byte what install changed,
+    /// restart containerd when its config changed and wait until its CRI has
+    /// forgotten the handler. Refused while `skillbox` pods run (--force).
+    Uninstall(NodeUninstallArgs),
+    /// Report the installed binaries and their versions, the drop-in and
+    /// import, and whether containerd's CRI sees the handler; exit 1 when
+    /// not installed, when a file changed since install or when containerd
+    /// does not see the handler.
     Status(NodeStatusArgs),
+    /// Wait until every pod of a DaemonSet is ready (the chart's uninstall
+    /// hook waits so for `node uninstall` to have run on every node).
+    WaitDaemonset(WaitDaemonsetArgs),
 }
 
 #[derive(Debug, Args)]
@@ -75,6 +82,40 @@ pub struct HostRootArgs {
     /// Where the host's `/` is mounted.
     #[arg(long, value_name = "DIR")]
     pub host_root: PathBuf,
+}
+
+/// How the installer reaches and restarts the host's containerd.
+#[derive(Debug, Args)]
+pub struct ContainerdArgs {
+    /// Write or restore the files only: neither ask nor restart containerd
+    /// (image builds, fake host roots).
+    #[arg(long)]
+    pub no_reload: bool,
+    /// containerd's socket, as the host sees it (resolved under
+    /// --host-root).
+    #[arg(long, value_name = "PATH", default_value = "/run/containerd/containerd.sock")]
+    pub cri_socket: PathBuf,
+    /// The systemd unit restarted (`systemctl restart`, through nsenter
+    /// into the host's PID 1 namespaces when --host-root is not `/`).
+    #[arg(long, value_name = "UNIT", default_value = "containerd")]
+    pub containerd_unit: String,
+    /// A shell command restarting containerd instead of systemd's, for
+    /// hosts that run it otherwise.
+    #[arg(long, value_name = "COMMAND", conflicts_with = "containerd_unit")]
+    pub restart_command: Option<String>,
+    /// Seconds containerd may take to answer again after its restart.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    pub reload_timeout: u64,
+}
+
+/// The Kubernetes node this host is.
+#[derive(Debug, Args)]
+pub struct NodeNameArgs {
+    /// The node to label `skillbox.dev/runtime=ready` (through the
+    /// Kubernetes API: in-cluster service account, or KUBECONFIG). Without
+    /// it no label is touched.
+    #[arg(long, value_name = "NAME", env = "NODE_NAME")]
+    pub node_name: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -94,12 +135,44 @@ pub struct NodeInstallArgs {
     /// defaults (an empty config).
     #[arg(long, value_name = "FILE")]
     pub node_config: Option<PathBuf>,
+    #[command(flatten)]
+    pub containerd: ContainerdArgs,
+    #[command(flatten)]
+    pub node: NodeNameArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct NodeUninstallArgs {
+    #[command(flatten)]
+    pub root: HostRootArgs,
+    #[command(flatten)]
+    pub containerd: ContainerdArgs,
+    #[command(flatten)]
+    pub node: NodeNameArgs,
+    /// Uninstall even while pods run under the `skillbox` handler (they
+    /// keep running; containerd can no longer start new ones).
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WaitDaemonsetArgs {
+    #[arg(long, value_name = "NAMESPACE")]
+    pub namespace: String,
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// Seconds to wait at most.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub timeout: u64,
 }
 
 #[derive(Debug, Args)]
 pub struct NodeStatusArgs {
     #[command(flatten)]
     pub root: HostRootArgs,
+    /// containerd's socket, as the host sees it; asked when it exists.
+    #[arg(long, value_name = "PATH", default_value = "/run/containerd/containerd.sock")]
+    pub cri_socket: PathBuf,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,

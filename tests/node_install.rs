@@ -31,7 +31,12 @@ impl Node {
             fs::write(root.path().join(MAIN), text).unwrap();
         }
         for name in ["shim", "cli", "runsc"] {
-            fs::write(inputs.path().join(name), format!("#!/bin/sh\necho {name} 1\n")).unwrap();
+            fs::write(
+                inputs.path().join(name),
+                format!("#!/bin/sh\necho {name} version 0.0~test\n"),
+            )
+            .unwrap();
+            fs::set_permissions(inputs.path().join(name), fs::Permissions::from_mode(0o755)).unwrap();
         }
         Node { root, inputs }
     }
@@ -49,9 +54,22 @@ impl Node {
     fn install(&self, extra: &[&str]) -> Output {
         let input = |name: &str| self.inputs.path().join(name).display().to_string();
         let (shim, cli, runsc) = (input("shim"), input("cli"), input("runsc"));
-        let mut args = vec!["install", "--shim", &shim, "--cli", &cli, "--runsc", &runsc];
+        let mut args = vec![
+            "install",
+            "--no-reload",
+            "--shim",
+            &shim,
+            "--cli",
+            &cli,
+            "--runsc",
+            &runsc,
+        ];
         args.extend_from_slice(extra);
         self.run(&args)
+    }
+
+    fn uninstall(&self) -> Output {
+        self.run(&["uninstall", "--no-reload"])
     }
 
     fn read(&self, path: &str) -> String {
@@ -101,7 +119,7 @@ fn round_trip(node: &Node) {
     ok(&node.install(&[]));
     assert_eq!(
         node.read("usr/local/bin/containerd-shim-skillbox-v1"),
-        "#!/bin/sh\necho shim 1\n"
+        "#!/bin/sh\necho shim version 0.0~test\n"
     );
     let mode = fs::metadata(node.root.path().join("usr/local/bin/runsc"))
         .unwrap()
@@ -116,9 +134,9 @@ fn round_trip(node: &Node) {
         "{again}"
     );
     assert_eq!(node.tree(), installed, "a second install changed bytes");
-    ok(&node.run(&["uninstall"]));
+    ok(&node.uninstall());
     assert_eq!(node.tree(), before, "uninstall did not restore the tree");
-    assert!(ok(&node.run(&["uninstall"])).contains("nothing to do"));
+    assert!(ok(&node.uninstall()).contains("nothing to do"));
     assert_eq!(node.run(&["status"]).status.code(), Some(1));
 }
 
@@ -136,7 +154,7 @@ fn version_2_without_imports_gets_one_and_the_grpc_cri_drop_in() {
     assert!(node
         .read(DROP_IN)
         .contains("[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.skillbox]"));
-    ok(&node.run(&["uninstall"]));
+    ok(&node.uninstall());
     round_trip(&node);
 }
 
@@ -154,7 +172,7 @@ fn comments_kept_and_imports_extended_only_when_needed() {
         main.contains("\"/etc/containerd/extra.toml\", \"/etc/containerd/conf.d/*.toml\""),
         "{main}"
     );
-    ok(&node.run(&["uninstall"]));
+    ok(&node.uninstall());
     assert_eq!(node.read(MAIN), text);
 
     let covered = "# ops\nversion = 2\nimports = [\"conf.d/*.toml\"]\n";
@@ -165,7 +183,7 @@ fn comments_kept_and_imports_extended_only_when_needed() {
         covered,
         "a config that already imports conf.d was changed"
     );
-    ok(&node.run(&["uninstall"]));
+    ok(&node.uninstall());
     round_trip(&node);
 }
 
@@ -179,8 +197,25 @@ fn version_3_gets_the_cri_runtime_plugin_drop_in() {
         drop_in.contains("[plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.skillbox]"),
         "{drop_in}"
     );
-    ok(&node.run(&["uninstall"]));
+    ok(&node.uninstall());
     round_trip(&node);
+}
+
+#[test]
+fn an_edit_of_the_main_config_after_install_survives_uninstall() {
+    let text = "# Managed by ops\nversion = 2\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = \"pause:3.9\"\n";
+    let node = Node::new(Some(text));
+    ok(&node.install(&[]));
+    let edited = node.read(MAIN).replace("pause:3.9", "pause:3.10");
+    fs::write(node.root.path().join(MAIN), &edited).unwrap();
+    let out = ok(&node.uninstall());
+    assert!(out.contains("/etc/containerd/config.toml"), "{out}");
+    assert_eq!(
+        node.read(MAIN),
+        text.replace("pause:3.9", "pause:3.10"),
+        "uninstall lost the administrator's edit or kept the import"
+    );
+    assert!(!node.root.path().join(DROP_IN).exists());
 }
 
 #[test]
@@ -189,7 +224,7 @@ fn no_containerd_config_gets_a_minimal_one_that_uninstall_removes() {
     ok(&node.install(&[]));
     let main = node.read(MAIN);
     assert!(main.contains("version = 2") && main.contains("imports = [\"/etc/containerd/conf.d/*.toml\"]"));
-    ok(&node.run(&["uninstall"]));
+    ok(&node.uninstall());
     assert!(!node.root.path().join("etc/containerd").exists());
     round_trip(&node);
 }
@@ -236,7 +271,7 @@ fn node_config_is_validated_and_changes_are_reported() {
     assert!(out.contains("updated   /etc/skillbox/config.toml"), "{out}");
     assert!(out.contains("unchanged /usr/local/bin/runsc"), "{out}");
     assert_eq!(node.read("etc/skillbox/config.toml"), "[ceiling]\ncpus = 1\n");
-    ok(&node.run(&["uninstall"]));
+    ok(&node.uninstall());
     assert_eq!(node.tree(), before);
 }
 
@@ -272,6 +307,13 @@ fn status_reports_versions_digests_and_drift() {
         .unwrap();
     assert_eq!(cli["program_version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(cli["sha256"].as_str().unwrap().len(), 64);
+    let runsc = json["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["role"] == "runsc")
+        .unwrap();
+    assert_eq!(runsc["program_version"], "0.0~test", "runsc's own --version");
     assert!(ok(&node.run(&["status"])).contains("healthy"));
 
     fs::write(node.root.path().join("usr/local/bin/runsc"), "tampered\n").unwrap();
@@ -293,4 +335,255 @@ fn a_missing_binary_is_refused_before_anything_is_written() {
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr(&output).contains("--runsc"), "{}", stderr(&output));
     assert_eq!(node.tree(), before);
+}
+
+#[test]
+fn a_runsc_that_does_not_say_its_version_is_refused() {
+    let node = Node::new(Some("version = 2\n"));
+    fs::write(node.inputs.path().join("runsc"), "#!/bin/sh\necho hello\n").unwrap();
+    let before = node.tree();
+    let output = node.install(&[]);
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(err.contains("--runsc") && err.contains("runsc version"), "{err}");
+    assert_eq!(node.tree(), before);
+}
+
+/// One request the stand-in API server saw: method, path, content type, body.
+type Request = (String, String, String, String);
+
+/// A stand-in for the Kubernetes API server on loopback (no kube-apiserver
+/// is packaged for this machine): it records each request and answers from
+/// `respond(method, path, request number)` → (status, JSON body).
+struct FakeApiServer {
+    url: String,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<Request>>>,
+    kubeconfig: tempfile::NamedTempFile,
+}
+
+impl FakeApiServer {
+    fn start(respond: impl Fn(&str, &str, usize) -> (u16, String) + Send + 'static) -> FakeApiServer {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = std::sync::Arc::clone(&requests);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    continue;
+                }
+                let mut parts = line.split_whitespace();
+                let (method, path) = (
+                    parts.next().unwrap_or("").to_owned(),
+                    parts.next().unwrap_or("").to_owned(),
+                );
+                let (mut length, mut content_type) = (0, String::new());
+                loop {
+                    let mut header = String::new();
+                    reader.read_line(&mut header).unwrap();
+                    let header = header.trim_end();
+                    if header.is_empty() {
+                        break;
+                    }
+                    let (name, value) = header.split_once(':').unwrap_or((header, ""));
+                    match name.to_ascii_lowercase().as_str() {
+                        "content-length" => length = value.trim().parse().unwrap_or(0),
+                        "content-type" => content_type = value.trim().to_owned(),
+                        _ => {}
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                let number = {
+                    let mut seen = seen.lock().unwrap();
+                    seen.push((
+                        method.clone(),
+                        path.clone(),
+                        content_type,
+                        String::from_utf8_lossy(&body).into_owned(),
+                    ));
+                    seen.len()
+                };
+                let (status, answer) = respond(&method, &path, number);
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                    answer.len()
+                );
+            }
+        });
+        let mut kubeconfig = tempfile::NamedTempFile::new().unwrap();
+        write!(
+            kubeconfig,
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {url}\nusers:\n- name: installer\n  user:\n    token: test-token\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: installer\ncurrent-context: fake\n"
+        )
+        .unwrap();
+        FakeApiServer {
+            url,
+            requests,
+            kubeconfig,
+        }
+    }
+
+    fn requests(&self) -> Vec<Request> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+fn node_json(labels: &str) -> String {
+    format!(r#"{{"apiVersion":"v1","kind":"Node","metadata":{{"name":"node-1","labels":{{{labels}}}}}}}"#)
+}
+
+#[test]
+fn install_labels_the_node_and_uninstall_removes_the_label_first() {
+    let api = FakeApiServer::start(|_, _, _| (200, node_json(r#""skillbox.dev/runtime":"ready""#)));
+    let node = Node::new(Some("version = 2\n"));
+    let with_api = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_skillbox"))
+            .arg("node")
+            .args(args)
+            .arg("--host-root")
+            .arg(node.root.path())
+            .env("KUBECONFIG", api.kubeconfig.path())
+            .env("NODE_NAME", "node-1")
+            .output()
+            .unwrap()
+    };
+    let input = |name: &str| node.inputs.path().join(name).display().to_string();
+    let (shim, cli, runsc) = (input("shim"), input("cli"), input("runsc"));
+    let out = ok(&with_api(&[
+        "install",
+        "--no-reload",
+        "--shim",
+        &shim,
+        "--cli",
+        &cli,
+        "--runsc",
+        &runsc,
+    ]));
+    assert!(
+        out.contains("labelled node node-1 skillbox.dev/runtime=ready"),
+        "{out}"
+    );
+    let out = ok(&with_api(&["uninstall", "--no-reload"]));
+    assert!(
+        out.starts_with("removed label skillbox.dev/runtime from node node-1"),
+        "{out}"
+    );
+    let requests = api.requests();
+    assert_eq!(requests.len(), 2, "{requests:?} at {}", api.url);
+    for ((method, path, content_type, body), value) in requests.iter().zip(["\"ready\"", "null"]) {
+        assert_eq!(
+            (method.as_str(), path.as_str()),
+            ("PATCH", "/api/v1/nodes/node-1?")
+        );
+        assert_eq!(content_type, "application/merge-patch+json");
+        assert_eq!(
+            body,
+            &format!(r#"{{"metadata":{{"labels":{{"skillbox.dev/runtime":{value}}}}}}}"#)
+        );
+    }
+}
+
+#[test]
+fn a_refused_label_fails_install_naming_the_node_and_the_api_answer() {
+    let api = FakeApiServer::start(|_, _, _| {
+        (
+            403,
+            r#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"nodes \"node-1\" is forbidden: cannot patch","reason":"Forbidden","code":403}"#.to_owned(),
+        )
+    });
+    let node = Node::new(Some("version = 2\n"));
+    let input = |name: &str| node.inputs.path().join(name).display().to_string();
+    let output = Command::new(env!("CARGO_BIN_EXE_skillbox"))
+        .args([
+            "node",
+            "install",
+            "--no-reload",
+            "--node-name",
+            "node-1",
+            "--host-root",
+        ])
+        .arg(node.root.path())
+        .args([
+            "--shim",
+            &input("shim"),
+            "--cli",
+            &input("cli"),
+            "--runsc",
+            &input("runsc"),
+        ])
+        .env("KUBECONFIG", api.kubeconfig.path())
+        .output()
+        .unwrap();
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cannot set label skillbox.dev/runtime on node node-1") && err.contains("forbidden"),
+        "{err}"
+    );
+}
+
+#[test]
+fn wait_daemonset_returns_once_every_pod_is_ready() {
+    let api = FakeApiServer::start(|_, _, n| {
+        let ready = if n < 3 { 1 } else { 2 };
+        (
+            200,
+            format!(
+                r#"{{"apiVersion":"apps/v1","kind":"DaemonSet","metadata":{{"name":"sb-uninstall","namespace":"skillbox","generation":1}},"status":{{"currentNumberScheduled":2,"desiredNumberScheduled":2,"numberMisscheduled":0,"numberReady":{ready},"observedGeneration":1}}}}"#
+            ),
+        )
+    });
+    let output = Command::new(env!("CARGO_BIN_EXE_skillbox"))
+        .args([
+            "node",
+            "wait-daemonset",
+            "--namespace",
+            "skillbox",
+            "--name",
+            "sb-uninstall",
+            "--timeout",
+            "30",
+        ])
+        .env("KUBECONFIG", api.kubeconfig.path())
+        .output()
+        .unwrap();
+    let out = ok(&output);
+    assert!(
+        out.contains("DaemonSet skillbox/sb-uninstall: 2 of 2 pods ready"),
+        "{out}"
+    );
+    let requests = api.requests();
+    assert_eq!(requests.len(), 3, "{requests:?}");
+    assert!(requests.iter().all(|(method, path, _, _)| method == "GET"
+        && path == "/apis/apps/v1/namespaces/skillbox/daemonsets/sb-uninstall"));
+
+    let never = FakeApiServer::start(|_, _, _| {
+        (200, r#"{"apiVersion":"apps/v1","kind":"DaemonSet","metadata":{"name":"d","namespace":"n","generation":1},"status":{"currentNumberScheduled":1,"desiredNumberScheduled":1,"numberMisscheduled":0,"numberReady":0,"observedGeneration":1}}"#.to_owned())
+    });
+    let output = Command::new(env!("CARGO_BIN_EXE_skillbox"))
+        .args([
+            "node",
+            "wait-daemonset",
+            "--namespace",
+            "n",
+            "--name",
+            "d",
+            "--timeout",
+            "2",
+        ])
+        .env("KUBECONFIG", never.kubeconfig.path())
+        .output()
+        .unwrap();
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("DaemonSet n/d not ready within 2s: 0 of 1 pods ready"),
+        "{err}"
+    );
 }

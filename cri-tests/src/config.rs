@@ -14,6 +14,8 @@ pub const SKILLBOX_HANDLER: &str = "skillbox";
 pub const RUNC_RUNSC_HANDLER: &str = "runc-runsc";
 /// The runtime type containerd turns into `containerd-shim-skillbox-v1`.
 pub const SKILLBOX_RUNTIME_TYPE: &str = "io.containerd.skillbox.v1";
+/// containerd's socket on a node, as the host sees it.
+pub const HOST_SOCKET: &str = "/run/containerd/containerd.sock";
 /// Where Debian's `containernetworking-plugins` installs the plugins.
 pub const CNI_BIN_DIR: &str = "/usr/lib/cni";
 
@@ -26,6 +28,10 @@ pub struct Layout<'a> {
     pub node_config: &'a Path,
     /// The `runc-runsc` handler, if wanted (only the benchmark does).
     pub runc_runsc: Option<RuncRunsc<'a>>,
+    /// A node before `skillbox node install`: the root its containerd sees
+    /// as `/` for `/etc` and `/run/containerd` ([`crate::node::NodeOptions::bare_host`]).
+    /// No `skillbox` handler then; the socket is under this root.
+    pub host_root: Option<&'a Path>,
 }
 
 /// containerd's runc shim with runsc behind it: `BinaryName` is the
@@ -40,7 +46,10 @@ pub struct RuncRunsc<'a> {
 
 impl Layout<'_> {
     pub fn socket(&self) -> std::path::PathBuf {
-        self.dir.join("containerd.sock")
+        match self.host_root {
+            Some(root) => root.join(HOST_SOCKET.trim_start_matches('/')),
+            None => self.dir.join("containerd.sock"),
+        }
     }
 
     pub fn cni_conf_dir(&self) -> std::path::PathBuf {
@@ -75,6 +84,21 @@ pub fn containerd_config(layout: &Layout) -> String {
             )
         })
         .unwrap_or_default();
+    let skillbox = match layout.host_root {
+        Some(_) => String::new(),
+        None => format!(
+            r#"
+[{runtimes}.{SKILLBOX_HANDLER}]
+  runtime_type = "{SKILLBOX_RUNTIME_TYPE}"
+  pod_annotations = ["io.skillbox.*"]
+  container_annotations = ["io.skillbox.*"]
+
+[{runtimes}.{SKILLBOX_HANDLER}.options]
+  ConfigPath = "{node_config}"
+"#,
+            node_config = layout.node_config.display(),
+        ),
+    };
     format!(
         r#"version = 2
 root = "{dir}/root"
@@ -98,21 +122,13 @@ state = "{dir}/state"
 [{runtimes}.{RUNC_HANDLER}]
   runtime_type = "io.containerd.runc.v2"
 
-[{runtimes}.{SKILLBOX_HANDLER}]
-  runtime_type = "{SKILLBOX_RUNTIME_TYPE}"
-  pod_annotations = ["io.skillbox.*"]
-  container_annotations = ["io.skillbox.*"]
-
-[{runtimes}.{SKILLBOX_HANDLER}.options]
-  ConfigPath = "{node_config}"
-{runc_runsc}
+{skillbox}{runc_runsc}
 [{cri}.cni]
   bin_dir = "{CNI_BIN_DIR}"
   conf_dir = "{conf_dir}"
 "#,
         socket = layout.socket().display(),
         sandbox_image = layout.sandbox_image,
-        node_config = layout.node_config.display(),
         conf_dir = layout.cni_conf_dir().display(),
     )
 }
@@ -166,6 +182,7 @@ mod tests {
             sandbox_image: "localhost/skillbox-cri/pause:1",
             node_config: Path::new("/tmp/h/node.toml"),
             runc_runsc: None,
+            host_root: None,
         };
         let config = containerd_config(&layout);
         let parsed: toml::Value = toml::from_str(&config).unwrap();
@@ -197,6 +214,7 @@ mod tests {
                 binary: Path::new("/t/release/runsc-as-runc"),
                 root: Path::new("/tmp/h/runsc-runc"),
             }),
+            host_root: None,
         };
         let parsed: toml::Value = toml::from_str(&containerd_config(&layout)).unwrap();
         let runtimes = &parsed["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"];
@@ -210,6 +228,25 @@ mod tests {
         assert_eq!(
             runtimes[SKILLBOX_HANDLER]["options"]["ConfigPath"].as_str(),
             Some("/tmp/h/node.toml")
+        );
+    }
+
+    #[test]
+    fn a_bare_host_has_runc_only_and_its_socket_under_the_host_root() {
+        let layout = Layout {
+            dir: Path::new("/tmp/h"),
+            sandbox_image: "localhost/skillbox-cri/pause:1",
+            node_config: Path::new("/tmp/h/node.toml"),
+            runc_runsc: None,
+            host_root: Some(Path::new("/tmp/h/host")),
+        };
+        let parsed: toml::Value = toml::from_str(&containerd_config(&layout)).unwrap();
+        let runtimes = &parsed["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"];
+        assert!(runtimes.get(SKILLBOX_HANDLER).is_none());
+        assert!(runtimes.get(RUNC_HANDLER).is_some());
+        assert_eq!(
+            parsed["grpc"]["address"].as_str(),
+            Some("/tmp/h/host/run/containerd/containerd.sock")
         );
     }
 

@@ -7,7 +7,8 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use skillbox_test_support::{require, target_dir};
@@ -77,14 +78,23 @@ impl Binary {
 /// (`<target>/<profile>/containerd-shim-skillbox-v1`; a test binary runs
 /// from `<target>/<profile>/deps/`, the benchmark from `<target>/<profile>/`).
 pub fn skillbox_shim() -> PathBuf {
-    let shim = profile_dir().join("containerd-shim-skillbox-v1");
+    workspace_binary("containerd-shim-skillbox-v1", "skillbox-shim")
+}
+
+/// The `skillbox` CLI of this workspace, beside the running binary.
+pub fn skillbox_cli() -> PathBuf {
+    workspace_binary("skillbox", "skillbox")
+}
+
+fn workspace_binary(name: &str, package: &str) -> PathBuf {
+    let binary = profile_dir().join(name);
     assert!(
-        shim.is_file(),
-        "{} is missing: build it first with `cargo build -p skillbox-shim` \
+        binary.is_file(),
+        "{} is missing: build it first with `cargo build -p {package}` \
          (same profile and CARGO_TARGET_DIR; `cargo test --workspace` builds it)",
-        shim.display()
+        binary.display()
     );
-    shim
+    binary
 }
 
 /// `<target>/<profile>` of the running binary.
@@ -102,8 +112,11 @@ pub fn profile_dir() -> PathBuf {
 /// removed before: shims and runsc outlive containerd.
 #[derive(Debug)]
 pub struct Containerd {
-    process: Mutex<Child>,
-    launch: Launch,
+    process: Arc<Mutex<Child>>,
+    launch: Arc<Launch>,
+    /// Set when containerd runs as a service does: started again whenever
+    /// it exits, until the flag says the harness is stopping it.
+    supervisor: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
     log: PathBuf,
     socket: PathBuf,
     /// The `ctr` that comes with this containerd.
@@ -119,28 +132,59 @@ struct Launch {
     /// the harness's PATH.
     path: OsString,
     netns: PathBuf,
+    /// A bare host's root: containerd runs in a mount namespace of its own
+    /// where `<root>/etc` is `/etc`, and reads `/etc/containerd/config.toml`.
+    host_root: Option<PathBuf>,
+    log: PathBuf,
 }
 
 impl Launch {
-    fn spawn(&self, log: std::fs::File) -> Child {
-        // nsenter execs containerd: the child's pid is containerd's.
-        nsenter(&self.netns, &[])
-            .arg(&self.containerd)
-            .arg("--config")
-            .arg(&self.config)
+    fn spawn(&self) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("opening containerd.log");
+        // nsenter and unshare exec containerd: the child's pid is containerd's.
+        let mut command = nsenter(&self.netns, &[]);
+        match &self.host_root {
+            None => {
+                command.arg(&self.containerd).arg("--config").arg(&self.config);
+            }
+            Some(root) => {
+                command
+                    .args(["unshare", "--mount", "--propagation", "private", "--", "sh", "-c"])
+                    .arg("mount --bind \"$0/etc\" /etc && exec \"$1\" --config /etc/containerd/config.toml")
+                    .arg(root)
+                    .arg(&self.containerd);
+            }
+        }
+        let child = command
             // containerd looks for shims in its cwd before PATH.
             .current_dir("/")
             .env("PATH", &self.path)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("starting containerd under nsenter")
+            .expect("starting containerd under nsenter");
+        if let Some(root) = &self.host_root {
+            std::fs::write(root.join(PID_FILE), format!("{}\n", child.id()))
+                .expect("writing containerd's pid file");
+        }
+        child
     }
 }
 
+/// Where a bare host's supervised containerd has its pid, under the root.
+pub const PID_FILE: &str = "run/containerd/containerd.pid";
+
 impl Containerd {
     /// Starts `binary` on `config` in `netns`, with `bin` (holding the
-    /// skillbox shim) first on PATH, logging to `dir/containerd.log`.
+    /// skillbox shim) first on PATH, logging to `dir/containerd.log`. With
+    /// `host_root`, containerd runs as on a bare host: `<host_root>/etc` is
+    /// its `/etc` (`config` must be `<host_root>/etc/containerd/config.toml`),
+    /// and it is supervised: whenever it exits it is started again, as a
+    /// service manager does, with its pid in `<host_root>/`[`PID_FILE`].
     pub fn start(
         binary: &Binary,
         config: &Path,
@@ -148,21 +192,24 @@ impl Containerd {
         bin: &Path,
         netns: &NetNs,
         dir: &Path,
+        host_root: Option<&Path>,
     ) -> Containerd {
         let log = dir.join("containerd.log");
-        let log_file = std::fs::File::create(&log).expect("creating containerd.log");
         let mut path = vec![bin.to_owned()];
         path.extend(binary.shim_dir.clone());
         path.extend(std::env::split_paths(
             &std::env::var_os("PATH").unwrap_or_default(),
         ));
-        let launch = Launch {
+        let launch = Arc::new(Launch {
             containerd: binary.containerd.clone(),
             config: config.to_owned(),
             path: std::env::join_paths(path).expect("PATH entries without ':'"),
             netns: netns.path(),
-        };
-        let process = launch.spawn(log_file);
+            host_root: host_root.map(Path::to_owned),
+            log: log.clone(),
+        });
+        let process = Arc::new(Mutex::new(launch.spawn()));
+        let supervisor = host_root.map(|_| supervise(&process, &launch));
         let ctr = binary
             .shim_dir
             .as_ref()
@@ -173,8 +220,9 @@ impl Containerd {
                 PathBuf::from("ctr")
             });
         let containerd = Containerd {
-            process: Mutex::new(process),
+            process,
             launch,
+            supervisor,
             log,
             socket: socket.to_owned(),
             ctr,
@@ -212,12 +260,8 @@ impl Containerd {
         for socket in [self.socket.as_os_str(), &ttrpc] {
             let _ = std::fs::remove_file(socket);
         }
-        let mut log = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&self.log)
-            .expect("opening containerd.log to append");
-        let _ = writeln!(log, "--- cri-tests: containerd restarted after SIGTERM ---");
-        *process = self.launch.spawn(log);
+        note_in_log(&self.log, "containerd restarted after SIGTERM");
+        *process = self.launch.spawn();
         drop(process);
         self.wait_for_socket();
     }
@@ -262,9 +306,43 @@ impl Containerd {
     }
 }
 
+/// Starts containerd again whenever it exits, until the returned flag is set.
+fn supervise(
+    process: &Arc<Mutex<Child>>,
+    launch: &Arc<Launch>,
+) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+    let stopping = Arc::new(AtomicBool::new(false));
+    let (process, launch, flag) = (Arc::clone(process), Arc::clone(launch), Arc::clone(&stopping));
+    let thread = std::thread::spawn(move || loop {
+        std::thread::sleep(Duration::from_millis(20));
+        let mut child = process.lock().unwrap_or_else(PoisonError::into_inner);
+        if flag.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            note_in_log(
+                &launch.log,
+                &format!("containerd exited ({status}); the supervisor starts it again"),
+            );
+            *child = launch.spawn();
+        }
+    });
+    (stopping, thread)
+}
+
+fn note_in_log(log: &Path, note: &str) {
+    if let Ok(mut log) = std::fs::OpenOptions::new().append(true).open(log) {
+        let _ = writeln!(log, "--- cri-tests: {note} ---");
+    }
+}
+
 impl Drop for Containerd {
     fn drop(&mut self) {
-        let process = self.process.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if let Some((stopping, thread)) = self.supervisor.take() {
+            stopping.store(true, Ordering::SeqCst);
+            let _ = thread.join();
+        }
+        let mut process = self.process.lock().unwrap_or_else(PoisonError::into_inner);
         let pid = nix::unistd::Pid::from_raw(process.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGTERM);
         let _ = process.wait();

@@ -51,6 +51,14 @@ pub struct NodeOptions {
     /// `runc-runsc` handler ([`crate::runsc_as_runc`]); no such handler
     /// when `None`.
     pub runc_runsc: Option<PathBuf>,
+    /// A node as before `skillbox node install`: a host root
+    /// (`<dir>/host`, its `etc` a copy of this machine's `/etc`) whose
+    /// containerd knows `runc` only, reads
+    /// `<host>/etc/containerd/config.toml` as its `/etc/containerd/config.toml`
+    /// (a mount namespace of its own), finds shims in
+    /// `<host>/usr/local/bin` first, listens on `<host>/run/containerd/containerd.sock`,
+    /// and is restarted whenever it exits, as systemd does.
+    pub bare_host: bool,
 }
 
 /// The label every pod of this harness carries, valued with the node's tag.
@@ -70,7 +78,31 @@ pub struct Node {
     pub version: String,
     /// Pods whose teardown failed: the node clears them itself at the end.
     abandoned: Mutex<Vec<Abandoned>>,
+    options: NodeOptions,
     dir: tempfile::TempDir,
+}
+
+/// A bare host's root, in the node's directory.
+const HOST_DIR: &str = "host";
+/// The skillbox node config, in the node's directory.
+const NODE_CONFIG_FILE: &str = "node.toml";
+
+/// Makes a bare host's root under `dir`: `etc` copied from this machine's
+/// `/etc` (what containerd, runc and the CNI plugins read stays as it is),
+/// and the directories a node has.
+fn bare_host(dir: &Path) -> PathBuf {
+    let root = dir.join(HOST_DIR);
+    std::fs::create_dir(&root).expect("creating the host root");
+    let copied = std::process::Command::new("cp")
+        .args(["-a", "/etc"])
+        .arg(root.join("etc"))
+        .status()
+        .expect("running cp -a /etc");
+    assert!(copied.success(), "cp -a /etc {}: {copied}", root.display());
+    for sub in ["etc/containerd", "usr/local/bin", "run/containerd", "var/lib"] {
+        std::fs::create_dir_all(root.join(sub)).expect("creating a host directory");
+    }
+    root
 }
 
 /// The `runc-runsc` handler's runsc root, in the node's directory.
@@ -126,10 +158,18 @@ impl Node {
         };
         let network = format!("skillbox-cri-{tag}");
 
-        let bin = path.join("bin");
-        std::fs::create_dir(&bin).expect("creating bin/");
-        std::os::unix::fs::symlink(&shim, bin.join("containerd-shim-skillbox-v1")).expect("linking the shim");
-        let node_config = path.join("node.toml");
+        let host_root = options.bare_host.then(|| bare_host(path));
+        let bin = match &host_root {
+            Some(root) => root.join("usr/local/bin"),
+            None => {
+                let bin = path.join("bin");
+                std::fs::create_dir(&bin).expect("creating bin/");
+                std::os::unix::fs::symlink(&shim, bin.join("containerd-shim-skillbox-v1"))
+                    .expect("linking the shim");
+                bin
+            }
+        };
+        let node_config = path.join(NODE_CONFIG_FILE);
         std::fs::write(&node_config, config::node_config(path)).expect("writing node.toml");
         let runc_runsc_root = path.join(RUNC_RUNSC_ROOT);
         if options.runc_runsc.is_some() {
@@ -143,6 +183,7 @@ impl Node {
                 binary,
                 root: &runc_runsc_root,
             }),
+            host_root: host_root.as_deref(),
         };
         std::fs::create_dir(layout.cni_conf_dir()).expect("creating cni/");
         let subnet = format!("10.88.{}.0/24", std::process::id() % 250);
@@ -151,7 +192,10 @@ impl Node {
             config::cni_conflist(&network, "sbcri0", &subnet),
         )
         .expect("writing the CNI config");
-        let config_path = path.join("config.toml");
+        let config_path = match &host_root {
+            Some(root) => root.join("etc/containerd/config.toml"),
+            None => path.join("config.toml"),
+        };
         std::fs::write(&config_path, config::containerd_config(&layout)).expect("writing config.toml");
 
         let images_dir = path.join("images");
@@ -159,7 +203,15 @@ impl Node {
         let images = images::build_all(&images_dir);
 
         let netns = NetNs::create(&network);
-        let containerd = Containerd::start(&binary, &config_path, &layout.socket(), &bin, &netns, path);
+        let containerd = Containerd::start(
+            &binary,
+            &config_path,
+            &layout.socket(),
+            &bin,
+            &netns,
+            path,
+            host_root.as_deref(),
+        );
         for image in &images {
             let output = containerd
                 .ctr(&["images", "import"])
@@ -183,6 +235,7 @@ impl Node {
             tag,
             version,
             abandoned: Mutex::new(Vec::new()),
+            options: options.clone(),
             dir,
         };
         let answer = node
@@ -203,6 +256,17 @@ impl Node {
             node.netns.name()
         );
         node
+    }
+
+    /// The host root of a [`NodeOptions::bare_host`] node.
+    pub fn host_root(&self) -> Option<PathBuf> {
+        self.options.bare_host.then(|| self.dir().join(HOST_DIR))
+    }
+
+    /// The skillbox node config the harness gives the shim (the file named
+    /// by the `skillbox` handler's `ConfigPath`, or given to `node install`).
+    pub fn node_config(&self) -> PathBuf {
+        self.dir().join(NODE_CONFIG_FILE)
     }
 
     /// Where the `runc-runsc` handler's runsc keeps its state: the runc

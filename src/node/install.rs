@@ -25,6 +25,9 @@ pub struct Inputs {
     pub cli: PathBuf,
     pub runsc: PathBuf,
     pub node_config: Option<PathBuf>,
+    /// The config version for a host without `/etc/containerd/config.toml`:
+    /// the one its running containerd reads (version 2 when not known).
+    pub version_without_config: ConfigVersion,
 }
 
 /// One file's fate.
@@ -39,6 +42,23 @@ pub enum Change {
 pub struct Report {
     /// Host path and what happened to it.
     pub changes: Vec<(String, Change)>,
+}
+
+impl Report {
+    /// Whether install wrote anything.
+    pub fn changed(&self) -> bool {
+        self.changes
+            .iter()
+            .any(|(_, change)| *change != Change::Unchanged)
+    }
+
+    /// Whether install wrote a config containerd reads (the shim and the
+    /// node config are read afresh by every pod: they need no restart).
+    pub fn containerd_config_changed(&self) -> bool {
+        self.changes
+            .iter()
+            .any(|(path, change)| *change != Change::Unchanged && layout::read_by_containerd(path))
+    }
 }
 
 struct Installer<'a> {
@@ -62,16 +82,23 @@ pub fn install(root: &HostRoot, inputs: &Inputs) -> anyhow::Result<Report> {
         None => DEFAULT_NODE_CONFIG_TEXT.as_bytes().to_vec(),
     };
     let main_path = root.path(CONTAINERD_CONFIG);
-    let (main_config, version) = match layout::read_optional(&main_path)? {
-        None => (
-            Some(containerd_config::minimal_config().into_bytes()),
-            ConfigVersion::V2,
-        ),
+    let (main_config, drop_in) = match layout::read_optional(&main_path)? {
+        None => {
+            let version = inputs.version_without_config;
+            (
+                Some(containerd_config::minimal_config(version).into_bytes()),
+                containerd_config::drop_in(version, None),
+            )
+        }
         Some(bytes) => {
             let text =
                 String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{CONTAINERD_CONFIG}: not UTF-8"))?;
             let (edited, version) = containerd_config::with_import(CONTAINERD_CONFIG, &text)?;
-            (edited.map(String::into_bytes), version)
+            let (main, _) = containerd_config::detect(CONTAINERD_CONFIG, &text)?;
+            (
+                edited.map(String::into_bytes),
+                containerd_config::drop_in(version, Some(&main)),
+            )
         }
     };
     let binaries = [
@@ -86,6 +113,12 @@ pub fn install(root: &HostRoot, inputs: &Inputs) -> anyhow::Result<Report> {
     });
 
     let binaries = binaries.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    // The shim and the CLI come from this build; runsc says its own.
+    let versions = [
+        env!("CARGO_PKG_VERSION").to_owned(),
+        env!("CARGO_PKG_VERSION").to_owned(),
+        runsc_version(&inputs.runsc)?,
+    ];
 
     let mut installer = Installer {
         root,
@@ -97,18 +130,11 @@ pub fn install(root: &HostRoot, inputs: &Inputs) -> anyhow::Result<Report> {
         changes: Vec::new(),
     };
     installer.ensure_dir(BACKUP_DIR)?;
-    for (role, bytes, path) in binaries {
-        let program_version = (role == "cli").then(|| env!("CARGO_PKG_VERSION").to_owned());
-        installer.place(role, &path, &bytes, 0o755, program_version)?;
+    for ((role, bytes, path), version) in binaries.into_iter().zip(versions) {
+        installer.place(role, &path, &bytes, 0o755, Some(version))?;
     }
     installer.place("node-config", NODE_CONFIG, &node_config, 0o644, None)?;
-    installer.place(
-        "drop-in",
-        DROP_IN,
-        containerd_config::drop_in(version).as_bytes(),
-        0o644,
-        None,
-    )?;
+    installer.place("drop-in", DROP_IN, drop_in.as_bytes(), 0o644, None)?;
     match main_config {
         Some(bytes) => {
             let mode = if main_path.exists() {
@@ -136,6 +162,28 @@ pub fn install(root: &HostRoot, inputs: &Inputs) -> anyhow::Result<Report> {
     Ok(Report {
         changes: installer.changes,
     })
+}
+
+/// `runsc --version`'s version (`0.0~20221219.0`, `release-20240729.0`).
+fn runsc_version(runsc: &std::path::Path) -> anyhow::Result<String> {
+    let output = std::process::Command::new(runsc)
+        .arg("--version")
+        .output()
+        .with_context(|| format!("--runsc {}: cannot run it", runsc.display()))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines()
+        .next()
+        .and_then(|line| line.strip_prefix("runsc version "))
+        .map(|v| v.trim().to_owned())
+        .filter(|_| output.status.success())
+        .with_context(|| {
+            format!(
+                "--runsc {}: `--version` did not print `runsc version …` ({}; {})",
+                runsc.display(),
+                output.status,
+                text.trim()
+            )
+        })
 }
 
 impl Installer<'_> {

@@ -21,6 +21,12 @@ pub const STATE: &str = "/var/lib/skillbox/install.json";
 /// Byte-exact copies of what install replaced, named by their digest.
 pub const BACKUP_DIR: &str = "/var/lib/skillbox/backup";
 
+/// Whether containerd reads the host file at start (a change needs a
+/// restart of containerd).
+pub fn read_by_containerd(host_path: &str) -> bool {
+    host_path == CONTAINERD_CONFIG || host_path == DROP_IN
+}
+
 /// The host's `/`, as mounted here.
 #[derive(Debug, Clone)]
 pub struct HostRoot(PathBuf);

@@ -229,15 +229,16 @@ fn command_works(program: &str, arg: &str) -> bool {
         .is_ok_and(|status| status.success())
 }
 
-/// Panics, naming the Debian package to install, unless `program` is on
-/// `PATH`.
-pub fn require(program: &str, package: &str) {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()));
-    assert!(
-        found,
-        "prerequisite missing: `{program}` (install Debian's {package})"
-    );
+/// Where `program` is on `PATH`; panics, naming the Debian package to
+/// install, when it is not there.
+pub fn require(program: &str, package: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join(program))
+                .find(|candidate| candidate.is_file())
+        })
+        .unwrap_or_else(|| panic!("prerequisite missing: `{program}` (install Debian's {package})"))
 }
 
 /// Panics, naming what is missing, unless this host can run sandboxes.

@@ -132,6 +132,7 @@ fn run(params: &Params, wrapper: PathBuf) -> Result<(), String> {
     report::section("Setup");
     let node = Arc::new(Node::start_with(&NodeOptions {
         runc_runsc: Some(wrapper),
+        ..NodeOptions::default()
     }));
     report::host(&node);
     let dir = node.dir().to_owned();
