@@ -686,6 +686,91 @@ fn an_audit_log_dir_elsewhere_is_mounted_where_the_node_config_says() {
     assert!(rendered.contains("kind: DaemonSet") && !rendered.contains("audit-log-dir"));
 }
 
+/// Every `skillbox` command line in `docs`: (where, argv after the program).
+fn skillbox_commands(docs: &[Value]) -> Vec<(String, Vec<String>)> {
+    let mut commands = Vec::new();
+    for doc in docs {
+        let pod = &doc["spec"]["template"]["spec"];
+        for list in ["initContainers", "containers"] {
+            for container in pod[list].as_array().into_iter().flatten() {
+                let Some(command) = container["command"].as_array() else {
+                    continue;
+                };
+                let argv: Vec<String> = command.iter().map(|a| a.as_str().unwrap().to_owned()).collect();
+                if argv.first().map(String::as_str) == Some("/opt/skillbox/bin/skillbox") {
+                    let at = format!(
+                        "{} {} {}",
+                        doc["kind"], doc["metadata"]["name"], container["name"]
+                    );
+                    commands.push((at, argv[1..].to_vec()));
+                }
+            }
+        }
+    }
+    commands
+}
+
+#[test]
+fn the_charts_command_lines_parse_with_this_skillbox() {
+    // With --help appended, clap still refuses an unknown flag or a bad
+    // value met before it, then prints help and exits 0.
+    let mut seen = std::collections::BTreeSet::new();
+    for (label, args) in [
+        (
+            "defaults",
+            vec![
+                "--values".to_owned(),
+                values_file("defaults").display().to_string(),
+            ],
+        ),
+        (
+            "audit-export",
+            vec![
+                "--values".to_owned(),
+                values_file("audit-export").display().to_string(),
+            ],
+        ),
+        (
+            "full",
+            vec!["--values".to_owned(), values_file("full").display().to_string()],
+        ),
+        (
+            "restart command",
+            vec![
+                "--set".to_owned(),
+                "containerd.restartCommand=rc-service containerd restart".to_owned(),
+            ],
+        ),
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let output = template(&args);
+        assert!(output.status.success(), "{label}: {}", text(&output));
+        let docs = documents(&String::from_utf8(output.stdout).unwrap());
+        for (at, argv) in skillbox_commands(&docs) {
+            let output = run(
+                Command::new(env!("CARGO_BIN_EXE_skillbox"))
+                    .args(&argv)
+                    .arg("--help"),
+                None,
+            );
+            assert!(
+                output.status.success(),
+                "{label}: {at}: skillbox {argv:?} does not parse: {}",
+                text(&output)
+            );
+            seen.insert(argv[..2].join(" "));
+        }
+    }
+    let expected = [
+        "audit export",
+        "metrics-server --listen",
+        "node install",
+        "node uninstall",
+        "node wait-daemonset",
+    ];
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), expected);
+}
+
 #[test]
 fn the_audit_exporter_reads_its_database_from_the_secret() {
     let docs = documents(&render("audit-export"));
