@@ -289,7 +289,8 @@ fn a_bad_base_or_skill_folder_fails_naming_it() {
 }
 
 /// The shim binary beside the `skillbox` under test: `cargo test
-/// --workspace` builds it; a run of this test binary alone builds it here.
+/// --workspace` builds it; a run of this test binary alone builds it here
+/// when it is missing (one left there by an older build is used as it is).
 fn shim_beside_skillbox() -> PathBuf {
     let bin_dir = Path::new(env!("CARGO_BIN_EXE_skillbox")).parent().unwrap();
     let shim = bin_dir.join("containerd-shim-skillbox-v1");
