@@ -395,6 +395,46 @@ fn the_node_image_holds_the_charts_binaries_and_they_run_from_it() {
         let meta = std::fs::metadata(mount.path(file)).unwrap_or_else(|err| panic!("{file}: {err}"));
         assert_eq!(meta.permissions().mode() & 0o777, 0o755, "{file}");
     }
+
+    // The chart's install from the image's own paths, onto a fake host root
+    // bind-mounted at /host (files only: --no-reload, no containerd to ask).
+    let host = work.path().join("host");
+    std::fs::create_dir_all(host.join("etc")).unwrap();
+    let mount_host = format!("type=bind,src={},dst=/host,options=rbind:rw", host.display());
+    containerd.ctr(&[
+        "run",
+        "--rm",
+        "--mount",
+        &mount_host,
+        name,
+        "skillbox-node-image-install",
+        "/opt/skillbox/bin/skillbox",
+        "node",
+        "install",
+        "--host-root",
+        "/host",
+        "--shim",
+        "/opt/skillbox/bin/containerd-shim-skillbox-v1",
+        "--cli",
+        "/opt/skillbox/bin/skillbox",
+        "--runsc",
+        "/opt/skillbox/bin/runsc",
+        "--no-reload",
+    ]);
+    for (installed, from_image) in [
+        ("usr/local/bin/skillbox", "/opt/skillbox/bin/skillbox"),
+        (
+            "usr/local/bin/containerd-shim-skillbox-v1",
+            "/opt/skillbox/bin/containerd-shim-skillbox-v1",
+        ),
+        ("usr/local/bin/runsc", "/opt/skillbox/bin/runsc"),
+    ] {
+        assert!(
+            std::fs::read(host.join(installed)).unwrap() == std::fs::read(mount.path(from_image)).unwrap(),
+            "{installed} is not the image's {from_image}"
+        );
+    }
+    assert!(host.join("etc/containerd/conf.d/skillbox.toml").is_file());
 }
 
 #[test]
