@@ -1,10 +1,12 @@
 //! `skillbox node install` and `uninstall` on a node whose containerd runs
 //! as a service (restarted whenever it exits, its `/etc` the host root's):
-//! install makes containerd restart and its CRI know the `skillbox`
-//! handler, a skill image then runs as a pod under it, a second install
-//! restarts nothing, uninstall is refused while a skillbox pod runs, then
-//! restores the host's files byte for byte and containerd forgets the
-//! handler; a runc pod started before runs through all of it.
+//! a restart that does not happen fails install naming what containerd
+//! still says; install then restarts containerd (its files are as asked,
+//! but containerd does not see the handler) and its CRI knows the
+//! `skillbox` handler; a skill image runs as a pod under it; a second
+//! install restarts nothing; uninstall is refused while a skillbox pod
+//! runs, then restores the host's files byte for byte and containerd
+//! forgets the handler; a runc pod started before runs through all of it.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -139,8 +141,27 @@ fn install_restarts_containerd_into_the_skillbox_handler_and_uninstall_restores_
         "--cri-socket",
         HOST_SOCKET,
     ];
+    // A restart that does not restart: install fails naming what containerd
+    // still says, having written the files.
+    let failed = Command::new(skillbox_cli())
+        .arg("node")
+        .args(install_args)
+        .arg("--host-root")
+        .arg(&root)
+        .args(["--restart-command", "true", "--reload-timeout", "2"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        !failed.status.success()
+            && err.contains("did not answer again with the `skillbox` runtime handler within 2s")
+            && err.contains("handlers: runc"),
+        "{err}"
+    );
+    // Files as asked but containerd blind to the handler: install restarts it.
     let pid = containerd_pid(&root);
     let out = succeeded(&node, "install", &skillbox_node(&node, &root, &install_args));
+    assert!(out.contains("unchanged: skillbox is installed as asked"), "{out}");
     assert_ne!(
         containerd_pid(&root),
         pid,
