@@ -52,6 +52,57 @@ fn helm_lint_passes_strict_for_every_values_set() {
 }
 
 #[test]
+fn the_chart_packages_with_its_schema_and_renders_from_the_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run(
+        Command::new(&tools().helm)
+            .arg("package")
+            .arg(chart_dir())
+            .arg("--destination")
+            .arg(dir.path()),
+        None,
+    );
+    assert!(output.status.success(), "helm package: {}", text(&output));
+    let archive = dir
+        .path()
+        .join(format!("skillbox-{}.tgz", env!("CARGO_PKG_VERSION")));
+    let listing = run(Command::new("tar").arg("-tzf").arg(&archive), None);
+    assert!(listing.status.success(), "tar -tzf: {}", text(&listing));
+    let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+    for file in [
+        "skillbox/Chart.yaml",
+        "skillbox/values.yaml",
+        "skillbox/values.schema.json",
+        "skillbox/templates/NOTES.txt",
+        "skillbox/templates/daemonset.yaml",
+        "skillbox/templates/uninstall-hook.yaml",
+    ] {
+        assert!(
+            listing.lines().any(|l| l == file),
+            "{file} not in the archive:\n{listing}"
+        );
+    }
+    // The archive renders what the directory does, schema included.
+    let output = run(
+        Command::new(&tools().helm)
+            .args(["template", RELEASE])
+            .arg(&archive)
+            .args(["--namespace", NAMESPACE, "--kube-version", KUBE_VERSIONS[0]]),
+        None,
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(String::from_utf8_lossy(&output.stdout) == render("defaults"));
+    let output = run(
+        Command::new(&tools().helm)
+            .args(["template", RELEASE])
+            .arg(&archive)
+            .args(["--set", "metricz.port=1"]),
+        None,
+    );
+    assert!(!output.status.success() && text(&output).contains("Additional property metricz is not allowed"));
+}
+
+#[test]
 fn every_rendering_matches_its_golden_file() {
     for set in VALUES_SETS {
         let rendered = render(set);
