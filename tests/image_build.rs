@@ -364,13 +364,17 @@ fn the_node_image_holds_the_charts_binaries_and_they_run_from_it() {
         "the installer runs as root"
     );
 
+    // runc keeps its state under /run/containerd/runc/<namespace>/<id>
+    // whichever containerd started it: ids of this process's own.
+    let check_id = format!("skillbox-node-image-check-{}", std::process::id());
+    let install_id = format!("skillbox-node-image-install-{}", std::process::id());
     // What the chart runs, run in a container of the imported image (runc,
     // containerd's default runtime): the binaries find their libraries there.
     let out = containerd.ctr(&[
         "run",
         "--rm",
         name,
-        "skillbox-node-image-check",
+        &check_id,
         "/bin/sh",
         "-c",
         "skillbox --version && containerd-shim-skillbox-v1 --version && runsc --version && /usr/bin/nsenter --version \
@@ -407,7 +411,7 @@ fn the_node_image_holds_the_charts_binaries_and_they_run_from_it() {
         "--mount",
         &mount_host,
         name,
-        "skillbox-node-image-install",
+        &install_id,
         "/opt/skillbox/bin/skillbox",
         "node",
         "install",
