@@ -1,6 +1,6 @@
 //! Command-line interface.
 //!
-//! Exit codes: `compile`, `image build`, `image build-node`, `policy`, `probe`: 0 success, 1 invalid input or
+//! Exit codes: `compile`, `image build`, `policy`, `probe`: 0 success, 1 invalid input or
 //! failure, 2 usage error. `run`: the skill's own status; 124 when the
 //! timeout fired; 137 when the skill was killed (out of memory is reported
 //! on stderr); 125 when skillbox itself failed before or around the run;
