@@ -15,8 +15,12 @@
 # skillbox) and containernetworking-plugins (the bridge, host-local and
 # loopback CNI plugins containerd's CRI plugin gives every pod), and gcc
 # (already needed by cargo's linker) builds its static pause program.
+# The Helm chart's tests (scripts/fetch-chart-tools.sh) need python3-venv
+# (a venv for kubernetes-validate); they also need npm, left out here
+# because Debian's npm package conflicts with the Node.js builds machines
+# often carry: that script installs it only when no npm is found.
 # shellcheck disable=SC2034 # used by the scripts that source this file
-SKILLBOX_DEBIAN_PACKAGES=(runsc busybox-static debootstrap containerd procps util-linux python3 nftables iproute2 dnsmasq-base postgresql protobuf-compiler runc containernetworking-plugins)
+SKILLBOX_DEBIAN_PACKAGES=(runsc busybox-static debootstrap containerd procps util-linux python3 nftables iproute2 dnsmasq-base postgresql protobuf-compiler runc containernetworking-plugins python3-venv)
 
 # Where build caches live (the rootfs caches, the demo's files, bench output).
 # shellcheck disable=SC2034

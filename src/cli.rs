@@ -244,6 +244,27 @@ pub enum ImageCommand {
     /// OCI image layout tar that `ctr images import` takes. Deterministic:
     /// the same skill and base give the same bytes and manifest digest.
     Build(ImageBuildArgs),
+    /// Build the node image the Helm chart runs from a prepared root
+    /// filesystem directory holding /opt/skillbox/bin/{skillbox,
+    /// containerd-shim-skillbox-v1,runsc} and nsenter, with the libraries
+    /// they need (`scripts/build-node-image.sh` prepares it). One layer,
+    /// deterministic, PATH=/opt/skillbox/bin:…, no entrypoint.
+    BuildNode(ImageBuildNodeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImageBuildNodeArgs {
+    /// The root filesystem directory that becomes the image's `/`.
+    #[arg(long, value_name = "DIR")]
+    pub rootfs: PathBuf,
+    /// The image tar to write (replaced if it exists).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// The image name, `HOST/PATH:TAG`. Default:
+    /// `localhost/skillbox/node:<this skillbox's version>`, the chart's
+    /// default image.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Args)]

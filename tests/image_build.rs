@@ -4,6 +4,7 @@
 //! another skill image keeping its base's layers. Needs root (containerd
 //! and `ctr images mount`).
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -285,4 +286,180 @@ fn a_bad_base_or_skill_folder_fails_naming_it() {
         "{}",
         out.stderr
     );
+}
+
+/// The shim binary beside the `skillbox` under test: `cargo test
+/// --workspace` builds it; a run of this test binary alone builds it here
+/// when it is missing (one left there by an older build is used as it is).
+fn shim_beside_skillbox() -> PathBuf {
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_skillbox")).parent().unwrap();
+    let shim = bin_dir.join("containerd-shim-skillbox-v1");
+    if !shim.is_file() {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "-p",
+                "skillbox-shim",
+                "--bin",
+                "containerd-shim-skillbox-v1",
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("running cargo build -p skillbox-shim");
+        assert!(status.success(), "cargo build -p skillbox-shim failed");
+    }
+    assert!(shim.is_file(), "{} missing", shim.display());
+    shim
+}
+
+#[test]
+fn the_node_image_holds_the_charts_binaries_and_they_run_from_it() {
+    require("runsc", "runsc");
+    require("nsenter", "util-linux");
+    require("runc", "runc");
+    let shim = shim_beside_skillbox();
+    let work = tempfile::tempdir().unwrap();
+    let tarball = work.path().join("node.oci.tar");
+    let out = Command::new("bash")
+        .arg("scripts/build-node-image.sh")
+        .arg("--bin-dir")
+        .arg(shim.parent().unwrap())
+        .arg("-o")
+        .arg(&tarball)
+        .arg("--rootfs")
+        .arg(work.path().join("rootfs"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("running scripts/build-node-image.sh");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "build-node-image.sh: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_str(&stdout[stdout.find("\n{").expect("the JSON summary")..])
+        .unwrap_or_else(|err| panic!("{err}: {stdout}"));
+    let name = field(&summary, "name");
+    assert_eq!(
+        name,
+        concat!("localhost/skillbox/node:", env!("CARGO_PKG_VERSION"))
+    );
+
+    let containerd = Containerd::start();
+    containerd.ctr(&["images", "import", tarball.to_str().unwrap()]);
+    let check = containerd.ctr(&["images", "check"]);
+    assert!(check.contains("complete"), "{check}");
+    let config = containerd.json(field(&summary, "config_digest"));
+    assert_eq!(
+        config["config"]["Env"],
+        serde_json::json!([
+            "PATH=/opt/skillbox/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        ])
+    );
+    assert!(
+        config["config"].get("User").is_none(),
+        "the installer runs as root"
+    );
+
+    // runc keeps its state under /run/containerd/runc/<namespace>/<id>
+    // whichever containerd started it: ids of this process's own.
+    let check_id = format!("skillbox-node-image-check-{}", std::process::id());
+    let install_id = format!("skillbox-node-image-install-{}", std::process::id());
+    // What the chart runs, run in a container of the imported image (runc,
+    // containerd's default runtime): the binaries find their libraries there.
+    let out = containerd.ctr(&[
+        "run",
+        "--rm",
+        name,
+        &check_id,
+        "/bin/sh",
+        "-c",
+        "skillbox --version && containerd-shim-skillbox-v1 --version && runsc --version && /usr/bin/nsenter --version \
+         && skillbox image build-node --help",
+    ]);
+    for expected in [
+        concat!("skillbox ", env!("CARGO_PKG_VERSION")),
+        "Runtime: io.containerd.skillbox.v1",
+        "runsc version",
+        "nsenter from util-linux",
+        "--rootfs",
+    ] {
+        assert!(out.contains(expected), "{expected:?} not in:\n{out}");
+    }
+    let mount = ImageMount::new(&containerd, name);
+    for file in [
+        "/opt/skillbox/bin/skillbox",
+        "/opt/skillbox/bin/containerd-shim-skillbox-v1",
+        "/opt/skillbox/bin/runsc",
+        "/usr/bin/nsenter",
+    ] {
+        let meta = std::fs::metadata(mount.path(file)).unwrap_or_else(|err| panic!("{file}: {err}"));
+        assert_eq!(meta.permissions().mode() & 0o777, 0o755, "{file}");
+    }
+
+    // The chart's install from the image's own paths, onto a fake host root
+    // bind-mounted at /host (files only: --no-reload, no containerd to ask).
+    let host = work.path().join("host");
+    std::fs::create_dir_all(host.join("etc")).unwrap();
+    let mount_host = format!("type=bind,src={},dst=/host,options=rbind:rw", host.display());
+    containerd.ctr(&[
+        "run",
+        "--rm",
+        "--mount",
+        &mount_host,
+        name,
+        &install_id,
+        "/opt/skillbox/bin/skillbox",
+        "node",
+        "install",
+        "--host-root",
+        "/host",
+        "--shim",
+        "/opt/skillbox/bin/containerd-shim-skillbox-v1",
+        "--cli",
+        "/opt/skillbox/bin/skillbox",
+        "--runsc",
+        "/opt/skillbox/bin/runsc",
+        "--no-reload",
+    ]);
+    for (installed, from_image) in [
+        ("usr/local/bin/skillbox", "/opt/skillbox/bin/skillbox"),
+        (
+            "usr/local/bin/containerd-shim-skillbox-v1",
+            "/opt/skillbox/bin/containerd-shim-skillbox-v1",
+        ),
+        ("usr/local/bin/runsc", "/opt/skillbox/bin/runsc"),
+    ] {
+        assert!(
+            std::fs::read(host.join(installed)).unwrap() == std::fs::read(mount.path(from_image)).unwrap(),
+            "{installed} is not the image's {from_image}"
+        );
+    }
+    assert!(host.join("etc/containerd/conf.d/skillbox.toml").is_file());
+}
+
+#[test]
+fn build_node_refuses_a_root_filesystem_without_the_charts_binaries() {
+    let work = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(work.path().join("rootfs/opt/skillbox/bin")).unwrap();
+    let out = SKILLBOX.run([
+        "image".as_ref(),
+        "build-node".as_ref(),
+        "--rootfs".as_ref(),
+        work.path().join("rootfs").as_os_str(),
+        "-o".as_ref(),
+        work.path().join("node.tar").as_os_str(),
+    ]);
+    assert_eq!(out.code, 1, "{}", out.describe());
+    assert!(
+        out.stderr
+            .contains("/opt/skillbox/bin/skillbox: No such file or directory")
+            && out.stderr.contains("scripts/build-node-image.sh"),
+        "{}",
+        out.stderr
+    );
+    assert!(!work.path().join("node.tar").exists());
 }

@@ -17,6 +17,7 @@ pub mod layer;
 pub mod layout;
 pub mod reference;
 pub mod rootfs_dir;
+pub mod rootfs_image;
 pub mod skill_layer;
 
 use std::collections::HashMap;
@@ -28,6 +29,7 @@ use oci_spec::image::{
 
 pub use error::{ImageError, Result};
 pub use reference::ImageName;
+pub use rootfs_image::{build_rootfs_image, RootfsImage, RootfsImageRequest};
 
 use crate::blob::Blob;
 use crate::config::BaseConfig;
@@ -175,11 +177,53 @@ pub fn build(request: &BuildRequest<'_>) -> Result<Built> {
     layers.push(skill.blob.descriptor());
     blobs.push(LayoutBlob::Memory(skill.blob));
 
+    let config_digest = config_blob.digest.clone();
+    let layer_count = layers.len();
+    let manifest_digest = write_image(
+        request.output,
+        &name,
+        config_blob,
+        layers,
+        blobs,
+        base_digest,
+        PlatformOf {
+            os: base.os,
+            architecture: base.architecture,
+        },
+    )?;
+    Ok(Built {
+        name,
+        manifest_digest,
+        config_digest,
+        layers: layer_count,
+        skill_digest: package.digest.clone(),
+    })
+}
+
+/// The platform an image's index entry names.
+pub(crate) struct PlatformOf {
+    pub os: Os,
+    pub architecture: oci_spec::image::Arch,
+}
+
+/// Writes the image whose config is `config` and whose layers are `layers`
+/// (their bytes among `blobs`) as an OCI layout tar at `output`, named
+/// `name`; `base_digest`, when the image extends another, is annotated on
+/// the manifest. Returns the manifest's digest.
+pub(crate) fn write_image(
+    output: &Path,
+    name: &ImageName,
+    config: Blob,
+    layers: Vec<Descriptor>,
+    mut blobs: Vec<LayoutBlob>,
+    base_digest: Option<String>,
+    platform: PlatformOf,
+) -> Result<String> {
     let mut manifest = ImageManifestBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageManifest)
-        .config(config_blob.descriptor())
-        .layers(layers.clone());
+        .config(config.descriptor())
+        .layers(layers);
     if let Some(digest) = base_digest {
         manifest = manifest.annotations(HashMap::from([(ANNOTATION_BASE_IMAGE_DIGEST.to_owned(), digest)]));
     }
@@ -189,24 +233,17 @@ pub fn build(request: &BuildRequest<'_>) -> Result<Built> {
     })?;
     let manifest_blob = Blob::json(MediaType::ImageManifest, &manifest);
     let platform = PlatformBuilder::default()
-        .os(base.os.clone())
-        .architecture(base.architecture.clone())
+        .os(platform.os)
+        .architecture(platform.architecture)
         .build()
         .map_err(|source| ImageError::BuildSpec {
             what: "platform",
             source,
         })?;
-    let index = layout::index_json(&manifest_blob, &name, platform)?;
-
-    let built = Built {
-        name,
-        manifest_digest: manifest_blob.digest.clone(),
-        config_digest: config_blob.digest.clone(),
-        layers: layers.len(),
-        skill_digest: package.digest.clone(),
-    };
-    blobs.push(LayoutBlob::Memory(config_blob));
+    let index = layout::index_json(&manifest_blob, name, platform)?;
+    let digest = manifest_blob.digest.clone();
+    blobs.push(LayoutBlob::Memory(config));
     blobs.push(LayoutBlob::Memory(manifest_blob));
-    layout::write_layout(request.output, &index, blobs)?;
-    Ok(built)
+    layout::write_layout(output, &index, blobs)?;
+    Ok(digest)
 }

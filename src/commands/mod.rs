@@ -41,6 +41,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Compile(args) => compile::compile(args),
         Command::Run(args) => run::run(args),
         Command::Image(ImageCommand::Build(args)) => image::build(args),
+        Command::Image(ImageCommand::BuildNode(args)) => image::build_node(args),
         Command::Policy(PolicyCommand::Explain(args)) => explain::explain(args),
         Command::Policy(PolicyCommand::Schema) => {
             emit(&policy_compiler::schema::security_policy_schema())?;

@@ -12,6 +12,7 @@
 //! the CLI themselves ([`Cli`]).
 
 pub mod attacks;
+pub mod chart;
 pub mod events;
 pub mod fake_internet;
 pub mod fake_sandbox;
