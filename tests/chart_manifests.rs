@@ -442,7 +442,7 @@ fn uninstall_runs_as_pre_delete_hooks_in_order() {
 }
 
 #[test]
-fn rbac_grants_only_node_labelling_and_reading_daemonsets() {
+fn rbac_grants_only_node_labelling_and_reading_the_uninstall_daemonset() {
     let docs = documents(&render("defaults"));
     let cluster_role = find(&docs, "ClusterRole", "skillbox");
     assert_eq!(
@@ -453,7 +453,12 @@ fn rbac_grants_only_node_labelling_and_reading_daemonsets() {
     assert_eq!(role["metadata"]["namespace"], NAMESPACE);
     assert_eq!(
         role["rules"],
-        json!([{"apiGroups": ["apps"], "resources": ["daemonsets"], "verbs": ["get", "list", "watch"]}])
+        json!([{
+            "apiGroups": ["apps"],
+            "resources": ["daemonsets"],
+            "resourceNames": ["skillbox-uninstall"],
+            "verbs": ["get"]
+        }])
     );
     let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
     assert_eq!(
