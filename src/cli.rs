@@ -296,6 +296,17 @@ pub struct RunArgs {
     /// Write a JSON report of the execution (outcome, CPU time, memory peak).
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// A file or directory handed to the skill, copied and mounted
+    /// read-only at `/workspace/in/<its name>` (repeatable). Regular files
+    /// and directories only.
+    #[arg(long = "input", value_name = "PATH")]
+    pub inputs: Vec<PathBuf>,
+    /// After the skill ends, copy what it wrote to `/workspace/out` (which
+    /// its policy must declare in `filesystem.writable`, with a size) into
+    /// DIR (new or empty): regular files and directories only, all or
+    /// nothing.
+    #[arg(long, value_name = "DIR")]
+    pub output: Option<PathBuf>,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
     #[command(flatten)]

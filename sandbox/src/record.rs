@@ -16,7 +16,8 @@
 //!    left in it, its ancestors once empty);
 //! 4. the egress session's network namespace, veth, NAT and nftables tables;
 //! 5. the audit monitor's socket and session file;
-//! 6. the runtime's own directory, if it names one; then the record.
+//! 6. the filesystems the runtime mounted for it (detached);
+//! 7. the runtime's own directory, if it names one; then the record.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -157,6 +158,10 @@ pub struct TeardownRecord {
     pub egress: Option<SessionRecord>,
     #[serde(default)]
     pub audit: Option<AuditRecord>,
+    /// Filesystems the runtime mounted for the sandbox (`skillbox run`'s
+    /// output scratch), detached before the directory is removed.
+    #[serde(default)]
+    pub mounts: Vec<PathBuf>,
     /// A directory the runtime made for the sandbox (`skillbox run`'s
     /// execution directory), removed last.
     #[serde(default)]
@@ -175,6 +180,7 @@ impl TeardownRecord {
             runsc_cgroups: Vec::new(),
             egress: None,
             audit: None,
+            mounts: Vec::new(),
             directory: None,
         }
     }
@@ -241,6 +247,13 @@ impl TeardownRecord {
         }
         if let Some(audit) = &self.audit {
             skillbox_audit::execution::remove_files(&audit.socket_dir, &audit.key);
+        }
+        for mount in &self.mounts {
+            match nix::mount::umount2(mount, nix::mount::MntFlags::MNT_DETACH) {
+                // Not mounted (any more), or gone.
+                Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+                Err(err) => failures.push(format!("{}: cannot unmount: {err}", mount.display())),
+            }
         }
         if let Some(directory) = &self.directory {
             match std::fs::remove_dir_all(directory) {

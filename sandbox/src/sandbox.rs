@@ -115,6 +115,9 @@ pub struct SandboxConfig<'a> {
     pub resolv_conf: PathBuf,
     /// Where the teardown record is kept.
     pub record: PathBuf,
+    /// Filesystems the runtime mounted for the sandbox, detached at
+    /// teardown.
+    pub mounts: Vec<PathBuf>,
     /// A directory of the runtime's to remove with the sandbox.
     pub directory: Option<PathBuf>,
 }
@@ -209,6 +212,7 @@ impl Sandbox {
     pub fn prepare(config: SandboxConfig<'_>, spec: &mut BundleSpec) -> Result<Sandbox, SandboxError> {
         let mut record = TeardownRecord::new(config.id, RunscRecord::of(&config.runsc, spec.bundle()));
         record.directory = config.directory.clone();
+        record.mounts = config.mounts.clone();
         record.audit = Some(AuditRecord {
             socket_dir: PathBuf::from(SOCKET_DIR),
             key: config.key.to_owned(),

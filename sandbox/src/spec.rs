@@ -200,6 +200,23 @@ impl BundleSpec {
             .map(PathBuf::from)
     }
 
+    /// Binds `source` at `destination`, replacing whatever the spec mounts
+    /// there; never setuid, devices or exec from it.
+    pub fn bind_mount(&mut self, destination: &str, source: &Path, read_only: bool) {
+        let mount = serde_json::json!({
+            "destination": destination,
+            "type": "bind",
+            "source": source,
+            "options": ["rbind", if read_only { "ro" } else { "rw" }, "nosuid", "nodev", "noexec"],
+        });
+        if !self.value["mounts"].is_array() {
+            self.value["mounts"] = Value::Array(Vec::new());
+        }
+        let mounts = self.value["mounts"].as_array_mut().expect("just made an array");
+        mounts.retain(|m| m["destination"].as_str() != Some(destination));
+        mounts.push(mount);
+    }
+
     /// Sets `process.terminal` (`ctr run -t --config` asks at Create, not
     /// in the spec).
     pub fn set_terminal(&mut self, terminal: bool) {

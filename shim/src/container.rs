@@ -202,6 +202,7 @@ impl Container {
                 egress,
                 resolv_conf: bundle.join("skillbox-resolv.conf"),
                 record: bundle.join(RECORD_FILE),
+                mounts: Vec::new(),
                 directory: None,
             },
             &mut spec,

@@ -17,6 +17,7 @@ use super::{base_rootfs_dir, invoking_env, load_node, load_skill, print_warnings
 use crate::cli::RunArgs;
 use crate::runtime::egress;
 use crate::runtime::execution::{Execution, Interrupts, Waited, Workspace};
+use crate::runtime::{inputs, outputs};
 
 /// The cgroup every execution's own cgroup is placed under.
 const CGROUP_PARENT: &str = "skillbox";
@@ -42,6 +43,16 @@ struct Report<'a> {
     /// The same file, named for egress, when the sandbox had egress.
     #[serde(skip_serializing_if = "Option::is_none")]
     egress_log: Option<String>,
+    /// What was copied out of `/workspace/out` (`--output`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outputs: Option<OutputsReport>,
+}
+
+#[derive(Serialize)]
+struct OutputsReport {
+    dir: String,
+    files: u64,
+    bytes: u64,
 }
 
 /// A short random execution id: `<skill>-<16 hex digits>`.
@@ -67,6 +78,9 @@ fn prepare_and_run(args: RunArgs) -> anyhow::Result<ExitCode> {
         bail!("skillbox run needs root: it starts runsc and creates the sandbox's cgroup");
     }
     super::gc::collect_quietly(&args.runtime.state.state_dir);
+    if let Some(dir) = &args.output {
+        outputs::check_destination(dir)?;
+    }
     let package = load_skill(&args.skill_dir)?;
     let node = load_node(&args.node)?;
     let env = invoking_env();
@@ -111,6 +125,7 @@ fn prepare_and_run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut spec = BundleSpec::load(&workspace.bundle())?;
     let bundle = spec.compiled()?;
     let policy = bundle.policy.clone();
+    let scratch = workspace_mounts(&args, &policy, &workspace, &mut spec, &mut early)?;
     // Every execution's events go to its audit log, from before runsc starts.
     let audit_log = args
         .egress
@@ -150,12 +165,19 @@ fn prepare_and_run(args: RunArgs) -> anyhow::Result<ExitCode> {
             egress,
             resolv_conf: workspace.resolv_conf(),
             record: workspace.record(),
+            mounts: early.mounts.clone(),
             directory: Some(workspace.path().to_owned()),
         },
         &mut spec,
     )?;
     let waited = Execution::start(&sandbox, &workspace.bundle())?.wait(&interrupts)?;
     let ended = sandbox.end(waited.ending, Some(waited.wall));
+    // Before the teardown unmounts the scratch.
+    let collected = match (&scratch, &args.output) {
+        (Some(scratch), Some(dir)) => Some(scratch.collect(dir)),
+        _ => None,
+    };
+    drop(scratch);
     let cgroups_path = sandbox.cgroups_path().unwrap_or(cgroups_path);
     let had_egress = sandbox.network().is_some();
     for failure in sandbox.teardown() {
@@ -177,12 +199,80 @@ fn prepare_and_run(args: RunArgs) -> anyhow::Result<ExitCode> {
             cgroup: &cgroups_path,
             audit_log,
             egress_log,
+            outputs: match (&collected, &args.output) {
+                (Some(Ok(copied)), Some(dir)) => Some(OutputsReport {
+                    dir: dir.display().to_string(),
+                    files: copied.files,
+                    bytes: copied.bytes,
+                }),
+                _ => None,
+            },
         };
         let json = serde_json::to_string_pretty(&report).expect("the report serializes");
         std::fs::write(path, json + "\n")
             .with_context(|| format!("{}: cannot write report", path.display()))?;
     }
+    if let Some(Err(err)) = collected {
+        return Err(err);
+    }
     Ok(explain_end(&ended, &waited, &policy))
+}
+
+/// `--input` and `--output`: the inputs staged and bound read-only at
+/// `/workspace/in`, the output tmpfs mounted (and recorded for the
+/// teardown) and bound at `/workspace/out`.
+fn workspace_mounts(
+    args: &RunArgs,
+    policy: &policy_compiler::EffectivePolicy,
+    workspace: &Workspace,
+    spec: &mut BundleSpec,
+    record: &mut TeardownRecord,
+) -> anyhow::Result<Option<outputs::Scratch>> {
+    if policy
+        .writable
+        .iter()
+        .any(|dir| dir.path.as_str() == inputs::INPUT_DIR)
+        && !args.inputs.is_empty()
+    {
+        bail!(
+            "--input: the skill's policy declares {} writable (security_policy.filesystem.writable); \
+             inputs are mounted there read-only",
+            inputs::INPUT_DIR
+        );
+    }
+    if !args.inputs.is_empty() {
+        let staging = workspace.path().join("in");
+        inputs::stage(&args.inputs, &staging)?;
+        spec.bind_mount(inputs::INPUT_DIR, &staging, true);
+    }
+    let Some(_) = &args.output else {
+        return Ok(None);
+    };
+    let declared = policy
+        .writable
+        .iter()
+        .find(|dir| dir.path.as_str() == outputs::OUTPUT_DIR)
+        .with_context(|| {
+            format!(
+                "--output needs the skill's policy to declare {} in security_policy.filesystem.writable, with a size",
+                outputs::OUTPUT_DIR
+            )
+        })?;
+    let user = &spec.value()["process"]["user"];
+    let id = |key: &str| {
+        user[key]
+            .as_u64()
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or(0)
+    };
+    let (uid, gid) = (id("uid"), id("gid"));
+    let path = workspace.path().join("out");
+    // Recorded before it is mounted: a killed run leaves it for `skillbox gc`.
+    record.mounts.push(path.clone());
+    record.save(&workspace.record())?;
+    let scratch = outputs::Scratch::mount(&path, declared.size.bytes(), uid, gid)?;
+    spec.bind_mount(outputs::OUTPUT_DIR, scratch.path(), false);
+    Ok(Some(scratch))
 }
 
 /// Tells the person what happened when it was not a plain exit, and picks

@@ -63,6 +63,8 @@ pub struct SkillRun {
     skill: PathBuf,
     rootfs: PathBuf,
     args: Vec<String>,
+    /// Options of `skillbox run` itself, before the skill's arguments.
+    options: Vec<std::ffi::OsString>,
     env: Vec<(String, String)>,
     node_config: Option<String>,
     exclusive: bool,
@@ -78,6 +80,7 @@ impl SkillRun {
             skill: skill.to_owned(),
             rootfs: rootfs.to_owned(),
             args: Vec::new(),
+            options: Vec::new(),
             env: Vec::new(),
             node_config: None,
             exclusive: false,
@@ -88,6 +91,12 @@ impl SkillRun {
     /// Arguments after `--`.
     pub fn args(mut self, args: &[&str]) -> Self {
         self.args = args.iter().map(|a| a.to_string()).collect();
+        self
+    }
+
+    /// Options of `skillbox run` (`--input`, `--output`, …).
+    pub fn options<S: AsRef<std::ffi::OsStr>>(mut self, options: &[S]) -> Self {
+        self.options = options.iter().map(|o| o.as_ref().to_owned()).collect();
         self
     }
 
@@ -145,6 +154,7 @@ impl SkillRun {
             std::fs::write(&path, toml).unwrap();
             command.arg("--node-config").arg(path);
         }
+        command.args(&self.options);
         if !self.args.is_empty() {
             command.arg("--").args(&self.args);
         }

@@ -1,0 +1,241 @@
+//! `skillbox run --output DIR`: the sandbox's `/workspace/out` is a tmpfs
+//! of the size the policy declares for it, mounted by skillbox in the
+//! execution's own directory (never a host directory of the caller's) and
+//! bound into the sandbox. After the skill ends its contents are checked —
+//! regular files and directories only — and copied to a fresh directory
+//! beside DIR that is then renamed to DIR: DIR gets all of it or nothing.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use walkdir::WalkDir;
+
+use super::inputs::describe;
+
+/// Where the outputs are written in the sandbox.
+pub const OUTPUT_DIR: &str = "/workspace/out";
+
+/// What was copied out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Copied {
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// Refuses a destination that exists and is not an empty directory, or
+/// whose parent does not exist: checked before the skill runs.
+pub fn check_destination(dir: &Path) -> anyhow::Result<()> {
+    match fs::read_dir(dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                bail!(
+                    "--output {}: not empty; give a new or empty directory",
+                    dir.display()
+                );
+            }
+            Ok(())
+        }
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            let parent = parent_of(dir);
+            if !parent.is_dir() {
+                bail!(
+                    "--output {}: its parent {} is not a directory",
+                    dir.display(),
+                    parent.display()
+                );
+            }
+            Ok(())
+        }
+        Err(err) => Err(err).with_context(|| format!("--output {}: not a directory", dir.display())),
+    }
+}
+
+fn parent_of(dir: &Path) -> PathBuf {
+    match dir.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// The host tmpfs behind `/workspace/out`; unmounted on drop.
+#[derive(Debug)]
+pub struct Scratch {
+    path: PathBuf,
+    mounted: bool,
+}
+
+impl Scratch {
+    /// Mounts a tmpfs of `size` bytes at `path` (created), owned by the
+    /// skill's user, without devices, setuid or exec from the host's side.
+    pub fn mount(path: &Path, size: u64, uid: u32, gid: u32) -> anyhow::Result<Scratch> {
+        fs::create_dir(path).with_context(|| format!("{}: cannot create", path.display()))?;
+        let options = format!("size={size},mode=0700,uid={uid},gid={gid}");
+        mount(
+            Some("tmpfs"),
+            path,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some(options.as_str()),
+        )
+        .with_context(|| format!("{}: cannot mount the output tmpfs", path.display()))?;
+        Ok(Scratch {
+            path: path.to_owned(),
+            mounted: true,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Checks everything the skill left, then copies it to `dest`.
+    pub fn collect(&self, dest: &Path) -> anyhow::Result<Copied> {
+        collect(&self.path, dest)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = umount2(&self.path, MntFlags::MNT_DETACH);
+            self.mounted = false;
+        }
+    }
+}
+
+/// Checks the tree at `from` (regular files and directories only), copies
+/// it into a new directory beside `dest`, then renames that to `dest`.
+pub fn collect(from: &Path, dest: &Path) -> anyhow::Result<Copied> {
+    let mut entries = Vec::new();
+    for entry in WalkDir::new(from)
+        .min_depth(1)
+        .follow_links(false)
+        .sort_by_file_name()
+    {
+        let entry = entry.with_context(|| format!("{OUTPUT_DIR}: cannot read what the skill wrote"))?;
+        let relative = entry
+            .path()
+            .strip_prefix(from)
+            .expect("walkdir stays under its root")
+            .to_owned();
+        let kind = entry.file_type();
+        if !kind.is_dir() && !kind.is_file() {
+            bail!(
+                "{OUTPUT_DIR}/{} is {}; outputs hold regular files and directories only, so nothing was written to {}",
+                relative.display(),
+                describe(kind),
+                dest.display()
+            );
+        }
+        entries.push((relative, kind.is_dir()));
+    }
+    check_destination(dest)?;
+    let partial = tempfile::Builder::new()
+        .prefix(".skillbox-output-")
+        .tempdir_in(parent_of(dest))
+        .with_context(|| format!("--output {}: cannot create a directory beside it", dest.display()))?;
+    let mut copied = Copied { files: 0, bytes: 0 };
+    for (relative, is_dir) in &entries {
+        let to = partial.path().join(relative);
+        if *is_dir {
+            fs::create_dir(&to).with_context(|| format!("{}: cannot create", to.display()))?;
+        } else {
+            copied.bytes += fs::copy(from.join(relative), &to)
+                .with_context(|| format!("{OUTPUT_DIR}/{}: cannot copy", relative.display()))?;
+            fs::set_permissions(&to, fs::Permissions::from_mode(0o644))
+                .with_context(|| format!("{}: cannot set its mode", to.display()))?;
+            copied.files += 1;
+        }
+    }
+    fs::set_permissions(partial.path(), fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("{}: cannot set its mode", partial.path().display()))?;
+    let partial = partial.keep();
+    if let Err(err) = fs::rename(&partial, dest) {
+        let _ = fs::remove_dir_all(&partial);
+        return Err(err)
+            .with_context(|| format!("--output {}: cannot move the outputs into place", dest.display()));
+    }
+    Ok(copied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_and_directories_are_copied_whole() {
+        let work = tempfile::tempdir().unwrap();
+        let from = work.path().join("scratch");
+        fs::create_dir_all(from.join("reports/2026")).unwrap();
+        fs::write(from.join("reports/2026/a.json"), "{}").unwrap();
+        fs::write(from.join("summary.txt"), "done\n").unwrap();
+        let dest = work.path().join("out");
+        let copied = collect(&from, &dest).unwrap();
+        assert_eq!(copied, Copied { files: 2, bytes: 7 });
+        assert_eq!(
+            fs::read_to_string(dest.join("reports/2026/a.json")).unwrap(),
+            "{}"
+        );
+        let leftovers: Vec<_> = fs::read_dir(work.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers.len(), 2, "a partial directory was left: {leftovers:?}");
+    }
+
+    #[test]
+    fn a_link_or_fifo_anywhere_writes_nothing() {
+        let work = tempfile::tempdir().unwrap();
+        let from = work.path().join("scratch");
+        fs::create_dir_all(from.join("deep")).unwrap();
+        fs::write(from.join("a.txt"), "a").unwrap();
+        std::os::unix::fs::symlink("/etc/shadow", from.join("deep/shadow")).unwrap();
+        let dest = work.path().join("out");
+        let err = collect(&from, &dest).unwrap_err().to_string();
+        assert!(
+            err.contains("/workspace/out/deep/shadow is a symbolic link"),
+            "{err}"
+        );
+        assert!(!dest.exists());
+        fs::remove_file(from.join("deep/shadow")).unwrap();
+        nix::unistd::mkfifo(&from.join("deep/pipe"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let err = collect(&from, &dest).unwrap_err().to_string();
+        assert!(err.contains("deep/pipe is a FIFO"), "{err}");
+        assert_eq!(
+            fs::read_dir(work.path()).unwrap().count(),
+            1,
+            "something was written"
+        );
+    }
+
+    #[test]
+    fn the_destination_must_be_new_or_empty() {
+        let work = tempfile::tempdir().unwrap();
+        let full = work.path().join("full");
+        fs::create_dir(&full).unwrap();
+        fs::write(full.join("x"), "").unwrap();
+        assert!(check_destination(&full)
+            .unwrap_err()
+            .to_string()
+            .contains("not empty"));
+        let empty = work.path().join("empty");
+        fs::create_dir(&empty).unwrap();
+        check_destination(&empty).unwrap();
+        check_destination(&work.path().join("new")).unwrap();
+        let orphan = work.path().join("no/such/dir");
+        assert!(check_destination(&orphan)
+            .unwrap_err()
+            .to_string()
+            .contains("parent"));
+        // An empty directory is replaced by the outputs.
+        let from = work.path().join("scratch");
+        fs::create_dir(&from).unwrap();
+        fs::write(from.join("f"), "1").unwrap();
+        collect(&from, &empty).unwrap();
+        assert_eq!(fs::read_to_string(empty.join("f")).unwrap(), "1");
+    }
+}
