@@ -150,12 +150,26 @@ impl Runsc {
     /// Starts `runsc run` with the caller's stdio, in its own process group so
     /// that a terminal's Ctrl-C reaches skillbox, which then tears down.
     pub fn spawn_run(&self, bundle: &Path, id: &str) -> Result<Child, RunscError> {
+        self.spawn_run_with(bundle, id, None)
+    }
+
+    /// [`spawn_run`](Self::spawn_run) with the given stdin, stdout and
+    /// stderr instead of the caller's (`None`: the caller's).
+    pub fn spawn_run_with(
+        &self,
+        bundle: &Path,
+        id: &str,
+        stdio: Option<[Stdio; 3]>,
+    ) -> Result<Child, RunscError> {
         let (mut command, rendered) = self.command(&Subcommand::Run {
             bundle: bundle.to_owned(),
             id: id.to_owned(),
             detach: false,
             pid_file: None,
         });
+        if let Some([stdin, stdout, stderr]) = stdio {
+            command.stdin(stdin).stdout(stdout).stderr(stderr);
+        }
         command.process_group(0);
         tracing::debug!(argv = %rendered, "starting sandbox");
         command.spawn().map_err(|source| RunscError::Spawn {

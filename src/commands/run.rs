@@ -3,21 +3,24 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-use std::process::ExitCode;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
 
 use anyhow::{bail, Context};
-use policy_compiler::CompileOptions;
+use policy_compiler::{CompileOptions, EffectivePolicy, SkillPackage};
 use serde::Serialize;
 use skillbox_audit::{SandboxIdentity, SkillIdentity};
 use skillbox_sandbox::record::{RunscRecord, TeardownRecord};
 use skillbox_sandbox::runsc::Runsc;
 use skillbox_sandbox::{BundleSpec, Ended, Outcome, Sandbox, SandboxConfig};
 
-use super::{base_rootfs_dir, invoking_env, load_node, load_skill, print_warnings, runsc_binary, Failure};
-use crate::cli::RunArgs;
-use crate::runtime::egress;
+use super::{
+    base_rootfs_dir, invoking_env, load_node, load_skill, print_warnings, runsc_binary, Failure, Node,
+};
+use crate::cli::{EgressArgs, RunArgs, RuntimeArgs};
 use crate::runtime::execution::{Execution, Interrupts, Waited, Workspace};
-use crate::runtime::{inputs, outputs};
+use crate::runtime::inputs::{stage as stage_inputs, INPUT_DIR};
+use crate::runtime::outputs;
 
 /// The cgroup every execution's own cgroup is placed under.
 const CGROUP_PARENT: &str = "skillbox";
@@ -83,19 +86,107 @@ fn prepare_and_run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let package = load_skill(&args.skill_dir)?;
     let node = load_node(&args.node)?;
-    let env = invoking_env();
     let base_rootfs = base_rootfs_dir(&args.base_rootfs)?;
+    let done = execute(
+        Plan {
+            package,
+            node: &node,
+            base_rootfs: &base_rootfs,
+            args: &args.args,
+            inputs: &args.inputs,
+            output: args.output.as_deref(),
+            egress: &args.egress,
+            runtime: &args.runtime,
+            stdio: None,
+        },
+        &interrupts,
+    )?;
+    if let Some(path) = &args.report {
+        let report = Report {
+            execution_id: &done.id,
+            skill: &done.skill,
+            outcome: done.ended.outcome,
+            exit_code: done.ended.status,
+            wall_ms: done.waited.wall.as_millis(),
+            cpu_usage_ms: done.ended.stats.cpu_usage.as_millis(),
+            memory_peak_bytes: done.ended.stats.memory_peak_bytes,
+            cgroup: &done.cgroups_path,
+            audit_log: done.audit_log.display().to_string(),
+            egress_log: done.had_egress.then(|| done.audit_log.display().to_string()),
+            outputs: match (&done.outputs, &args.output) {
+                (Some(Ok(copied)), Some(dir)) => Some(OutputsReport {
+                    dir: dir.display().to_string(),
+                    files: copied.files,
+                    bytes: copied.bytes,
+                }),
+                _ => None,
+            },
+        };
+        let json = serde_json::to_string_pretty(&report).expect("the report serializes");
+        std::fs::write(path, json + "\n")
+            .with_context(|| format!("{}: cannot write report", path.display()))?;
+    }
+    if let Some(Err(err)) = done.outputs {
+        return Err(err);
+    }
+    Ok(explain_end(&done.ended, &done.waited, &done.policy))
+}
+
+/// One execution, as `run` and `scan` make it.
+pub(super) struct Plan<'a> {
+    pub package: SkillPackage,
+    pub node: &'a Node,
+    pub base_rootfs: &'a Path,
+    /// Appended to the entrypoint.
+    pub args: &'a [String],
+    pub inputs: &'a [PathBuf],
+    pub output: Option<&'a Path>,
+    pub egress: &'a EgressArgs,
+    pub runtime: &'a RuntimeArgs,
+    /// The skill's stdin, stdout and stderr; `None`: skillbox's own.
+    pub stdio: Option<[Stdio; 3]>,
+}
+
+/// How one execution went; the sandbox is gone.
+pub(super) struct Executed {
+    pub id: String,
+    pub skill: String,
+    pub ended: Ended,
+    pub waited: Waited,
+    pub policy: EffectivePolicy,
+    pub audit_log: PathBuf,
+    pub cgroups_path: String,
+    pub had_egress: bool,
+    /// What `--output` copied, or why it copied nothing.
+    pub outputs: Option<anyhow::Result<outputs::Copied>>,
+}
+
+/// Compiles the skill into a temporary bundle, runs it to its end in a
+/// sandbox, and removes everything it made.
+pub(super) fn execute(plan: Plan, interrupts: &Interrupts) -> anyhow::Result<Executed> {
+    let Plan {
+        package,
+        node,
+        base_rootfs,
+        args,
+        inputs,
+        output,
+        egress,
+        runtime,
+        stdio,
+    } = plan;
+    let env = invoking_env();
     let skill = package.manifest.name.as_str().to_owned();
     let id = execution_id(&skill);
-    let workspace = Workspace::create(&args.runtime.state.state_dir, &id).with_context(|| {
+    let workspace = Workspace::create(&runtime.state.state_dir, &id).with_context(|| {
         format!(
             "{}: cannot create the execution directory",
-            args.runtime.state.state_dir.display()
+            runtime.state.state_dir.display()
         )
     })?;
     // Recorded before anything is made in it: a skillbox killed from here
     // on leaves a record for `skillbox gc`.
-    let runsc_binary = runsc_binary(&args.runtime, &node.config);
+    let runsc_binary = runsc_binary(runtime, &node.config);
     let mut early = TeardownRecord::new(
         &id,
         RunscRecord {
@@ -114,8 +205,8 @@ fn prepare_and_run(args: RunArgs) -> anyhow::Result<ExitCode> {
         &CompileOptions {
             node: &node.config,
             node_config_name: &node.name,
-            base_rootfs: &base_rootfs,
-            extra_args: &args.args,
+            base_rootfs,
+            extra_args: args,
             env: &env,
             cgroups_path: Some(&cgroups_path),
         },
@@ -125,16 +216,15 @@ fn prepare_and_run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut spec = BundleSpec::load(&workspace.bundle())?;
     let bundle = spec.compiled()?;
     let policy = bundle.policy.clone();
-    let scratch = workspace_mounts(&args, &policy, &workspace, &mut spec, &mut early)?;
+    let scratch = workspace_mounts(inputs, output, &policy, &workspace, &mut spec, &mut early)?;
     // Every execution's events go to its audit log, from before runsc starts.
-    let audit_log = args
-        .egress
+    let audit_log = egress
         .audit_log
         .clone()
         .unwrap_or_else(|| node.config.audit.log_dir.join(format!("{id}.jsonl")));
-    let egress = match policy.has_egress() {
-        true => Some(egress::settings(
-            &args.egress,
+    let egress_settings = match policy.has_egress() {
+        true => Some(crate::runtime::egress::settings(
+            egress,
             &node.config.egress,
             &policy.network,
         )?),
@@ -162,7 +252,7 @@ fn prepare_and_run(args: RunArgs) -> anyhow::Result<ExitCode> {
             runsc,
             audit: &node.config.audit,
             audit_log: &audit_log,
-            egress,
+            egress: egress_settings,
             resolv_conf: workspace.resolv_conf(),
             record: workspace.record(),
             mounts: early.mounts.clone(),
@@ -170,10 +260,10 @@ fn prepare_and_run(args: RunArgs) -> anyhow::Result<ExitCode> {
         },
         &mut spec,
     )?;
-    let waited = Execution::start(&sandbox, &workspace.bundle())?.wait(&interrupts)?;
+    let waited = Execution::start(&sandbox, &workspace.bundle(), stdio)?.wait(interrupts)?;
     let ended = sandbox.end(waited.ending, Some(waited.wall));
     // Before the teardown unmounts the scratch.
-    let collected = match (&scratch, &args.output) {
+    let outputs = match (&scratch, output) {
         (Some(scratch), Some(dir)) => Some(scratch.collect(dir)),
         _ => None,
     };
@@ -183,101 +273,23 @@ fn prepare_and_run(args: RunArgs) -> anyhow::Result<ExitCode> {
     for failure in sandbox.teardown() {
         eprintln!("skillbox: warning: {failure} (`skillbox gc` tries again)");
     }
-    let audit_log = audit_log.display().to_string();
-    let egress_log = had_egress.then(|| audit_log.clone());
     drop(workspace);
-
-    if let Some(path) = &args.report {
-        let report = Report {
-            execution_id: &id,
-            skill: &skill,
-            outcome: ended.outcome,
-            exit_code: ended.status,
-            wall_ms: waited.wall.as_millis(),
-            cpu_usage_ms: ended.stats.cpu_usage.as_millis(),
-            memory_peak_bytes: ended.stats.memory_peak_bytes,
-            cgroup: &cgroups_path,
-            audit_log,
-            egress_log,
-            outputs: match (&collected, &args.output) {
-                (Some(Ok(copied)), Some(dir)) => Some(OutputsReport {
-                    dir: dir.display().to_string(),
-                    files: copied.files,
-                    bytes: copied.bytes,
-                }),
-                _ => None,
-            },
-        };
-        let json = serde_json::to_string_pretty(&report).expect("the report serializes");
-        std::fs::write(path, json + "\n")
-            .with_context(|| format!("{}: cannot write report", path.display()))?;
-    }
-    if let Some(Err(err)) = collected {
-        return Err(err);
-    }
-    Ok(explain_end(&ended, &waited, &policy))
-}
-
-/// `--input` and `--output`: the inputs staged and bound read-only at
-/// `/workspace/in`, the output tmpfs mounted (and recorded for the
-/// teardown) and bound at `/workspace/out`.
-fn workspace_mounts(
-    args: &RunArgs,
-    policy: &policy_compiler::EffectivePolicy,
-    workspace: &Workspace,
-    spec: &mut BundleSpec,
-    record: &mut TeardownRecord,
-) -> anyhow::Result<Option<outputs::Scratch>> {
-    if policy
-        .writable
-        .iter()
-        .any(|dir| dir.path.as_str() == inputs::INPUT_DIR)
-        && !args.inputs.is_empty()
-    {
-        bail!(
-            "--input: the skill's policy declares {} writable (security_policy.filesystem.writable); \
-             inputs are mounted there read-only",
-            inputs::INPUT_DIR
-        );
-    }
-    if !args.inputs.is_empty() {
-        let staging = workspace.path().join("in");
-        inputs::stage(&args.inputs, &staging)?;
-        spec.bind_mount(inputs::INPUT_DIR, &staging, true);
-    }
-    let Some(_) = &args.output else {
-        return Ok(None);
-    };
-    let declared = policy
-        .writable
-        .iter()
-        .find(|dir| dir.path.as_str() == outputs::OUTPUT_DIR)
-        .with_context(|| {
-            format!(
-                "--output needs the skill's policy to declare {} in security_policy.filesystem.writable, with a size",
-                outputs::OUTPUT_DIR
-            )
-        })?;
-    let user = &spec.value()["process"]["user"];
-    let id = |key: &str| {
-        user[key]
-            .as_u64()
-            .and_then(|v| u32::try_from(v).ok())
-            .unwrap_or(0)
-    };
-    let (uid, gid) = (id("uid"), id("gid"));
-    let path = workspace.path().join("out");
-    // Recorded before it is mounted: a killed run leaves it for `skillbox gc`.
-    record.mounts.push(path.clone());
-    record.save(&workspace.record())?;
-    let scratch = outputs::Scratch::mount(&path, declared.size.bytes(), uid, gid)?;
-    spec.bind_mount(outputs::OUTPUT_DIR, scratch.path(), false);
-    Ok(Some(scratch))
+    Ok(Executed {
+        id,
+        skill,
+        ended,
+        waited,
+        policy,
+        audit_log,
+        cgroups_path,
+        had_egress,
+        outputs,
+    })
 }
 
 /// Tells the person what happened when it was not a plain exit, and picks
 /// the exit code.
-fn explain_end(ended: &Ended, waited: &Waited, policy: &policy_compiler::EffectivePolicy) -> ExitCode {
+fn explain_end(ended: &Ended, waited: &Waited, policy: &EffectivePolicy) -> ExitCode {
     let resources = &policy.resources;
     match ended.outcome {
         Outcome::Exited => ExitCode::from(ended.status.clamp(0, 255) as u8),
@@ -309,4 +321,56 @@ fn explain_end(ended: &Ended, waited: &Waited, policy: &policy_compiler::Effecti
             ExitCode::from((128 + signal).clamp(0, 255) as u8)
         }
     }
+}
+
+/// `--input` and `--output`: the inputs staged and bound read-only at
+/// `/workspace/in`, the output tmpfs mounted (and recorded for the
+/// teardown) and bound at `/workspace/out`.
+fn workspace_mounts(
+    inputs: &[PathBuf],
+    output: Option<&Path>,
+    policy: &EffectivePolicy,
+    workspace: &Workspace,
+    spec: &mut BundleSpec,
+    record: &mut TeardownRecord,
+) -> anyhow::Result<Option<outputs::Scratch>> {
+    if policy.writable.iter().any(|dir| dir.path.as_str() == INPUT_DIR) && !inputs.is_empty() {
+        bail!(
+            "--input: the skill's policy declares {INPUT_DIR} writable (security_policy.filesystem.writable); \
+             inputs are mounted there read-only"
+        );
+    }
+    if !inputs.is_empty() {
+        let staging = workspace.path().join("in");
+        stage_inputs(inputs, &staging)?;
+        spec.bind_mount(INPUT_DIR, &staging, true);
+    }
+    if output.is_none() {
+        return Ok(None);
+    }
+    let declared = policy
+        .writable
+        .iter()
+        .find(|dir| dir.path.as_str() == outputs::OUTPUT_DIR)
+        .with_context(|| {
+            format!(
+                "--output needs the skill's policy to declare {} in security_policy.filesystem.writable, with a size",
+                outputs::OUTPUT_DIR
+            )
+        })?;
+    let user = &spec.value()["process"]["user"];
+    let id = |key: &str| {
+        user[key]
+            .as_u64()
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or(0)
+    };
+    let (uid, gid) = (id("uid"), id("gid"));
+    let path = workspace.path().join("out");
+    // Recorded before it is mounted: a killed run leaves it for `skillbox gc`.
+    record.mounts.push(path.clone());
+    record.save(&workspace.record())?;
+    let scratch = outputs::Scratch::mount(&path, declared.size.bytes(), uid, gid)?;
+    spec.bind_mount(outputs::OUTPUT_DIR, scratch.path(), false);
+    Ok(Some(scratch))
 }

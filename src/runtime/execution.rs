@@ -7,7 +7,7 @@
 //! the sandbox's (`skillbox_sandbox::Sandbox::end`, `teardown`).
 
 use std::path::{Path, PathBuf};
-use std::process::Child;
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -66,9 +66,14 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
 }
 
 impl<'a> Execution<'a> {
-    pub fn start(sandbox: &'a Sandbox, bundle: &Path) -> Result<Self, ExecutionError> {
+    /// Starts `runsc run` with `stdio` (`None`: skillbox's own).
+    pub fn start(
+        sandbox: &'a Sandbox,
+        bundle: &Path,
+        stdio: Option<[Stdio; 3]>,
+    ) -> Result<Self, ExecutionError> {
         let span = info_span!("sandbox", id = sandbox.id());
-        let child = sandbox.runsc().spawn_run(bundle, sandbox.id())?;
+        let child = sandbox.runsc().spawn_run_with(bundle, sandbox.id(), stdio)?;
         Ok(Execution {
             sandbox,
             child: Some(child),
