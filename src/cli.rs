@@ -32,6 +32,9 @@ pub enum Command {
     Compile(CompileArgs),
     /// Compile a skill into a temporary bundle and run it in gVisor.
     Run(RunArgs),
+    /// Run a skill in gVisor before publishing it and report what it tried
+    /// against its policy: findings, the verdict, the registry's record.
+    Scan(ScanArgs),
     /// Build OCI images of skills.
     #[command(subcommand)]
     Image(ImageCommand),
@@ -282,6 +285,47 @@ pub struct ImageBuildArgs {
     /// `localhost/skillbox/<skill name>:<version, else latest>`.
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    /// Scan by running the skill (the only kind of scan skillbox does;
+    /// static scanners run in the registry).
+    #[arg(long = "runtime", required = true)]
+    pub runtime_scan: bool,
+    /// The skill folder (holding SKILL.md).
+    pub skill_dir: PathBuf,
+    /// Root filesystem mounted read-only as the sandbox's `/`.
+    #[arg(long, value_name = "DIR", env = "SKILLBOX_BASE_ROOTFS")]
+    pub base_rootfs: PathBuf,
+    #[command(flatten)]
+    pub node: NodeArgs,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: ScanFormat,
+    /// Exit 1 when the verdict is this or worse.
+    #[arg(long, value_enum, default_value = "dangerous")]
+    pub fail_on: FailOn,
+    /// Write the report here instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ScanFormat {
+    /// For people: the verdict and counts, then findings by severity.
+    Text,
+    /// The registry's `security_audit` record.
+    Json,
+}
+
+/// The verdicts, as `--fail-on` takes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum FailOn {
+    Suspicious,
+    Dangerous,
+    Blocked,
 }
 
 #[derive(Debug, Args)]

@@ -136,12 +136,6 @@ const PRIVILEGED_SYSCALLS: &[&str] = &[
     "ptrace",
     "process_vm_readv",
     "process_vm_writev",
-    "setuid",
-    "setgid",
-    "setreuid",
-    "setregid",
-    "setresuid",
-    "setresgid",
     "setns",
     "unshare",
     "init_module",
@@ -150,9 +144,23 @@ const PRIVILEGED_SYSCALLS: &[&str] = &[
     "kexec_load",
     "bpf",
 ];
+/// Identity changes: programs such as busybox call them to keep the
+/// identity they have, which succeeds; a refused one is an attempt to
+/// become someone else.
+const IDENTITY_SYSCALLS: &[&str] = &[
+    "setuid",
+    "setgid",
+    "setreuid",
+    "setregid",
+    "setresuid",
+    "setresgid",
+];
 /// Cloud metadata addresses (besides the policy's always-denied ranges).
 const METADATA: &[&str] = &["169.254.169.254", "100.100.100.200", "fd00:ec2::254"];
 const EAGAIN: i64 = 11;
+/// A run shorter than this is not judged a miner: short skills may well
+/// keep their CPU busy from start to end.
+const MINER_MIN_WALL_MS: u64 = 5_000;
 const SOCK_RAW: i32 = 3;
 const AF_PACKET: i32 = 17;
 
@@ -315,7 +323,8 @@ pub fn analyse(cases: &[CaseEvidence], policy: &EffectivePolicy, skill: SkillTex
                 }
                 "syscall" => {
                     let name = str_of(event, "name");
-                    if PRIVILEGED_SYSCALLS.contains(&name) {
+                    let refused = result_of(event).is_some_and(|r| r < 0);
+                    if PRIVILEGED_SYSCALLS.contains(&name) || (IDENTITY_SYSCALLS.contains(&name) && refused) {
                         found.add(
                             PRIVILEGED_SYSCALL,
                             name,
@@ -537,7 +546,9 @@ fn resources(found: &mut Collector, case: &CaseEvidence, policy: &EffectivePolic
         );
     }
     let cpus = policy.resources.cpus.millis() as f64 / 1000.0;
-    if observed.wall_ms >= 1000 && (observed.cpu_ms as f64) >= 0.9 * cpus * observed.wall_ms as f64 {
+    if observed.wall_ms >= MINER_MIN_WALL_MS
+        && (observed.cpu_ms as f64) >= 0.9 * cpus * observed.wall_ms as f64
+    {
         found.add(
             CPU_SATURATED,
             "",

@@ -116,6 +116,14 @@ fn reading_secrets_and_feeding_a_shell_is_dangerous() {
 }
 
 #[test]
+fn keeping_ones_identity_is_not_a_finding_but_trying_to_change_it_is() {
+    let kept = [json!({"type": "syscall", "process": "sh", "name": "setuid", "result": 0})];
+    assert!(!ids(&findings_of(&kept, Observed::default())).contains(&"SBX-SYS-001"));
+    let refused = [json!({"type": "syscall", "process": "sh", "name": "setuid", "result": -1})];
+    assert!(ids(&findings_of(&refused, Observed::default())).contains(&"SBX-SYS-001"));
+}
+
+#[test]
 fn connections_are_judged_against_the_policy_and_the_always_denied_ranges() {
     let events = [
         json!({"type": "connect", "process": "nc", "address": "169.254.169.254", "port": 80, "result": -101}),

@@ -10,6 +10,7 @@ mod metrics_server;
 mod node;
 mod probe;
 mod run;
+mod scan;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -40,6 +41,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
     match cli.command {
         Command::Compile(args) => compile::compile(args),
         Command::Run(args) => run::run(args),
+        Command::Scan(args) => scan::scan(args),
         Command::Image(ImageCommand::Build(args)) => image::build(args),
         Command::Image(ImageCommand::BuildNode(args)) => image::build_node(args),
         Command::Policy(PolicyCommand::Explain(args)) => explain::explain(args),

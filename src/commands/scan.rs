@@ -1,0 +1,200 @@
+//! `skillbox scan --runtime <skill-dir>`: runs the skill in a fresh
+//! sandbox under its effective policy with every system call audited and
+//! **its network closed** (nothing leaves the machine, whatever the policy
+//! allows), then reports what it tried: `skillbox-scan`'s findings, the
+//! verdict, and the registry's `security_audit` record.
+//!
+//! Exit status: 0 when the verdict is better than `--fail-on`, 1 when it is
+//! that or worse, 2 when the scan itself could not run.
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::path::Path;
+use std::process::{ExitCode, Stdio};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use policy_compiler::manifest::AuditLevel;
+use policy_compiler::{CompileOptions, SkillPackage};
+use serde_json::Value;
+use skillbox_scan::rules::SkillText;
+use skillbox_scan::{analyse, CaseEvidence, Observed, SecurityAudit, Severity, Verdict};
+
+use super::run::{execute, Plan};
+use super::{base_rootfs_dir, emit, invoking_env, load_node, load_skill, Failure};
+use crate::cli::{EgressArgs, FailOn, ScanArgs, ScanFormat};
+use crate::runtime::execution::Interrupts;
+
+/// The scan could not run (bad skill, sandbox failure).
+const EXIT_SCAN_FAILED: u8 = 2;
+
+pub fn scan(args: ScanArgs) -> Result<ExitCode, Failure> {
+    scan_and_report(args).map_err(|error| Failure {
+        error,
+        exit_code: ExitCode::from(EXIT_SCAN_FAILED),
+    })
+}
+
+fn scan_and_report(args: ScanArgs) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let interrupts = Interrupts::install()?;
+    if !nix::unistd::Uid::effective().is_root() {
+        bail!("skillbox scan --runtime needs root: it starts runsc and creates the sandbox's cgroup");
+    }
+    super::gc::collect_quietly(&args.runtime.state.state_dir);
+    let package = load_skill(&args.skill_dir)?;
+    let mut node = load_node(&args.node)?;
+    let base_rootfs = base_rootfs_dir(&args.base_rootfs)?;
+    // Judged against the policy as the skill declares it, on this node.
+    let (policy, _) = policy_compiler::effective_policy(
+        &package,
+        &CompileOptions {
+            node: &node.config,
+            node_config_name: &node.name,
+            base_rootfs: &base_rootfs,
+            extra_args: &[],
+            env: &invoking_env(),
+            cgroups_path: None,
+        },
+    )?;
+    let skill_md = std::fs::read_to_string(package.dir.join("SKILL.md")).context("cannot read SKILL.md")?;
+    let permissions: Vec<String> = package
+        .manifest
+        .permissions
+        .iter()
+        .flatten()
+        .filter_map(|p| serde_json::to_value(p).ok()?.as_str().map(str::to_owned))
+        .collect();
+    // Run with every system call audited and no network at all.
+    node.config.audit.min_syscalls = AuditLevel::All;
+    let closed = without_network(package);
+
+    let work = tempfile::Builder::new()
+        .prefix("skillbox-scan.")
+        .tempdir()
+        .context("cannot create the scan's working directory")?;
+    let case = "default";
+    let audit_log = work.path().join(format!("{case}.jsonl"));
+    let egress = EgressArgs {
+        dns_upstreams: Vec::new(),
+        audit_log: Some(audit_log.clone()),
+        ttl_grace_secs: None,
+    };
+    let output = |name: &str| {
+        File::create(work.path().join(name)).with_context(|| format!("cannot create the case's {name}"))
+    };
+    let done = execute(
+        Plan {
+            package: closed,
+            node: &node,
+            base_rootfs: &base_rootfs,
+            args: &[],
+            inputs: &[],
+            output: None,
+            egress: &egress,
+            runtime: &args.runtime,
+            stdio: Some([Stdio::null(), output("stdout")?.into(), output("stderr")?.into()]),
+        },
+        &interrupts,
+    )?;
+    let events = read_events(&audit_log)?;
+    let observed = Observed {
+        wall_ms: done.waited.wall.as_millis() as u64,
+        cpu_ms: done.ended.stats.cpu_usage.as_millis() as u64,
+        memory_peak_bytes: done.ended.stats.memory_peak_bytes,
+    };
+    let findings = analyse(
+        &[CaseEvidence {
+            case,
+            events: &events,
+            observed,
+        }],
+        &policy,
+        SkillText {
+            skill_md: &skill_md,
+            permissions: &permissions,
+        },
+    );
+    let audit = SecurityAudit::new(findings, started.elapsed().as_secs_f64());
+    let report = match args.format {
+        ScanFormat::Json => serde_json::to_string_pretty(&audit).expect("the record serializes") + "\n",
+        ScanFormat::Text => render_text(&audit),
+    };
+    match &args.output {
+        Some(path) => {
+            std::fs::write(path, report).with_context(|| format!("{}: cannot write", path.display()))?
+        }
+        None => emit(&report)?,
+    }
+    let worst_allowed = match args.fail_on {
+        FailOn::Suspicious => Verdict::Suspicious,
+        FailOn::Dangerous => Verdict::Dangerous,
+        FailOn::Blocked => Verdict::Blocked,
+    };
+    Ok(if audit.verdict >= worst_allowed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The package with its policy's network rules removed: the sandbox then
+/// runs with `--network=none`.
+fn without_network(mut package: SkillPackage) -> SkillPackage {
+    if let Some(policy) = package.manifest.security_policy.as_mut() {
+        policy.network.allow.clear();
+        policy.network.deny.clear();
+    }
+    package
+}
+
+fn read_events(log: &Path) -> anyhow::Result<Vec<Value>> {
+    let text = std::fs::read_to_string(log)
+        .with_context(|| format!("{}: cannot read the case's audit log", log.display()))?;
+    Ok(text
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect())
+}
+
+/// The text form: the verdict and counts first, then findings by severity.
+fn render_text(audit: &SecurityAudit) -> String {
+    let mut out = format!("verdict: {}\n", audit.verdict.as_str());
+    let severities = [
+        Severity::Critical,
+        Severity::High,
+        Severity::Medium,
+        Severity::Low,
+        Severity::Info,
+    ];
+    let counts: Vec<String> = severities
+        .iter()
+        .map(|s| {
+            format!(
+                "{} {}",
+                audit.findings.iter().filter(|f| f.severity == *s).count(),
+                s.as_str()
+            )
+        })
+        .collect();
+    let _ = writeln!(out, "findings: {} ({})", audit.findings_count, counts.join(", "));
+    for severity in severities {
+        let group: Vec<_> = audit.findings.iter().filter(|f| f.severity == severity).collect();
+        if group.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "\n{}", severity.as_str());
+        for finding in group {
+            let place = match (&finding.file_path, finding.line_number) {
+                (Some(file), Some(line)) => format!(" ({file}:{line})"),
+                _ => String::new(),
+            };
+            let _ = writeln!(
+                out,
+                "  {} {}: {}{place}",
+                finding.rule_id, finding.title, finding.message
+            );
+        }
+    }
+    out
+}
