@@ -298,6 +298,11 @@ pub struct ScanArgs {
     /// Root filesystem mounted read-only as the sandbox's `/`.
     #[arg(long, value_name = "DIR", env = "SKILLBOX_BASE_ROOTFS")]
     pub base_rootfs: PathBuf,
+    /// Cases to run after the default one (YAML; its JSON Schema is
+    /// schema/scan-cases.schema.json). Default: `scan.yaml` at the skill's
+    /// root, if there is one.
+    #[arg(long, value_name = "FILE")]
+    pub cases: Option<PathBuf>,
     #[command(flatten)]
     pub node: NodeArgs,
     #[arg(long, value_enum, default_value = "text")]

@@ -161,3 +161,50 @@ fn a_scan_that_cannot_run_exits_2_and_text_comes_first_with_the_verdict() {
     assert!(stdout.starts_with("verdict: SUSPICIOUS\nfindings: "), "{stdout}");
     assert!(stdout.contains("SBX-SECRET-002"), "{stdout}");
 }
+
+#[test]
+fn cases_from_scan_yaml_run_with_their_arguments_stdin_and_inputs() {
+    // The skill echoes its stdin and arguments, reads its input, and when
+    // asked to, reads a secret and exits 3.
+    let script = "read line; echo \"stdin=$line args=$*\"\n\
+                  [ -f /workspace/in/data.txt ] && echo \"input=$(cat /workspace/in/data.txt)\"\n\
+                  if [ \"$1\" = steal ]; then cat /proc/1/environ >/dev/null; exit 3; fi\n";
+    let skill = Skill::sh("cased", "", script)
+        .file("data.txt", "from-the-input")
+        .file(
+            "scan.yaml",
+            "cases:\n  - name: with-input\n    args: [one, two]\n    stdin: \"hello\\n\"\n    inputs: [data.txt]\n    expect_exit: 0\n\
+             \x20 - name: steal\n    args: [steal]\n    expect_exit: 0\n",
+        );
+    let scanned = scan(&skill, &[]);
+    assert_eq!(
+        scanned.record["verdict"], "DANGEROUS",
+        "{}\n{}",
+        scanned.record, scanned.stderr
+    );
+    let findings = scanned.record["findings"].as_array().unwrap();
+    let secret = findings
+        .iter()
+        .find(|f| f["ruleId"] == "SBX-SECRET-001")
+        .expect("the steal case's read");
+    assert_eq!(secret["metadata"]["evidence"][0]["case"], "steal", "{secret}");
+    let unexpected: Vec<_> = findings
+        .iter()
+        .filter(|f| f["ruleId"] == "SBX-CASE-001")
+        .collect();
+    assert_eq!(unexpected.len(), 1, "{}", scanned.record);
+    assert_eq!(unexpected[0]["message"], "exited 3, the case expects 0");
+    assert_eq!(unexpected[0]["metadata"]["subject"], "steal");
+
+    // A bad cases file is a scan that cannot run, naming the field.
+    let bad = Skill::sh("bad-cases", "", "true\n").file("scan.yaml", "cases:\n  - name: x\n    stdn: oops\n");
+    let scanned = scan(&bad, &[]);
+    assert_eq!(scanned.code, 2);
+    assert!(
+        scanned
+            .stderr
+            .contains("scan.yaml: cases[0]: unknown field `stdn`"),
+        "{}",
+        scanned.stderr
+    );
+}

@@ -5,6 +5,7 @@
 //! registry's `security_audit` record. Deterministic: the same events give
 //! the same findings in the same order.
 
+pub mod cases;
 pub mod finding;
 pub mod report;
 pub mod rules;

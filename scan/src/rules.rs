@@ -76,11 +76,16 @@ rules! {
         "Allow the hosts the skill needs, not whole address ranges.";
     PERMISSIONS_MISMATCH = "SBX-POL-003", Low, "policy", "Coarse permissions do not match what the skill did",
         "Make the permissions list say what the skill does, so static review sees the same.";
+    UNEXPECTED_EXIT = "SBX-CASE-001", Low, "behaviour", "Exit status other than the case expects",
+        "Fix the skill, or the case's expect_exit.";
 }
 
 /// What one case's run looked like from outside.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Observed {
+    /// As `skillbox run` reports it: 124 after the timeout, 137 after an
+    /// OOM kill.
+    pub exit_status: i32,
     pub wall_ms: u64,
     pub cpu_ms: u64,
     pub memory_peak_bytes: u64,
@@ -90,6 +95,8 @@ pub struct Observed {
 #[derive(Debug, Clone)]
 pub struct CaseEvidence<'a> {
     pub case: &'a str,
+    /// The exit status the case expects, if it says.
+    pub expected_exit: Option<i32>,
     pub events: &'a [Value],
     pub observed: Observed,
 }
@@ -376,6 +383,13 @@ pub fn analyse(cases: &[CaseEvidence], policy: &EffectivePolicy, skill: SkillTex
             );
         }
         resources(&mut found, case, policy);
+        if let Some(expected) = case.expected_exit.filter(|e| *e != case.observed.exit_status) {
+            let message = format!(
+                "exited {}, the case expects {expected}",
+                case.observed.exit_status
+            );
+            found.add(UNEXPECTED_EXIT, case.case, message, case.case, None);
+        }
     }
     policy_hygiene(
         &mut found,

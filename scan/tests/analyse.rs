@@ -41,6 +41,7 @@ fn findings_of(events: &[Value], observed: Observed) -> Vec<skillbox_scan::Findi
     let (md, permissions) = text();
     let cases = [CaseEvidence {
         case: "default",
+        expected_exit: None,
         events,
         observed,
     }];
@@ -200,6 +201,7 @@ fn resource_patterns_are_findings() {
         wall_ms: 10_000,
         cpu_ms: 9_800,
         memory_peak_bytes: 60 << 20,
+        ..Observed::default()
     };
     let findings = findings_of(&events, miner);
     let found = ids(&findings);
@@ -216,6 +218,7 @@ fn resource_patterns_are_findings() {
         wall_ms: 10_000,
         cpu_ms: 200,
         memory_peak_bytes: 8 << 20,
+        ..Observed::default()
     };
     let found_idle = ids(&findings_of(&[], idle));
     assert!(
@@ -277,4 +280,62 @@ fn the_registry_record_has_its_columns_and_camel_case_findings() {
     for rule in rules::ALL {
         assert!(rule.id.starts_with("SBX-") && seen.insert(rule.id), "{}", rule.id);
     }
+}
+
+#[test]
+fn a_case_that_exits_otherwise_than_expected_is_a_low_finding() {
+    let (md, permissions) = text();
+    let cases = [
+        CaseEvidence {
+            case: "fails",
+            expected_exit: Some(0),
+            events: &[],
+            observed: Observed {
+                exit_status: 3,
+                ..Observed::default()
+            },
+        },
+        CaseEvidence {
+            case: "ok",
+            expected_exit: Some(0),
+            events: &[],
+            observed: Observed::default(),
+        },
+    ];
+    let findings = analyse(
+        &cases,
+        &policy(),
+        SkillText {
+            skill_md: &md,
+            permissions: &permissions,
+        },
+    );
+    let unexpected: Vec<_> = findings.iter().filter(|f| f.rule_id == "SBX-CASE-001").collect();
+    assert_eq!(unexpected.len(), 1, "{findings:?}");
+    assert_eq!(unexpected[0].message, "exited 3, the case expects 0");
+    assert_eq!(unexpected[0].severity, Severity::Low);
+}
+
+#[test]
+fn the_committed_cases_schema_is_the_one_the_crate_generates() {
+    let committed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../schema/scan-cases.schema.json"
+    ))
+    .unwrap_or_default();
+    let generated = skillbox_scan::cases::schema();
+    if std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v != "0") {
+        std::fs::write(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../schema/scan-cases.schema.json"),
+            &generated,
+        )
+        .unwrap();
+        return;
+    }
+    assert!(
+        committed == generated,
+        "schema/scan-cases.schema.json differs from the crate's; run with UPDATE_GOLDEN=1 to rewrite it"
+    );
+    let value: serde_json::Value = serde_json::from_str(&generated).unwrap();
+    assert_eq!(value["title"], "scan cases");
 }

@@ -1,5 +1,6 @@
-//! `skillbox scan --runtime <skill-dir>`: runs the skill in a fresh
-//! sandbox under its effective policy with every system call audited and
+//! `skillbox scan --runtime <skill-dir>`: runs each case (the default one,
+//! then those of the cases file) in a fresh sandbox under its effective
+//! policy with every system call audited and
 //! **its network closed** (nothing leaves the machine, whatever the policy
 //! allows), then reports what it tried: `skillbox-scan`'s findings, the
 //! verdict, and the registry's `security_audit` record.
@@ -9,14 +10,15 @@
 
 use std::fmt::Write as _;
 use std::fs::File;
-use std::path::Path;
-use std::process::{ExitCode, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
 use policy_compiler::manifest::AuditLevel;
 use policy_compiler::{CompileOptions, SkillPackage};
 use serde_json::Value;
+use skillbox_scan::cases::Case;
 use skillbox_scan::rules::SkillText;
 use skillbox_scan::{analyse, CaseEvidence, Observed, SecurityAudit, Severity, Verdict};
 
@@ -24,6 +26,9 @@ use super::run::{execute, Plan};
 use super::{base_rootfs_dir, emit, invoking_env, load_node, load_skill, Failure};
 use crate::cli::{EgressArgs, FailOn, ScanArgs, ScanFormat};
 use crate::runtime::execution::Interrupts;
+
+/// The cases file read from the skill's root when `--cases` is not given.
+const DEFAULT_CASES_FILE: &str = "scan.yaml";
 
 /// The scan could not run (bad skill, sandbox failure).
 const EXIT_SCAN_FAILED: u8 = 2;
@@ -67,48 +72,68 @@ fn scan_and_report(args: ScanArgs) -> anyhow::Result<ExitCode> {
         .collect();
     // Run with every system call audited and no network at all.
     node.config.audit.min_syscalls = AuditLevel::All;
-    let closed = without_network(package);
+    let package_dir = package.dir.clone();
+
+    let cases = load_cases(&args.cases, &package_dir)?;
 
     let work = tempfile::Builder::new()
         .prefix("skillbox-scan.")
         .tempdir()
         .context("cannot create the scan's working directory")?;
-    let case = "default";
-    let audit_log = work.path().join(format!("{case}.jsonl"));
-    let egress = EgressArgs {
-        dns_upstreams: Vec::new(),
-        audit_log: Some(audit_log.clone()),
-        ttl_grace_secs: None,
-    };
-    let output = |name: &str| {
-        File::create(work.path().join(name)).with_context(|| format!("cannot create the case's {name}"))
-    };
-    let done = execute(
-        Plan {
-            package: closed,
-            node: &node,
-            base_rootfs: &base_rootfs,
-            args: &[],
-            inputs: &[],
-            output: None,
-            egress: &egress,
-            runtime: &args.runtime,
-            stdio: Some([Stdio::null(), output("stdout")?.into(), output("stderr")?.into()]),
-        },
-        &interrupts,
-    )?;
-    let events = read_events(&audit_log)?;
-    let observed = Observed {
-        wall_ms: done.waited.wall.as_millis() as u64,
-        cpu_ms: done.ended.stats.cpu_usage.as_millis() as u64,
-        memory_peak_bytes: done.ended.stats.memory_peak_bytes,
-    };
+    let mut runs = Vec::new();
+    for (case, inputs) in &cases {
+        let audit_log = work.path().join(format!("{}.jsonl", case.name));
+        let egress = EgressArgs {
+            dns_upstreams: Vec::new(),
+            audit_log: Some(audit_log.clone()),
+            ttl_grace_secs: None,
+        };
+        let file = |name: String| {
+            File::create(work.path().join(&name)).with_context(|| format!("cannot create {name}"))
+        };
+        let stdin_path = work.path().join(format!("{}.stdin", case.name));
+        std::fs::write(&stdin_path, case.stdin.as_deref().unwrap_or_default())
+            .with_context(|| format!("cannot write {}", stdin_path.display()))?;
+        let stdin =
+            File::open(&stdin_path).with_context(|| format!("cannot open {}", stdin_path.display()))?;
+        let done = execute(
+            Plan {
+                package: load_skill(&package_dir).map(without_network)?,
+                node: &node,
+                base_rootfs: &base_rootfs,
+                args: &case.args,
+                inputs,
+                output: None,
+                egress: &egress,
+                runtime: &args.runtime,
+                stdio: Some([
+                    stdin.into(),
+                    file(format!("{}.stdout", case.name))?.into(),
+                    file(format!("{}.stderr", case.name))?.into(),
+                ]),
+            },
+            &interrupts,
+        )
+        .with_context(|| format!("case {}", case.name))?;
+        let observed = Observed {
+            exit_status: done.ended.status,
+            wall_ms: done.waited.wall.as_millis() as u64,
+            cpu_ms: done.ended.stats.cpu_usage.as_millis() as u64,
+            memory_peak_bytes: done.ended.stats.memory_peak_bytes,
+        };
+        runs.push((case, read_events(&audit_log)?, observed));
+    }
+    let evidence: Vec<CaseEvidence> = runs
+        .iter()
+        .map(|(case, events, observed)| CaseEvidence {
+            case: &case.name,
+            expected_exit: case.expect_exit,
+            events,
+            observed: observed.clone(),
+        })
+        .collect();
     let findings = analyse(
-        &[CaseEvidence {
-            case,
-            events: &events,
-            observed,
-        }],
+        &evidence,
         &policy,
         SkillText {
             skill_md: &skill_md,
@@ -146,6 +171,41 @@ fn without_network(mut package: SkillPackage) -> SkillPackage {
         policy.network.deny.clear();
     }
     package
+}
+
+/// The default case, then those of `--cases FILE` or `scan.yaml`, each
+/// with its inputs resolved against the file's directory.
+fn load_cases(given: &Option<PathBuf>, skill_dir: &Path) -> anyhow::Result<Vec<(Case, Vec<PathBuf>)>> {
+    let mut cases = vec![(Case::default_case(), Vec::new())];
+    let file = match given {
+        Some(file) => file.clone(),
+        None => {
+            let default = skill_dir.join(DEFAULT_CASES_FILE);
+            if !default.is_file() {
+                return Ok(cases);
+            }
+            default
+        }
+    };
+    let text = std::fs::read_to_string(&file).with_context(|| format!("{}: cannot read", file.display()))?;
+    let base = file.parent().unwrap_or(Path::new("."));
+    for case in skillbox_scan::cases::parse(&file, &text).map_err(anyhow::Error::msg)? {
+        let inputs = case
+            .inputs
+            .iter()
+            .map(|input| base.join(input))
+            .collect::<Vec<_>>();
+        if let Some(missing) = inputs.iter().find(|input| !input.exists()) {
+            bail!(
+                "{}: case {}: input {} does not exist",
+                file.display(),
+                case.name,
+                missing.display()
+            );
+        }
+        cases.push((case, inputs));
+    }
+    Ok(cases)
 }
 
 fn read_events(log: &Path) -> anyhow::Result<Vec<Value>> {
