@@ -80,3 +80,14 @@ require_cargo() {
     command -v cargo >/dev/null 2>&1 ||
         die "cargo not found: install a Rust toolchain >= 1.85 (rustup) and put ~/.cargo/bin on PATH"
 }
+
+# Makes sure npm is there: Node.js builds bring their own; without one,
+# Debian's npm package. (It is not in SKILLBOX_DEBIAN_PACKAGES: Debian's npm
+# conflicts with the Node.js builds machines often carry.) $1 says what
+# needs it, for the error.
+ensure_npm() {
+    if ! command -v npm >/dev/null 2>&1; then
+        ensure_debian_packages npm
+    fi
+    command -v npm >/dev/null 2>&1 || die "npm not found: $1 (install Node.js and npm)"
+}

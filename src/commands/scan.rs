@@ -144,6 +144,10 @@ fn scan_and_report(args: ScanArgs) -> anyhow::Result<ExitCode> {
     let report = match args.format {
         ScanFormat::Json => serde_json::to_string_pretty(&audit).expect("the record serializes") + "\n",
         ScanFormat::Text => render_text(&audit),
+        ScanFormat::Sarif => {
+            let log = skillbox_scan::sarif::log(&audit, env!("CARGO_PKG_VERSION"));
+            serde_json::to_string_pretty(&log).expect("the log serializes") + "\n"
+        }
     };
     match &args.output {
         Some(path) => {
