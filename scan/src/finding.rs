@@ -1,10 +1,11 @@
 //! One finding, as the registry stores it (`findings` JSONB of
 //! `security_audit`: camelCase keys).
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
 /// How bad a finding is, least first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, JsonSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Severity {
     Info,
@@ -29,7 +30,7 @@ impl Severity {
 /// The name the registry shows as a finding's analyzer.
 pub const ANALYZER: &str = "skillbox-runtime";
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Finding {
     pub rule_id: &'static str,

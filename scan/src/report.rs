@@ -1,6 +1,7 @@
 //! The registry's `security_audit` record of one scan: its columns as
 //! snake_case keys, the findings as the registry's camelCase objects.
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::finding::{Finding, Severity};
@@ -9,7 +10,8 @@ use crate::verdict::Verdict;
 /// The scanner type the registry reserves for scanners of its own kind.
 pub const SCANNER_TYPE: &str = "CUSTOM";
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[schemars(title = "security_audit")]
 pub struct SecurityAudit {
     pub scanner_type: &'static str,
     pub verdict: Verdict,
@@ -34,4 +36,12 @@ impl SecurityAudit {
             scan_duration_seconds,
         }
     }
+}
+
+/// The JSON Schema of the record (`schema/scan-record.schema.json`).
+pub fn schema() -> String {
+    let schema = schemars::schema_for!(SecurityAudit);
+    let mut text = serde_json::to_string_pretty(&schema).expect("a schema serializes");
+    text.push('\n');
+    text
 }

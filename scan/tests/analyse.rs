@@ -316,26 +316,51 @@ fn a_case_that_exits_otherwise_than_expected_is_a_low_finding() {
     assert_eq!(unexpected[0].severity, Severity::Low);
 }
 
-#[test]
-fn the_committed_cases_schema_is_the_one_the_crate_generates() {
-    let committed = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../schema/scan-cases.schema.json"
-    ))
-    .unwrap_or_default();
-    let generated = skillbox_scan::cases::schema();
+/// Compares a committed schema with the generated one (`UPDATE_GOLDEN=1`
+/// rewrites it).
+fn committed_schema_matches(file: &str, generated: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../schema")
+        .join(file);
     if std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v != "0") {
-        std::fs::write(
-            concat!(env!("CARGO_MANIFEST_DIR"), "/../schema/scan-cases.schema.json"),
-            &generated,
-        )
-        .unwrap();
+        std::fs::write(&path, generated).unwrap();
         return;
     }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
         committed == generated,
-        "schema/scan-cases.schema.json differs from the crate's; run with UPDATE_GOLDEN=1 to rewrite it"
+        "schema/{file} differs from the crate's; run with UPDATE_GOLDEN=1 to rewrite it"
     );
+}
+
+#[test]
+fn the_committed_cases_schema_is_the_one_the_crate_generates() {
+    let generated = skillbox_scan::cases::schema();
+    committed_schema_matches("scan-cases.schema.json", &generated);
     let value: serde_json::Value = serde_json::from_str(&generated).unwrap();
     assert_eq!(value["title"], "scan cases");
+}
+
+#[test]
+fn records_validate_against_the_committed_record_schema() {
+    let generated = skillbox_scan::report::schema();
+    committed_schema_matches("scan-record.schema.json", &generated);
+    let schema: serde_json::Value = serde_json::from_str(&generated).unwrap();
+    assert_eq!(schema["title"], "security_audit");
+    let validator = jsonschema::validator_for(&schema).expect("the record schema compiles");
+    let events = [
+        json!({"type": "file_open", "path": "/etc/shadow", "write": false, "result": 3}),
+        json!({"type": "connect", "address": "169.254.169.254", "port": 80, "result": -101}),
+    ];
+    for findings in [findings_of(&events, Observed::default()), Vec::new()] {
+        let record = serde_json::to_value(SecurityAudit::new(findings, 0.5)).unwrap();
+        let errors: Vec<String> = validator.iter_errors(&record).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:?}\n{record:#}");
+    }
+    let mut wrong = serde_json::to_value(SecurityAudit::new(Vec::new(), 0.5)).unwrap();
+    wrong["verdict"] = json!("FINE");
+    assert!(
+        !validator.is_valid(&wrong),
+        "the schema accepts a verdict the registry does not have"
+    );
 }
