@@ -135,3 +135,35 @@ fn a_refused_raw_socket_leaves_the_skills_status_its_own() {
     assert_eq!(run.outcome(), "exited", "{}", run.describe());
     assert_eq!(run.report_u64("exit_code"), 3);
 }
+
+#[test]
+fn output_redirected_to_a_file_follows_what_was_written_before() {
+    // `(echo first; skillbox run …) > out`: gVisor writes an imported
+    // regular file from offset 0, so the skill's output used to overwrite
+    // `first`. skillbox now relays a pipe and writes at the file's offset.
+    skillbox_test_support::require_sandbox_prerequisites();
+    let work = tempfile::tempdir().unwrap();
+    let out_path = work.path().join("out");
+    let skill = Skill::sh("to-a-file", "", "echo from-the-skill\necho to-stderr >&2\n");
+    let mut out = std::fs::File::create(&out_path).unwrap();
+    std::io::Write::write_all(&mut out, b"first line written by the caller\n").unwrap();
+    let status = SKILLBOX
+        .command()
+        .arg("run")
+        .arg(skill.path())
+        .arg("--base-rootfs")
+        .arg(busybox_rootfs())
+        .env("SKILLBOX_STATE_DIR", work.path().join("state"))
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let text = std::fs::read_to_string(&out_path).unwrap();
+    assert!(text.starts_with("first line written by the caller\n"), "{text:?}");
+    assert!(
+        text.contains("from-the-skill\n") && text.contains("to-stderr\n"),
+        "{text:?}"
+    );
+}

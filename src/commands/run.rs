@@ -260,7 +260,18 @@ pub(super) fn execute(plan: Plan, interrupts: &Interrupts) -> anyhow::Result<Exe
         },
         &mut spec,
     )?;
-    let waited = Execution::start(&sandbox, &workspace.bundle(), stdio)?.wait(interrupts)?;
+    let (stdio, relays) = match stdio {
+        Some(given) => (given, None),
+        None => {
+            let (stdio, relays) =
+                crate::runtime::stdio::with_relays().context("cannot set up the skill's stdio")?;
+            (stdio, Some(relays))
+        }
+    };
+    let waited = Execution::start(&sandbox, &workspace.bundle(), Some(stdio))?.wait(interrupts)?;
+    if let Some(relays) = relays {
+        relays.finish();
+    }
     let ended = sandbox.end(waited.ending, Some(waited.wall));
     // Before the teardown unmounts the scratch.
     let outputs = match (&scratch, output) {

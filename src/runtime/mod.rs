@@ -7,3 +7,4 @@ pub mod egress;
 pub mod execution;
 pub mod inputs;
 pub mod outputs;
+pub mod stdio;
