@@ -11,6 +11,7 @@ const EXAMPLES: &[&str] = &[
     "python-stats",
     "file-writer",
     "network-fetch",
+    "word-count",
 ];
 
 #[test]

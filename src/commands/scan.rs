@@ -71,7 +71,9 @@ fn scan_and_report(args: ScanArgs) -> anyhow::Result<ExitCode> {
         .filter_map(|p| serde_json::to_value(p).ok()?.as_str().map(str::to_owned))
         .collect();
     // Run with every system call audited and no network at all.
-    node.config.audit.min_syscalls = AuditLevel::All;
+    if package.manifest.security_policy.is_none() {
+        node.config.audit.min_syscalls = AuditLevel::All;
+    }
     let package_dir = package.dir.clone();
 
     let cases = load_cases(&args.cases, &package_dir)?;
@@ -98,7 +100,7 @@ fn scan_and_report(args: ScanArgs) -> anyhow::Result<ExitCode> {
             File::open(&stdin_path).with_context(|| format!("cannot open {}", stdin_path.display()))?;
         let done = execute(
             Plan {
-                package: load_skill(&package_dir).map(without_network)?,
+                package: load_skill(&package_dir).map(for_scan)?,
                 node: &node,
                 base_rootfs: &base_rootfs,
                 args: &case.args,
@@ -167,12 +169,15 @@ fn scan_and_report(args: ScanArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// The package with its policy's network rules removed: the sandbox then
-/// runs with `--network=none`.
-fn without_network(mut package: SkillPackage) -> SkillPackage {
+/// The package as a scan runs it: every system call audited, and its
+/// policy's network rules removed, so the sandbox runs with
+/// `--network=none`. (A skill without `security_policy` has no network
+/// already; the node's audit floor is raised for it.)
+fn for_scan(mut package: SkillPackage) -> SkillPackage {
     if let Some(policy) = package.manifest.security_policy.as_mut() {
         policy.network.allow.clear();
         policy.network.deny.clear();
+        policy.audit.syscalls = AuditLevel::All;
     }
     package
 }
