@@ -1,15 +1,17 @@
 //! Command-line interface.
 //!
-//! Exit codes: `compile`, `image build`, `policy`, `probe`: 0 success, 1 invalid input or
-//! failure, 2 usage error. `run`: the skill's own status; 124 when the
+//! Exit codes: `compile`, `image build`, `image build-node`, `policy`,
+//! `probe`: 0 success, 1 invalid input or failure, 2 usage error. `run`: the skill's own status; 124 when the
 //! timeout fired; 137 when the skill was killed (out of memory is reported
 //! on stderr); 125 when skillbox itself failed before or around the run;
 //! 128+N when skillbox was interrupted by signal N (SIGINT 130, SIGTERM 143).
 //! `gc`: 0 when nothing is left, 1 when something could not be removed.
 //! `audit --follow` and `metrics-server` run until stopped; they exit 1 when
 //! they cannot start (an unreadable node config, an address in use).
-//! `node install`/`uninstall`: 0 done, 1 refused or failed; `node status`:
-//! 0 installed and unchanged, 1 not installed or drifted.
+//! `node install`/`uninstall`/`wait-daemonset`: 0 done, 1 refused or
+//! failed; `node status`: 0 installed, unchanged and seen by containerd, 1
+//! otherwise. `scan --runtime`: 0 when the verdict is better than
+//! `--fail-on`, 1 when it is that or worse, 2 when the scan could not run.
 
 use std::path::PathBuf;
 
