@@ -17,6 +17,8 @@ const DROP_IN: &str = "etc/containerd/conf.d/skillbox.toml";
 struct Node {
     root: TempDir,
     inputs: TempDir,
+    /// Set in the environment of every `skillbox node` run.
+    env: Vec<(&'static str, std::ffi::OsString)>,
 }
 
 impl Node {
@@ -38,7 +40,16 @@ impl Node {
             .unwrap();
             fs::set_permissions(inputs.path().join(name), fs::Permissions::from_mode(0o755)).unwrap();
         }
-        Node { root, inputs }
+        Node {
+            root,
+            inputs,
+            env: Vec::new(),
+        }
+    }
+
+    fn with_env(mut self, name: &'static str, value: impl Into<std::ffi::OsString>) -> Node {
+        self.env.push((name, value.into()));
+        self
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -47,6 +58,7 @@ impl Node {
             .args(args)
             .arg("--host-root")
             .arg(self.root.path())
+            .envs(self.env.iter().map(|(name, value)| (name, value)))
             .output()
             .unwrap()
     }
@@ -429,6 +441,16 @@ impl FakeApiServer {
         }
     }
 
+    /// `skillbox node <args>` against this server.
+    fn skillbox_node(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_skillbox"))
+            .arg("node")
+            .args(args)
+            .env("KUBECONFIG", self.kubeconfig.path())
+            .output()
+            .unwrap()
+    }
+
     fn requests(&self) -> Vec<Request> {
         self.requests.lock().unwrap().clone()
     }
@@ -441,35 +463,15 @@ fn node_json(labels: &str) -> String {
 #[test]
 fn install_labels_the_node_and_uninstall_removes_the_label_first() {
     let api = FakeApiServer::start(|_, _, _| (200, node_json(r#""skillbox.dev/runtime":"ready""#)));
-    let node = Node::new(Some("version = 2\n"));
-    let with_api = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_skillbox"))
-            .arg("node")
-            .args(args)
-            .arg("--host-root")
-            .arg(node.root.path())
-            .env("KUBECONFIG", api.kubeconfig.path())
-            .env("NODE_NAME", "node-1")
-            .output()
-            .unwrap()
-    };
-    let input = |name: &str| node.inputs.path().join(name).display().to_string();
-    let (shim, cli, runsc) = (input("shim"), input("cli"), input("runsc"));
-    let out = ok(&with_api(&[
-        "install",
-        "--no-reload",
-        "--shim",
-        &shim,
-        "--cli",
-        &cli,
-        "--runsc",
-        &runsc,
-    ]));
+    let node = Node::new(Some("version = 2\n"))
+        .with_env("KUBECONFIG", api.kubeconfig.path())
+        .with_env("NODE_NAME", "node-1");
+    let out = ok(&node.install(&[]));
     assert!(
         out.contains("labelled node node-1 skillbox.dev/runtime=ready"),
         "{out}"
     );
-    let out = ok(&with_api(&["uninstall", "--no-reload"]));
+    let out = ok(&node.uninstall());
     assert!(
         out.starts_with("removed label skillbox.dev/runtime from node node-1"),
         "{out}"
@@ -497,29 +499,8 @@ fn a_refused_label_fails_install_naming_the_node_and_the_api_answer() {
             r#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"nodes \"node-1\" is forbidden: cannot patch","reason":"Forbidden","code":403}"#.to_owned(),
         )
     });
-    let node = Node::new(Some("version = 2\n"));
-    let input = |name: &str| node.inputs.path().join(name).display().to_string();
-    let output = Command::new(env!("CARGO_BIN_EXE_skillbox"))
-        .args([
-            "node",
-            "install",
-            "--no-reload",
-            "--node-name",
-            "node-1",
-            "--host-root",
-        ])
-        .arg(node.root.path())
-        .args([
-            "--shim",
-            &input("shim"),
-            "--cli",
-            &input("cli"),
-            "--runsc",
-            &input("runsc"),
-        ])
-        .env("KUBECONFIG", api.kubeconfig.path())
-        .output()
-        .unwrap();
+    let node = Node::new(Some("version = 2\n")).with_env("KUBECONFIG", api.kubeconfig.path());
+    let output = node.install(&["--node-name", "node-1"]);
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{err}");
     assert!(
@@ -539,20 +520,15 @@ fn wait_daemonset_returns_once_every_pod_is_ready() {
             ),
         )
     });
-    let output = Command::new(env!("CARGO_BIN_EXE_skillbox"))
-        .args([
-            "node",
-            "wait-daemonset",
-            "--namespace",
-            "skillbox",
-            "--name",
-            "sb-uninstall",
-            "--timeout",
-            "30",
-        ])
-        .env("KUBECONFIG", api.kubeconfig.path())
-        .output()
-        .unwrap();
+    let output = api.skillbox_node(&[
+        "wait-daemonset",
+        "--namespace",
+        "skillbox",
+        "--name",
+        "sb-uninstall",
+        "--timeout",
+        "30",
+    ]);
     let out = ok(&output);
     assert!(
         out.contains("DaemonSet skillbox/sb-uninstall: 2 of 2 pods ready"),
@@ -566,20 +542,15 @@ fn wait_daemonset_returns_once_every_pod_is_ready() {
     let never = FakeApiServer::start(|_, _, _| {
         (200, r#"{"apiVersion":"apps/v1","kind":"DaemonSet","metadata":{"name":"d","namespace":"n","generation":1},"status":{"currentNumberScheduled":1,"desiredNumberScheduled":1,"numberMisscheduled":0,"numberReady":0,"observedGeneration":1}}"#.to_owned())
     });
-    let output = Command::new(env!("CARGO_BIN_EXE_skillbox"))
-        .args([
-            "node",
-            "wait-daemonset",
-            "--namespace",
-            "n",
-            "--name",
-            "d",
-            "--timeout",
-            "2",
-        ])
-        .env("KUBECONFIG", never.kubeconfig.path())
-        .output()
-        .unwrap();
+    let output = never.skillbox_node(&[
+        "wait-daemonset",
+        "--namespace",
+        "n",
+        "--name",
+        "d",
+        "--timeout",
+        "2",
+    ]);
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{err}");
     assert!(
