@@ -399,6 +399,29 @@ impl Pod {
         })
     }
 
+    /// Asserts that the pod sandbox is READY and container `id` RUNNING now
+    /// (`when` says at which point of the test, for the messages).
+    pub fn assert_ready_and_running(&self, id: &str, when: &str) {
+        let node = &self.node;
+        let sandbox = node
+            .cri
+            .pod_sandbox_status(&self.id)
+            .or_fail(node)
+            .status
+            .unwrap_or_default();
+        assert_eq!(
+            PodSandboxState::try_from(sandbox.state),
+            Ok(PodSandboxState::SandboxReady),
+            "PodSandboxStatus {when}: {sandbox:?}"
+        );
+        let status = node.cri.container_status(id).or_fail(node);
+        assert_eq!(
+            ContainerState::try_from(status.state),
+            Ok(ContainerState::ContainerRunning),
+            "ContainerStatus {when}: {status:?}"
+        );
+    }
+
     /// Polls ContainerStatus every 10 ms until container `id` is running,
     /// for at most `limit`; an exit before that fails at once.
     pub fn wait_running(&self, id: &str, limit: Duration) -> Result<(), String> {

@@ -15,7 +15,6 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_cri::v1::{ContainerState, PodSandboxState};
 use skillbox_cri_tests::config::HOST_SOCKET;
 use skillbox_cri_tests::containerd::{skillbox_cli, skillbox_shim, PID_FILE};
 use skillbox_cri_tests::images::SKILL_IMAGE;
@@ -84,24 +83,8 @@ fn containerd_pid(root: &Path) -> String {
 }
 
 /// The runc pod is READY with its container RUNNING and still ticking.
-fn still_running(node: &Node, pod: &Pod, id: &str, when: &str) {
-    let sandbox = node
-        .cri
-        .pod_sandbox_status(&pod.id)
-        .or_fail(node)
-        .status
-        .unwrap_or_default();
-    assert_eq!(
-        PodSandboxState::try_from(sandbox.state),
-        Ok(PodSandboxState::SandboxReady),
-        "the runc pod {when}: {sandbox:?}"
-    );
-    let status = node.cri.container_status(id).or_fail(node);
-    assert_eq!(
-        ContainerState::try_from(status.state),
-        Ok(ContainerState::ContainerRunning),
-        "the runc container {when}: {status:?}"
-    );
+fn still_running(pod: &Pod, id: &str, when: &str) {
+    pod.assert_ready_and_running(id, when);
     let ticks = |pod: &Pod| pod.log_text("ticker").len();
     let before = ticks(pod);
     std::thread::sleep(Duration::from_millis(500));
@@ -176,7 +159,7 @@ fn install_restarts_containerd_into_the_skillbox_handler_and_uninstall_restores_
         out.lines().find(|l| l.contains("restarted")).unwrap_or_default()
     );
     node.cri.reconnect();
-    still_running(&node, &control, &ticker, "after install restarted containerd");
+    still_running(&control, &ticker, "after install restarted containerd");
 
     // A skill image runs under its own policy through the installed handler.
     let mut skill = Pod::run(&node, Handler::Skillbox, "installed-skill").or_fail(&node);
@@ -262,7 +245,7 @@ fn install_restarts_containerd_into_the_skillbox_handler_and_uninstall_restores_
         "uninstall did not restore the host: {differences:?}"
     );
     node.cri.reconnect();
-    still_running(&node, &control, &ticker, "after uninstall restarted containerd");
+    still_running(&control, &ticker, "after uninstall restarted containerd");
     let refused = Pod::run(&node, Handler::Skillbox, "after-uninstall")
         .map(|_| ())
         .expect_err("a skillbox pod ran after uninstall");

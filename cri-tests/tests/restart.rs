@@ -11,7 +11,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_cri::v1::{ContainerState, PodSandboxState};
 use skillbox_cri_tests::leftovers::{self, PodTraces};
 use skillbox_cri_tests::{ContainerSpec, Handler, Node, OrFail, Pod};
 use skillbox_test_support::sandbox::processes;
@@ -70,23 +69,7 @@ fn containerd_restart_under_a_running_pod(handler: Handler) {
         handler.name()
     );
 
-    let sandbox = node
-        .cri
-        .pod_sandbox_status(&pod.id)
-        .or_fail(&node)
-        .status
-        .unwrap_or_default();
-    assert_eq!(
-        PodSandboxState::try_from(sandbox.state),
-        Ok(PodSandboxState::SandboxReady),
-        "PodSandboxStatus after the restart: {sandbox:?}"
-    );
-    let status = node.cri.container_status(&id).or_fail(&node);
-    assert_eq!(
-        ContainerState::try_from(status.state),
-        Ok(ContainerState::ContainerRunning),
-        "ContainerStatus after the restart: {status:?}"
-    );
+    pod.assert_ready_and_running(&id, "after the restart");
     let exec = node
         .cri
         .exec_sync(&id, &["sh", "-c", "echo exec-after-restart; exit 4"], 10)
