@@ -5,11 +5,11 @@
 //! FIFO or socket anywhere in an input is refused before anything runs.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use walkdir::WalkDir;
+
+use super::plain_tree::{self, set_mode, ListError};
 
 /// Where the inputs appear in the sandbox.
 pub const INPUT_DIR: &str = "/workspace/in";
@@ -37,72 +37,29 @@ pub fn stage(inputs: &[PathBuf], staging: &Path) -> anyhow::Result<()> {
 }
 
 fn copy_tree(input: &Path, target: &Path) -> anyhow::Result<()> {
-    let mut directories = Vec::new();
-    for entry in WalkDir::new(input).follow_links(false).sort_by_file_name() {
-        let entry = entry.with_context(|| format!("--input {}: cannot read", input.display()))?;
-        let relative = entry
-            .path()
-            .strip_prefix(input)
-            .expect("walkdir stays under its root");
-        // `join("")` would add a trailing slash: a file input is the target.
-        let to = if relative.as_os_str().is_empty() {
-            target.to_owned()
-        } else {
-            target.join(relative)
-        };
-        let kind = entry.file_type();
-        if kind.is_dir() {
-            fs::create_dir(&to).with_context(|| format!("{}: cannot create", to.display()))?;
-            directories.push(to);
-        } else if kind.is_file() {
-            fs::copy(entry.path(), &to).with_context(|| {
-                format!(
-                    "--input {}: cannot copy {}",
-                    input.display(),
-                    entry.path().display()
-                )
-            })?;
-            set_mode(&to, 0o444)?;
-        } else {
-            bail!(
-                "--input {}: {} is {}; inputs hold regular files and directories only",
-                input.display(),
-                entry.path().display(),
-                describe(kind)
-            );
+    let entries = plain_tree::list(input).map_err(|err| match err {
+        ListError::Read(err) => {
+            anyhow::Error::new(err).context(format!("--input {}: cannot read", input.display()))
         }
-    }
+        ListError::NotPlain { relative, kind } => anyhow::anyhow!(
+            "--input {}: {} is {kind}; inputs hold regular files and directories only",
+            input.display(),
+            input.join(relative).display()
+        ),
+    })?;
+    plain_tree::copy(input, &entries, target, 0o444)
+        .with_context(|| format!("--input {}", input.display()))?;
     // Innermost first: a directory made read-only takes no more entries.
-    for dir in directories.iter().rev() {
-        set_mode(dir, 0o555)?;
+    for dir in entries.iter().rev().filter(|entry| entry.is_dir) {
+        set_mode(&target.join(&dir.relative), 0o555)?;
     }
     Ok(())
-}
-
-/// What a non-regular file is, for messages.
-pub fn describe(kind: fs::FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    if kind.is_symlink() {
-        "a symbolic link"
-    } else if kind.is_fifo() {
-        "a FIFO"
-    } else if kind.is_socket() {
-        "a socket"
-    } else if kind.is_block_device() || kind.is_char_device() {
-        "a device"
-    } else {
-        "not a regular file"
-    }
-}
-
-fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-        .with_context(|| format!("{}: cannot set its mode", path.display()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn files_and_directories_are_copied_read_only() {

@@ -7,4 +7,5 @@ pub mod egress;
 pub mod execution;
 pub mod inputs;
 pub mod outputs;
+pub mod plain_tree;
 pub mod stdio;

@@ -7,24 +7,16 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use walkdir::WalkDir;
 
-use super::inputs::describe;
+pub use super::plain_tree::Copied;
+use super::plain_tree::{self, set_mode, ListError};
 
 /// Where the outputs are written in the sandbox.
 pub const OUTPUT_DIR: &str = "/workspace/out";
-
-/// What was copied out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Copied {
-    pub files: u64,
-    pub bytes: u64,
-}
 
 /// Refuses a destination that exists and is not an empty directory, or
 /// whose parent does not exist: checked before the skill runs.
@@ -110,49 +102,21 @@ impl Drop for Scratch {
 /// Checks the tree at `from` (regular files and directories only), copies
 /// it into a new directory beside `dest`, then renames that to `dest`.
 pub fn collect(from: &Path, dest: &Path) -> anyhow::Result<Copied> {
-    let mut entries = Vec::new();
-    for entry in WalkDir::new(from)
-        .min_depth(1)
-        .follow_links(false)
-        .sort_by_file_name()
-    {
-        let entry = entry.with_context(|| format!("{OUTPUT_DIR}: cannot read what the skill wrote"))?;
-        let relative = entry
-            .path()
-            .strip_prefix(from)
-            .expect("walkdir stays under its root")
-            .to_owned();
-        let kind = entry.file_type();
-        if !kind.is_dir() && !kind.is_file() {
-            bail!(
-                "{OUTPUT_DIR}/{} is {}; outputs hold regular files and directories only, so nothing was written to {}",
-                relative.display(),
-                describe(kind),
-                dest.display()
-            );
-        }
-        entries.push((relative, kind.is_dir()));
-    }
+    let entries = plain_tree::list(from).map_err(|err| match err {
+        ListError::Read(err) => anyhow::Error::new(err).context(format!("{OUTPUT_DIR}: cannot read what the skill wrote")),
+        ListError::NotPlain { relative, kind } => anyhow::anyhow!(
+            "{OUTPUT_DIR}/{} is {kind}; outputs hold regular files and directories only, so nothing was written to {}",
+            relative.display(),
+            dest.display()
+        ),
+    })?;
     check_destination(dest)?;
     let partial = tempfile::Builder::new()
         .prefix(".skillbox-output-")
         .tempdir_in(parent_of(dest))
         .with_context(|| format!("--output {}: cannot create a directory beside it", dest.display()))?;
-    let mut copied = Copied { files: 0, bytes: 0 };
-    for (relative, is_dir) in &entries {
-        let to = partial.path().join(relative);
-        if *is_dir {
-            fs::create_dir(&to).with_context(|| format!("{}: cannot create", to.display()))?;
-        } else {
-            copied.bytes += fs::copy(from.join(relative), &to)
-                .with_context(|| format!("{OUTPUT_DIR}/{}: cannot copy", relative.display()))?;
-            fs::set_permissions(&to, fs::Permissions::from_mode(0o644))
-                .with_context(|| format!("{}: cannot set its mode", to.display()))?;
-            copied.files += 1;
-        }
-    }
-    fs::set_permissions(partial.path(), fs::Permissions::from_mode(0o755))
-        .with_context(|| format!("{}: cannot set its mode", partial.path().display()))?;
+    let copied = plain_tree::copy(from, &entries, partial.path(), 0o644).context(OUTPUT_DIR)?;
+    set_mode(partial.path(), 0o755)?;
     let partial = partial.keep();
     if let Err(err) = fs::rename(&partial, dest) {
         let _ = fs::remove_dir_all(&partial);
