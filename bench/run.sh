@@ -38,11 +38,6 @@ mkdir -p "$work" "$state"
 echo "host: $(nproc) cores, kernel $(uname -r), $(runsc --version | head -n 1)"
 echo "skillbox: $("$skillbox" --version)"
 
-# Median of the numbers on stdin (one per line), printed with 2 decimals.
-median() {
-    sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) m = v[(NR + 1) / 2]; else m = (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.2f\n", m }'
-}
-
 
 # hyperfine's median (ms) for one command, from its JSON export.
 hyperfine_median_ms() {
@@ -103,15 +98,11 @@ done
 for i in $(seq 1 "$run_runs"); do
     # Alternate which goes first so that neither always runs on a warm cache.
     for which in $(if [ $((i % 2)) -eq 1 ]; then echo raw skillbox; else echo skillbox raw; fi); do
-        # EPOCHREALTIME without its dot: microseconds, read without a fork.
-        start="${EPOCHREALTIME/[.,]/}"
         if [ "$which" = raw ]; then
-            raw_once "$i" >/dev/null || die "raw runsc run failed"
+            time_ms raw_once "$i" >>"$work/raw.ms" || die "raw runsc run failed"
         else
-            skillbox_once >/dev/null || die "skillbox run failed"
+            time_ms skillbox_once >>"$work/skillbox.ms" || die "skillbox run failed"
         fi
-        end="${EPOCHREALTIME/[.,]/}"
-        awk -v us="$((end - start))" 'BEGIN { printf "%.3f\n", us / 1000 }' >>"$work/$which.ms"
     done
 done
 raw_ms="$(median <"$work/raw.ms")"

@@ -56,21 +56,15 @@ done
 : >"$work/scan.ms"
 for i in $(seq 1 "$runs"); do
     for which in $(if [ $((i % 2)) -eq 1 ]; then echo runs scan; else echo scan runs; fi); do
-        start="${EPOCHREALTIME/[.,]/}"
         if [ "$which" = runs ]; then
-            runs_once >/dev/null || die "a plain run failed"
+            time_ms runs_once >>"$work/runs.ms" || die "a plain run failed"
         else
-            scan_once || die "the scan failed"
+            time_ms scan_once >>"$work/scan.ms" || die "the scan failed"
         fi
-        end="${EPOCHREALTIME/[.,]/}"
-        awk -v us="$((end - start))" 'BEGIN { printf "%.3f\n", us / 1000 }' >>"$work/$which.ms"
     done
 done
-median() {
-    sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) m = v[(NR + 1) / 2]; else m = (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.1f\n", m }'
-}
-runs_ms="$(median <"$work/runs.ms")"
-scan_ms="$(median <"$work/scan.ms")"
+runs_ms="$(median 1 <"$work/runs.ms")"
+scan_ms="$(median 1 <"$work/scan.ms")"
 ratio="$(awk -v a="$scan_ms" -v b="$runs_ms" 'BEGIN { printf "%.3f", a / b }')"
 verdict="$(awk -v r="$ratio" 'BEGIN { print (r <= 1.3 ? "within" : "ABOVE") }')"
 

@@ -91,3 +91,22 @@ ensure_npm() {
     fi
     command -v npm >/dev/null 2>&1 || die "npm not found: $1 (install Node.js and npm)"
 }
+
+# Prints the median of the numbers on stdin (one per line) with $1 decimals
+# (default 2). For the benchmarks.
+median() {
+    sort -g | awk -v d="${1:-2}" '{ v[NR] = $1 } END {
+        if (NR % 2) m = v[(NR + 1) / 2]; else m = (v[NR / 2] + v[NR / 2 + 1]) / 2
+        printf "%." d "f\n", m }'
+}
+
+# Runs "$@" with its stdout discarded and prints how long it took in ms (3
+# decimals); returns its status. For the benchmarks.
+time_ms() {
+    local start end
+    # EPOCHREALTIME without its dot: microseconds, read without a fork.
+    start="${EPOCHREALTIME/[.,]/}"
+    "$@" >/dev/null || return
+    end="${EPOCHREALTIME/[.,]/}"
+    awk -v us="$((end - start))" 'BEGIN { printf "%.3f\n", us / 1000 }'
+}
