@@ -17,7 +17,7 @@ use crate::quantity::{ByteSize, Cpus, Timeout};
 use crate::scratch_path::ScratchPath;
 
 /// The frontmatter of `SKILL.md`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct Frontmatter {
     pub name: SkillName,
     pub description: Description,

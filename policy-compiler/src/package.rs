@@ -47,7 +47,7 @@ pub struct PackageEntry {
 }
 
 /// A loaded skill: its parsed metadata, its files and their digest.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct SkillPackage {
     pub dir: PathBuf,
     pub manifest: Frontmatter,

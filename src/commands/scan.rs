@@ -74,9 +74,9 @@ fn scan_and_report(args: ScanArgs) -> anyhow::Result<ExitCode> {
     if package.manifest.security_policy.is_none() {
         node.config.audit.min_syscalls = AuditLevel::All;
     }
-    let package_dir = package.dir.clone();
-
-    let cases = load_cases(&args.cases, &package_dir)?;
+    let cases = load_cases(&args.cases, &package.dir)?;
+    // Every case runs the skill as loaded once, here.
+    let scanned = for_scan(package);
 
     let work = tempfile::Builder::new()
         .prefix("skillbox-scan.")
@@ -100,7 +100,7 @@ fn scan_and_report(args: ScanArgs) -> anyhow::Result<ExitCode> {
             File::open(&stdin_path).with_context(|| format!("cannot open {}", stdin_path.display()))?;
         let done = execute(
             Plan {
-                package: load_skill(&package_dir).map(for_scan)?,
+                package: scanned.clone(),
                 node: &node,
                 base_rootfs: &base_rootfs,
                 args: &case.args,
