@@ -57,7 +57,6 @@ fn parent_of(dir: &Path) -> PathBuf {
 #[derive(Debug)]
 pub struct Scratch {
     path: PathBuf,
-    mounted: bool,
 }
 
 impl Scratch {
@@ -76,7 +75,6 @@ impl Scratch {
         .with_context(|| format!("{}: cannot mount the output tmpfs", path.display()))?;
         Ok(Scratch {
             path: path.to_owned(),
-            mounted: true,
         })
     }
 
@@ -92,10 +90,7 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        if self.mounted {
-            let _ = umount2(&self.path, MntFlags::MNT_DETACH);
-            self.mounted = false;
-        }
+        let _ = umount2(&self.path, MntFlags::MNT_DETACH);
     }
 }
 
