@@ -7,12 +7,14 @@
 
 pub mod cases;
 pub mod finding;
+pub mod learn;
 pub mod report;
 pub mod rules;
 pub mod sarif;
 pub mod verdict;
 
 pub use finding::{Finding, Severity};
+pub use learn::{learn, LearnCase, Learned};
 pub use report::SecurityAudit;
 pub use rules::{analyse, CaseEvidence, Observed};
 pub use verdict::Verdict;
