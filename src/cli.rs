@@ -315,6 +315,11 @@ pub struct ScanArgs {
     /// Write the report here instead of standard output.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Print the least `security_policy` that allows what the cases did on
+    /// standard output; the report then goes to `-o FILE`, else to
+    /// standard error.
+    #[arg(long)]
+    pub learn: bool,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }

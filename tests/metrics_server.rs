@@ -162,6 +162,7 @@ fn dns_query(verdict: DnsVerdict) -> EgressEvent {
         rule: None,
         reason: None,
         answers: Vec::new(),
+        sinkhole: false,
     })
 }
 

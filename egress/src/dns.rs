@@ -34,6 +34,10 @@
 //!    sent; if the event cannot be written the client gets SERVFAIL and
 //!    nothing is learned.
 //!
+//! In a scan's observing network (`DnsProxyConfig::sinkhole`) steps 3-5
+//! give way to the sinkhole: nothing is forwarded or learned, and every
+//! name, allowed or not, gets an address of its own (`observe`).
+//!
 //! At most `max_in_flight` UDP queries are worked on at once (more are
 //! dropped; clients retry) and at most `max_in_flight` TCP connections are
 //! open, each closed after `tcp_idle_timeout` without a query.
@@ -58,6 +62,7 @@ pub use self::policy::{AllowedName, DnsPolicy, NameDecision, Refusal};
 use self::resolve::{Resolver, Transport};
 pub use self::upstream::parse_resolv_conf;
 use crate::events::EventSink;
+use crate::observe::sinkhole::Sinkhole;
 
 /// Told every address an allowed name resolved to. The firewall side adds
 /// it to the sandbox's allowed set for `ports` (`None`: every port) and
@@ -68,7 +73,7 @@ pub trait AddressLearner: Send + Sync {
 }
 
 /// How the proxy talks to upstream and how long learned addresses live.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct DnsProxyConfig {
     /// The node's resolvers, asked in order.
     pub upstreams: Vec<SocketAddr>,
@@ -83,6 +88,11 @@ pub struct DnsProxyConfig {
     pub max_in_flight: usize,
     /// A TCP connection without a query for this long is closed. Default 10 s.
     pub tcp_idle_timeout: Duration,
+    /// Set for a scan's observing network: nothing is forwarded or learned;
+    /// every A query is answered with the name's sinkhole address, any
+    /// other type with an empty answer, and the event records the policy's
+    /// verdict on the name all the same. Default: none.
+    pub sinkhole: Option<Arc<Sinkhole>>,
 }
 
 impl DnsProxyConfig {
@@ -94,6 +104,7 @@ impl DnsProxyConfig {
             max_ttl: Duration::from_secs(3600),
             max_in_flight: 64,
             tcp_idle_timeout: Duration::from_secs(10),
+            sinkhole: None,
         }
     }
 }

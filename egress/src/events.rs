@@ -31,6 +31,15 @@
 //!   address learned from the DNS proxy is named by the allow rule(s) of
 //!   the name that resolved to it (`allow: domain api.weather.gov ports
 //!   443`).
+//! - `observed_connection` is one TCP connection a scan's observing network
+//!   accepted instead of letting it leave (`observe`): `destination` and
+//!   `port` as the sandbox addressed them, `name` the DNS name the sinkhole
+//!   handed that address out for (`null` for a literal address), `verdict`
+//!   and `rule` what the skill's declared policy would have done with it,
+//!   and what its first bytes said: `tls_sni`, `http_method`, `http_host`,
+//!   `http_path` (each `null` when absent), `bytes` how many arrived.
+//! - A `dns_query` answered from a scan's sinkhole has `"sinkhole": true`;
+//!   its `verdict`, `rule` and `reason` are then the declared policy's.
 //!
 //! The envelope, the identity types and the writer are the audit trail's
 //! (`skillbox_audit::event`, `skillbox_audit::jsonl`): egress events are
@@ -53,6 +62,7 @@ pub use skillbox_audit::jsonl::JsonLinesWriter;
 pub enum EgressEvent {
     DnsQuery(DnsQueryEvent),
     Connection(ConnectionEvent),
+    ObservedConnection(ObservedConnectionEvent),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -68,6 +78,9 @@ pub struct DnsQueryEvent {
     pub rule: Option<String>,
     pub reason: Option<String>,
     pub answers: Vec<DnsAnswer>,
+    /// Answered from a scan's sinkhole, whatever the verdict.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub sinkhole: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -95,6 +108,25 @@ pub struct ConnectionEvent {
     pub protocol: Protocol,
     pub verdict: ConnectionVerdict,
     pub rule: Option<String>,
+}
+
+/// A TCP connection a scan's observing network accepted and recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ObservedConnectionEvent {
+    pub destination: IpAddr,
+    pub port: u16,
+    pub protocol: Protocol,
+    /// The name the sinkhole answered with `destination`, if any.
+    pub name: Option<String>,
+    /// What the declared policy would have done.
+    pub verdict: ConnectionVerdict,
+    pub rule: String,
+    pub tls_sni: Option<String>,
+    pub http_method: Option<String>,
+    pub http_host: Option<String>,
+    pub http_path: Option<String>,
+    /// Bytes received before the recorder closed the connection.
+    pub bytes: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -174,6 +206,7 @@ mod tests {
                 data: "198.51.100.7".to_owned(),
                 ttl: 60,
             }],
+            sinkhole: false,
         })
     }
 

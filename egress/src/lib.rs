@@ -12,7 +12,8 @@
 //! - `nflog`: the connection log, reading what the table's rules log;
 //! - `command`: starting programs, working inside another namespace;
 //! - `session`: all of the above for one sandbox, removed on drop;
-//! - `spec`: the sandbox's OCI spec pointed at its session.
+//! - `spec`: the sandbox's OCI spec pointed at its session;
+//! - `observe`: the observing network of scans (sinkhole, recorder).
 
 pub mod command;
 pub mod dns;
@@ -20,6 +21,7 @@ pub mod events;
 pub mod netns;
 pub mod nflog;
 pub mod nft;
+pub mod observe;
 pub mod rules;
 pub mod session;
 pub mod spec;

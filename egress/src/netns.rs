@@ -368,6 +368,7 @@ impl SandboxNetwork {
             inner: self.addresses.inner,
             inbound: crate::rules::Inbound::Closed,
             keep_local: Vec::new(),
+            recorder: None,
         }
     }
 

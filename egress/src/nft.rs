@@ -449,6 +449,7 @@ mod tests {
             grace_secs: 0,
             log_group: None,
             inbound: crate::rules::Inbound::Closed,
+            recorder: None,
         };
         let table = SandboxTable::build(&network, &facts).unwrap();
         let fake = RecordingFirewall::default();

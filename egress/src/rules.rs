@@ -45,6 +45,11 @@
 //!   sandbox: `ct direction reply`, `ct status dnat`); everything else is
 //!   dropped (`node`), so the node itself is unreachable.
 //!
+//! - chain `sandbox_left` (hook postrouting), only with an observing
+//!   recorder (a scan): a counter of the sandbox's packets that leave the
+//!   outer namespace by any interface, which a scan reads to prove that
+//!   none did. The input chain then also accepts TCP to the recorder.
+//!
 //! The DNAT itself is in the sandbox's NAT table (`nat`).
 //!
 //! **IPv6**: enforced with the same rules and sets when the sandbox has an
@@ -81,6 +86,11 @@ pub const TABLE_PREFIX: &str = "skillbox-";
 pub const PRIORITY: i32 = -10;
 pub const FORWARD_CHAIN: &str = "sandbox_forward";
 pub const INPUT_CHAIN: &str = "sandbox_input";
+/// With an observing recorder: counts the sandbox's packets that leave the
+/// outer namespace (hook postrouting).
+pub const LEFT_CHAIN: &str = "sandbox_left";
+/// The comment of `LEFT_CHAIN`'s counting rule.
+pub(crate) const LEFT_COMMENT: &str = "left the outer namespace";
 /// Regular chain that rejects: TCP reset, else ICMP admin-prohibited.
 pub const REFUSE_CHAIN: &str = "refuse";
 
@@ -166,6 +176,10 @@ pub struct SandboxFacts {
     pub log_group: Option<u16>,
     /// Which connections from outside are let into the sandbox.
     pub inbound: Inbound,
+    /// A scan's observing recorder, to which the NAT table redirects every
+    /// TCP connection from the sandbox: the input chain lets them in, and
+    /// the `sandbox_left` chain counts what leaves (see `observe`).
+    pub recorder: Option<SocketAddr>,
 }
 
 /// Which connections from outside the sandbox reach it. The NAT table
@@ -351,9 +365,27 @@ impl SandboxTable {
         builder.sets(network, facts);
         builder.forward(network, facts, &table.enabled);
         builder.input(facts, &table.enabled);
+        if facts.recorder.is_some() {
+            builder.left(facts, LEFT_COMMENT);
+        }
         table.objects = builder.objects;
         table.judging = builder.judging;
         Ok(table)
+    }
+
+    /// The packets `LEFT_CHAIN` counted, in `listed` (the table as `nft -j
+    /// list table` prints it); `None` when the table has no such counter.
+    pub fn packets_left(listed: &Value) -> Option<u64> {
+        listed["nftables"].as_array()?.iter().find_map(|object| {
+            let rule = &object["rule"];
+            if rule["chain"] != LEFT_CHAIN || rule["comment"] != LEFT_COMMENT {
+                return None;
+            }
+            rule["expr"]
+                .as_array()?
+                .iter()
+                .find_map(|expr| expr["counter"]["packets"].as_u64())
+        })
     }
 
     /// The table's name, `skillbox-<id>`.

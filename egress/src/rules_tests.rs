@@ -33,6 +33,7 @@ fn facts() -> SandboxFacts {
         grace_secs: 5,
         log_group: Some(7),
         inbound: Inbound::Closed,
+        recorder: None,
     }
 }
 
@@ -357,4 +358,31 @@ fn remove_is_add_then_delete() {
         remove_batch("skillbox-x"),
         json!({"nftables": [{"add": {"table": table}}, {"delete": {"table": table}}]})
     );
+}
+
+#[test]
+fn an_observing_table_lets_tcp_reach_the_recorder_and_counts_what_leaves() {
+    let mut observing = facts();
+    observing.recorder = Some("10.200.0.1:40000".parse().unwrap());
+    let table = SandboxTable::build(&network(), &observing).unwrap();
+    let batch = table.apply_batch().to_string();
+    assert!(batch.contains("observing recorder 10.200.0.1:40000"), "{batch}");
+    assert!(batch.contains(LEFT_CHAIN), "{batch}");
+    // An enforcing table has neither.
+    let enforcing = SandboxTable::build(&network(), &facts())
+        .unwrap()
+        .apply_batch()
+        .to_string();
+    assert!(!enforcing.contains(LEFT_CHAIN) && !enforcing.contains("recorder"));
+
+    // The counter as `nft -j list table` shows it.
+    let listed = json!({"nftables": [
+        {"metainfo": {"version": "1.0.6"}},
+        {"rule": {"family": "inet", "table": "skillbox-weather-0001", "chain": LEFT_CHAIN, "handle": 40,
+                  "comment": LEFT_COMMENT,
+                  "expr": [{"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "sbx-weather0"}},
+                           {"counter": {"packets": 3, "bytes": 180}}]}},
+    ]});
+    assert_eq!(SandboxTable::packets_left(&listed), Some(3));
+    assert_eq!(SandboxTable::packets_left(&json!({"nftables": []})), None);
 }

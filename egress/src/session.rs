@@ -25,6 +25,11 @@
 //! reachable): every connection refused and logged, every name REFUSED,
 //! and no upstream resolver needed ([`needs_upstream`]).
 //!
+//! **Observing** ([`EgressSession::start_observing`], for scans): the same
+//! namespace, veth and tables, but the DNS proxy answers from a sinkhole,
+//! the NAT table sends every TCP connection to a recorder, the filter
+//! table has no allow rule, and a counter proves nothing left (`observe`).
+//!
 //! **Removal** deletes the filter table and the NAT table in one netlink
 //! batch (no `nft` process), stops the connection log, then removes the
 //! veth pair and the namespace (`SandboxNetwork::remove`).
@@ -39,10 +44,13 @@ use policy_compiler::network::{Destination, Port};
 
 use crate::command::enter;
 use crate::dns::{AddressLearner, DnsError, DnsPolicy, DnsProxy, DnsProxyConfig};
-use crate::events::{EventError, JsonLinesWriter};
+use crate::events::{EventError, EventSink, JsonLinesWriter};
 use crate::netns::{NetnsError, NetnsName, NetworkConfig, SandboxNetwork, SystemRunner};
 use crate::nflog::{group_for_slot, ConnectionLog, NflogError, ResolvedRules};
 use crate::nft::{Firewall, Namespace, Nft, NftError, TableFamily, TableRef};
+use crate::observe::judge::DeclaredPolicy;
+use crate::observe::recorder::{Recorder, RecorderContext};
+use crate::observe::sinkhole::Sinkhole;
 pub use crate::rules::Inbound;
 use crate::rules::{nat_script, RulesError, SandboxFacts, SandboxTable};
 
@@ -69,6 +77,10 @@ pub enum EgressError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot start the observing recorder: {0}")]
+    Recorder(#[source] std::io::Error),
+    #[error("table {table} has no counter of the packets that left; was it made by an observing session?")]
+    NoLeftCounter { table: String },
     #[error("cannot start the DNS proxy's runtime: {0}")]
     Runtime(#[source] std::io::Error),
     #[error(
@@ -205,7 +217,9 @@ impl AddressLearner for TableLearner {
 
 /// A sandbox's egress, running.
 pub struct EgressSession {
-    // Field order is drop order: the proxy stops first, the network goes last.
+    // Field order is drop order: the recorder and proxy stop first, the
+    // network goes last.
+    recorder: Option<Recorder>,
     proxy: Option<DnsProxy>,
     runtime: Option<tokio::runtime::Runtime>,
     firewall: Nft,
@@ -258,6 +272,32 @@ impl EgressSession {
         if config.upstreams.is_empty() && needs_upstream(policy) {
             return Err(EgressError::NoUpstream);
         }
+        Self::start_in_mode(id, name, policy, config, inbound, Mode::Enforce)
+    }
+
+    /// A scan's observing network for sandbox `id` (see `observe`): every
+    /// name is answered from a sinkhole, every TCP connection is accepted by
+    /// the recorder, everything else is dropped, and each is recorded with
+    /// what `declared`, the skill's policy, would have done. Nothing is
+    /// forwarded upstream or out of the node whatever `declared` allows;
+    /// [`EgressSession::packets_left`] counts what did.
+    pub fn start_observing(
+        id: &str,
+        name: NetnsName,
+        declared: &EffectiveNetwork,
+        config: &SessionConfig,
+    ) -> Result<EgressSession, EgressError> {
+        Self::start_in_mode(id, name, declared, config, Inbound::Closed, Mode::Observe)
+    }
+
+    fn start_in_mode(
+        id: &str,
+        name: NetnsName,
+        policy: &EffectiveNetwork,
+        config: &SessionConfig,
+        inbound: Inbound,
+        mode: Mode,
+    ) -> Result<EgressSession, EgressError> {
         // The NAT table is applied below, in process, with the filter table.
         let network_config = NetworkConfig {
             outer: config.outer.clone(),
@@ -269,6 +309,25 @@ impl EgressSession {
         let proxy_addr = SocketAddr::new(IpAddr::V4(addresses.outer), DNS_PORT);
         let slot = network.slot();
         let log_group = group_for_slot(slot).ok_or(NflogError::NoGroup { slot })?;
+        let recorder_listener = match mode {
+            Mode::Enforce => None,
+            Mode::Observe => Some(bind_recorder_in(
+                config.outer.as_ref(),
+                SocketAddr::new(IpAddr::V4(addresses.outer), 0),
+            )?),
+        };
+        let recorder_addr = match &recorder_listener {
+            Some(listener) => Some(listener.local_addr().map_err(EgressError::Recorder)?),
+            None => None,
+        };
+        // Observing, the table allows nothing: TCP goes to the recorder.
+        let table_policy = match mode {
+            Mode::Enforce => policy.clone(),
+            Mode::Observe => EffectiveNetwork {
+                allow: Vec::new(),
+                ..policy.clone()
+            },
+        };
         let facts = SandboxFacts {
             sandbox_id: id.to_owned(),
             outer_veth: network.outer_interface().to_owned(),
@@ -278,10 +337,12 @@ impl EgressSession {
             grace_secs: 0,
             log_group: Some(log_group),
             inbound,
+            recorder: recorder_addr,
         };
-        let table = SandboxTable::build(policy, &facts)?;
+        let table = SandboxTable::build(&table_policy, &facts)?;
         let firewall = Nft::new(Namespace::of(config.outer.as_ref()));
         let mut session = EgressSession {
+            recorder: None,
             proxy: None,
             runtime: None,
             firewall,
@@ -299,6 +360,10 @@ impl EgressSession {
         let mut nat = session.network.nat_facts();
         nat.inbound = inbound;
         nat.keep_local = vec![SocketAddrV4::new(addresses.outer, DNS_PORT)];
+        nat.recorder = recorder_addr.and_then(|addr| match addr {
+            SocketAddr::V4(v4) => Some(v4),
+            SocketAddr::V6(_) => None,
+        });
         session.firewall.apply_commands(&nat_script(&nat))?;
         session.network.adopt_nat_table(nat.table);
         let (udp, tcp) = bind_in(config.outer.as_ref(), proxy_addr)?;
@@ -334,17 +399,29 @@ impl EgressSession {
         });
         let mut proxy_config = DnsProxyConfig::new(config.upstreams.clone());
         proxy_config.ttl_grace = config.ttl_grace;
-        let proxy = {
-            let _entered = runtime.enter();
-            DnsProxy::from_std(
-                udp,
-                Some(tcp),
-                proxy_config,
-                DnsPolicy::from_network(policy),
-                learner,
-                events,
-            )?
-        };
+        let sinkhole = Arc::new(Sinkhole::default());
+        if mode == Mode::Observe {
+            proxy_config.sinkhole = Some(Arc::clone(&sinkhole));
+        }
+        let entered = runtime.enter();
+        if let Some(listener) = recorder_listener {
+            let context = RecorderContext {
+                sinkhole,
+                declared: DeclaredPolicy::new(policy),
+                events: Arc::clone(&events) as Arc<dyn EventSink>,
+                first_bytes_timeout: FIRST_BYTES_TIMEOUT,
+            };
+            session.recorder = Some(Recorder::from_std(listener, context).map_err(EgressError::Recorder)?);
+        }
+        let proxy = DnsProxy::from_std(
+            udp,
+            Some(tcp),
+            proxy_config,
+            DnsPolicy::from_network(policy),
+            learner,
+            events,
+        )?;
+        drop(entered);
         session.proxy = Some(proxy);
         session.runtime = Some(runtime);
         Ok(session)
@@ -378,10 +455,40 @@ impl EgressSession {
     pub fn table_name(&self) -> &str {
         self.table.name()
     }
+
+    /// How many of the sandbox's packets left the outer namespace since
+    /// an observing session started: 0 is its promise.
+    pub fn packets_left(&self) -> Result<u64, EgressError> {
+        let table = self.table.name().to_owned();
+        let listed = self.firewall.list(&table)?;
+        listed
+            .as_ref()
+            .and_then(SandboxTable::packets_left)
+            .ok_or(EgressError::NoLeftCounter { table })
+    }
+}
+
+/// Enforcing the policy, or observing what the skill tries under it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Enforce,
+    Observe,
+}
+
+/// How long the recorder waits for a connection's first bytes.
+const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Binds the recorder's listener at `addr` inside `outer`.
+fn bind_recorder_in(outer: Option<&NetnsName>, addr: SocketAddr) -> Result<TcpListener, EgressError> {
+    let outer = outer.map(NetnsName::path);
+    crate::command::in_netns(outer.as_deref(), || TcpListener::bind(addr))
+        .and_then(|bound| bound)
+        .map_err(EgressError::Recorder)
 }
 
 impl Drop for EgressSession {
     fn drop(&mut self) {
+        drop(self.recorder.take());
         drop(self.proxy.take());
         if let Some(runtime) = self.runtime.take() {
             // Blocking on another runtime's shutdown panics inside an async

@@ -47,6 +47,7 @@ fn table(group: u16) -> SandboxTable {
         grace_secs: 0,
         log_group: Some(group),
         inbound: Inbound::Closed,
+        recorder: None,
     };
     SandboxTable::build(&policy, &facts).unwrap()
 }
@@ -82,6 +83,7 @@ fn answered_example_org() -> EgressEvent {
             data: "198.51.100.20".into(),
             ttl: 60,
         }],
+        sinkhole: false,
     })
 }
 

@@ -32,6 +32,7 @@ fn facts(id: &str, veth: &str) -> SandboxFacts {
         grace_secs: 1,
         log_group: Some(1),
         inbound: Inbound::Closed,
+        recorder: None,
     }
 }
 

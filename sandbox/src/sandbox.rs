@@ -111,6 +111,10 @@ pub struct SandboxConfig<'a> {
     /// egress, or it is a pod's sandbox in the pod's network namespace (see
     /// [`pod_network`]).
     pub egress: Option<EgressSettings>,
+    /// Run on a scan's observing network instead (`EgressSession::
+    /// start_observing`): every name answered from a sinkhole, every
+    /// connection recorded and judged against the policy, nothing let out.
+    pub observe_network: bool,
     /// Where the sandbox's resolv.conf (naming the DNS proxy) is written.
     pub resolv_conf: PathBuf,
     /// Where the teardown record is kept.
@@ -250,7 +254,7 @@ impl Sandbox {
         }
         let events = Arc::clone(audit.writer());
         *lock(&sandbox.audit) = Some(audit);
-        if config.policy.has_egress() || pod_network(spec).is_some() {
+        if config.observe_network || config.policy.has_egress() || pod_network(spec).is_some() {
             sandbox.start_egress(&config, spec, events)?;
         }
         if let Some(relative) = spec.cgroups_path() {
@@ -275,10 +279,15 @@ impl Sandbox {
             id: config.id.to_owned(),
             source: Box::new(source),
         };
-        let settings = config
-            .egress
-            .clone()
-            .ok_or_else(|| egress_error(EgressError::NoUpstream))?;
+        let settings = match (&config.egress, config.observe_network) {
+            (Some(settings), _) => settings.clone(),
+            // Observing, nothing is ever asked upstream.
+            (None, true) => EgressSettings {
+                upstreams: Vec::new(),
+                ttl_grace: Duration::ZERO,
+            },
+            (None, false) => return Err(egress_error(EgressError::NoUpstream)),
+        };
         let outer = outer_namespace(spec)?;
         // A pod is reached at its IP (Services, probes) and through
         // localhost in its namespace (port-forward); a sandbox in the
@@ -289,18 +298,22 @@ impl Sandbox {
         };
         let name =
             NetnsName::new(&format!("skillbox-{}", config.key)).map_err(|err| egress_error(err.into()))?;
-        let session = EgressSession::start_with_inbound(
-            config.key,
-            name,
-            &config.policy.network,
-            &SessionConfig {
-                outer,
-                upstreams: settings.upstreams,
-                ttl_grace: settings.ttl_grace,
-                events,
-            },
-            inbound,
-        )
+        let session_config = SessionConfig {
+            outer,
+            upstreams: settings.upstreams,
+            ttl_grace: settings.ttl_grace,
+            events,
+        };
+        let session = match config.observe_network {
+            true => EgressSession::start_observing(config.key, name, &config.policy.network, &session_config),
+            false => EgressSession::start_with_inbound(
+                config.key,
+                name,
+                &config.policy.network,
+                &session_config,
+                inbound,
+            ),
+        }
         .map_err(egress_error)?;
         lock(&self.record).egress = Some(session.record());
         let recorded = self.save_record();
@@ -361,6 +374,13 @@ impl Sandbox {
     /// The network policy the egress session enforces (`None`: no network).
     pub fn network(&self) -> Option<&EffectiveNetwork> {
         self.network.as_ref()
+    }
+
+    /// How many of the sandbox's packets left the node's namespace, for a
+    /// sandbox on an observing network (`None` otherwise, or once its
+    /// session is gone).
+    pub fn packets_left(&self) -> Option<Result<u64, EgressError>> {
+        lock(&self.egress).as_ref().map(EgressSession::packets_left)
     }
 
     /// The sandbox cgroup's `cgroupsPath`, if skillbox made one.

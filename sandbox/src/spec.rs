@@ -203,11 +203,22 @@ impl BundleSpec {
     /// Binds `source` at `destination`, replacing whatever the spec mounts
     /// there; never setuid, devices or exec from it.
     pub fn bind_mount(&mut self, destination: &str, source: &Path, read_only: bool) {
+        let access = if read_only { "ro" } else { "rw" };
+        self.bind_mount_with(
+            destination,
+            source,
+            &["rbind", access, "nosuid", "nodev", "noexec"],
+        );
+    }
+
+    /// Binds `source` at `destination` with these mount `options`,
+    /// replacing any mount already there.
+    pub fn bind_mount_with(&mut self, destination: &str, source: &Path, options: &[&str]) {
         let mount = serde_json::json!({
             "destination": destination,
             "type": "bind",
             "source": source,
-            "options": ["rbind", if read_only { "ro" } else { "rw" }, "nosuid", "nodev", "noexec"],
+            "options": options,
         });
         if !self.value["mounts"].is_array() {
             self.value["mounts"] = Value::Array(Vec::new());

@@ -99,6 +99,10 @@ pub struct CaseEvidence<'a> {
     pub expected_exit: Option<i32>,
     pub events: &'a [Value],
     pub observed: Observed,
+    /// The case ran on a scan's observing network, whose records of names
+    /// and connections are judged; the sandbox's own `connect` calls are
+    /// then not judged again.
+    pub network_observed: bool,
 }
 
 /// The skill as written: what policy findings point at.
@@ -165,6 +169,9 @@ const IDENTITY_SYSCALLS: &[&str] = &[
 /// Cloud metadata addresses (besides the policy's always-denied ranges).
 const METADATA: &[&str] = &["169.254.169.254", "100.100.100.200", "fd00:ec2::254"];
 const EAGAIN: i64 = 11;
+/// Calls that make a process; a refused one is reported as a `syscall`
+/// event.
+const PROCESS_CREATION: &[&str] = &["clone", "clone3", "fork", "vfork"];
 /// A run shorter than this is not judged a miner: short skills may well
 /// keep their CPU busy from start to end.
 const MINER_MIN_WALL_MS: u64 = 5_000;
@@ -254,17 +261,19 @@ pub fn analyse(cases: &[CaseEvidence], policy: &EffectivePolicy, skill: SkillTex
     let mut addresses_reached = BTreeSet::new();
     for case in cases {
         let mut subdomains: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        // Sinkhole addresses and the names they were handed out for.
+        let mut sinkhole_names: BTreeMap<String, String> = BTreeMap::new();
         let mut clone_failures = 0u64;
         for event in case.events {
             match str_of(event, "type") {
                 "file_open" => file_open(&mut found, case.case, event),
-                "exec" | "container_start" => exec(&mut found, case.case, event),
+                "exec" | "container_start" => exec(&mut found, case.case, event, policy.has_egress()),
                 "connect" => {
                     let address = str_of(event, "address");
                     if let Ok(ip) = address.parse::<IpAddr>() {
                         if !ip.is_loopback() {
                             network_used = true;
-                            if connect(&mut found, case.case, event, ip, policy) {
+                            if !case.network_observed && connect(&mut found, case.case, event, ip, policy) {
                                 addresses_reached.insert(ip.to_string());
                             }
                         }
@@ -273,18 +282,40 @@ pub fn analyse(cases: &[CaseEvidence], policy: &EffectivePolicy, skill: SkillTex
                 "connection" => {
                     network_used = true;
                     let destination = str_of(event, "destination");
+                    let subject = sinkhole_names
+                        .get(destination)
+                        .map_or(destination, String::as_str);
                     if str_of(event, "verdict") == "denied" {
                         let message = format!(
-                            "connected to {destination} port {}, which the policy denies",
+                            "sent {} to {subject} port {}, which the policy denies",
+                            str_of(event, "protocol"),
                             event["port"]
                         );
-                        found.add(EGRESS_UNDECLARED, destination, message, case.case, Some(event));
+                        found.add(EGRESS_UNDECLARED, subject, message, case.case, Some(event));
                     } else {
                         addresses_reached.insert(destination.to_owned());
                     }
                 }
+                "observed_connection" => {
+                    network_used = true;
+                    observed_connection(
+                        &mut found,
+                        case.case,
+                        event,
+                        &mut names_resolved,
+                        &mut addresses_reached,
+                    );
+                }
                 "dns_query" => {
                     network_used = true;
+                    if event["sinkhole"] == true {
+                        for answer in event["answers"].as_array().into_iter().flatten() {
+                            sinkhole_names.insert(
+                                str_of(answer, "data").to_owned(),
+                                str_of(event, "name").to_owned(),
+                            );
+                        }
+                    }
                     let name = str_of(event, "name").trim_end_matches('.').to_ascii_lowercase();
                     if str_of(event, "verdict") == "refused" {
                         found.add(
@@ -330,6 +361,9 @@ pub fn analyse(cases: &[CaseEvidence], policy: &EffectivePolicy, skill: SkillTex
                 }
                 "syscall" => {
                     let name = str_of(event, "name");
+                    if PROCESS_CREATION.contains(&name) && result_of(event) == Some(-EAGAIN) {
+                        clone_failures += 1;
+                    }
                     let refused = result_of(event).is_some_and(|r| r < 0);
                     if PRIVILEGED_SYSCALLS.contains(&name) || (IDENTITY_SYSCALLS.contains(&name) && refused) {
                         found.add(
@@ -470,7 +504,10 @@ fn file_open(found: &mut Collector, case: &str, event: &Value) {
     }
 }
 
-fn exec(found: &mut Collector, case: &str, event: &Value) {
+/// A network tool is a finding only for a skill whose policy allows no
+/// network: under one that declares its destinations, the connections are
+/// what is judged.
+fn exec(found: &mut Collector, case: &str, event: &Value, declares_network: bool) {
     let argv: Vec<&str> = event["argv"]
         .as_array()
         .into_iter()
@@ -483,7 +520,7 @@ fn exec(found: &mut Collector, case: &str, event: &Value) {
         .and_then(|a| a.rsplit('/').next())
         .unwrap_or_default();
     for name in [program, first] {
-        if NETWORK_TOOLS.contains(&name) {
+        if !declares_network && NETWORK_TOOLS.contains(&name) {
             found.add(NETWORK_TOOL, name, format!("ran {name}"), case, Some(event));
             break;
         }
@@ -495,6 +532,49 @@ fn exec(found: &mut Collector, case: &str, event: &Value) {
         .any(|p| line.contains(p));
     if decodes && into_shell {
         found.add(DECODED_PAYLOAD, &line, format!("ran `{line}`"), case, Some(event));
+    }
+}
+
+/// One TCP connection the observing network recorded, judged already
+/// against the declared policy: its subject is the name the skill looked
+/// up, else the address it used.
+fn observed_connection(
+    found: &mut Collector,
+    case: &str,
+    event: &Value,
+    names: &mut BTreeSet<String>,
+    addresses: &mut BTreeSet<String>,
+) {
+    let address = str_of(event, "destination");
+    let name = event["name"].as_str();
+    let subject = name.unwrap_or(address);
+    if str_of(event, "verdict") != "denied" {
+        match name {
+            Some(name) => names.insert(name.to_owned()),
+            None => addresses.insert(address.to_owned()),
+        };
+        return;
+    }
+    let mut said = Vec::new();
+    if let Some(sni) = event["tls_sni"].as_str() {
+        said.push(format!("TLS for {sni}"));
+    }
+    if let Some(method) = event["http_method"].as_str() {
+        let host = event["http_host"].as_str().unwrap_or("?");
+        let path = event["http_path"].as_str().unwrap_or("");
+        said.push(format!("HTTP {method} {host}{path}"));
+    }
+    let said = match said.is_empty() {
+        true => String::new(),
+        false => format!(" ({})", said.join(", ")),
+    };
+    let port = &event["port"];
+    if str_of(event, "rule").starts_with("always-deny") {
+        let message = format!("connected to {subject} port {port}{said}, in a range always denied");
+        found.add(ALWAYS_DENIED, subject, message, case, Some(event));
+    } else {
+        let message = format!("connected to {subject} port {port}{said}, which the policy does not allow");
+        found.add(EGRESS_UNDECLARED, subject, message, case, Some(event));
     }
 }
 

@@ -38,12 +38,17 @@ fn text() -> (String, Vec<String>) {
 }
 
 fn findings_of(events: &[Value], observed: Observed) -> Vec<skillbox_scan::Finding> {
+    findings_on(events, observed, false)
+}
+
+fn findings_on(events: &[Value], observed: Observed, network_observed: bool) -> Vec<skillbox_scan::Finding> {
     let (md, permissions) = text();
     let cases = [CaseEvidence {
         case: "default",
         expected_exit: None,
         events,
         observed,
+        network_observed,
     }];
     analyse(
         &cases,
@@ -102,12 +107,29 @@ fn reading_secrets_and_feeding_a_shell_is_dangerous() {
         "SBX-SECRET-002",
         "SBX-FS-001",
         "SBX-EXEC-002",
-        "SBX-EXEC-001",
         "SBX-SYS-001",
         "SBX-SYS-002",
     ] {
         assert!(found.contains(&id), "{id} missing from {found:?}");
     }
+    // curl under a policy that declares its network is judged by its
+    // connections; under one without network, running it is a finding.
+    assert!(!found.contains(&"SBX-EXEC-001"), "{found:?}");
+    let mut offline = policy();
+    offline.network.allow.clear();
+    let (md, permissions) = text();
+    let cases = [CaseEvidence {
+        case: "default",
+        expected_exit: None,
+        events: &events,
+        observed: Observed::default(),
+        network_observed: false,
+    }];
+    let text = SkillText {
+        skill_md: &md,
+        permissions: &permissions,
+    };
+    assert!(ids(&analyse(&cases, &offline, text)).contains(&"SBX-EXEC-001"));
     let environ = findings.iter().find(|f| f.rule_id == "SBX-SECRET-001").unwrap();
     assert_eq!(environ.message, "read /proc/1/environ (2 times)");
     assert_eq!(environ.metadata["evidence"].as_array().unwrap().len(), 2);
@@ -164,6 +186,66 @@ fn connections_are_judged_against_the_policy_and_the_always_denied_ranges() {
     assert!(
         !found.contains(&"SBX-POL-003"),
         "the skill used the network it declared"
+    );
+}
+
+#[test]
+fn the_observing_networks_records_are_judged_by_name() {
+    let sinkholed = |name: &str, verdict: &str, address: &str| {
+        json!({"type": "dns_query", "name": name, "qtype": "A", "verdict": verdict, "rcode": "NOERROR",
+               "sinkhole": true, "answers": [{"name": name, "type": "A", "data": address, "ttl": 60}]})
+    };
+    let events = [
+        sinkholed("api.example.com", "allowed", "198.18.128.1"),
+        sinkholed("exfil.example.net", "refused", "198.18.128.2"),
+        json!({"type": "connect", "address": "198.18.128.2", "port": 443, "result": 0}),
+        json!({"type": "observed_connection", "destination": "198.18.128.1", "port": 443, "protocol": "tcp",
+               "name": "api.example.com", "verdict": "allowed", "rule": "allow: domain api.example.com ports 443",
+               "tls_sni": "api.example.com", "http_method": null, "http_host": null, "http_path": null, "bytes": 517}),
+        json!({"type": "observed_connection", "destination": "198.18.128.2", "port": 80, "protocol": "tcp",
+               "name": "exfil.example.net", "verdict": "denied", "rule": "dns: exfil.example.net: no allow rule matches the name",
+               "tls_sni": null, "http_method": "POST", "http_host": "exfil.example.net", "http_path": "/u", "bytes": 120}),
+        json!({"type": "observed_connection", "destination": "169.254.169.254", "port": 80, "protocol": "tcp",
+               "name": null, "verdict": "denied", "rule": "always-deny: cidr 169.254.0.0/16",
+               "tls_sni": null, "http_method": "GET", "http_host": "169.254.169.254", "http_path": "/latest/meta-data/", "bytes": 80}),
+        json!({"type": "connection", "destination": "198.18.128.2", "port": 9999, "protocol": "udp",
+               "verdict": "denied", "rule": "not-tcp"}),
+    ];
+    let findings = findings_on(&events, Observed::default(), true);
+    let subjects: Vec<(&str, &str)> = findings
+        .iter()
+        .map(|f| (f.rule_id, f.metadata["subject"].as_str().unwrap()))
+        .collect();
+    assert!(
+        subjects.contains(&("SBX-NET-001", "169.254.169.254")),
+        "{subjects:?}"
+    );
+    assert!(
+        subjects.contains(&("SBX-NET-002", "exfil.example.net")),
+        "{subjects:?}"
+    );
+    assert!(
+        subjects.contains(&("SBX-NET-004", "exfil.example.net")),
+        "{subjects:?}"
+    );
+    // The sandbox's own connect to the sinkhole address is not judged again.
+    assert!(
+        !subjects.iter().any(|(_, subject)| subject.starts_with("198.18.")),
+        "{subjects:?}"
+    );
+    // The allowed name was used: its rule is not reported unused.
+    assert!(
+        !subjects.contains(&("SBX-POL-001", "api.example.com")),
+        "{subjects:?}"
+    );
+    let exfil = findings.iter().find(|f| f.rule_id == "SBX-NET-002").unwrap();
+    assert_eq!(exfil.metadata["count"], 2, "the TCP and the UDP attempt");
+    assert!(
+        exfil
+            .message
+            .starts_with("connected to exfil.example.net port 80 (HTTP POST exfil.example.net/u)"),
+        "{}",
+        exfil.message
     );
 }
 
@@ -294,12 +376,14 @@ fn a_case_that_exits_otherwise_than_expected_is_a_low_finding() {
                 exit_status: 3,
                 ..Observed::default()
             },
+            network_observed: false,
         },
         CaseEvidence {
             case: "ok",
             expected_exit: Some(0),
             events: &[],
             observed: Observed::default(),
+            network_observed: false,
         },
     ];
     let findings = analyse(

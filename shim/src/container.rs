@@ -200,6 +200,7 @@ impl Container {
                 audit: &config.node.audit,
                 audit_log: &audit_log,
                 egress,
+                observe_network: false,
                 resolv_conf: bundle.join("skillbox-resolv.conf"),
                 record: bundle.join(RECORD_FILE),
                 mounts: Vec::new(),

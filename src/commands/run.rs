@@ -2,12 +2,14 @@
 //! report how it ended, and leave nothing behind.
 
 use std::collections::hash_map::RandomState;
+use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 
 use anyhow::{bail, Context};
 use policy_compiler::{CompileOptions, EffectivePolicy, SkillPackage};
+use runsc_config::NetworkMode;
 use serde::Serialize;
 use skillbox_audit::{SandboxIdentity, SkillIdentity};
 use skillbox_sandbox::record::{RunscRecord, TeardownRecord};
@@ -98,6 +100,7 @@ fn prepare_and_run(args: RunArgs) -> anyhow::Result<ExitCode> {
             egress: &args.egress,
             runtime: &args.runtime,
             stdio: None,
+            observe: false,
         },
         &interrupts,
     )?;
@@ -145,6 +148,10 @@ pub(super) struct Plan<'a> {
     pub runtime: &'a RuntimeArgs,
     /// The skill's stdin, stdout and stderr; `None`: skillbox's own.
     pub stdio: Option<[Stdio; 3]>,
+    /// Run as a scan does: on the observing network (every name answered
+    /// from a sinkhole, every connection recorded and judged, nothing let
+    /// out), each writable directory a host tmpfs measured at the end.
+    pub observe: bool,
 }
 
 /// How one execution went; the sandbox is gone.
@@ -159,6 +166,10 @@ pub(super) struct Executed {
     pub had_egress: bool,
     /// What `--output` copied, or why it copied nothing.
     pub outputs: Option<anyhow::Result<outputs::Copied>>,
+    /// Observed: the sandbox's packets that left the node's namespace.
+    pub packets_left: Option<u64>,
+    /// Observed: the bytes in use in each writable directory at the end.
+    pub scratch_used: BTreeMap<String, u64>,
 }
 
 /// Compiles the skill into a temporary bundle, runs it to its end in a
@@ -174,6 +185,7 @@ pub(super) fn execute(plan: Plan, interrupts: &Interrupts) -> anyhow::Result<Exe
         egress,
         runtime,
         stdio,
+        observe,
     } = plan;
     let env = invoking_env();
     let skill = package.manifest.name.as_str().to_owned();
@@ -216,13 +228,23 @@ pub(super) fn execute(plan: Plan, interrupts: &Interrupts) -> anyhow::Result<Exe
     let mut spec = BundleSpec::load(&workspace.bundle())?;
     let bundle = spec.compiled()?;
     let policy = bundle.policy.clone();
-    let scratch = workspace_mounts(inputs, output, &policy, &workspace, &mut spec, &mut early)?;
+    let mounted = workspace_mounts(
+        &Staged {
+            inputs,
+            output,
+            measure_writable: observe,
+        },
+        &policy,
+        &workspace,
+        &mut spec,
+        &mut early,
+    )?;
     // Every execution's events go to its audit log, from before runsc starts.
     let audit_log = egress
         .audit_log
         .clone()
         .unwrap_or_else(|| node.config.audit.log_dir.join(format!("{id}.jsonl")));
-    let egress_settings = match policy.has_egress() {
+    let egress_settings = match policy.has_egress() && !observe {
         true => Some(crate::runtime::egress::settings(
             egress,
             &node.config.egress,
@@ -232,8 +254,12 @@ pub(super) fn execute(plan: Plan, interrupts: &Interrupts) -> anyhow::Result<Exe
     };
     // Execution ids are `<skill>-<16 hex digits>`: the digits are unique.
     let key = format!("run-{}", &id[id.len().saturating_sub(16)..]);
-    let runsc = Runsc::new(runsc_binary, workspace.runsc_root(), bundle.runsc_flags.clone())
-        .with_panic_log(workspace.panic_log());
+    let mut flags = bundle.runsc_flags.clone();
+    if observe {
+        // The observing network is the sandbox namespace's kernel stack.
+        flags.network = NetworkMode::Host;
+    }
+    let runsc = Runsc::new(runsc_binary, workspace.runsc_root(), flags).with_panic_log(workspace.panic_log());
     let sandbox = Sandbox::prepare(
         SandboxConfig {
             id: &id,
@@ -253,6 +279,7 @@ pub(super) fn execute(plan: Plan, interrupts: &Interrupts) -> anyhow::Result<Exe
             audit: &node.config.audit,
             audit_log: &audit_log,
             egress: egress_settings,
+            observe_network: observe,
             resolv_conf: workspace.resolv_conf(),
             record: workspace.record(),
             mounts: early.mounts.clone(),
@@ -272,19 +299,28 @@ pub(super) fn execute(plan: Plan, interrupts: &Interrupts) -> anyhow::Result<Exe
     if let Some(relays) = relays {
         relays.finish();
     }
+    // Before `end` stops the egress session.
+    let packets_left = sandbox.packets_left().transpose();
     let ended = sandbox.end(waited.ending, Some(waited.wall));
     // Before the teardown unmounts the scratch.
-    let outputs = match (&scratch, output) {
+    let outputs = match (&mounted.output, output) {
         (Some(scratch), Some(dir)) => Some(scratch.collect(dir)),
         _ => None,
     };
-    drop(scratch);
+    let scratch_used = mounted
+        .measured
+        .iter()
+        .map(|(dir, scratch)| Ok((dir.clone(), scratch.used_bytes()?)))
+        .collect::<anyhow::Result<BTreeMap<_, _>>>();
+    drop(mounted);
     let cgroups_path = sandbox.cgroups_path().unwrap_or(cgroups_path);
     let had_egress = sandbox.network().is_some();
     for failure in sandbox.teardown() {
         eprintln!("skillbox: warning: {failure} (`skillbox gc` tries again)");
     }
     drop(workspace);
+    let packets_left = packets_left.context("cannot read the count of packets that left the sandbox")?;
+    let scratch_used = scratch_used?;
     Ok(Executed {
         id,
         skill,
@@ -295,6 +331,8 @@ pub(super) fn execute(plan: Plan, interrupts: &Interrupts) -> anyhow::Result<Exe
         cgroups_path,
         had_egress,
         outputs,
+        packets_left,
+        scratch_used,
     })
 }
 
@@ -334,10 +372,71 @@ fn explain_end(ended: &Ended, waited: &Waited, policy: &EffectivePolicy) -> Exit
     }
 }
 
+/// What an execution mounts from the host besides the skill.
+struct Staged<'a> {
+    inputs: &'a [PathBuf],
+    output: Option<&'a Path>,
+    /// Each writable directory (but the output's) a host tmpfs, so its use
+    /// can be measured.
+    measure_writable: bool,
+}
+
+/// The host tmpfs an execution mounted; unmounted on drop.
+struct Mounted {
+    output: Option<outputs::Scratch>,
+    /// Writable directories, by their path in the sandbox.
+    measured: Vec<(String, outputs::Scratch)>,
+}
+
 /// `--input` and `--output`: the inputs staged and bound read-only at
 /// `/workspace/in`, the output tmpfs mounted (and recorded for the
-/// teardown) and bound at `/workspace/out`.
+/// teardown) and bound at `/workspace/out`; and for a scan each writable
+/// directory on a host tmpfs of its size.
 fn workspace_mounts(
+    staged: &Staged,
+    policy: &EffectivePolicy,
+    workspace: &Workspace,
+    spec: &mut BundleSpec,
+    record: &mut TeardownRecord,
+) -> anyhow::Result<Mounted> {
+    let measured = match staged.measure_writable {
+        true => measured_writable(policy, workspace, spec, record)?,
+        false => Vec::new(),
+    };
+    let output = staged_io(staged.inputs, staged.output, policy, workspace, spec, record)?;
+    Ok(Mounted { output, measured })
+}
+
+/// Each writable directory but the output's as a host tmpfs of its size,
+/// sticky and writable by all as the compiled tmpfs is; recorded for the
+/// teardown before it is mounted.
+fn measured_writable(
+    policy: &EffectivePolicy,
+    workspace: &Workspace,
+    spec: &mut BundleSpec,
+    record: &mut TeardownRecord,
+) -> anyhow::Result<Vec<(String, outputs::Scratch)>> {
+    let mut measured = Vec::new();
+    let dirs = policy
+        .writable
+        .iter()
+        .filter(|dir| dir.path.as_str() != outputs::OUTPUT_DIR);
+    for (index, dir) in dirs.enumerate() {
+        let path = workspace.path().join(format!("writable-{index}"));
+        record.mounts.push(path.clone());
+        record.save(&workspace.record())?;
+        let scratch = outputs::Scratch::mount(&path, dir.size.bytes(), outputs::ScratchOwner::Shared)?;
+        spec.bind_mount_with(
+            dir.path.as_str(),
+            scratch.path(),
+            &["rbind", "rw", "nosuid", "nodev"],
+        );
+        measured.push((dir.path.as_str().to_owned(), scratch));
+    }
+    Ok(measured)
+}
+
+fn staged_io(
     inputs: &[PathBuf],
     output: Option<&Path>,
     policy: &EffectivePolicy,
@@ -381,7 +480,11 @@ fn workspace_mounts(
     // Recorded before it is mounted: a killed run leaves it for `skillbox gc`.
     record.mounts.push(path.clone());
     record.save(&workspace.record())?;
-    let scratch = outputs::Scratch::mount(&path, declared.size.bytes(), uid, gid)?;
+    let scratch = outputs::Scratch::mount(
+        &path,
+        declared.size.bytes(),
+        outputs::ScratchOwner::User { uid, gid },
+    )?;
     spec.bind_mount(outputs::OUTPUT_DIR, scratch.path(), false);
     Ok(Some(scratch))
 }

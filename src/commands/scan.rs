@@ -1,9 +1,12 @@
 //! `skillbox scan --runtime <skill-dir>`: runs each case (the default one,
 //! then those of the cases file) in a fresh sandbox under its effective
-//! policy with every system call audited and
-//! **its network closed** (nothing leaves the machine, whatever the policy
-//! allows), then reports what it tried: `skillbox-scan`'s findings, the
-//! verdict, and the registry's `security_audit` record.
+//! policy with every system call audited, on the **observing network**
+//! (every name answered from a sinkhole, every TCP connection accepted and
+//! recorded, everything else dropped: nothing leaves the machine, whatever
+//! the policy allows, and a counter proves it per case), then reports what
+//! it tried: `skillbox-scan`'s findings, the verdict, and the registry's
+//! `security_audit` record. `--learn` also prints the least policy that
+//! allows what the cases did.
 //!
 //! Exit status: 0 when the verdict is better than `--fail-on`, 1 when it is
 //! that or worse, 2 when the scan itself could not run.
@@ -20,7 +23,7 @@ use policy_compiler::{CompileOptions, SkillPackage};
 use serde_json::Value;
 use skillbox_scan::cases::Case;
 use skillbox_scan::rules::SkillText;
-use skillbox_scan::{analyse, CaseEvidence, Observed, SecurityAudit, Severity, Verdict};
+use skillbox_scan::{analyse, CaseEvidence, LearnCase, Observed, SecurityAudit, Severity, Verdict};
 
 use super::run::{execute, Plan};
 use super::{base_rootfs_dir, emit, invoking_env, load_node, load_skill, Failure};
@@ -70,7 +73,7 @@ fn scan_and_report(args: ScanArgs) -> anyhow::Result<ExitCode> {
         .flatten()
         .filter_map(|p| serde_json::to_value(p).ok()?.as_str().map(str::to_owned))
         .collect();
-    // Run with every system call audited and no network at all.
+    // Run with every system call audited.
     if package.manifest.security_policy.is_none() {
         node.config.audit.min_syscalls = AuditLevel::All;
     }
@@ -113,6 +116,7 @@ fn scan_and_report(args: ScanArgs) -> anyhow::Result<ExitCode> {
                     file(format!("{}.stdout", case.name))?.into(),
                     file(format!("{}.stderr", case.name))?.into(),
                 ]),
+                observe: true,
             },
             &interrupts,
         )
@@ -123,15 +127,31 @@ fn scan_and_report(args: ScanArgs) -> anyhow::Result<ExitCode> {
             cpu_ms: done.ended.stats.cpu_usage.as_millis() as u64,
             memory_peak_bytes: done.ended.stats.memory_peak_bytes,
         };
-        runs.push((case, read_events(&audit_log)?, observed));
+        match done.packets_left {
+            Some(0) => {}
+            Some(left) => bail!(
+                "case {}: {left} packets from the sandbox left the node's namespace; the observing network failed",
+                case.name
+            ),
+            None => bail!("case {}: the sandbox ran without the observing network", case.name),
+        }
+        let events = read_events(&audit_log)?;
+        eprintln!(
+            "skillbox: scan: case {}: exit {}, {} network events recorded, 0 packets left the node",
+            case.name,
+            observed.exit_status,
+            events.iter().filter(|event| is_network_event(event)).count()
+        );
+        runs.push((case, events, observed, done.scratch_used));
     }
     let evidence: Vec<CaseEvidence> = runs
         .iter()
-        .map(|(case, events, observed)| CaseEvidence {
+        .map(|(case, events, observed, _)| CaseEvidence {
             case: &case.name,
             expected_exit: case.expect_exit,
             events,
             observed: observed.clone(),
+            network_observed: true,
         })
         .collect();
     let findings = analyse(
@@ -151,11 +171,27 @@ fn scan_and_report(args: ScanArgs) -> anyhow::Result<ExitCode> {
             serde_json::to_string_pretty(&log).expect("the log serializes") + "\n"
         }
     };
-    match &args.output {
-        Some(path) => {
+    match (&args.output, args.learn) {
+        (Some(path), _) => {
             std::fs::write(path, report).with_context(|| format!("{}: cannot write", path.display()))?
         }
-        None => emit(&report)?,
+        (None, false) => emit(&report)?,
+        (None, true) => eprint!("{report}"),
+    }
+    if args.learn {
+        let cases: Vec<LearnCase> = runs
+            .iter()
+            .map(|(_, events, observed, scratch_used)| LearnCase {
+                events,
+                observed: observed.clone(),
+                scratch_used,
+            })
+            .collect();
+        let learned = skillbox_scan::learn(&cases, &policy);
+        for note in &learned.notes {
+            eprintln!("skillbox: learn: {note}");
+        }
+        emit(&learned.yaml)?;
     }
     let worst_allowed = match args.fail_on {
         FailOn::Suspicious => Verdict::Suspicious,
@@ -169,17 +205,21 @@ fn scan_and_report(args: ScanArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// The package as a scan runs it: every system call audited, and its
-/// policy's network rules removed, so the sandbox runs with
-/// `--network=none`. (A skill without `security_policy` has no network
-/// already; the node's audit floor is raised for it.)
+/// The package as a scan runs it: every system call audited. (For a skill
+/// without `security_policy` the node's audit floor is raised instead.)
 fn for_scan(mut package: SkillPackage) -> SkillPackage {
     if let Some(policy) = package.manifest.security_policy.as_mut() {
-        policy.network.allow.clear();
-        policy.network.deny.clear();
         policy.audit.syscalls = AuditLevel::All;
     }
     package
+}
+
+/// Events of the observing network: lookups and connections.
+fn is_network_event(event: &Value) -> bool {
+    matches!(
+        event["type"].as_str(),
+        Some("dns_query" | "connection" | "observed_connection")
+    )
 }
 
 /// The default case, then those of `--cases FILE` or `scan.yaml`, each

@@ -53,18 +53,31 @@ fn parent_of(dir: &Path) -> PathBuf {
     }
 }
 
-/// The host tmpfs behind `/workspace/out`; unmounted on drop.
+/// The host tmpfs behind `/workspace/out` (or, in a scan, behind a
+/// writable directory); unmounted on drop.
 #[derive(Debug)]
 pub struct Scratch {
     path: PathBuf,
 }
 
+/// Who may write a [`Scratch`].
+#[derive(Debug, Clone, Copy)]
+pub enum ScratchOwner {
+    /// The skill's user alone (mode 0700).
+    User { uid: u32, gid: u32 },
+    /// Everyone, sticky, as the policy's writable directories are (1777).
+    Shared,
+}
+
 impl Scratch {
-    /// Mounts a tmpfs of `size` bytes at `path` (created), owned by the
-    /// skill's user, without devices, setuid or exec from the host's side.
-    pub fn mount(path: &Path, size: u64, uid: u32, gid: u32) -> anyhow::Result<Scratch> {
+    /// Mounts a tmpfs of `size` bytes at `path` (created), without devices,
+    /// setuid or exec from the host's side.
+    pub fn mount(path: &Path, size: u64, owner: ScratchOwner) -> anyhow::Result<Scratch> {
         fs::create_dir(path).with_context(|| format!("{}: cannot create", path.display()))?;
-        let options = format!("size={size},mode=0700,uid={uid},gid={gid}");
+        let options = match owner {
+            ScratchOwner::User { uid, gid } => format!("size={size},mode=0700,uid={uid},gid={gid}"),
+            ScratchOwner::Shared => format!("size={size},mode=1777"),
+        };
         mount(
             Some("tmpfs"),
             path,
@@ -72,7 +85,7 @@ impl Scratch {
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
             Some(options.as_str()),
         )
-        .with_context(|| format!("{}: cannot mount the output tmpfs", path.display()))?;
+        .with_context(|| format!("{}: cannot mount a scratch tmpfs", path.display()))?;
         Ok(Scratch {
             path: path.to_owned(),
         })
@@ -80,6 +93,14 @@ impl Scratch {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The bytes in use on the tmpfs.
+    pub fn used_bytes(&self) -> anyhow::Result<u64> {
+        let stats = nix::sys::statvfs::statvfs(&self.path)
+            .with_context(|| format!("{}: cannot measure", self.path.display()))?;
+        let blocks = stats.blocks().saturating_sub(stats.blocks_free());
+        Ok(blocks * stats.fragment_size())
     }
 
     /// Checks everything the skill left, then copies it to `dest`.

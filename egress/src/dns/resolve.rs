@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::{RData, Record, RecordType};
 
 use super::message::{
@@ -16,6 +16,10 @@ use super::policy::{DnsPolicy, NameDecision};
 use super::upstream::forward;
 use super::{AddressLearner, DnsProxyConfig};
 use crate::events::{DnsAnswer, DnsQueryEvent, DnsVerdict, EgressEvent, EventSink};
+use crate::observe::sinkhole::Sinkhole;
+
+/// The TTL of sinkhole answers: a scan is short.
+const SINKHOLE_TTL: u32 = 60;
 
 pub(crate) struct Resolver {
     pub config: DnsProxyConfig,
@@ -75,6 +79,8 @@ struct Outcome {
     answers: Vec<Record>,
     /// (address, ports, how long) to teach the firewall.
     learn: Vec<(IpAddr, Option<Vec<policy_compiler::network::Port>>, Duration)>,
+    /// Answered from the sinkhole.
+    sinkhole: bool,
 }
 
 impl Outcome {
@@ -86,6 +92,7 @@ impl Outcome {
             reason: Some(reason),
             answers: Vec::new(),
             learn: Vec::new(),
+            sinkhole: false,
         }
     }
 }
@@ -111,6 +118,7 @@ impl Resolver {
             rule: outcome.rule.clone(),
             reason: outcome.reason.clone(),
             answers: outcome.answers.iter().map(answer_of).collect(),
+            sinkhole: outcome.sinkhole,
         });
         if let Err(err) = self.events.record(&event) {
             // No record, no answer: the audit trail stays complete.
@@ -139,7 +147,10 @@ impl Resolver {
         encode(&reply, &parsed.message, transport)
     }
 
-    async fn decide(&self, name: &str, qtype: RecordType, question: &hickory_proto::op::Query) -> Outcome {
+    async fn decide(&self, name: &str, qtype: RecordType, question: &Query) -> Outcome {
+        if let Some(sinkhole) = &self.config.sinkhole {
+            return self.sinkholed(sinkhole, name, qtype, question);
+        }
         let allowed = match self.policy.decide(name) {
             NameDecision::Refused(refusal) => {
                 return Outcome::refused(ResponseCode::Refused, refusal.to_string());
@@ -156,6 +167,7 @@ impl Resolver {
                 reason: Some(format!("type {qtype} is not forwarded")),
                 answers: Vec::new(),
                 learn: Vec::new(),
+                sinkhole: false,
             };
         }
         // The policy's spelling goes upstream, never the client's.
@@ -177,6 +189,7 @@ impl Resolver {
             reason: None,
             answers: Vec::new(),
             learn: Vec::new(),
+            sinkhole: false,
         };
         if code != ResponseCode::NoError {
             return outcome;
@@ -202,6 +215,37 @@ impl Resolver {
         outcome
     }
 
+    /// The sinkhole's answer, with the policy's verdict on `name` recorded.
+    fn sinkholed(&self, sinkhole: &Sinkhole, name: &str, qtype: RecordType, question: &Query) -> Outcome {
+        let (verdict, rule, reason) = match self.policy.decide(name) {
+            NameDecision::Refused(refusal) => (DnsVerdict::Refused, None, Some(refusal.to_string())),
+            NameDecision::Allowed(allowed) => (DnsVerdict::Allowed, Some(allowed.rules.join("; ")), None),
+        };
+        let mut outcome = Outcome {
+            code: ResponseCode::NoError,
+            verdict,
+            rule,
+            reason,
+            answers: Vec::new(),
+            learn: Vec::new(),
+            sinkhole: true,
+        };
+        if qtype == RecordType::A {
+            match sinkhole.address_for(name) {
+                Some(address) => outcome.answers.push(Record::from_rdata(
+                    question.name().clone(),
+                    SINKHOLE_TTL,
+                    RData::A(address.into()),
+                )),
+                None => {
+                    outcome.code = ResponseCode::ServFail;
+                    outcome.reason = Some(format!("the sinkhole {} is used up", sinkhole.net()));
+                }
+            }
+        }
+        outcome
+    }
+
     /// An answer for a packet that is not a query the proxy serves.
     fn reject(&self, bytes: &[u8], code: ResponseCode, transport: Transport) -> Option<Vec<u8>> {
         let parsed = Message::from_vec(bytes).ok();
@@ -214,6 +258,7 @@ impl Resolver {
             rule: None,
             reason: Some("not a single-question standard query of class IN".to_owned()),
             answers: Vec::new(),
+            sinkhole: false,
         });
         if let Err(err) = self.events.record(&event) {
             tracing::error!(error = %err, "cannot record a rejected DNS packet");

@@ -114,6 +114,7 @@ mod tests {
                     ttl: 60,
                 })
                 .collect(),
+            sinkhole: false,
         })
     }
 

@@ -429,6 +429,23 @@ impl Builder<'_> {
                 Some(format!("dns proxy {proxy}")),
             );
         }
+        if let Some(recorder) = facts.recorder {
+            let family = Family::of(recorder.ip());
+            self.rule(
+                c,
+                vec![
+                    from_veth(),
+                    matches(
+                        "==",
+                        payload(family.payload(), "daddr"),
+                        json!(recorder.ip().to_string()),
+                    ),
+                    matches("==", payload("tcp", "dport"), json!(recorder.port())),
+                    json!({"accept": null}),
+                ],
+                Some(format!("observing recorder {recorder}")),
+            );
+        }
         if enabled.contains(&Family::V6) {
             self.rule(
                 c,
@@ -463,6 +480,25 @@ impl Builder<'_> {
             Verdict::Node,
             "the node is unreachable",
             json!({"drop": null}),
+        );
+    }
+
+    /// Counts the sandbox's packets that leave the outer namespace.
+    pub(super) fn left(&mut self, facts: &SandboxFacts, comment: &str) {
+        self.add(
+            "chain",
+            json!({"name": LEFT_CHAIN, "type": "filter", "hook": "postrouting", "prio": PRIORITY, "policy": "accept"}),
+        );
+        self.rule(
+            LEFT_CHAIN,
+            vec![
+                matches("==", meta("iifname"), json!(facts.outer_veth)),
+                // The outer namespace's own packets on the veth (IPv6
+                // multicast reports) come and go by it.
+                matches("!=", meta("oifname"), json!(facts.outer_veth)),
+                json!({"counter": {"packets": 0, "bytes": 0}}),
+            ],
+            Some(comment.to_owned()),
         );
     }
 }

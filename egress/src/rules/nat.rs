@@ -17,6 +17,10 @@
 //!   back in, takes `route_localnet` on that veth (measured: neither
 //!   `lo`'s alone nor the masquerade alone is enough; see `docs/egress.md`).
 //!
+//! - with an observing recorder (a scan), in `prerouting` after the kept
+//!   sockets: every TCP connection arriving from the sandbox's veth is
+//!   DNAT'ed to the recorder, whatever its destination.
+//!
 //! NAT rules see only a connection's first packet: replies, and the DNS
 //! proxy's own upstream queries, are never DNAT'ed.
 
@@ -39,6 +43,9 @@ pub struct NatFacts {
     /// Sockets (TCP and UDP) the outer namespace serves itself, never
     /// DNAT'ed: the DNS proxy's.
     pub keep_local: Vec<SocketAddrV4>,
+    /// A scan's observing recorder: every other TCP connection from the
+    /// sandbox is DNAT'ed to it.
+    pub recorder: Option<SocketAddrV4>,
 }
 
 /// The script that (re)creates the table: declaring and deleting first
@@ -50,6 +57,7 @@ pub fn nat_script(facts: &NatFacts) -> String {
         inner,
         inbound,
         keep_local,
+        recorder,
     } = facts;
     let mut script = format!(
         "table ip {table} {{}}\ndelete table ip {table}\ntable ip {table} {{\n  \
@@ -60,7 +68,7 @@ pub fn nat_script(facts: &NatFacts) -> String {
         let _ = writeln!(script, "    oifname \"{veth}\" ip saddr 127.0.0.0/8 masquerade");
     }
     script.push_str("  }\n");
-    if inbound.is_open() {
+    if inbound.is_open() || recorder.is_some() {
         script
             .push_str("  chain prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n");
         for socket in keep_local {
@@ -71,10 +79,19 @@ pub fn nat_script(facts: &NatFacts) -> String {
                 socket.port()
             );
         }
-        let _ = writeln!(
-            script,
-            "    iifname != \"{veth}\" fib daddr type local meta l4proto {{ tcp, udp }} dnat to {inner}\n  }}"
-        );
+        if let Some(recorder) = recorder {
+            let _ = writeln!(
+                script,
+                "    iifname \"{veth}\" meta l4proto tcp dnat to {recorder}"
+            );
+        }
+        if inbound.is_open() {
+            let _ = writeln!(
+                script,
+                "    iifname != \"{veth}\" fib daddr type local meta l4proto {{ tcp, udp }} dnat to {inner}"
+            );
+        }
+        script.push_str("  }\n");
     }
     if inbound.localhost() {
         // `dstnat` names -100 only in the prerouting hook.
@@ -101,6 +118,7 @@ mod tests {
             inner: Ipv4Addr::new(198, 19, 0, 14),
             inbound,
             keep_local: vec!["198.19.0.13:53".parse().unwrap()],
+            recorder: None,
         }
     }
 
@@ -141,5 +159,20 @@ mod tests {
         assert!(keep < dnat, "{script}");
         assert!(!script.contains("127.0.0"), "{script}");
         assert!(script.contains("iifname != \"sbxv3\""), "{script}");
+    }
+
+    #[test]
+    fn an_observing_sandbox_has_all_its_tcp_sent_to_the_recorder_after_the_proxy() {
+        let mut observing = facts(Inbound::Closed);
+        observing.recorder = Some("198.19.0.13:40000".parse().unwrap());
+        let script = nat_script(&observing);
+        let redirect = script
+            .find("iifname \"sbxv3\" meta l4proto tcp dnat to 198.19.0.13:40000")
+            .unwrap_or_else(|| panic!("{script}"));
+        assert!(script.find("th dport 53 return").unwrap() < redirect, "{script}");
+        assert!(
+            !script.contains("fib daddr type local"),
+            "nothing comes in: {script}"
+        );
     }
 }
