@@ -8,7 +8,9 @@
 #
 #   /opt/skillbox/bin/skillbox                       the CLI (--bin-dir)
 #   /opt/skillbox/bin/containerd-shim-skillbox-v1    the shim (--bin-dir)
-#   /opt/skillbox/bin/runsc                          --runsc, default runsc on PATH
+#   /opt/skillbox/bin/runsc                          --runsc, default Debian trixie's
+#                                                    runsc 20240729 (scripts/fetch-runsc.sh;
+#                                                    static; systrap)
 #   /usr/bin/nsenter                                 util-linux's
 #   /bin/busybox and its applets                     busybox-static: a shell
 #   the shared libraries ldd lists for each binary, and the dynamic loader
@@ -57,7 +59,10 @@ if [ -z "$bin_dir" ]; then
     cargo build --release -p skillbox -p skillbox-shim
     bin_dir="$target/release"
 fi
-[ -n "$runsc" ] || runsc="$(command -v runsc)" || die "runsc not found: install Debian's runsc or pass --runsc"
+if [ -z "$runsc" ]; then
+    bash scripts/fetch-runsc.sh
+    runsc="$target/skillbox-cache/runsc-trixie/usr/bin/runsc"
+fi
 nsenter="$(command -v nsenter)" || die "nsenter not found: install Debian's util-linux"
 busybox=/bin/busybox
 [ -x "$busybox" ] || die "$busybox not found: install Debian's busybox-static"

@@ -110,3 +110,44 @@ time_ms() {
     end="${EPOCHREALTIME/[.,]/}"
     awk -v us="$((end - start))" 'BEGIN { printf "%.3f\n", us / 1000 }'
 }
+
+# fetch_debian_package SUITE PACKAGE DEST: downloads PACKAGE from Debian's
+# SUITE (trixie, sid…) and unpacks it into DEST, without touching the
+# system: a private apt configuration (the system's mirror and keyring, its
+# own lists and cache under $SKILLBOX_CACHE/apt-SUITE) and dpkg-deb -x. The
+# tree is unpacked beside DEST and renamed into place. Prints the .deb's name.
+fetch_debian_package() {
+    local suite="$1" package="$2" dest="$3"
+    local sources=/etc/apt/sources.list.d/debian.sources
+    [ -r "$sources" ] || die "$sources not found: cannot tell which Debian mirror to use"
+    local mirror keyring
+    mirror="$(awk '/^URIs:/ { print $2; exit }' "$sources")"
+    keyring="$(awk '/^Signed-By:/ { print $2; exit }' "$sources")"
+    [ -n "$mirror" ] && [ -n "$keyring" ] || die "no URIs/Signed-By in $sources"
+    local work="${CARGO_TARGET_DIR:-target}/skillbox-cache/apt-$suite"
+    mkdir -p "$work/sources" "$work/lists/partial" "$work/cache/archives/partial" "$work/debs"
+    cat >"$work/sources/$suite.sources" <<SOURCES
+Types: deb
+URIs: $mirror
+Suites: $suite
+Components: main
+Signed-By: $keyring
+SOURCES
+    local apt_private=(
+        -o "Dir::Etc::SourceList=/dev/null"
+        -o "Dir::Etc::SourceParts=$(realpath "$work/sources")"
+        -o "Dir::State::Lists=$(realpath "$work/lists")"
+        -o "Dir::Cache=$(realpath "$work/cache")"
+        -o "APT::Sandbox::User=root"
+    )
+    apt-get "${apt_private[@]}" update >&2
+    (cd "$work/debs" && apt-get "${apt_private[@]}" download "$package" >&2)
+    local deb
+    deb="$(ls "$work"/debs/"${package}"_*.deb | tail -n 1)"
+    rm -rf "$dest.partial"
+    mkdir -p "$dest.partial"
+    dpkg-deb -x "$deb" "$dest.partial"
+    rm -rf "$dest"
+    mv "$dest.partial" "$dest"
+    basename "$deb"
+}

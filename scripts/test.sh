@@ -2,7 +2,8 @@
 # Runs the whole test suite: unit tests, golden tests, the integration
 # tests that start real gVisor sandboxes (they need root, runsc,
 # busybox-static and debootstrap; the rootfs caches they build live under
-# target/), and the CRI suite on containerd 1.6 and again on 2.1.
+# target/), the CRI suite on containerd 1.6 and again on 2.1, and then the
+# whole workspace again on Debian trixie's runsc 20240729 (systrap).
 #
 #   bash scripts/test.sh [extra cargo test arguments]
 set -euo pipefail
@@ -30,6 +31,18 @@ SKILLBOX_CRI_CONTAINERD=2.1 cargo test -p skillbox-cri-tests --no-fail-fast "$@"
 cri_status="${PIPESTATUS[0]}"
 set -e
 [ "$cri_status" -eq 0 ] || status="$cri_status"
+
+# The whole workspace again on current gVisor: Debian trixie's runsc
+# (20240729), first on PATH for the CLI, the shim and the tests alike, where
+# `[runsc] platform = "auto"` runs systrap (bookworm's 20221219 runs ptrace).
+section "The suite on runsc 20240729 (systrap)"
+bash scripts/fetch-runsc.sh
+runsc_dir="$(realpath "${CARGO_TARGET_DIR:-target}/skillbox-cache/runsc-trixie/usr/bin")"
+set +e
+PATH="$runsc_dir:$PATH" cargo test --workspace --no-fail-fast "$@" 2>&1 | tee -a "$log"
+trixie_status="${PIPESTATUS[0]}"
+set -e
+[ "$trixie_status" -eq 0 ] || status="$trixie_status"
 
 section "Summary"
 # One "test result:" line per test binary (and per doc-test run); add them up.

@@ -47,7 +47,7 @@ pub fn runsc_flags(node: &NodeConfig, policy: &EffectivePolicy) -> RunscFlags {
             true => NetworkMode::Host,
             false => NetworkMode::None,
         },
-        platform: node.runsc.platform,
+        platform: node.runsc.platform(),
         overlay: false,
     }
 }

@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use runsc_config::Platform;
+use runsc_config::{Platform, PlatformChoice, RunscVersion};
 use serde::{Deserialize, Serialize};
 
 use crate::env_pass::{builtin_deny, EnvPattern};
@@ -118,8 +118,28 @@ pub struct Defaults {
 pub struct RunscSettings {
     /// Default `runsc` (looked up in PATH).
     pub binary: PathBuf,
-    /// Default `ptrace`; `kvm` hung on this project's CI machines.
-    pub platform: Platform,
+    /// Default `auto`: systrap where the runsc has it, else ptrace, as
+    /// [`RunscSettings::resolve_platform`] is told by the runtime that runs
+    /// it. `kvm` only when set (it hung on this project's CI machines).
+    pub platform: PlatformChoice,
+    /// What `auto` resolved to for the runsc in use; ptrace until resolved.
+    #[serde(skip)]
+    pub resolved_platform: Option<Platform>,
+}
+
+impl RunscSettings {
+    /// The platform sandboxes run on.
+    pub fn platform(&self) -> Platform {
+        self.platform
+            .fixed()
+            .or(self.resolved_platform)
+            .unwrap_or(Platform::Ptrace)
+    }
+
+    /// Resolves `auto` for a runsc of `version` (a fixed choice stays).
+    pub fn resolve_platform(&mut self, version: &RunscVersion) {
+        self.resolved_platform = Some(version.default_platform());
+    }
 }
 
 /// How egress is run for skills whose policy allows some.
@@ -379,7 +399,8 @@ impl Default for RunscSettings {
     fn default() -> Self {
         RunscSettings {
             binary: PathBuf::from("runsc"),
-            platform: Platform::Ptrace,
+            platform: PlatformChoice::Auto,
+            resolved_platform: None,
         }
     }
 }

@@ -111,6 +111,35 @@ impl FromStr for Platform {
     }
 }
 
+/// The node config's `[runsc] platform`: a platform, or `auto` (the
+/// default), which each runtime resolves for the runsc it runs
+/// ([`crate::RunscVersion::default_platform`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PlatformChoice {
+    #[default]
+    Auto,
+    Ptrace,
+    Kvm,
+    Systrap,
+}
+
+impl PlatformChoice {
+    /// The configured platform, if one is.
+    pub fn fixed(self) -> Option<Platform> {
+        match self {
+            PlatformChoice::Auto => None,
+            PlatformChoice::Ptrace => Some(Platform::Ptrace),
+            PlatformChoice::Kvm => Some(Platform::Kvm),
+            PlatformChoice::Systrap => Some(Platform::Systrap),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.fixed().map_or("auto", Platform::as_str)
+    }
+}
+
 /// The per-sandbox runsc flags derived from a skill's policy.
 ///
 /// Missing fields deserialize to their defaults (no network, ptrace, no

@@ -22,7 +22,9 @@ pub mod version;
 
 pub use command::{argv, GlobalOptions, Subcommand};
 pub use error::Error;
-pub use flags::{NetworkMode, Platform, RunscFlags};
+pub use flags::{NetworkMode, Platform, PlatformChoice, RunscFlags};
 pub use overhead::HostTaskBudget;
-pub use probe::{classify_trial, HostCapabilities, ModeSupport, NetworkSupport};
+pub use probe::{
+    classify_platform_trial, classify_trial, HostCapabilities, ModeSupport, NetworkSupport, PlatformSupport,
+};
 pub use version::RunscVersion;

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::flags::NetworkMode;
+use crate::flags::{NetworkMode, Platform};
 use crate::version::RunscVersion;
 
 /// Text runsc prints when it believes it is in the host's root network
@@ -69,11 +69,63 @@ impl NetworkSupport {
     }
 }
 
+/// Whether one platform runs a sandbox on this host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlatformSupport {
+    pub platform: Platform,
+    #[serde(flatten)]
+    pub support: ModeSupport,
+}
+
 /// Everything the host probe learned, as printed by `--format json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostCapabilities {
     pub version: RunscVersion,
     pub network: NetworkSupport,
+    /// Each platform this runsc offers, tried once.
+    pub platforms: Vec<PlatformSupport>,
+}
+
+impl HostCapabilities {
+    /// The best platform that ran here: systrap, else kvm (only when its
+    /// trial ran: `/dev/kvm` can exist and hang), else ptrace.
+    pub fn best_platform(&self) -> Option<Platform> {
+        [Platform::Systrap, Platform::Kvm, Platform::Ptrace]
+            .into_iter()
+            .find(|wanted| {
+                self.platforms
+                    .iter()
+                    .any(|p| p.platform == *wanted && p.support.is_supported())
+            })
+    }
+}
+
+/// Turns one trial run of `runsc --platform=<platform> run` into a verdict;
+/// `timed_out`: it was killed after `limit_secs`.
+pub fn classify_platform_trial(
+    platform: Platform,
+    exit_success: bool,
+    timed_out: Option<u64>,
+    stderr: &str,
+) -> ModeSupport {
+    if let Some(limit_secs) = timed_out {
+        return ModeSupport::Unsupported {
+            reason: format!(
+                "a sandbox on --platform={platform} did not finish /bin/true within {limit_secs} s (killed)"
+            ),
+        };
+    }
+    if exit_success {
+        return ModeSupport::Supported;
+    }
+    match stderr.lines().map(str::trim).rfind(|l| !l.is_empty()) {
+        Some(line) => ModeSupport::Unsupported {
+            reason: line.chars().take(MAX_REASON_CHARS).collect(),
+        },
+        None => ModeSupport::Unsupported {
+            reason: format!("runsc --platform={platform} failed without writing to stderr"),
+        },
+    }
 }
 
 /// Turns one trial run of `runsc --network=<mode> …` into a verdict.
@@ -217,6 +269,10 @@ mod tests {
         let caps = HostCapabilities {
             version: RunscVersion::parse("runsc version 0.0~20221219.0\nspec: 1.0.2-dev").unwrap(),
             network: support(true, false, true),
+            platforms: vec![PlatformSupport {
+                platform: Platform::Ptrace,
+                support: ModeSupport::Supported,
+            }],
         };
         let json = serde_json::to_value(&caps).unwrap();
         assert_eq!(
@@ -227,8 +283,45 @@ mod tests {
                     "none": {"status": "supported"},
                     "sandbox": {"status": "unsupported", "reason": "no"},
                     "host": {"status": "supported"}
-                }
+                },
+                "platforms": [{"platform": "ptrace", "status": "supported"}]
             })
+        );
+    }
+
+    #[test]
+    fn the_best_platform_is_systrap_then_a_kvm_that_ran_then_ptrace() {
+        let caps = |results: &[(Platform, bool)]| HostCapabilities {
+            version: RunscVersion::parse("runsc version 0.0~20240729.0").unwrap(),
+            network: support(true, true, true),
+            platforms: results
+                .iter()
+                .map(|(platform, ok)| PlatformSupport {
+                    platform: *platform,
+                    support: match ok {
+                        true => ModeSupport::Supported,
+                        false => classify_platform_trial(*platform, false, Some(20), ""),
+                    },
+                })
+                .collect(),
+        };
+        let all = [
+            (Platform::Systrap, true),
+            (Platform::Ptrace, true),
+            (Platform::Kvm, true),
+        ];
+        assert_eq!(caps(&all).best_platform(), Some(Platform::Systrap));
+        let hung_kvm = [(Platform::Ptrace, true), (Platform::Kvm, false)];
+        assert_eq!(caps(&hung_kvm).best_platform(), Some(Platform::Ptrace));
+        let kvm = [(Platform::Ptrace, true), (Platform::Kvm, true)];
+        assert_eq!(caps(&kvm).best_platform(), Some(Platform::Kvm));
+        let ModeSupport::Unsupported { reason } = classify_platform_trial(Platform::Kvm, false, Some(20), "")
+        else {
+            panic!()
+        };
+        assert_eq!(
+            reason,
+            "a sandbox on --platform=kvm did not finish /bin/true within 20 s (killed)"
         );
     }
 }

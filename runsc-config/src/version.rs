@@ -8,10 +8,18 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
+use crate::flags::Platform;
 
 /// First release (yyyymmdd) for which [`RunscVersion::supports_overlay2`]
 /// answers yes.
 const OVERLAY2_MIN_RELEASE: u32 = 20230417;
+
+/// First release (yyyymmdd) taken to have the systrap platform: the
+/// release in which it became runsc's default. (It existed earlier as an
+/// experimental platform; a runsc between the two is run on ptrace, which
+/// every release has.) Debian bookworm's 20221219 offers ptrace and kvm;
+/// trixie's 20240729 offers systrap (its default), ptrace and kvm.
+const SYSTRAP_MIN_RELEASE: u32 = 20230605;
 
 /// Longest excerpt of unrecognised output kept in [`Error::ParseVersion`].
 const MAX_ERROR_OUTPUT: usize = 200;
@@ -64,6 +72,35 @@ impl RunscVersion {
     /// Unknown dates answer `false` so callers fall back to `--overlay`.
     pub fn supports_overlay2(&self) -> bool {
         self.release.is_some_and(|r| r >= OVERLAY2_MIN_RELEASE)
+    }
+}
+
+impl RunscVersion {
+    /// Whether this runsc has the systrap platform (by release date; a
+    /// build without one is assumed not to).
+    pub fn has_systrap(&self) -> bool {
+        self.release.is_some_and(|r| r >= SYSTRAP_MIN_RELEASE)
+    }
+
+    /// The platforms this runsc offers, best first.
+    pub fn platforms(&self) -> Vec<Platform> {
+        let mut platforms = Vec::new();
+        if self.has_systrap() {
+            platforms.push(Platform::Systrap);
+        }
+        platforms.extend([Platform::Ptrace, Platform::Kvm]);
+        platforms
+    }
+
+    /// The platform `auto` means for this runsc: systrap where it has it,
+    /// else ptrace. Never kvm: whether `/dev/kvm` really works shows only in
+    /// a trial run (`skillbox probe`), and it has hung sandboxes on hosts
+    /// where the device exists, so it is used only when configured.
+    pub fn default_platform(&self) -> Platform {
+        match self.has_systrap() {
+            true => Platform::Systrap,
+            false => Platform::Ptrace,
+        }
     }
 }
 
@@ -160,5 +197,21 @@ mod tests {
             panic!("expected error");
         };
         assert_eq!(output.chars().count(), MAX_ERROR_OUTPUT);
+    }
+
+    #[test]
+    fn systrap_is_the_default_from_its_release_on() {
+        let old = parse("runsc version 0.0~20221219.0\n").unwrap();
+        assert!(!old.has_systrap());
+        assert_eq!(old.default_platform(), Platform::Ptrace);
+        assert_eq!(old.platforms(), [Platform::Ptrace, Platform::Kvm]);
+        let new = parse("runsc version 0.0~20240729.0\n").unwrap();
+        assert_eq!(new.default_platform(), Platform::Systrap);
+        assert_eq!(
+            new.platforms(),
+            [Platform::Systrap, Platform::Ptrace, Platform::Kvm]
+        );
+        let custom = parse("runsc version mybuild\n").unwrap();
+        assert_eq!(custom.default_platform(), Platform::Ptrace);
     }
 }

@@ -13,6 +13,7 @@ pub mod outcome;
 pub mod reaper;
 pub mod record;
 pub mod runsc;
+pub mod runsc_version;
 pub mod sandbox;
 pub mod spec;
 

@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use runsc_config::{argv, GlobalOptions, HostCapabilities, RunscFlags, RunscVersion, Subcommand};
+use runsc_config::{
+    argv, GlobalOptions, HostCapabilities, ModeSupport, NetworkMode, PlatformSupport, RunscFlags,
+    RunscVersion, Subcommand,
+};
 
 /// A runsc invocation that could not start or did not succeed.
 #[derive(Debug, thiserror::Error)]
@@ -467,50 +470,109 @@ impl Runsc {
         })
     }
 
-    /// Tries `bundle` under each network mode and reports what works here.
+    /// Tries `bundle` under each network mode, and on each platform this
+    /// runsc offers, and reports what works here.
     pub fn probe(&self, bundle: &Path) -> Result<HostCapabilities, RunscError> {
         let version = self.version()?;
-        let trial = |mode| {
-            let runsc = Runsc {
-                flags: RunscFlags {
-                    network: mode,
-                    ..self.flags.clone()
-                },
-                ..self.clone()
+        let network = |mode: NetworkMode| -> Result<ModeSupport, RunscError> {
+            let flags = RunscFlags {
+                network: mode,
+                ..self.flags.clone()
             };
-            let id = format!("skillbox-probe-{}-{}", mode.as_str(), std::process::id());
-            let (mut command, rendered) = runsc.command(&Subcommand::Run {
-                bundle: bundle.to_owned(),
-                id: id.clone(),
-                detach: false,
-                pid_file: None,
-            });
-            let outcome = command
-                .stdin(Stdio::null())
-                .output()
-                .map_err(|source| RunscError::Spawn {
-                    argv: rendered,
-                    source,
-                });
-            let _ = runsc.delete_force(&id);
-            outcome.map(|out| {
-                runsc_config::classify_trial(
-                    mode,
-                    out.status.success(),
-                    &String::from_utf8_lossy(&out.stderr),
-                )
-            })
+            let trial = self.trial(flags, mode.as_str(), bundle)?;
+            Ok(runsc_config::classify_trial(mode, trial.success, &trial.stderr))
         };
-        use runsc_config::NetworkMode;
+        let network = runsc_config::NetworkSupport {
+            none: network(NetworkMode::None)?,
+            sandbox: network(NetworkMode::Sandbox)?,
+            host: network(NetworkMode::Host)?,
+        };
+        let mut platforms = Vec::new();
+        for platform in version.platforms() {
+            let flags = RunscFlags {
+                network: NetworkMode::None,
+                platform,
+                ..self.flags.clone()
+            };
+            let trial = self.trial(flags, platform.as_str(), bundle)?;
+            platforms.push(PlatformSupport {
+                platform,
+                support: runsc_config::classify_platform_trial(
+                    platform,
+                    trial.success,
+                    trial.timed_out.then_some(TRIAL_LIMIT.as_secs()),
+                    &trial.stderr,
+                ),
+            });
+        }
         Ok(HostCapabilities {
             version,
-            network: runsc_config::NetworkSupport {
-                none: trial(NetworkMode::None)?,
-                sandbox: trial(NetworkMode::Sandbox)?,
-                host: trial(NetworkMode::Host)?,
-            },
+            network,
+            platforms,
         })
     }
+
+    /// Runs `bundle` once with `flags`, killed after [`TRIAL_LIMIT`] (a
+    /// platform that cannot work, such as kvm where `/dev/kvm` exists but
+    /// virtualisation does not, can hang).
+    fn trial(&self, flags: RunscFlags, label: &str, bundle: &Path) -> Result<Trial, RunscError> {
+        let runsc = Runsc {
+            flags,
+            ..self.clone()
+        };
+        let id = format!("skillbox-probe-{label}-{}", std::process::id());
+        let (mut command, rendered) = runsc.command(&Subcommand::Run {
+            bundle: bundle.to_owned(),
+            id: id.clone(),
+            detach: false,
+            pid_file: None,
+        });
+        let spawned = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| RunscError::Spawn {
+                argv: rendered.clone(),
+                source,
+            });
+        let mut child = spawned?;
+        let deadline = std::time::Instant::now() + TRIAL_LIMIT;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break Some(status),
+                Ok(None) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => break None,
+            }
+        };
+        let timed_out = status.is_none();
+        if timed_out {
+            let _ = runsc.kill(&id, nix::sys::signal::Signal::SIGKILL as i32);
+            let _ = child.kill();
+        }
+        let output = child.wait_with_output().map_err(|source| RunscError::Spawn {
+            argv: rendered,
+            source,
+        })?;
+        let _ = runsc.delete_force(&id);
+        Ok(Trial {
+            success: status.is_some_and(|status| status.success()),
+            timed_out,
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        })
+    }
+}
+
+/// How long a probe's trial sandbox gets to run `/bin/true`.
+pub const TRIAL_LIMIT: Duration = Duration::from_secs(20);
+
+/// How one trial run went.
+struct Trial {
+    success: bool,
+    timed_out: bool,
+    stderr: String,
 }
 
 /// How the Go runtime begins the report of a program it ends: an

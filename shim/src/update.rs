@@ -55,7 +55,7 @@ pub fn limits_within_ceiling(
     // gVisor's own threads (see HostTaskBudget).
     let pids = resources["pids"]["limit"].as_i64().filter(|limit| *limit > 0);
     if let Some(limit) = pids {
-        let most = HostTaskBudget::for_platform(node.runsc.platform).cgroup_pids_limit(ceiling.pids.get());
+        let most = HostTaskBudget::for_platform(node.runsc.platform()).cgroup_pids_limit(ceiling.pids.get());
         if limit > most {
             return Err(over(
                 "pids limit",

@@ -4,12 +4,17 @@ use std::process::ExitCode;
 
 use policy_compiler::CompileOptions;
 
-use super::{absolute, base_rootfs_dir, emit, invoking_env, load_node, load_skill, print_warnings, Failure};
+use super::{
+    absolute, base_rootfs_dir, default_runsc_binary, emit, invoking_env, load_node, load_skill,
+    print_warnings, resolve_platform, Failure,
+};
 use crate::cli::CompileArgs;
 
 pub fn compile(args: CompileArgs) -> Result<ExitCode, Failure> {
     let package = load_skill(&args.skill_dir)?;
-    let node = load_node(&args.node)?;
+    let mut node = load_node(&args.node)?;
+    let runsc = default_runsc_binary(&node.config);
+    resolve_platform(&mut node, &runsc);
     let base_rootfs = base_rootfs_dir(&args.base_rootfs)?;
     let output = absolute(&args.output)?;
     let env = invoking_env();

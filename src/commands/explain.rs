@@ -9,7 +9,7 @@ use policy_compiler::env_pass::RefusedEnv;
 use policy_compiler::oci::CgroupLimits;
 use serde::Serialize;
 
-use super::{emit, load_node, load_skill, pretty_json, Failure};
+use super::{default_runsc_binary, emit, load_node, load_skill, pretty_json, resolve_platform, Failure};
 use crate::cli::{ExplainArgs, Format};
 
 #[derive(Serialize)]
@@ -26,7 +26,9 @@ struct Explanation<'a> {
 
 pub fn explain(args: ExplainArgs) -> Result<ExitCode, Failure> {
     let package = load_skill(&args.skill_dir)?;
-    let node = load_node(&args.node)?;
+    let mut node = load_node(&args.node)?;
+    let runsc = default_runsc_binary(&node.config);
+    resolve_platform(&mut node, &runsc);
     let resolution = policy_compiler::effective::resolve(
         &package.manifest,
         &package.dir.join(policy_compiler::package::SKILL_MD),

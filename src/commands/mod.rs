@@ -19,6 +19,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use policy_compiler::node_config::DEFAULT_NODE_CONFIG;
 use policy_compiler::{NodeConfig, SkillPackage};
+use skillbox_sandbox::runsc_version::cached_version;
 
 use crate::cli::{AuditArgs, AuditCommand, Cli, Command, ImageCommand, NodeArgs, PolicyCommand, RuntimeArgs};
 
@@ -89,6 +90,32 @@ pub fn audit_log_dir(given: Option<PathBuf>, node: &NodeArgs) -> Result<PathBuf,
 /// The runsc binary: the command line's, else the node config's.
 pub fn runsc_binary(runtime: &RuntimeArgs, node: &NodeConfig) -> PathBuf {
     runtime.runsc.clone().unwrap_or_else(|| node.runsc.binary.clone())
+}
+
+/// The runsc binary of a command without `--runsc`: `SKILLBOX_RUNSC`, else
+/// the node config's.
+pub fn default_runsc_binary(node: &NodeConfig) -> PathBuf {
+    std::env::var_os("SKILLBOX_RUNSC")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| node.runsc.binary.clone())
+}
+
+/// Where runsc versions are cached (see `runsc_version`).
+const RUNSC_VERSION_CACHE: &str = "/run/skillbox/cache";
+
+/// Resolves `[runsc] platform = "auto"` for `runsc`: systrap where it has
+/// it, else ptrace. When runsc cannot say (not installed where a bundle is
+/// compiled), ptrace, with a warning.
+pub fn resolve_platform(node: &mut Node, runsc: &Path) {
+    if node.config.runsc.platform.fixed().is_some() {
+        return;
+    }
+    match cached_version(runsc, Path::new(RUNSC_VERSION_CACHE)) {
+        Ok(version) => node.config.runsc.resolve_platform(&version),
+        Err(err) => eprintln!(
+            "skillbox: warning: {err}; [runsc] platform \"auto\" falls back to ptrace (set it in the node config where runsc is not installed)"
+        ),
+    }
 }
 
 pub fn load_skill(dir: &Path) -> Result<SkillPackage, policy_compiler::Error> {

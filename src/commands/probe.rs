@@ -6,7 +6,7 @@ use anyhow::Context;
 use runsc_config::{HostCapabilities, ModeSupport, NetworkMode, RunscFlags};
 use skillbox_sandbox::runsc::Runsc;
 
-use super::{emit, load_node, pretty_json, runsc_binary, Failure};
+use super::{emit, load_node, pretty_json, resolve_platform, runsc_binary, Failure};
 use crate::cli::{Format, ProbeArgs};
 use crate::runtime::execution::Workspace;
 
@@ -30,9 +30,11 @@ pub fn probe(args: ProbeArgs) -> Result<ExitCode, Failure> {
     let state_dir = &args.runtime.state.state_dir;
     let workspace = Workspace::create(state_dir, "probe")
         .with_context(|| format!("{}: cannot create a probe directory", state_dir.display()))?;
-    let node = load_node(&args.node)?;
+    let mut node = load_node(&args.node)?;
+    let runsc = runsc_binary(&args.runtime, &node.config);
+    resolve_platform(&mut node, &runsc);
     let flags = RunscFlags {
-        platform: node.config.runsc.platform,
+        platform: node.config.runsc.platform(),
         ..RunscFlags::default()
     };
     let runsc = Runsc::new(
@@ -76,6 +78,20 @@ fn render_text(capabilities: &HostCapabilities) -> String {
     out += &match capabilities.network.best_for_egress() {
         Some(mode) => format!("egress would use --network={}\n", mode.as_str()),
         None => "no network mode usable for egress on this host\n".to_owned(),
+    };
+    for platform in &capabilities.platforms {
+        let support = match &platform.support {
+            ModeSupport::Supported => "supported".to_owned(),
+            ModeSupport::Unsupported { reason } => format!("unsupported: {reason}"),
+        };
+        out += &format!("  --platform={:<7} {support}\n", platform.platform.as_str());
+    }
+    out += &match capabilities.best_platform() {
+        Some(best) => format!(
+            "best platform: {best}; [runsc] platform = \"auto\" uses {} with this runsc\n",
+            capabilities.version.default_platform()
+        ),
+        None => "no platform ran a sandbox on this host\n".to_owned(),
     };
     out
 }

@@ -17,7 +17,8 @@ use skillbox_sandbox::runsc::Runsc;
 use skillbox_sandbox::{BundleSpec, Ended, Outcome, Sandbox, SandboxConfig};
 
 use super::{
-    base_rootfs_dir, invoking_env, load_node, load_skill, print_warnings, runsc_binary, Failure, Node,
+    base_rootfs_dir, invoking_env, load_node, load_skill, print_warnings, resolve_platform, runsc_binary,
+    Failure, Node,
 };
 use crate::cli::{EgressArgs, RunArgs, RuntimeArgs};
 use crate::runtime::execution::{Execution, Interrupts, Waited, Workspace};
@@ -87,7 +88,9 @@ fn prepare_and_run(args: RunArgs) -> anyhow::Result<ExitCode> {
         outputs::check_destination(dir)?;
     }
     let package = load_skill(&args.skill_dir)?;
-    let node = load_node(&args.node)?;
+    let mut node = load_node(&args.node)?;
+    let runsc = runsc_binary(&args.runtime, &node.config);
+    resolve_platform(&mut node, &runsc);
     let base_rootfs = base_rootfs_dir(&args.base_rootfs)?;
     let done = execute(
         Plan {

@@ -26,7 +26,9 @@ use skillbox_scan::rules::SkillText;
 use skillbox_scan::{analyse, CaseEvidence, LearnCase, Observed, SecurityAudit, Severity, Verdict};
 
 use super::run::{execute, Plan};
-use super::{base_rootfs_dir, emit, invoking_env, load_node, load_skill, Failure};
+use super::{
+    base_rootfs_dir, emit, invoking_env, load_node, load_skill, resolve_platform, runsc_binary, Failure,
+};
 use crate::cli::{EgressArgs, FailOn, ScanArgs, ScanFormat};
 use crate::runtime::execution::Interrupts;
 
@@ -52,6 +54,8 @@ fn scan_and_report(args: ScanArgs) -> anyhow::Result<ExitCode> {
     super::gc::collect_quietly(&args.runtime.state.state_dir);
     let package = load_skill(&args.skill_dir)?;
     let mut node = load_node(&args.node)?;
+    let runsc = runsc_binary(&args.runtime, &node.config);
+    resolve_platform(&mut node, &runsc);
     let base_rootfs = base_rootfs_dir(&args.base_rootfs)?;
     // Judged against the policy as the skill declares it, on this node.
     let (policy, _) = policy_compiler::effective_policy(
