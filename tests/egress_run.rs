@@ -648,7 +648,8 @@ fn kill_run_at(fake: &FakeInternet, state: &Path, work: &Path, stage: KillStage)
         let stand_in = work.join("runsc");
         std::fs::write(
             &stand_in,
-            "#!/bin/sh\ntouch \"$SKILLBOX_TEST_MARKER\"\nwhile :; do sleep 0.2; done\n",
+            "#!/bin/sh\n[ \"$1\" = --version ] && { echo 'runsc version 0.0~20221219.0'; exit 0; }\n\
+             touch \"$SKILLBOX_TEST_MARKER\"\nwhile :; do sleep 0.2; done\n",
         )
         .unwrap();
         std::fs::set_permissions(&stand_in, std::fs::Permissions::from_mode(0o755)).unwrap();

@@ -303,7 +303,10 @@ pub(super) fn execute(plan: Plan, interrupts: &Interrupts) -> anyhow::Result<Exe
         relays.finish();
     }
     // Before `end` stops the egress session.
-    let packets_left = sandbox.packets_left().transpose();
+    let packets_left = match observe {
+        true => sandbox.packets_left().transpose(),
+        false => Ok(None),
+    };
     let ended = sandbox.end(waited.ending, Some(waited.wall));
     // Before the teardown unmounts the scratch.
     let outputs = match (&mounted.output, output) {
