@@ -297,7 +297,9 @@ echo \"own_loopback=$(nc -w 2 127.0.0.1 9000 </dev/null)\"
         );
     }
     assert_eq!(field(out, "interfaces").trim(), "lo");
-    assert_eq!(field(out, "links").trim(), "lo");
+    // runsc 20240729's sysfs has no /sys/class/net at all; 20221219's
+    // lists lo there.
+    assert!(matches!(field(out, "links").trim(), "lo" | ""), "{out}");
     assert_eq!(field(out, "routes"), "0", "routes besides loopback\n{out}");
     match listener.accept() {
         Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}

@@ -126,8 +126,12 @@ mod tests {
     #[test]
     fn missing_file_means_defaults_and_bad_file_names_the_field() {
         let dir = tempfile::tempdir().unwrap();
-        let missing = load(Some(&dir.path().join("none.toml"))).unwrap();
+        let missing = load_file(Some(&dir.path().join("none.toml"))).unwrap();
         assert_eq!(missing.node, NodeConfig::default());
+        // `load` also resolves the default `auto` platform for the runsc
+        // on PATH.
+        let resolved = load(Some(&dir.path().join("none.toml"))).unwrap();
+        assert!(resolved.node.runsc.resolved_platform.is_some());
         let bad = dir.path().join("bad.toml");
         std::fs::write(&bad, "[runsc]\nbinray = \"x\"\n").unwrap();
         let err = load(Some(&bad)).unwrap_err();
