@@ -30,7 +30,8 @@ warmup="${WARMUP:-2}"
 mem_samples="${MEM_SAMPLES:-3}"
 repo="$PWD"
 skillbox="$repo/target/release/skillbox"
-shim="$repo/target/release/containerd-shim-skillbox-v1"
+# SHIM: another build of the shim to measure (default: the release build).
+shim="${SHIM:-$repo/target/release/containerd-shim-skillbox-v1}"
 rootfs="$repo/$SKILLBOX_CACHE/busybox-rootfs"
 ns="skillbox-bench-$$"
 
@@ -249,6 +250,13 @@ memory_of() {
     threads="$(awk '$1 == "Threads:" { print $2 }' "/proc/$1/status")"
     echo "$rss $pss $threads"
 }
+# RSS by mapping of process $1, in kB, the largest first: where a shim's
+# memory goes (its code, the shared libraries, heap, stacks).
+rss_by_mapping() {
+    awk '/^[0-9a-f]+-[0-9a-f]+ / { name = ($6 == "" ? "[anonymous]" : $6) }
+         $1 == "Rss:" { rss[name] += $2 }
+         END { for (n in rss) if (rss[n] > 0) print rss[n], n }' "/proc/$1/smaps" | sort -rn | head -n 8
+}
 # Waits until task $1 is RUNNING.
 wait_running() {
     local _
@@ -271,6 +279,7 @@ for i in $(seq 1 "$mem_samples"); do
     sleep 1
     pid="$(shim_pid "mem-ours-$i")"
     memory_of "$pid" >>"$work/ours.mem"
+    [ "$i" -gt 1 ] || rss_by_mapping "$pid" >"$work/ours.maps"
     pid="$(shim_pid "mem-baseline-$i")"
     memory_of "$pid" >>"$work/baseline.mem"
     for id in "mem-ours-$i" "mem-baseline-$i"; do
@@ -315,6 +324,8 @@ printf '%-46s %6s kB %6s kB %8s\n' "ours: containerd-shim-skillbox-v1" "$ours_rs
 printf '%-46s %6s kB %6s kB %8s\n' "baseline: containerd-shim-runc-v2" "$base_rss" "$base_pss" "$base_threads"
 printf '%-46s %9s %9s\n' "ratio ours / baseline" "$(ratio "$ours_rss" "$base_rss")" "$(ratio "$ours_pss" "$base_pss")"
 printf '%-46s %6s kB  (%s the 4 MiB target)\n' "our RSS against 4 MiB = 4096 kB" "$ours_rss" "$(verdict "$ours_rss" 4096)"
+echo "our shim's RSS by mapping (kB, first sample):"
+sed 's/^/    /' "$work/ours.maps"
 echo
 for which in "${paths[@]}"; do
     printf '%-9s samples (ms): %s\n' "$which" "$(sort -g "$work/$which.ms" | tr '\n' ' ')"
