@@ -10,6 +10,8 @@
 #      - raw:      runsc --network=none --platform=ptrace --root <dir> run --bundle <bundle> <id>
 #      with median, p90 and min per path and the ratios of the medians
 #      (targets: ours/baseline ≤ 1.0, ours/raw ≤ 1.2);
+#  (c) executions per second through containerd (ctr run --rm at
+#      parallelism 4 and 8; target >= 20/s), against the runc shim at 8;
 #  (b) the memory of each shim process (RSS and PSS from smaps_rollup) while
 #      a long-running task runs under it, after its metrics and processes
 #      were asked for as kubelet does (target: our RSS ≤ 4 MiB), and where
@@ -20,7 +22,7 @@
 # throttling adds no variance. Everything this script starts (containerd,
 # containers, tasks, sandboxes, temp dirs) is removed on exit.
 #
-#   bash bench/shim.sh            (env: RUNS=15 WARMUP=2 MEM_SAMPLES=3)
+#   bash bench/shim.sh            (env: RUNS=15 WARMUP=2 MEM_SAMPLES=3 THROUGHPUT_RUNS=100)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/common.sh
@@ -30,6 +32,7 @@ require_root
 runs="${RUNS:-15}"
 warmup="${WARMUP:-2}"
 mem_samples="${MEM_SAMPLES:-3}"
+throughput_runs="${THROUGHPUT_RUNS:-100}"
 repo="$PWD"
 skillbox="$repo/target/release/skillbox"
 # SHIM: another build of the shim to measure (default: the release build).
@@ -81,7 +84,8 @@ cleanup() {
     # (see docs/runsc-facts.md): remove what is left, empty by now.
     if [ -n "${cgroup_hello:-}" ]; then
         local left=()
-        mapfile -t left < <(ls -d /sys/fs/cgroup/*/"${cgroup_hello#/}" /sys/fs/cgroup/*/"${cgroup_sleep#/}"-* 2>/dev/null)
+        mapfile -t left < <(ls -d /sys/fs/cgroup/*/"${cgroup_hello#/}" /sys/fs/cgroup/*/"${cgroup_hello#/}"-* \
+            /sys/fs/cgroup/*/"${cgroup_sleep#/}"-* 2>/dev/null)
         if [ "${#left[@]}" -gt 0 ]; then
             echo "cgroups left behind by the runs, removed: ${left[*]}"
             rmdir "${left[@]}"
@@ -226,6 +230,36 @@ read -r ours_med ours_p90 ours_min < <(summary <"$work/ours.ms")
 read -r base_med base_p90 base_min < <(summary <"$work/baseline.ms")
 read -r raw_med raw_p90 raw_min < <(summary <"$work/raw.ms")
 
+section "(c) Executions per second through containerd"
+# ctr run --rm of the hello bundle, $throughput_runs at a time at each
+# parallelism: ours at 4 and 8, the runc shim driving runsc at 8.
+# One run of the hello bundle by WHICH (ours or baseline) as container ID,
+# with a cgroup of its own: concurrent sandboxes never share one.
+tput_once() {
+    local config="$work/tput/$2.json"
+    jq --arg cg "$cgroup_hello-$2" '.linux.cgroupsPath = $cg' "$bundle/config.json" >"$config"
+    case "$1" in
+        ours) ctr_ run --rm --runtime io.containerd.skillbox.v1 --config "$config" "tput-$2" </dev/null ;;
+        baseline) ctr_ run --rm --runc-binary "$wrapper" --runc-root "$runc_root" --config "$config" \
+            "tput-$2" </dev/null ;;
+    esac
+}
+mkdir -p "$work/tput"
+export -f ctr_ tput_once
+export ctrd ns bundle wrapper runc_root work cgroup_hello
+# rate WHICH PARALLEL: executions per second.
+rate() {
+    local start end
+    start="${EPOCHREALTIME/[.,]/}"
+    seq "$throughput_runs" | xargs -P "$2" -I{} bash -c "tput_once $1 $1-$2-{} >/dev/null" ||
+        die "a $1 run failed at parallelism $2"
+    end="${EPOCHREALTIME/[.,]/}"
+    awk -v n="$throughput_runs" -v us="$((end - start))" 'BEGIN { printf "%.1f\n", n / (us / 1e6) }'
+}
+ours_rate4="$(rate ours 4)"
+ours_rate8="$(rate ours 8)"
+base_rate8="$(rate baseline 8)"
+
 section "(b) Shim memory while a task runs"
 # The shim serving container $1 (pid), found by its command line: containerd
 # starts it as `<shim> -namespace <ns> -id <id> -address … [-socket …]`.
@@ -325,6 +359,8 @@ r_base="$(ratio "$ours_med" "$base_med")"
 r_raw="$(ratio "$ours_med" "$raw_med")"
 printf '%-46s %6s x  (%s the 1.0x target)\n' "ratio ours / baseline (medians)" "$r_base" "$(verdict "$r_base" 1.0)"
 printf '%-46s %6s x  (%s the 1.2x target)\n' "ratio ours / raw (medians)" "$r_raw" "$(verdict "$r_raw" 1.2)"
+printf '%-46s %s\n' "executions/s through containerd ($throughput_runs runs)" \
+    "ours: $ours_rate4 at parallelism 4, $ours_rate8 at 8; runc shim + runsc: $base_rate8 at 8 (target >= 20)"
 echo
 printf '%-46s %9s %9s %8s\n' "shim memory while a task runs ($mem_samples samples)" "RSS" "PSS" "threads"
 printf '%-46s %6s kB %6s kB %8s\n' "ours: containerd-shim-skillbox-v1" "$ours_rss" "$ours_pss" "$ours_threads"
