@@ -32,6 +32,8 @@ pub enum RunscError {
         /// mount point the gofer could not make, say).
         logged: Vec<String>,
     },
+    #[error("`{argv}` did not finish within {limit:?}; killed")]
+    TimedOut { argv: String, limit: Duration },
     #[error("cannot read `{argv}` output: {reason}")]
     Output { argv: String, reason: String },
     #[error("cannot parse `{argv}` output: {source}")]
@@ -458,12 +460,32 @@ impl Runsc {
         }
     }
 
-    /// `runsc --version`, parsed.
+    /// `runsc --version`, parsed; a runsc that does not answer within
+    /// [`VERSION_LIMIT`] is killed and reported.
     pub fn version(&self) -> Result<RunscVersion, RunscError> {
+        self.version_within(VERSION_LIMIT)
+    }
+
+    /// [`Runsc::version`] with another time limit.
+    pub fn version_within(&self, limit: Duration) -> Result<RunscVersion, RunscError> {
         let mut command = Command::new(&self.binary);
         command.arg("--version");
         let rendered = format!("{} --version", self.binary.display());
-        let stdout = run_captured(&mut command, rendered.clone())?;
+        let (status, output) = output_within(&mut command, &rendered, limit)?;
+        let status = status.ok_or_else(|| RunscError::TimedOut {
+            argv: rendered.clone(),
+            limit,
+        })?;
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        if !status.success() {
+            return Err(RunscError::Failed {
+                argv: rendered,
+                status,
+                stdout,
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+                logged: Vec::new(),
+            });
+        }
         RunscVersion::parse(&stdout).map_err(|source| RunscError::Parse {
             argv: rendered,
             source,
@@ -527,35 +549,12 @@ impl Runsc {
             detach: false,
             pid_file: None,
         });
-        let spawned = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| RunscError::Spawn {
-                argv: rendered.clone(),
-                source,
-            });
-        let mut child = spawned?;
-        let deadline = std::time::Instant::now() + TRIAL_LIMIT;
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break Some(status),
-                Ok(None) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                _ => break None,
-            }
-        };
+        let (status, output) = output_within(&mut command, &rendered, TRIAL_LIMIT)?;
         let timed_out = status.is_none();
         if timed_out {
+            // The sandbox outlives the runsc process killed at the limit.
             let _ = runsc.kill(&id, nix::sys::signal::Signal::SIGKILL as i32);
-            let _ = child.kill();
         }
-        let output = child.wait_with_output().map_err(|source| RunscError::Spawn {
-            argv: rendered,
-            source,
-        })?;
         let _ = runsc.delete_force(&id);
         Ok(Trial {
             success: status.is_some_and(|status| status.success()),
@@ -567,6 +566,46 @@ impl Runsc {
 
 /// How long a probe's trial sandbox gets to run `/bin/true`.
 pub const TRIAL_LIMIT: Duration = Duration::from_secs(20);
+
+/// How long `runsc --version` gets.
+pub const VERSION_LIMIT: Duration = Duration::from_secs(10);
+
+/// Runs `command` (stdin closed) to its end, or kills it at `limit`: its
+/// status (`None` when killed) and what it wrote. For commands that write
+/// little: a full pipe would hold them until the limit.
+fn output_within(
+    command: &mut Command,
+    rendered: &str,
+    limit: Duration,
+) -> Result<(Option<ExitStatus>, std::process::Output), RunscError> {
+    let spawn_error = |source| RunscError::Spawn {
+        argv: rendered.to_owned(),
+        source,
+    };
+    // A group of its own, so that what it started dies with it and frees
+    // the pipes.
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .map_err(spawn_error)?;
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            _ => break None,
+        }
+    };
+    if status.is_none() {
+        let group = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+    }
+    let output = child.wait_with_output().map_err(spawn_error)?;
+    Ok((status, output))
+}
 
 /// How one trial run went.
 struct Trial {

@@ -122,4 +122,22 @@ mod tests {
         assert_eq!(cached_version(&runsc, &cache).unwrap().release, Some(20240729));
         assert_eq!(times_asked(dir.path()), 2);
     }
+
+    #[test]
+    fn a_runsc_that_never_answers_is_killed_with_what_it_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let runsc = dir.path().join("runsc");
+        std::fs::write(&runsc, "#!/bin/sh\nsleep 60\n").unwrap();
+        std::fs::set_permissions(&runsc, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let started = std::time::Instant::now();
+        let asked = Runsc::new(runsc.clone(), dir.path().to_owned(), RunscFlags::default())
+            .version_within(std::time::Duration::from_millis(300));
+        let err = asked.unwrap_err().to_string();
+        assert!(
+            err.ends_with("--version` did not finish within 300ms; killed"),
+            "{err}"
+        );
+        // The shell's `sleep` held the pipes: it went with its group.
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
 }
