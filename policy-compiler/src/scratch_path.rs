@@ -20,7 +20,8 @@ const RESERVED: &[&str] = &["/proc", "/sys", "/dev"];
 #[serde(try_from = "String", into = "String")]
 pub struct ScratchPath(String);
 
-fn is_at_or_under(path: &str, dir: &str) -> bool {
+/// Whether `path` is `dir` or under it, by whole path components.
+pub fn is_at_or_under(path: &str, dir: &str) -> bool {
     path == dir || path.strip_prefix(dir).is_some_and(|rest| rest.starts_with('/'))
 }
 

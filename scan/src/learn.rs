@@ -42,7 +42,7 @@ use std::net::IpAddr;
 
 use policy_compiler::network::{Cidr, DomainPattern};
 use policy_compiler::quantity::{ByteSize, Timeout};
-use policy_compiler::scratch_path::ScratchPath;
+use policy_compiler::scratch_path::{is_at_or_under, ScratchPath};
 use policy_compiler::EffectivePolicy;
 use serde_json::Value;
 
@@ -95,10 +95,6 @@ impl Notes {
             self.0.push(note);
         }
     }
-}
-
-fn is_at_or_under(path: &str, dir: &str) -> bool {
-    path == dir || path.strip_prefix(dir).is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// Learns the least policy that allows what `cases` did, given the policy
