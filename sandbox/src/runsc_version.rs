@@ -7,10 +7,25 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use policy_compiler::node_config::RunscSettings;
 use runsc_config::{RunscFlags, RunscVersion};
 use serde::{Deserialize, Serialize};
 
 use crate::runsc::{Runsc, RunscError};
+
+/// Where runtimes keep the versions they asked.
+pub const CACHE_DIR: &str = "/run/skillbox/cache";
+
+/// Resolves `settings`' `platform = "auto"` for the runsc `binary` (a fixed
+/// choice stays as it is). When runsc cannot say, the error says why and
+/// the platform stays ptrace.
+pub fn resolve_platform(settings: &mut RunscSettings, binary: &Path) -> Result<(), RunscError> {
+    if settings.platform.fixed().is_none() {
+        let version = cached_version(binary, Path::new(CACHE_DIR))?;
+        settings.resolve_platform(&version);
+    }
+    Ok(())
+}
 
 /// What the cache remembers of one binary.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]

@@ -4,12 +4,12 @@
 //! --runtime-config-path` or the CRI runtime's `options`). A missing file
 //! gives the safe defaults; a bad one refuses the task, naming file and field.
 
-use skillbox_sandbox::runsc_version::cached_version;
 use std::path::{Path, PathBuf};
 
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use containerd_shim::protos::protobuf::CodedInputStream;
 use policy_compiler::node_config::{NodeConfig, DEFAULT_NODE_CONFIG};
+use skillbox_sandbox::runsc_version::resolve_platform;
 
 /// What containerd names the runtime options message it sends to
 /// non-runc runtimes (`runtimeoptions.v1.Options`).
@@ -51,19 +51,13 @@ pub fn config_path(options: Option<&Any>) -> Result<Option<PathBuf>, String> {
     Ok(path.filter(|path| !path.as_os_str().is_empty()))
 }
 
-/// Where runsc versions are cached (see `runsc_version`).
-const RUNSC_VERSION_CACHE: &str = "/run/skillbox/cache";
-
 /// Loads the config at `path` (default: the node config's default path),
 /// with `[runsc] platform = "auto"` resolved for its runsc.
 pub fn load(path: Option<&Path>) -> Result<ShimConfig, String> {
     let mut config = load_file(path)?;
-    let runsc = &mut config.node.runsc;
-    if runsc.platform.fixed().is_none() {
-        match cached_version(&runsc.binary, Path::new(RUNSC_VERSION_CACHE)) {
-            Ok(version) => runsc.resolve_platform(&version),
-            Err(err) => tracing::warn!(%err, "[runsc] platform \"auto\" falls back to ptrace"),
-        }
+    let binary = config.node.runsc.binary.clone();
+    if let Err(err) = resolve_platform(&mut config.node.runsc, &binary) {
+        tracing::warn!(%err, "[runsc] platform \"auto\" falls back to ptrace");
     }
     Ok(config)
 }

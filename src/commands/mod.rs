@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use policy_compiler::node_config::DEFAULT_NODE_CONFIG;
 use policy_compiler::{NodeConfig, SkillPackage};
-use skillbox_sandbox::runsc_version::cached_version;
+use skillbox_sandbox::runsc_version;
 
 use crate::cli::{AuditArgs, AuditCommand, Cli, Command, ImageCommand, NodeArgs, PolicyCommand, RuntimeArgs};
 
@@ -100,21 +100,13 @@ pub fn default_runsc_binary(node: &NodeConfig) -> PathBuf {
         .unwrap_or_else(|| node.runsc.binary.clone())
 }
 
-/// Where runsc versions are cached (see `runsc_version`).
-const RUNSC_VERSION_CACHE: &str = "/run/skillbox/cache";
-
-/// Resolves `[runsc] platform = "auto"` for `runsc`: systrap where it has
-/// it, else ptrace. When runsc cannot say (not installed where a bundle is
-/// compiled), ptrace, with a warning.
+/// Resolves `[runsc] platform = "auto"` for `runsc` (see
+/// `runsc_version::resolve_platform`), warning when runsc cannot say.
 pub fn resolve_platform(node: &mut Node, runsc: &Path) {
-    if node.config.runsc.platform.fixed().is_some() {
-        return;
-    }
-    match cached_version(runsc, Path::new(RUNSC_VERSION_CACHE)) {
-        Ok(version) => node.config.runsc.resolve_platform(&version),
-        Err(err) => eprintln!(
+    if let Err(err) = runsc_version::resolve_platform(&mut node.config.runsc, runsc) {
+        eprintln!(
             "skillbox: warning: {err}; [runsc] platform \"auto\" falls back to ptrace (set it in the node config where runsc is not installed)"
-        ),
+        );
     }
 }
 
