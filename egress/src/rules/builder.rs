@@ -412,38 +412,14 @@ impl Builder<'_> {
         );
         let from_veth = || matches("==", meta("iifname"), json!(facts.outer_veth));
         for proxy in &facts.dns_proxy {
-            let family = Family::of(proxy.ip());
-            self.rule(
-                c,
-                vec![
-                    from_veth(),
-                    matches(
-                        "==",
-                        payload(family.payload(), "daddr"),
-                        json!(proxy.ip().to_string()),
-                    ),
-                    matches("==", meta("l4proto"), json!({"set": ["tcp", "udp"]})),
-                    matches("==", payload("th", "dport"), json!(proxy.port())),
-                    json!({"accept": null}),
-                ],
-                Some(format!("dns proxy {proxy}")),
-            );
+            self.accept_local(from_veth(), *proxy, &["tcp", "udp"], format!("dns proxy {proxy}"));
         }
         if let Some(recorder) = facts.recorder {
-            let family = Family::of(recorder.ip());
-            self.rule(
-                c,
-                vec![
-                    from_veth(),
-                    matches(
-                        "==",
-                        payload(family.payload(), "daddr"),
-                        json!(recorder.ip().to_string()),
-                    ),
-                    matches("==", payload("tcp", "dport"), json!(recorder.port())),
-                    json!({"accept": null}),
-                ],
-                Some(format!("observing recorder {recorder}")),
+            self.accept_local(
+                from_veth(),
+                recorder,
+                &["tcp"],
+                format!("observing recorder {recorder}"),
             );
         }
         if enabled.contains(&Family::V6) {
@@ -480,6 +456,27 @@ impl Builder<'_> {
             Verdict::Node,
             "the node is unreachable",
             json!({"drop": null}),
+        );
+    }
+
+    /// Accepts, in the input chain, what comes `from` the sandbox to a
+    /// socket the outer namespace serves itself over `protocols`.
+    fn accept_local(&mut self, from: Value, socket: SocketAddr, protocols: &[&str], comment: String) {
+        let family = Family::of(socket.ip());
+        self.rule(
+            INPUT_CHAIN,
+            vec![
+                from,
+                matches(
+                    "==",
+                    payload(family.payload(), "daddr"),
+                    json!(socket.ip().to_string()),
+                ),
+                matches("==", meta("l4proto"), json!({"set": protocols})),
+                matches("==", payload("th", "dport"), json!(socket.port())),
+                json!({"accept": null}),
+            ],
+            Some(comment),
         );
     }
 
