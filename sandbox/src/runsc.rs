@@ -476,16 +476,7 @@ impl Runsc {
             argv: rendered.clone(),
             limit,
         })?;
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        if !status.success() {
-            return Err(RunscError::Failed {
-                argv: rendered,
-                status,
-                stdout,
-                stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-                logged: Vec::new(),
-            });
-        }
+        let stdout = stdout_of_success(rendered.clone(), status, &output)?;
         RunscVersion::parse(&stdout).map_err(|source| RunscError::Parse {
             argv: rendered,
             source,
@@ -637,11 +628,20 @@ fn run_captured(command: &mut Command, rendered: String) -> Result<String, Runsc
             argv: rendered.clone(),
             source,
         })?;
+    stdout_of_success(rendered, output.status, &output)
+}
+
+/// What the command `rendered` wrote on stdout, when `status` is success.
+fn stdout_of_success(
+    rendered: String,
+    status: ExitStatus,
+    output: &std::process::Output,
+) -> Result<String, RunscError> {
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    if !output.status.success() {
+    if !status.success() {
         return Err(RunscError::Failed {
             argv: rendered,
-            status: output.status,
+            status,
             stdout,
             stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
             logged: Vec::new(),
