@@ -146,15 +146,20 @@ fn scan_and_report(args: ScanArgs) -> anyhow::Result<ExitCode> {
             observed.exit_status,
             events.iter().filter(|event| is_network_event(event)).count()
         );
-        runs.push((case, events, observed, done.scratch_used));
+        runs.push(CaseRun {
+            case,
+            events,
+            observed,
+            scratch_used: done.scratch_used,
+        });
     }
     let evidence: Vec<CaseEvidence> = runs
         .iter()
-        .map(|(case, events, observed, _)| CaseEvidence {
-            case: &case.name,
-            expected_exit: case.expect_exit,
-            events,
-            observed: observed.clone(),
+        .map(|run| CaseEvidence {
+            case: &run.case.name,
+            expected_exit: run.case.expect_exit,
+            events: &run.events,
+            observed: run.observed.clone(),
             network_observed: true,
         })
         .collect();
@@ -185,10 +190,10 @@ fn scan_and_report(args: ScanArgs) -> anyhow::Result<ExitCode> {
     if args.learn {
         let cases: Vec<LearnCase> = runs
             .iter()
-            .map(|(_, events, observed, scratch_used)| LearnCase {
-                events,
-                observed: observed.clone(),
-                scratch_used,
+            .map(|run| LearnCase {
+                events: &run.events,
+                observed: run.observed.clone(),
+                scratch_used: &run.scratch_used,
             })
             .collect();
         let learned = skillbox_scan::learn(&cases, &policy);
@@ -207,6 +212,15 @@ fn scan_and_report(args: ScanArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// What one case did, for the findings and for `--learn`.
+struct CaseRun<'a> {
+    case: &'a Case,
+    events: Vec<Value>,
+    observed: Observed,
+    /// Bytes in use in each writable directory at the end.
+    scratch_used: std::collections::BTreeMap<String, u64>,
 }
 
 /// The package as a scan runs it: every system call audited. (For a skill
