@@ -55,10 +55,55 @@ pub enum Command {
     /// `http://ADDR/metrics`, counted from the audit log of every skillbox
     /// execution on the node.
     MetricsServer(MetricsServerArgs),
+    /// Keep pre-booted sandboxes ready for `skillbox run` (a local service
+    /// on a unix socket), or ask one what it holds.
+    #[command(subcommand)]
+    Pool(PoolCommand),
     /// Install skillbox onto a Kubernetes node (its `/` mounted at
     /// --host-root), uninstall it, or report what is installed.
     #[command(subcommand)]
     Node(NodeCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PoolCommand {
+    /// Serve pre-booted sandboxes on a unix socket until SIGTERM or SIGINT,
+    /// then remove every one of them.
+    Serve(PoolServeArgs),
+    /// Print what a pool holds (JSON): ready, booting and running
+    /// sandboxes, the memory of the ready ones, the skills kept warm.
+    Status(PoolStatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PoolServeArgs {
+    /// The socket to serve on (created mode 0600).
+    #[arg(long, value_name = "PATH", default_value = crate::pool::wire::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Sandboxes ready or booting at most.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    pub capacity: u16,
+    /// Sandboxes ready or booting per skill at most.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
+    pub per_skill: u16,
+    /// A skill folder to keep warm from the start (repeatable; needs
+    /// --base-rootfs). Others are kept warm once a run asks for them.
+    #[arg(long = "warm", value_name = "SKILL_DIR")]
+    pub warm: Vec<PathBuf>,
+    /// The base root filesystem of the --warm skills.
+    #[arg(long, value_name = "DIR", env = "SKILLBOX_BASE_ROOTFS")]
+    pub base_rootfs: Option<PathBuf>,
+    #[command(flatten)]
+    pub node: NodeArgs,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PoolStatusArgs {
+    /// The pool's socket.
+    #[arg(long, value_name = "PATH", default_value = crate::pool::wire::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -369,9 +414,30 @@ pub struct RunArgs {
     pub runtime: RuntimeArgs,
     #[command(flatten)]
     pub egress: EgressArgs,
+    #[command(flatten)]
+    pub pool: PoolArgs,
     /// Arguments appended to the skill's entrypoint.
     #[arg(last = true)]
     pub args: Vec<String>,
+}
+
+/// Whether `skillbox run` asks the warm pool for a pre-booted sandbox.
+#[derive(Debug, Args)]
+pub struct PoolArgs {
+    /// The pool's socket (`skillbox pool serve`). A run uses the pool when
+    /// the socket is there and the pool has a sandbox ready for it, else
+    /// runs cold.
+    #[arg(long = "pool", value_name = "SOCKET", env = "SKILLBOX_POOL", default_value = crate::pool::wire::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Run cold even when a pool is there.
+    #[arg(long)]
+    pub no_pool: bool,
+}
+
+impl PoolArgs {
+    pub fn socket(&self) -> Option<PathBuf> {
+        (!self.no_pool).then(|| self.socket.clone())
+    }
 }
 
 /// Where a skill whose policy allows egress resolves names and logs; each
@@ -501,6 +567,9 @@ pub struct MetricsServerArgs {
     /// The audit log directory. Default: `[audit] log_dir`.
     #[arg(long, value_name = "DIR")]
     pub log_dir: Option<PathBuf>,
+    /// The warm pool's socket, asked at each scrape for what it holds.
+    #[arg(long = "pool", value_name = "SOCKET", default_value = crate::pool::wire::DEFAULT_SOCKET)]
+    pub pool: PathBuf,
 }
 
 #[derive(Debug, Args)]

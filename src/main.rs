@@ -4,6 +4,7 @@
 mod cli;
 mod commands;
 mod node;
+mod pool;
 mod runtime;
 
 use std::process::ExitCode;

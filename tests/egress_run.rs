@@ -9,6 +9,7 @@ use std::time::Duration;
 use skillbox_egress::netns::{Forwarding, NetnsName, SystemRunner};
 use skillbox_test_support::events::connection_events;
 use skillbox_test_support::fake_internet::{netns_list, FakeInternet, DNS_SERVER, NODE_ADDRESS, NODE_UPLINK};
+use skillbox_test_support::pool::TestPool;
 use skillbox_test_support::{
     busybox_rootfs, must, require_sandbox_prerequisites, run_with_watchdog, Cli, Output, Skill,
 };
@@ -735,4 +736,111 @@ fn a_sigkilled_run_leaves_nothing_once_gc_or_the_next_run_collects() {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+#[test]
+fn skillbox_run_through_the_pool_gets_the_same_egress_and_leaves_nothing() {
+    require_sandbox_prerequisites();
+    let mut fake = FakeInternet::start("pool");
+    let uplink = node_with_forwarding(&fake);
+    fake.serve_http_in_internet("169.254.169.254", 80);
+    let skill = Skill::sh("egress-pooled", POLICY, PROBE);
+    let work = tempfile::tempdir().unwrap();
+    // The pool and its runs share one node config: upstream and audit log
+    // come from it (a run that overrides them is not served by the pool).
+    let node_config = work.path().join("node.toml");
+    let audit_dir = work.path().join("audit");
+    std::fs::write(
+        &node_config,
+        format!(
+            "[egress]\ndns_upstreams = [\"{DNS_SERVER}\"]\n[audit]\nlog_dir = \"{}\"\n",
+            audit_dir.display()
+        ),
+    )
+    .unwrap();
+    let pool = TestPool::start_with(
+        SKILLBOX,
+        fake.node_command(SKILLBOX.path()),
+        &[
+            "--warm".as_ref(),
+            skill.path().as_os_str(),
+            "--base-rootfs".as_ref(),
+            busybox_rootfs().as_os_str(),
+            "--node-config".as_ref(),
+            node_config.as_os_str(),
+        ],
+    );
+    pool.wait_ready(2);
+    let report_path = work.path().join("report.json");
+    let mut command = fake.node_command(SKILLBOX.path());
+    command
+        .arg("run")
+        .arg("--base-rootfs")
+        .arg(busybox_rootfs())
+        .arg("--node-config")
+        .arg(&node_config)
+        .arg("--pool")
+        .arg(pool.socket())
+        .arg("--report")
+        .arg(&report_path)
+        .arg(skill.path())
+        .env("SKILLBOX_STATE_DIR", pool.state_dir());
+    let output = run_with_watchdog(command, Duration::from_secs(90));
+    assert_eq!(output.code, 0, "{}\n{}", output.describe(), pool.log());
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+    assert_eq!(report["pooled"], true, "{}\n{}", output.describe(), pool.log());
+    for line in [
+        "allowed.example resolves to 203.0.113.10",
+        "allowed name, allowed port: reached",
+        "allowed address, other port: refused",
+        "denied address inside the allowed cidr: refused",
+        "address no allowed name resolved to: refused",
+        "cloud metadata: refused",
+        "the node's own address: refused",
+        "other.example: not resolved",
+        "exfil: not resolved",
+    ] {
+        assert!(
+            output.stdout.contains(line),
+            "missing {line:?}:\n{}",
+            output.describe()
+        );
+    }
+    let logged = std::fs::read_to_string(report["audit_log"].as_str().unwrap()).unwrap();
+    let connections = connection_events(&logged);
+    assert!(
+        connections
+            .contains(&"203.0.113.10 8080 tcp allowed allow: cidr 203.0.113.0/24 ports 8080".to_owned()),
+        "{logged}"
+    );
+    // The ready sandboxes' networks wait in the node until the pool stops.
+    pool.wait_ready(2);
+    let ready: Vec<String> = std::fs::read_dir(pool.state_dir())
+        .unwrap()
+        .filter_map(|entry| {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            let id = name.split('.').next()?.to_owned();
+            id.starts_with("egress-pooled-")
+                .then(|| id[id.len() - 16..].to_owned())
+        })
+        .collect();
+    assert_eq!(ready.len(), 2, "{ready:?}");
+    assert!(netns_list().iter().any(|name| name.contains(&ready[0])));
+    pool.stop();
+    let ruleset = must(&["ip", "netns", "exec", &fake.node, "nft", "list", "ruleset"]);
+    assert!(
+        !ruleset.contains("skillbox-") && !ruleset.contains("skillbox_nat"),
+        "nftables left behind:\n{ruleset}"
+    );
+    let links = must(&["ip", "-n", &fake.node, "-o", "link"]);
+    assert!(!links.contains("sbxv"), "veth left behind:\n{links}");
+    assert!(
+        !netns_list()
+            .iter()
+            .any(|name| ready.iter().any(|id| name.contains(id))),
+        "namespaces left: {:?}",
+        netns_list()
+    );
+    drop(uplink);
 }

@@ -12,6 +12,7 @@ use crate::error::Result;
 use crate::node_config::NodeConfig;
 use crate::oci::{build_spec, render_spec, SpecInputs};
 use crate::package::{SkillPackage, SKILL_MD};
+use oci_spec::runtime::Spec;
 
 /// Inputs of a compile besides the skill itself.
 #[derive(Debug, Clone)]
@@ -66,6 +67,39 @@ pub fn effective_policy(
     Ok((resolution.policy, resolution.warnings))
 }
 
+/// A warning for each name `policy` passes that `env` does not set.
+pub fn unset_env_warnings(policy: &EffectivePolicy, env: &BTreeMap<String, String>) -> Vec<String> {
+    policy
+        .env_pass
+        .iter()
+        .filter(|name| !env.contains_key(name.as_str()))
+        .map(|name| {
+            format!(
+                "security_policy.env.pass: {} is not set in the invoking environment",
+                name.as_str()
+            )
+        })
+        .collect()
+}
+
+/// The process a bundle of `package` compiled with `options` runs: its
+/// arguments and environment (`NAME=value`), with the compile's warnings;
+/// nothing is written. A sandbox booted ahead of its execution is told
+/// these when it is handed out.
+pub fn process_of(
+    package: &SkillPackage,
+    options: &CompileOptions<'_>,
+) -> Result<(Vec<String>, Vec<String>, Vec<String>)> {
+    let (policy, mut warnings) = effective_policy(package, options)?;
+    warnings.extend(unset_env_warnings(&policy, options.env));
+    let flags = runsc_flags(options.node, &policy);
+    let spec = spec_for(package, &policy, &flags, Path::new(bundle::SKILL_DIR), options)?;
+    let process = spec.process().as_ref().ok_or(crate::Error::NoEntrypoint)?;
+    let args = process.args().clone().unwrap_or_default();
+    let env = process.env().clone().unwrap_or_default();
+    Ok((args, env, warnings))
+}
+
 /// Compiles `package` into an OCI bundle at `bundle_dir` (absent or empty).
 /// The bundle is relocatable: `config.json` names the skill's copy relative
 /// to the bundle, so the same skill compiles to the same `config.json` in
@@ -73,14 +107,7 @@ pub fn effective_policy(
 pub fn compile(package: &SkillPackage, bundle_dir: &Path, options: &CompileOptions<'_>) -> Result<Compiled> {
     let (policy, mut warnings) = effective_policy(package, options)?;
     let flags = runsc_flags(options.node, &policy);
-    for name in &policy.env_pass {
-        if !options.env.contains_key(name.as_str()) {
-            warnings.push(format!(
-                "security_policy.env.pass: {} is not set in the invoking environment",
-                name.as_str()
-            ));
-        }
-    }
+    warnings.extend(unset_env_warnings(&policy, options.env));
     bundle::prepare_dir(bundle_dir)?;
     bundle::copy_skill(bundle_dir, package)?;
     // Relative to the bundle (runsc resolves it so): config.json names no
@@ -104,7 +131,18 @@ pub fn render_config(
     skill_source: &Path,
     options: &CompileOptions<'_>,
 ) -> Result<String> {
-    let spec = build_spec(
+    let spec = spec_for(package, policy, flags, skill_source, options)?;
+    Ok(render_spec(&spec))
+}
+
+fn spec_for(
+    package: &SkillPackage,
+    policy: &EffectivePolicy,
+    flags: &RunscFlags,
+    skill_source: &Path,
+    options: &CompileOptions<'_>,
+) -> Result<Spec> {
+    build_spec(
         policy,
         &SpecInputs {
             skill_name: package.manifest.name.as_str(),
@@ -117,6 +155,5 @@ pub fn render_config(
             cgroups_path: options.cgroups_path,
             runsc_flags: flags,
         },
-    )?;
-    Ok(render_spec(&spec))
+    )
 }

@@ -8,8 +8,9 @@ mod gc;
 mod image;
 mod metrics_server;
 mod node;
+mod pool;
 mod probe;
-mod run;
+pub(crate) mod run;
 mod scan;
 
 use std::collections::BTreeMap;
@@ -58,6 +59,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         }) => audit_export::export(args),
         Command::Audit(args) => audit::audit(args),
         Command::MetricsServer(args) => metrics_server::serve(args),
+        Command::Pool(command) => pool::pool(command),
         Command::Node(command) => node::node(command),
     }
 }

@@ -10,7 +10,7 @@ use std::process::{ExitCode, Stdio};
 use anyhow::{bail, Context};
 use policy_compiler::{CompileOptions, EffectivePolicy, SkillPackage};
 use runsc_config::NetworkMode;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use skillbox_audit::{SandboxIdentity, SkillIdentity};
 use skillbox_sandbox::record::{RunscRecord, TeardownRecord};
 use skillbox_sandbox::runsc::Runsc;
@@ -39,8 +39,8 @@ struct Report<'a> {
     skill: &'a str,
     outcome: Outcome,
     exit_code: i32,
-    wall_ms: u128,
-    cpu_usage_ms: u128,
+    wall_ms: u64,
+    cpu_usage_ms: u64,
     memory_peak_bytes: u64,
     cgroup: &'a str,
     /// The execution's audit log (JSON Lines): lifecycle, syscall and
@@ -52,6 +52,8 @@ struct Report<'a> {
     /// What was copied out of `/workspace/out` (`--output`).
     #[serde(skip_serializing_if = "Option::is_none")]
     outputs: Option<OutputsReport>,
+    /// Whether a pre-booted sandbox of the pool served the run.
+    pooled: bool,
 }
 
 #[derive(Serialize)]
@@ -59,6 +61,57 @@ struct OutputsReport {
     dir: String,
     files: u64,
     bytes: u64,
+}
+
+/// How a `skillbox run` went, as its report and its exit status tell it;
+/// the same whether it ran here or in a pre-booted sandbox of the pool
+/// (which sends it over its socket).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct RunSummary {
+    pub execution_id: String,
+    pub skill: String,
+    pub outcome: Outcome,
+    pub status: i32,
+    pub wall_ms: u64,
+    pub cpu_usage_ms: u64,
+    pub memory_peak_bytes: u64,
+    pub cgroup: String,
+    pub audit_log: PathBuf,
+    pub had_egress: bool,
+    /// The signal that interrupted the run, if any.
+    pub signal: Option<i32>,
+    /// The crash line of runsc's panic log, when the sandbox failed.
+    pub failure: Option<String>,
+    /// What `--output` copied, or why it copied nothing.
+    pub outputs: Option<Result<outputs::Copied, String>>,
+    /// The policy's limits, for the explanation of an OOM or a timeout.
+    pub memory_limit: String,
+    pub timeout: String,
+}
+
+impl RunSummary {
+    pub fn of(done: &Executed) -> RunSummary {
+        RunSummary {
+            execution_id: done.id.clone(),
+            skill: done.skill.clone(),
+            outcome: done.ended.outcome,
+            status: done.ended.status,
+            wall_ms: done.waited.wall.as_millis() as u64,
+            cpu_usage_ms: done.ended.stats.cpu_usage.as_millis() as u64,
+            memory_peak_bytes: done.ended.stats.memory_peak_bytes,
+            cgroup: done.cgroups_path.clone(),
+            audit_log: done.audit_log.clone(),
+            had_egress: done.had_egress,
+            signal: done.waited.signal,
+            failure: done.waited.failure.clone(),
+            outputs: done
+                .outputs
+                .as_ref()
+                .map(|copied| copied.as_ref().copied().map_err(|err| format!("{err:#}"))),
+            memory_limit: done.policy.resources.memory.to_string(),
+            timeout: done.policy.resources.timeout.to_string(),
+        }
+    }
 }
 
 /// A short random execution id: `<skill>-<16 hex digits>`.
@@ -87,59 +140,80 @@ fn prepare_and_run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(dir) = &args.output {
         outputs::check_destination(dir)?;
     }
-    let package = load_skill(&args.skill_dir)?;
     let mut node = load_node(&args.node)?;
     let runsc = runsc_binary(&args.runtime, &node.config);
-    resolve_platform(&mut node, &runsc);
-    let base_rootfs = base_rootfs_dir(&args.base_rootfs)?;
-    let done = execute(
-        Plan {
-            package,
-            node: &node,
-            base_rootfs: &base_rootfs,
-            args: &args.args,
-            inputs: &args.inputs,
-            output: args.output.as_deref(),
-            egress: &args.egress,
-            runtime: &args.runtime,
-            stdio: None,
-            observe: false,
-        },
-        &interrupts,
-    )?;
+    let pooled = match args.pool.socket() {
+        Some(socket) => crate::pool::client::run(&socket, &args, &runsc, &interrupts)?,
+        None => None,
+    };
+    let (summary, pooled) = match pooled {
+        Some(summary) => (summary, true),
+        None => {
+            let package = load_skill(&args.skill_dir)?;
+            resolve_platform(&mut node, &runsc);
+            let base_rootfs = base_rootfs_dir(&args.base_rootfs)?;
+            let done = execute(
+                Plan {
+                    package,
+                    node: &node,
+                    base_rootfs: &base_rootfs,
+                    args: &args.args,
+                    inputs: &args.inputs,
+                    output: args.output.as_deref(),
+                    egress: &args.egress,
+                    runtime: &args.runtime,
+                    stdio: None,
+                    observe: false,
+                    preboot: None,
+                },
+                &interrupts,
+            )?;
+            (RunSummary::of(&done), false)
+        }
+    };
     if let Some(path) = &args.report {
-        let report = Report {
-            execution_id: &done.id,
-            skill: &done.skill,
-            outcome: done.ended.outcome,
-            exit_code: done.ended.status,
-            wall_ms: done.waited.wall.as_millis(),
-            cpu_usage_ms: done.ended.stats.cpu_usage.as_millis(),
-            memory_peak_bytes: done.ended.stats.memory_peak_bytes,
-            cgroup: &done.cgroups_path,
-            audit_log: done.audit_log.display().to_string(),
-            egress_log: done.had_egress.then(|| done.audit_log.display().to_string()),
-            outputs: match (&done.outputs, &args.output) {
-                (Some(Ok(copied)), Some(dir)) => Some(OutputsReport {
-                    dir: dir.display().to_string(),
-                    files: copied.files,
-                    bytes: copied.bytes,
-                }),
-                _ => None,
-            },
-        };
-        let json = serde_json::to_string_pretty(&report).expect("the report serializes");
-        std::fs::write(path, json + "\n")
-            .with_context(|| format!("{}: cannot write report", path.display()))?;
+        write_report(path, &summary, args.output.as_deref(), pooled)?;
     }
-    if let Some(Err(err)) = done.outputs {
-        return Err(err);
+    if let Some(Err(err)) = &summary.outputs {
+        bail!("{err}");
     }
-    Ok(explain_end(&done.ended, &done.waited, &done.policy))
+    Ok(explain_end(&summary))
+}
+
+fn write_report(
+    path: &Path,
+    summary: &RunSummary,
+    output: Option<&Path>,
+    pooled: bool,
+) -> anyhow::Result<()> {
+    let audit_log = summary.audit_log.display().to_string();
+    let report = Report {
+        execution_id: &summary.execution_id,
+        skill: &summary.skill,
+        outcome: summary.outcome,
+        exit_code: summary.status,
+        wall_ms: summary.wall_ms,
+        cpu_usage_ms: summary.cpu_usage_ms,
+        memory_peak_bytes: summary.memory_peak_bytes,
+        cgroup: &summary.cgroup,
+        egress_log: summary.had_egress.then(|| audit_log.clone()),
+        audit_log,
+        outputs: match (&summary.outputs, output) {
+            (Some(Ok(copied)), Some(dir)) => Some(OutputsReport {
+                dir: dir.display().to_string(),
+                files: copied.files,
+                bytes: copied.bytes,
+            }),
+            _ => None,
+        },
+        pooled,
+    };
+    let json = serde_json::to_string_pretty(&report).expect("the report serializes");
+    std::fs::write(path, json + "\n").with_context(|| format!("{}: cannot write report", path.display()))
 }
 
 /// One execution, as `run` and `scan` make it.
-pub(super) struct Plan<'a> {
+pub(crate) struct Plan<'a> {
     pub package: SkillPackage,
     pub node: &'a Node,
     pub base_rootfs: &'a Path,
@@ -155,10 +229,29 @@ pub(super) struct Plan<'a> {
     /// from a sinkhole, every connection recorded and judged, nothing let
     /// out), each writable directory a host tmpfs measured at the end.
     pub observe: bool,
+    /// Boot the sandbox ahead of its execution, waiting in the launcher.
+    pub preboot: Option<Preboot<'a>>,
 }
 
+/// What a sandbox booted before its execution is known needs: the
+/// launcher it waits in, and the mounts its inputs and output will use.
+#[derive(Clone, Copy)]
+pub(crate) struct Preboot<'a> {
+    /// The host directory holding `skillbox-launch`.
+    pub launcher_dir: &'a Path,
+    /// Inputs will be staged into `/workspace/in` when it is handed out.
+    pub inputs: bool,
+    /// `/workspace/out` will be collected.
+    pub output: bool,
+}
+
+/// Where a pre-booted sandbox sees the launcher's directory.
+pub(crate) const LAUNCHER_DIR_IN_SANDBOX: &str = "/.skillbox";
+/// The launcher, as the pre-booted sandbox's process runs it.
+pub(crate) const LAUNCHER_IN_SANDBOX: &str = "/.skillbox/skillbox-launch";
+
 /// How one execution went; the sandbox is gone.
-pub(super) struct Executed {
+pub(crate) struct Executed {
     pub id: String,
     pub skill: String,
     pub ended: Ended,
@@ -177,7 +270,46 @@ pub(super) struct Executed {
 
 /// Compiles the skill into a temporary bundle, runs it to its end in a
 /// sandbox, and removes everything it made.
-pub(super) fn execute(plan: Plan, interrupts: &Interrupts) -> anyhow::Result<Executed> {
+pub(super) fn execute(mut plan: Plan, interrupts: &Interrupts) -> anyhow::Result<Executed> {
+    let given_stdio = plan.stdio.take();
+    let output = plan.output;
+    let prepared = prepare(plan)?;
+    print_warnings(&prepared.warnings);
+    let (stdio, relays) = match given_stdio {
+        Some(given) => (given, None),
+        None => {
+            let (stdio, relays) =
+                crate::runtime::stdio::with_relays().context("cannot set up the skill's stdio")?;
+            (stdio, Some(relays))
+        }
+    };
+    let waited = Execution::start(&prepared.sandbox, &prepared.bundle(), Some(stdio))?.wait(interrupts)?;
+    if let Some(relays) = relays {
+        relays.finish();
+    }
+    prepared.finish(waited, output)
+}
+
+/// An execution's sandbox made and its bundle written, not started yet.
+/// Fields drop in order: the mounts, the sandbox (its teardown), the
+/// execution directory.
+pub(crate) struct Prepared {
+    pub id: String,
+    pub skill: String,
+    pub policy: EffectivePolicy,
+    /// The compiler's warnings, for whoever started the execution.
+    pub warnings: Vec<String>,
+    pub audit_log: PathBuf,
+    cgroups_path: String,
+    observe: bool,
+    mounted: Mounted,
+    pub sandbox: Sandbox,
+    workspace: Workspace,
+}
+
+/// Compiles the skill into the execution's bundle and makes its sandbox
+/// (audit trail, egress, cgroup, mounts), ready for `runsc run`.
+pub(crate) fn prepare(plan: Plan) -> anyhow::Result<Prepared> {
     let Plan {
         package,
         node,
@@ -187,8 +319,9 @@ pub(super) fn execute(plan: Plan, interrupts: &Interrupts) -> anyhow::Result<Exe
         output,
         egress,
         runtime,
-        stdio,
+        stdio: _,
         observe,
+        preboot,
     } = plan;
     let env = invoking_env();
     let skill = package.manifest.name.as_str().to_owned();
@@ -226,15 +359,24 @@ pub(super) fn execute(plan: Plan, interrupts: &Interrupts) -> anyhow::Result<Exe
             cgroups_path: Some(&cgroups_path),
         },
     )?;
-    print_warnings(&compiled.warnings);
     // From here on, run what the bundle says, exactly as a shim reading it would.
     let mut spec = BundleSpec::load(&workspace.bundle())?;
     let bundle = spec.compiled()?;
     let policy = bundle.policy.clone();
+    if let Some(preboot) = &preboot {
+        spec.value_mut()["process"]["args"] = serde_json::json!([LAUNCHER_IN_SANDBOX]);
+        // Read-only, but executable: it is the sandbox's first program.
+        spec.bind_mount_with(
+            LAUNCHER_DIR_IN_SANDBOX,
+            preboot.launcher_dir,
+            &["rbind", "ro", "nosuid", "nodev"],
+        );
+    }
     let mounted = workspace_mounts(
         &Staged {
             inputs,
-            output,
+            inputs_later: preboot.is_some_and(|preboot| preboot.inputs),
+            output: output.is_some() || preboot.is_some_and(|preboot| preboot.output),
             measure_writable: observe,
         },
         &policy,
@@ -290,98 +432,133 @@ pub(super) fn execute(plan: Plan, interrupts: &Interrupts) -> anyhow::Result<Exe
         },
         &mut spec,
     )?;
-    let (stdio, relays) = match stdio {
-        Some(given) => (given, None),
-        None => {
-            let (stdio, relays) =
-                crate::runtime::stdio::with_relays().context("cannot set up the skill's stdio")?;
-            (stdio, Some(relays))
-        }
-    };
-    let waited = Execution::start(&sandbox, &workspace.bundle(), Some(stdio))?.wait(interrupts)?;
-    if let Some(relays) = relays {
-        relays.finish();
-    }
-    // Before `end` stops the egress session.
-    let packets_left = match observe {
-        true => sandbox.packets_left().transpose(),
-        false => Ok(None),
-    };
-    let ended = sandbox.end(waited.ending, Some(waited.wall));
-    // Before the teardown unmounts the scratch.
-    let outputs = match (&mounted.output, output) {
-        (Some(scratch), Some(dir)) => Some(scratch.collect(dir)),
-        _ => None,
-    };
-    let scratch_used = mounted
-        .measured
-        .iter()
-        .map(|(dir, scratch)| Ok((dir.clone(), scratch.used_bytes()?)))
-        .collect::<anyhow::Result<BTreeMap<_, _>>>();
-    drop(mounted);
-    let cgroups_path = sandbox.cgroups_path().unwrap_or(cgroups_path);
-    let had_egress = sandbox.network().is_some();
-    for failure in sandbox.teardown() {
-        eprintln!("skillbox: warning: {failure} (`skillbox gc` tries again)");
-    }
-    drop(workspace);
-    let packets_left = packets_left.context("cannot read the count of packets that left the sandbox")?;
-    let scratch_used = scratch_used?;
-    Ok(Executed {
+    Ok(Prepared {
         id,
         skill,
-        ended,
-        waited,
         policy,
+        warnings: compiled.warnings,
         audit_log,
         cgroups_path,
-        had_egress,
-        outputs,
-        packets_left,
-        scratch_used,
+        observe,
+        mounted,
+        sandbox,
+        workspace,
     })
+}
+
+impl Prepared {
+    pub fn bundle(&self) -> PathBuf {
+        self.workspace.bundle()
+    }
+
+    /// Where inputs handed to a pre-booted sandbox are staged (bound at
+    /// `/workspace/in`).
+    pub fn inputs_staging(&self) -> PathBuf {
+        self.workspace.path().join(INPUTS_STAGING)
+    }
+
+    /// Ends the execution that `runsc run` `waited` for: decides the
+    /// outcome, copies `/workspace/out` into `output`, measures what an
+    /// observed run wrote, and removes everything.
+    pub fn finish(self, waited: Waited, output: Option<&Path>) -> anyhow::Result<Executed> {
+        let Prepared {
+            id,
+            skill,
+            policy,
+            audit_log,
+            cgroups_path,
+            observe,
+            mounted,
+            sandbox,
+            workspace,
+            ..
+        } = self;
+        // Before `end` stops the egress session.
+        let packets_left = match observe {
+            true => sandbox.packets_left().transpose(),
+            false => Ok(None),
+        };
+        let ended = sandbox.end(waited.ending, Some(waited.wall));
+        // Before the teardown unmounts the scratch.
+        let outputs = match (&mounted.output, output) {
+            (Some(scratch), Some(dir)) => Some(scratch.collect(dir)),
+            _ => None,
+        };
+        let scratch_used = mounted
+            .measured
+            .iter()
+            .map(|(dir, scratch)| Ok((dir.clone(), scratch.used_bytes()?)))
+            .collect::<anyhow::Result<BTreeMap<_, _>>>();
+        drop(mounted);
+        let cgroups_path = sandbox.cgroups_path().unwrap_or(cgroups_path);
+        let had_egress = sandbox.network().is_some();
+        for failure in sandbox.teardown() {
+            eprintln!("skillbox: warning: {failure} (`skillbox gc` tries again)");
+        }
+        drop(workspace);
+        let packets_left = packets_left.context("cannot read the count of packets that left the sandbox")?;
+        let scratch_used = scratch_used?;
+        Ok(Executed {
+            id,
+            skill,
+            ended,
+            waited,
+            policy,
+            audit_log,
+            cgroups_path,
+            had_egress,
+            outputs,
+            packets_left,
+            scratch_used,
+        })
+    }
 }
 
 /// Tells the person what happened when it was not a plain exit, and picks
 /// the exit code.
-fn explain_end(ended: &Ended, waited: &Waited, policy: &EffectivePolicy) -> ExitCode {
-    let resources = &policy.resources;
-    match ended.outcome {
-        Outcome::Exited => ExitCode::from(ended.status.clamp(0, 255) as u8),
+fn explain_end(summary: &RunSummary) -> ExitCode {
+    match summary.outcome {
+        Outcome::Exited => ExitCode::from(summary.status.clamp(0, 255) as u8),
         Outcome::Oom => {
             eprintln!(
                 "skillbox: out of memory: the sandbox exceeded its memory limit of {} and was killed (status 137)",
-                resources.memory
+                summary.memory_limit
             );
             ExitCode::from(137)
         }
         Outcome::Timeout => {
             eprintln!(
                 "skillbox: timeout of {} fired; the sandbox was killed",
-                resources.timeout
+                summary.timeout
             );
             ExitCode::from(EXIT_TIMEOUT)
         }
         Outcome::SandboxFailed => {
             eprintln!(
                 "skillbox: the sandbox failed, not the skill (runsc exited {}): {}",
-                ended.status,
-                waited.failure.as_deref().unwrap_or("no detail")
+                summary.status,
+                summary.failure.as_deref().unwrap_or("no detail")
             );
             ExitCode::from(EXIT_SKILLBOX_FAILED)
         }
         Outcome::Killed => {
-            let signal = waited.signal.unwrap_or(nix::sys::signal::SIGTERM as i32);
+            let signal = summary.signal.unwrap_or(nix::sys::signal::SIGTERM as i32);
             eprintln!("skillbox: interrupted by signal {signal}; the sandbox was removed");
             ExitCode::from((128 + signal).clamp(0, 255) as u8)
         }
     }
 }
 
+/// The directory of an execution's inputs, bound at `/workspace/in`.
+const INPUTS_STAGING: &str = "in";
+
 /// What an execution mounts from the host besides the skill.
 struct Staged<'a> {
     inputs: &'a [PathBuf],
-    output: Option<&'a Path>,
+    /// An empty `/workspace/in`, for inputs staged once the sandbox runs.
+    inputs_later: bool,
+    /// `/workspace/out` on a host tmpfs, collected at the end.
+    output: bool,
     /// Each writable directory (but the output's) a host tmpfs, so its use
     /// can be measured.
     measure_writable: bool,
@@ -409,7 +586,7 @@ fn workspace_mounts(
         true => measured_writable(policy, workspace, spec, record)?,
         false => Vec::new(),
     };
-    let output = staged_io(staged.inputs, staged.output, policy, workspace, spec, record)?;
+    let output = staged_io(staged, policy, workspace, spec, record)?;
     Ok(Mounted { output, measured })
 }
 
@@ -443,25 +620,29 @@ fn measured_writable(
 }
 
 fn staged_io(
-    inputs: &[PathBuf],
-    output: Option<&Path>,
+    staged: &Staged,
     policy: &EffectivePolicy,
     workspace: &Workspace,
     spec: &mut BundleSpec,
     record: &mut TeardownRecord,
 ) -> anyhow::Result<Option<outputs::Scratch>> {
-    if policy.writable.iter().any(|dir| dir.path.as_str() == INPUT_DIR) && !inputs.is_empty() {
+    let wants_inputs = !staged.inputs.is_empty() || staged.inputs_later;
+    if policy.writable.iter().any(|dir| dir.path.as_str() == INPUT_DIR) && wants_inputs {
         bail!(
             "--input: the skill's policy declares {INPUT_DIR} writable (security_policy.filesystem.writable); \
              inputs are mounted there read-only"
         );
     }
-    if !inputs.is_empty() {
-        let staging = workspace.path().join("in");
-        stage_inputs(inputs, &staging)?;
+    if wants_inputs {
+        let staging = workspace.path().join(INPUTS_STAGING);
+        match staged.inputs_later {
+            true => std::fs::create_dir(&staging)
+                .with_context(|| format!("{}: cannot create", staging.display()))?,
+            false => stage_inputs(staged.inputs, &staging)?,
+        }
         spec.bind_mount(INPUT_DIR, &staging, true);
     }
-    if output.is_none() {
+    if !staged.output {
         return Ok(None);
     }
     let declared = policy

@@ -121,6 +121,7 @@ fn scan_and_report(args: ScanArgs) -> anyhow::Result<ExitCode> {
                     file(format!("{}.stderr", case.name))?.into(),
                 ]),
                 observe: true,
+                preboot: None,
             },
             &interrupts,
         )

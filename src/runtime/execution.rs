@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::{Handle, Signals};
-use skillbox_sandbox::runsc::RunscError;
+use skillbox_sandbox::runsc::{Runsc, RunscError};
 use skillbox_sandbox::{Ending, Sandbox};
 use tracing::{info_span, warn};
 
@@ -46,11 +46,21 @@ pub struct Waited {
 enum Event {
     Exited(std::io::Result<std::process::ExitStatus>),
     Signal(i32),
+    /// Work waited for with [`Interrupts::next`] is done.
+    Done,
+}
+
+/// What [`Interrupts::next`] woke for.
+pub enum Wake {
+    Signal(i32),
+    Done,
 }
 
 /// `runsc run` of a sandbox, running.
-pub struct Execution<'a> {
-    sandbox: &'a Sandbox,
+pub struct Execution {
+    runsc: Runsc,
+    id: String,
+    timeout: Duration,
     /// Taken by `wait`; killed and reaped on drop otherwise.
     child: Option<Child>,
     started: Instant,
@@ -65,21 +75,29 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
         .unwrap_or(255)
 }
 
-impl<'a> Execution<'a> {
+impl Execution {
     /// Starts `runsc run` with `stdio` (`None`: skillbox's own).
     pub fn start(
-        sandbox: &'a Sandbox,
+        sandbox: &Sandbox,
         bundle: &Path,
         stdio: Option<[Stdio; 3]>,
     ) -> Result<Self, ExecutionError> {
         let span = info_span!("sandbox", id = sandbox.id());
         let child = sandbox.runsc().spawn_run_with(bundle, sandbox.id(), stdio)?;
         Ok(Execution {
-            sandbox,
+            runsc: sandbox.runsc().clone(),
+            id: sandbox.id().to_owned(),
+            timeout: sandbox.timeout(),
             child: Some(child),
             started: Instant::now(),
             span,
         })
+    }
+
+    /// Counts the wall time and the timeout from now: a pre-booted
+    /// sandbox's execution begins when it is handed out, not at its boot.
+    pub fn restart_clock(&mut self) {
+        self.started = Instant::now();
     }
 
     /// Waits for the skill, enforcing the sandbox's timeout; an interrupt
@@ -98,7 +116,7 @@ impl<'a> Execution<'a> {
             let _ = sender.send(Event::Exited(status));
         });
         let events = &interrupts.events;
-        let deadline = self.started + self.sandbox.timeout();
+        let deadline = self.started + self.timeout;
         let (mut timed_out, mut signal) = (false, None);
         let mut killed_at: Option<Instant> = None;
         let status = loop {
@@ -113,7 +131,7 @@ impl<'a> Execution<'a> {
                     killed_at = Some(Instant::now());
                     self.kill_sandbox();
                 }
-                Ok(Event::Signal(_)) => {}
+                Ok(Event::Signal(_) | Event::Done) => {}
                 Err(mpsc::RecvTimeoutError::Timeout) => match killed_at {
                     None => {
                         timed_out = true;
@@ -141,7 +159,7 @@ impl<'a> Execution<'a> {
         // never reports success; anything else runsc logs there (warnings)
         // leaves the skill's status its own.
         let failure = if status != 0 {
-            self.sandbox.runsc().crash_report()
+            self.runsc.crash_report()
         } else {
             None
         };
@@ -160,20 +178,16 @@ impl<'a> Execution<'a> {
     }
 
     fn kill_sandbox(&self) {
-        let runsc = self.sandbox.runsc();
-        if let Err(err) = runsc.kill(self.sandbox.id(), nix::sys::signal::SIGKILL as i32) {
+        if let Err(err) = self.runsc.kill(&self.id, nix::sys::signal::SIGKILL as i32) {
             tracing::debug!(%err, "runsc kill failed; the sandbox may not exist yet");
         }
     }
 }
 
-impl Drop for Execution<'_> {
+impl Drop for Execution {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = self
-                .sandbox
-                .runsc()
-                .kill(self.sandbox.id(), nix::sys::signal::SIGKILL as i32);
+            let _ = self.runsc.kill(&self.id, nix::sys::signal::SIGKILL as i32);
             let _ = child.wait();
         }
     }
@@ -185,7 +199,23 @@ impl Drop for Execution<'_> {
 pub struct Interrupts {
     sender: mpsc::Sender<Event>,
     events: mpsc::Receiver<Event>,
-    handle: Handle,
+    /// The signal handlers' (none for [`Interrupts::by_hand`]).
+    handle: Option<Handle>,
+}
+
+/// Interrupts an execution waiting on [`Interrupts::by_hand`] as if
+/// `signal` had reached it, or wakes [`Interrupts::next`].
+#[derive(Clone)]
+pub struct Interrupter(mpsc::Sender<Event>);
+
+impl Interrupter {
+    pub fn interrupt(&self, signal: i32) {
+        let _ = self.0.send(Event::Signal(signal));
+    }
+
+    pub fn done(&self) {
+        let _ = self.0.send(Event::Done);
+    }
 }
 
 impl Interrupts {
@@ -204,14 +234,47 @@ impl Interrupts {
         Ok(Interrupts {
             sender,
             events,
-            handle,
+            handle: Some(handle),
         })
+    }
+
+    /// Something that can wake [`next`](Self::next) when work done
+    /// elsewhere ends.
+    pub fn waker(&self) -> Interrupter {
+        Interrupter(self.sender.clone())
+    }
+
+    /// Blocks until a signal arrives or a [`waker`](Self::waker) says done.
+    pub fn next(&self) -> Wake {
+        loop {
+            match self.events.recv() {
+                Ok(Event::Signal(signal)) => return Wake::Signal(signal),
+                Ok(Event::Done) => return Wake::Done,
+                Ok(Event::Exited(_)) => {}
+                Err(mpsc::RecvError) => unreachable!("Interrupts holds a sender for as long as it lives"),
+            }
+        }
+    }
+
+    /// Interrupts that no signal handler feeds: a service waiting for one
+    /// of many executions interrupts it through the [`Interrupter`].
+    pub fn by_hand() -> (Interrupts, Interrupter) {
+        let (sender, events) = mpsc::channel();
+        let interrupter = Interrupter(sender.clone());
+        let interrupts = Interrupts {
+            sender,
+            events,
+            handle: None,
+        };
+        (interrupts, interrupter)
     }
 }
 
 impl Drop for Interrupts {
     fn drop(&mut self) {
-        self.handle.close();
+        if let Some(handle) = &self.handle {
+            handle.close();
+        }
     }
 }
 

@@ -19,6 +19,12 @@ pub const INPUT_DIR: &str = "/workspace/in";
 /// if the mount were writable.
 pub fn stage(inputs: &[PathBuf], staging: &Path) -> anyhow::Result<()> {
     fs::create_dir(staging).with_context(|| format!("{}: cannot create", staging.display()))?;
+    stage_into(inputs, staging)
+}
+
+/// [`stage`] into `staging`, which exists and is empty (a pre-booted
+/// sandbox has had it bound since its boot).
+pub fn stage_into(inputs: &[PathBuf], staging: &Path) -> anyhow::Result<()> {
     let mut names = std::collections::BTreeSet::new();
     for input in inputs {
         let name = input

@@ -30,7 +30,7 @@ pub enum ListError {
 }
 
 /// What was copied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Copied {
     pub files: u64,
     pub bytes: u64,

@@ -86,3 +86,23 @@ pub fn with_relays() -> io::Result<([Stdio; 3], Relays)> {
     let stdout = outputs.pop().expect("two outputs");
     Ok(([Stdio::inherit(), stdout, stderr], Relays { done, count }))
 }
+
+/// Relays the stdio of a sandbox handed out by the pool (pipes): skillbox's
+/// stdin into `stdin`, `stdout` and `stderr` out to skillbox's own. Only
+/// the outputs are waited for: a stdin nobody closes must not hold the end.
+pub fn relay_handed_out(stdin: OwnedFd, stdout: OwnedFd, stderr: OwnedFd) -> io::Result<Relays> {
+    let own_stdin = io::stdin().as_fd().try_clone_to_owned()?;
+    std::thread::spawn(move || relay(File::from(own_stdin), File::from(stdin)));
+    let (sender, done) = mpsc::channel();
+    for (from, to) in [
+        (stdout, io::stdout().as_fd().try_clone_to_owned()?),
+        (stderr, io::stderr().as_fd().try_clone_to_owned()?),
+    ] {
+        let sender = sender.clone();
+        std::thread::spawn(move || {
+            relay(File::from(from), File::from(to));
+            let _ = sender.send(());
+        });
+    }
+    Ok(Relays { done, count: 2 })
+}

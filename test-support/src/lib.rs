@@ -17,6 +17,7 @@ pub mod events;
 pub mod fake_internet;
 pub mod fake_sandbox;
 pub mod pod;
+pub mod pool;
 pub mod postgres;
 pub mod sandbox;
 pub mod session;

@@ -70,6 +70,9 @@ pub struct SkillRun {
     exclusive: bool,
     /// A signal sent to the CLI after a delay.
     signal: Option<(Duration, &'static str)>,
+    /// The pool asked for a pre-booted sandbox: its socket and state
+    /// directory (`None`: `--no-pool`).
+    pool: Option<(PathBuf, PathBuf)>,
 }
 
 impl SkillRun {
@@ -85,7 +88,15 @@ impl SkillRun {
             node_config: None,
             exclusive: false,
             signal: None,
+            pool: None,
         }
+    }
+
+    /// Ask `pool` for a pre-booted sandbox (and keep the run's state in the
+    /// pool's state directory, as the pool requires).
+    pub fn pool(mut self, pool: &crate::pool::TestPool) -> Self {
+        self.pool = Some((pool.socket().to_owned(), pool.state_dir().to_owned()));
+        self
     }
 
     /// Arguments after `--`.
@@ -137,7 +148,10 @@ impl SkillRun {
             .prefix("skillbox-run.")
             .tempdir()
             .unwrap();
-        let state_dir = work.path().join("state");
+        let state_dir = match &self.pool {
+            Some((_, state_dir)) => state_dir.clone(),
+            None => work.path().join("state"),
+        };
         let report_path = work.path().join("report.json");
         let mut command = self.skillbox.command();
         command
@@ -148,7 +162,12 @@ impl SkillRun {
             .arg("--report")
             .arg(&report_path)
             .env("SKILLBOX_STATE_DIR", &state_dir)
-            .env_remove("SKILLBOX_BASE_ROOTFS");
+            .env_remove("SKILLBOX_BASE_ROOTFS")
+            .env_remove("SKILLBOX_POOL");
+        match &self.pool {
+            Some((socket, _)) => command.arg("--pool").arg(socket),
+            None => command.arg("--no-pool"),
+        };
         if let Some(toml) = &self.node_config {
             let path = work.path().join("node.toml");
             std::fs::write(&path, toml).unwrap();
@@ -171,19 +190,31 @@ impl SkillRun {
             .as_ref()
             .and_then(|r| r["execution_id"].as_str())
             .map(str::to_owned);
-        assert_nothing_left(&state_dir, id.as_deref(), &result);
+        assert_nothing_left(&state_dir, id.as_deref(), &result, self.pool.is_some());
         result
     }
 }
 
 /// Asserts that a finished run left no runsc state, execution directory,
-/// cgroup or process behind.
-fn assert_nothing_left(state_dir: &Path, id: Option<&str>, result: &RunResult) {
+/// cgroup or process behind. In a pool's state directory, which holds the
+/// pool's other sandboxes, only this execution's are looked for.
+fn assert_nothing_left(state_dir: &Path, id: Option<&str>, result: &RunResult, pooled: bool) {
     let context = || result.describe();
     // Every execution directory (bundle + runsc root) is removed.
     let leftovers: Vec<PathBuf> = std::fs::read_dir(state_dir)
         .map(|entries| entries.map(|entry| entry.unwrap().path()).collect())
         .unwrap_or_default();
+    let leftovers: Vec<PathBuf> = match (pooled, id) {
+        (false, _) => leftovers,
+        (true, Some(id)) => leftovers
+            .into_iter()
+            .filter(|path| {
+                path.file_name()
+                    .is_some_and(|name| name.to_string_lossy().starts_with(&format!("{id}.")))
+            })
+            .collect(),
+        (true, None) => Vec::new(),
+    };
     for runsc_root in leftovers
         .iter()
         .map(|dir| dir.join("runsc"))
@@ -228,7 +259,11 @@ fn assert_nothing_left(state_dir: &Path, id: Option<&str>, result: &RunResult) {
     }
     // runsc processes carry the state root (and the id) in their argv. A
     // killed sandbox's processes may take a moment to be reaped.
-    let needle = state_dir.to_string_lossy().into_owned();
+    let needle = match (pooled, id) {
+        (true, Some(id)) => id.to_owned(),
+        (true, None) => return,
+        (false, _) => state_dir.to_string_lossy().into_owned(),
+    };
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let leftovers = processes_mentioning(&needle, id);

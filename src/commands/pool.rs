@@ -1,0 +1,74 @@
+//! `skillbox pool serve` and `skillbox pool status`.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+use super::{absolute, base_rootfs_dir, emit, load_node, resolve_platform, runsc_binary, Failure};
+use crate::cli::{PoolCommand, PoolServeArgs, PoolStatusArgs};
+use crate::pool::client;
+use crate::pool::service::{self, PoolSettings, WarmKey};
+
+/// How long `skillbox pool status` waits for the pool's answer.
+const STATUS_LIMIT: Duration = Duration::from_secs(10);
+
+pub fn pool(command: PoolCommand) -> Result<ExitCode, Failure> {
+    match command {
+        PoolCommand::Serve(args) => serve(args),
+        PoolCommand::Status(args) => status(args),
+    }
+}
+
+fn serve(args: PoolServeArgs) -> Result<ExitCode, Failure> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return Err(
+            anyhow::anyhow!("skillbox pool serve needs root: it starts runsc and creates cgroups").into(),
+        );
+    }
+    let mut node = load_node(&args.node)?;
+    let runsc = runsc_binary(&args.runtime, &node.config);
+    resolve_platform(&mut node, &runsc);
+    let warm = match (&args.warm[..], &args.base_rootfs) {
+        ([], _) => Vec::new(),
+        (_, None) => {
+            bail_failure("--warm needs --base-rootfs (the root filesystem of the skills kept warm)")?
+        }
+        (dirs, Some(rootfs)) => {
+            let base_rootfs = base_rootfs_dir(rootfs)?;
+            dirs.iter()
+                .map(|dir| {
+                    Ok(WarmKey {
+                        skill_dir: dir
+                            .canonicalize()
+                            .with_context(|| format!("--warm {}: cannot resolve", dir.display()))?,
+                        base_rootfs: base_rootfs.clone(),
+                        inputs: false,
+                        output: false,
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?
+        }
+    };
+    service::serve(PoolSettings {
+        socket: args.socket,
+        capacity: usize::from(args.capacity),
+        per_skill: usize::from(args.per_skill),
+        node_config: args.node.node_config.as_deref().map(absolute).transpose()?,
+        node,
+        runsc,
+        state_dir: absolute(&args.runtime.state.state_dir)?,
+        warm,
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bail_failure<T>(message: &str) -> anyhow::Result<T> {
+    bail!("{message}")
+}
+
+fn status(args: PoolStatusArgs) -> Result<ExitCode, Failure> {
+    let status = client::status(&args.socket, STATUS_LIMIT)?;
+    emit(&(serde_json::to_string_pretty(&status).expect("the status serializes") + "\n"))?;
+    Ok(ExitCode::SUCCESS)
+}
