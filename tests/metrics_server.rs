@@ -16,6 +16,7 @@ use skillbox_audit::jsonl::{JsonLinesWriter, Rotation};
 use skillbox_egress::events::{
     ConnectionEvent, ConnectionVerdict, DnsQueryEvent, DnsVerdict, EgressEvent, Protocol,
 };
+use skillbox_test_support::pool::TestPool;
 use skillbox_test_support::{busybox_rootfs, require_sandbox_prerequisites, Cli, Skill};
 
 const SKILLBOX: Cli = Cli::new(env!("CARGO_BIN_EXE_skillbox"));
@@ -32,10 +33,15 @@ impl Drop for Killed {
 
 /// Starts the server on a free loopback port and returns it with its address.
 fn start_server(log_dir: &Path) -> (Killed, SocketAddr) {
+    start_server_with(log_dir, &[])
+}
+
+fn start_server_with(log_dir: &Path, options: &[&std::ffi::OsStr]) -> (Killed, SocketAddr) {
     let mut child = SKILLBOX
         .command()
         .args(["metrics-server", "--listen", "127.0.0.1:0", "--log-dir"])
         .arg(log_dir)
+        .args(options)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -317,6 +323,46 @@ fn shim_processes_are_counted_with_their_memory() {
         samples["skillbox_shims"] >= before + 1.0 && samples["skillbox_shim_memory_bytes"] > 0.0
     });
     assert!(samples["skillbox_shim_memory_bytes"] < (1u64 << 40) as f64);
+}
+
+#[test]
+fn the_warm_pools_sandboxes_and_their_memory_are_measured() {
+    let skill = Skill::sh("metered", "", "true");
+    let pool = TestPool::start(
+        SKILLBOX,
+        &[
+            "--warm".as_ref(),
+            skill.path().as_os_str(),
+            "--base-rootfs".as_ref(),
+            busybox_rootfs().as_os_str(),
+        ],
+    );
+    pool.wait_ready(2);
+    let dir = tempfile::tempdir().unwrap();
+    let socket = pool.socket();
+    let (_server, addr) = start_server_with(
+        &dir.path().join("absent"),
+        &["--pool".as_ref(), socket.as_os_str()],
+    );
+    let samples = scrape(addr);
+    assert_eq!(
+        samples[r#"skillbox_pool_sandboxes{state="ready"}"#], 2.0,
+        "{samples:#?}"
+    );
+    assert_eq!(samples[r#"skillbox_pool_sandboxes{state="running"}"#], 0.0);
+    // Two booted sandboxes hold megabytes, not bytes or terabytes.
+    let memory = samples["skillbox_pool_ready_memory_bytes"];
+    assert!(
+        memory > (2u64 << 20) as f64 && memory < (1u64 << 32) as f64,
+        "{memory}"
+    );
+    pool.stop();
+    let samples = scrape(addr);
+    assert_eq!(
+        samples[r#"skillbox_pool_sandboxes{state="ready"}"#], 0.0,
+        "{samples:#?}"
+    );
+    assert_eq!(samples["skillbox_pool_ready_memory_bytes"], 0.0);
 }
 
 #[test]

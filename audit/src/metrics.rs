@@ -34,7 +34,11 @@
 //!   failed (the directory or a file could not be read);
 //! - `skillbox_shims`, `skillbox_shim_memory_bytes`: how many
 //!   `containerd-shim-skillbox-v1` processes run on the node and the sum of
-//!   their resident memory, as last measured ([`Metrics::set_shims`]).
+//!   their resident memory, as last measured ([`Metrics::set_shims`]);
+//! - `skillbox_pool_sandboxes{state}`, `skillbox_pool_ready_memory_bytes`:
+//!   the warm pool's pre-booted sandboxes (`ready`, `booting`, `running`)
+//!   and the memory the ready ones hold, as last asked
+//!   ([`Metrics::set_pool`]; zeros when no pool answers).
 //!
 //! Label values are bounded: skills by name only, never execution ids,
 //! and at most [`MAX_SKILLS`] distinct skills (later ones are counted as
@@ -44,7 +48,18 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+/// What the warm pool holds, for [`Metrics::set_pool`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolGauges {
+    pub ready: usize,
+    pub booting: usize,
+    pub running: usize,
+    pub ready_memory_bytes: u64,
+}
+
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -153,6 +168,8 @@ pub struct Metrics {
     read_errors: IntCounter,
     shims: IntGauge,
     shim_memory: IntGauge,
+    pool_sandboxes: IntGaugeVec,
+    pool_memory: IntGauge,
     skills: BoundedLabels,
     sources: BoundedLabels,
     executions: HashMap<String, Execution>,
@@ -182,6 +199,9 @@ impl Metrics {
         };
         let counter = |name: &str, help: &str| register(&registry, name, IntCounter::new(name, help));
         let gauge = |name: &str, help: &str| register(&registry, name, IntGauge::new(name, help));
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            register(&registry, name, IntGaugeVec::new(Opts::new(name, help), labels))
+        };
         let duration = "skillbox_execution_duration_seconds";
         Ok(Metrics {
             started: counters(
@@ -252,6 +272,15 @@ impl Metrics {
             shim_memory: gauge(
                 "skillbox_shim_memory_bytes",
                 "Resident memory of the node's containerd-shim-skillbox-v1 processes.",
+            )?,
+            pool_sandboxes: gauge_vec(
+                "skillbox_pool_sandboxes",
+                "The warm pool's pre-booted sandboxes, by state (ready, booting, running).",
+                &["state"],
+            )?,
+            pool_memory: gauge(
+                "skillbox_pool_ready_memory_bytes",
+                "Memory held by the warm pool's ready sandboxes (their cgroups).",
             )?,
             registry,
             skills: BoundedLabels::new(MAX_SKILLS),
@@ -374,6 +403,22 @@ impl Metrics {
         self.shims.set(i64::try_from(count).unwrap_or(i64::MAX));
         self.shim_memory
             .set(i64::try_from(resident_bytes).unwrap_or(i64::MAX));
+    }
+
+    /// The warm pool, as it just answered (`None`: no pool answered).
+    pub fn set_pool(&self, pool: Option<&PoolGauges>) {
+        let pool = pool.cloned().unwrap_or_default();
+        for (state, count) in [
+            ("ready", pool.ready),
+            ("booting", pool.booting),
+            ("running", pool.running),
+        ] {
+            self.pool_sandboxes
+                .with_label_values(&[state])
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+        self.pool_memory
+            .set(i64::try_from(pool.ready_memory_bytes).unwrap_or(i64::MAX));
     }
 
     /// Every metric in Prometheus text exposition format 0.0.4

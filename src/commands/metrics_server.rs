@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context;
-use skillbox_audit::metrics::Metrics;
+use skillbox_audit::metrics::{Metrics, PoolGauges};
 use skillbox_audit::reader::{Cursor, Filter};
 
 use super::{audit_log_dir, Failure};
@@ -34,9 +34,13 @@ const MAX_CONNECTIONS: usize = 16;
 /// Where the shims' processes are measured.
 const PROC: &str = "/proc";
 
+/// How long a scrape waits for the warm pool's answer.
+const POOL_LIMIT: Duration = Duration::from_secs(1);
+
 /// The metrics and how far the log has been read.
 struct Tail {
     dir: PathBuf,
+    pool: PathBuf,
     cursor: Cursor,
     metrics: Metrics,
 }
@@ -73,6 +77,16 @@ impl Tail {
         self.catch_up();
         let shims = shims::measure(proc_root);
         self.metrics.set_shims(shims.count, shims.resident_bytes);
+        // No pool on the node is not an error: its gauges read 0.
+        let pool = crate::pool::client::status(&self.pool, POOL_LIMIT)
+            .ok()
+            .map(|status| PoolGauges {
+                ready: status.ready,
+                booting: status.booting,
+                running: status.running,
+                ready_memory_bytes: status.ready_memory_bytes,
+            });
+        self.metrics.set_pool(pool.as_ref());
         self.metrics.render()
     }
 }
@@ -95,6 +109,7 @@ pub fn serve(args: MetricsServerArgs) -> Result<ExitCode, Failure> {
         .context("the listening socket has no address")?;
     let tail = Arc::new(Mutex::new(Tail {
         dir: dir.clone(),
+        pool: args.pool.clone(),
         cursor: Cursor::default(),
         metrics: Metrics::new().context("cannot set up the metrics")?,
     }));
