@@ -280,7 +280,7 @@ impl Metrics {
             )?,
             pool_memory: gauge(
                 "skillbox_pool_ready_memory_bytes",
-                "Memory held by the warm pool's ready sandboxes (their cgroups).",
+                "Memory held by the warm pool's ready sandboxes (their cgroups, and the PSS of their runsc run processes).",
             )?,
             registry,
             skills: BoundedLabels::new(MAX_SKILLS),

@@ -32,6 +32,8 @@ use crate::commands::run::{Plan, Preboot, RunSummary};
 use crate::commands::{base_rootfs_dir, load_skill, Node};
 use crate::runtime::execution::{Interrupter, Interrupts};
 
+/// How long a client may take to send its request.
+const REQUEST_LIMIT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for interrupted executions to be torn down.
 const SHUTDOWN_LIMIT: Duration = Duration::from_secs(30);
 
@@ -328,7 +330,10 @@ impl Pool {
     }
 
     fn serve_connection(&self, stream: UnixStream) -> io::Result<()> {
+        // A client that connects and says nothing does not hold a thread.
+        stream.set_read_timeout(Some(REQUEST_LIMIT))?;
         let line = wire::read_line(&mut BufReader::new(&stream))?;
+        stream.set_read_timeout(None)?;
         match wire::parse::<Request>(&line, "request")? {
             Request::Status => wire::send(&stream, &Reply::Status(self.status())),
             Request::Run(request) => self.serve_run(stream, *request),

@@ -78,9 +78,12 @@ impl WarmSandbox {
         }
     }
 
-    /// The memory its cgroup holds now.
+    /// The memory it holds now: its cgroup's (the Sentry, the gofer, the
+    /// launcher) and the proportional share of `runsc run`, which waits
+    /// outside the cgroup.
     pub fn memory_bytes(&self) -> u64 {
-        self.running.prepared.sandbox.stats().memory_usage_bytes
+        let runsc = self.running.execution.runsc_pid().map_or(0, proportional_bytes);
+        self.running.prepared.sandbox.stats().memory_usage_bytes + runsc
     }
 
     fn wait_ready(&self) -> anyhow::Result<()> {
@@ -141,6 +144,17 @@ impl WarmSandbox {
             stdio: [stdin, stdout, stderr],
         })
     }
+}
+
+/// `Pss` of process `pid` (`/proc/<pid>/smaps_rollup`); 0 once it is gone.
+fn proportional_bytes(pid: u32) -> u64 {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    rollup
+        .lines()
+        .find_map(|line| line.strip_prefix("Pss:"))
+        .and_then(|value| value.trim().strip_suffix("kB"))
+        .and_then(|kib| kib.trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
 }
 
 impl Running {

@@ -91,7 +91,8 @@ pub struct Status {
     /// Executions served from the pool, and runs it declined, since it started.
     pub served: u64,
     pub declined: u64,
-    /// The memory the ready sandboxes' cgroups hold.
+    /// The memory the ready sandboxes hold: their cgroups and the PSS of
+    /// their `runsc run` processes.
     pub ready_memory_bytes: u64,
     pub capacity: usize,
     /// What the pool keeps warm, most recently used first.

@@ -94,6 +94,11 @@ impl Execution {
         })
     }
 
+    /// The pid of `runsc run` (until `wait`).
+    pub fn runsc_pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Counts the wall time and the timeout from now: a pre-booted
     /// sandbox's execution begins when it is handed out, not at its boot.
     pub fn restart_clock(&mut self) {
