@@ -367,3 +367,15 @@ fn a_run_the_pool_cannot_serve_runs_cold() {
     assert_eq!(pool.status()["ready"], 2, "nothing was taken");
     pool.stop();
 }
+
+#[test]
+fn a_killed_pool_leaves_nothing_the_next_one_does_not_remove() {
+    let skill = Skill::sh("pooled-killed", "", "echo ran");
+    let mut pool = TestPool::start(SKILLBOX, &warm_options(&skill));
+    pool.wait_ready(2);
+    pool.kill();
+    // The next pool collects the dead one's sandboxes and launcher first;
+    // `stop` then asserts that nothing at all is left.
+    pool.restart(&[] as &[&str]);
+    pool.stop();
+}

@@ -26,6 +26,8 @@ fn serve(args: PoolServeArgs) -> Result<ExitCode, Failure> {
             anyhow::anyhow!("skillbox pool serve needs root: it starts runsc and creates cgroups").into(),
         );
     }
+    // What a pool killed before it could stop left behind.
+    super::gc::collect_quietly(&args.runtime.state.state_dir);
     let mut node = load_node(&args.node)?;
     let runsc = runsc_binary(&args.runtime, &node.config);
     resolve_platform(&mut node, &runsc);

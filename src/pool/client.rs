@@ -16,8 +16,9 @@ use crate::commands::{absolute, invoking_env, print_warnings};
 use crate::runtime::execution::{Interrupts, Wake};
 use crate::runtime::stdio::relay_handed_out;
 
-/// How long the pool may take to answer whether it serves a run.
-const ANSWER_LIMIT: Duration = Duration::from_secs(10);
+/// How long the pool may take to answer whether it serves a run (it
+/// copies the run's inputs first).
+const ANSWER_LIMIT: Duration = Duration::from_secs(30);
 
 /// Runs `args` in a pre-booted sandbox of the pool at `socket`; `None`
 /// when there is no pool there or it does not serve this run (the caller

@@ -28,31 +28,58 @@ impl TestPool {
 
     /// [`start`](Self::start) with `command` running `skillbox` (e.g. in
     /// another network namespace).
-    pub fn start_with<S: AsRef<OsStr>>(skillbox: Cli, mut command: Command, options: &[S]) -> TestPool {
+    pub fn start_with<S: AsRef<OsStr>>(skillbox: Cli, command: Command, options: &[S]) -> TestPool {
         require_sandbox_prerequisites();
         let dir = tempfile::Builder::new()
             .prefix("skillbox-pool.")
             .tempdir()
             .unwrap();
-        let log = std::fs::File::create(dir.path().join("pool.log")).unwrap();
+        let mut pool = TestPool {
+            skillbox,
+            dir,
+            child: None,
+        };
+        pool.spawn(command, options);
+        pool
+    }
+
+    /// Starts `skillbox pool serve` on this pool's socket and state
+    /// directory and waits for its socket.
+    fn spawn<S: AsRef<OsStr>>(&mut self, mut command: Command, options: &[S]) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("pool.log"))
+            .unwrap();
         let child = command
             .args(["pool", "serve", "--socket"])
-            .arg(dir.path().join("pool.sock"))
+            .arg(self.socket())
             .args(options)
-            .env("SKILLBOX_STATE_DIR", dir.path().join("state"))
+            .env("SKILLBOX_STATE_DIR", self.state_dir())
             .env_remove("SKILLBOX_BASE_ROOTFS")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("start skillbox pool serve");
-        let pool = TestPool {
-            skillbox,
-            dir,
-            child: Some(child),
-        };
-        pool.wait_for("its socket", |pool| pool.socket().exists());
-        pool
+        self.child = Some(child);
+        self.wait_for("its socket", |pool| {
+            std::os::unix::net::UnixStream::connect(pool.socket()).is_ok()
+        });
+    }
+
+    /// SIGKILL: the pool gets no chance to remove anything.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("a running pool");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// Starts a new pool on the same socket and state directory.
+    pub fn restart<S: AsRef<OsStr>>(&mut self, options: &[S]) {
+        assert!(self.child.is_none(), "restart a killed or stopped pool");
+        let command = self.skillbox.command();
+        self.spawn(command, options);
     }
 
     pub fn socket(&self) -> PathBuf {
