@@ -49,14 +49,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-section "Setup"
-ensure_debian_packages "${SKILLBOX_DEBIAN_PACKAGES[@]}"
-require_cargo
-cargo build --release -p skillbox
-bash examples/rootfs/make-busybox-rootfs.sh "$rootfs"
+prepare_release_bench "$rootfs"
 mkdir -p "$state" "$work/raw"
-echo "host: $(nproc) cores, kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "runsc: $(runsc --version | head -n 1)"
 
 cp -r examples/hello "$work/hello"
 sed -i 's/cpus: 0.25/cpus: 2/' "$work/hello/SKILL.md"
@@ -64,10 +58,6 @@ grep -q 'cpus: 2,' "$work/hello/SKILL.md" || die "examples/hello no longer decla
 "$skillbox" compile "$work/hello" --base-rootfs "$rootfs" -o "$work/bundle" -- world >/dev/null
 platform="$(jq -r '.annotations["io.skillbox.runsc.flags"] | fromjson | .platform' "$work/bundle/config.json")"
 echo "bundle runs on the $platform platform"
-
-percentile() {
-    sort -g | awk -v p="$1" '{ v[NR] = $1 } END { i = int((p / 100) * NR + 0.999999); if (i < 1) i = 1; printf "%.1f\n", v[i] }'
-}
 
 pool_status() {
     "$skillbox" pool status --socket "$socket"

@@ -42,14 +42,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-section "Setup"
-ensure_debian_packages "${SKILLBOX_DEBIAN_PACKAGES[@]}"
-require_cargo
-cargo build --release -p skillbox
-bash examples/rootfs/make-busybox-rootfs.sh "$rootfs"
+prepare_release_bench "$rootfs"
 mkdir -p "$state"
-echo "host: $(nproc) cores, $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo), kernel $(uname -r)"
-echo "runsc: $(runsc --version | head -n 1)"
 
 # skill NAME SCRIPT [POLICY]: a busybox-sh skill in $work/NAME.
 skill() {
@@ -71,11 +65,6 @@ run_skill() {
 }
 export -f run_skill
 export skillbox work rootfs
-
-# percentile P: the P-th percentile of the numbers on stdin (nearest rank).
-percentile() {
-    sort -g | awk -v p="$1" '{ v[NR] = $1 } END { i = int((p / 100) * NR + 0.999999); if (i < 1) i = 1; printf "%.1f\n", v[i] }'
-}
 
 latencies() {
     local i

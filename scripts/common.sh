@@ -102,6 +102,24 @@ median() {
 
 # Runs "$@" with its stdout discarded and prints how long it took in ms (3
 # decimals); returns its status. For the benchmarks.
+# percentile P: the P-th percentile of the numbers on stdin (nearest rank).
+percentile() {
+    sort -g | awk -v p="$1" '{ v[NR] = $1 } END { i = int((p / 100) * NR + 0.999999); if (i < 1) i = 1; printf "%.1f\n", v[i] }'
+}
+
+# prepare_release_bench ROOTFS: a benchmark's setup: the Debian packages, a
+# release build of skillbox, the busybox base root filesystem at ROOTFS,
+# and what the machine and its runsc are.
+prepare_release_bench() {
+    section "Setup"
+    ensure_debian_packages "${SKILLBOX_DEBIAN_PACKAGES[@]}"
+    require_cargo
+    cargo build --release -p skillbox
+    bash examples/rootfs/make-busybox-rootfs.sh "$1"
+    echo "host: $(nproc) cores, $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo), kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "runsc: $(runsc --version | head -n 1)"
+}
+
 time_ms() {
     local start end
     # EPOCHREALTIME without its dot: microseconds, read without a fork.

@@ -5,6 +5,7 @@ mod cli;
 mod commands;
 mod node;
 mod pool;
+mod procfs;
 mod runtime;
 
 use std::process::ExitCode;

@@ -44,6 +44,33 @@ const POLICY: &str = "  resources: { cpus: 0.5, memory: 128Mi, pids: 16, timeout
       - { cidr: 203.0.113.11/32 }
 ";
 
+/// What [`PROBE`] prints under [`POLICY`] when the policy held.
+const PROBE_HELD: [&str; 11] = [
+    "allowed.example resolves to 203.0.113.10",
+    "allowed name, allowed port: reached",
+    "allowed address, other port: refused",
+    "denied address inside the allowed cidr: refused",
+    "address no allowed name resolved to: refused",
+    "cloud metadata: refused",
+    "azure wireserver: refused",
+    "ibm cloud service network: refused",
+    "the node's own address: refused",
+    "other.example: not resolved",
+    "exfil: not resolved",
+];
+
+/// Servers where [`POLICY`] must not let the skill in: without the
+/// always-denied ranges and the node rules, `0.0.0.0/0` port 80 would
+/// reach the metadata service and the node's address would answer; cloud
+/// platform endpoints on public addresses (Azure's WireServer, IBM Cloud's
+/// service network) are closed by the built-in list too.
+fn serve_what_the_probe_must_not_reach(fake: &mut FakeInternet) {
+    fake.serve_http_in_internet("169.254.169.254", 80);
+    fake.serve_http_in_internet("168.63.129.16", 80);
+    fake.serve_http_in_internet("161.26.0.10", 80);
+    fake.serve_http_on_node(NODE_ADDRESS, 8080);
+}
+
 #[test]
 fn skillbox_run_gives_a_skill_exactly_the_egress_its_policy_declares() {
     require_sandbox_prerequisites();
@@ -51,15 +78,7 @@ fn skillbox_run_gives_a_skill_exactly_the_egress_its_policy_declares() {
     let node = NetnsName::new(&fake.node).unwrap();
     // The node forwards from its uplink (sandboxes get their own veth's).
     let uplink = Forwarding::enable(Box::new(SystemRunner), Some(node.clone()), NODE_UPLINK).unwrap();
-    // Servers where the policy must not let the skill in: without the
-    // always-denied ranges and the node rules, `0.0.0.0/0` port 80 would
-    // reach the metadata service and the node's address would answer.
-    fake.serve_http_in_internet("169.254.169.254", 80);
-    // Cloud platform endpoints on public addresses (Azure's WireServer,
-    // IBM Cloud's service network): closed by the built-in list too.
-    fake.serve_http_in_internet("168.63.129.16", 80);
-    fake.serve_http_in_internet("161.26.0.10", 80);
-    fake.serve_http_on_node(NODE_ADDRESS, 8080);
+    serve_what_the_probe_must_not_reach(&mut fake);
     let skill = Skill::sh("egress-run", POLICY, PROBE);
     let work = tempfile::tempdir().unwrap();
     let (report, events) = (work.path().join("report.json"), work.path().join("egress.jsonl"));
@@ -77,19 +96,7 @@ fn skillbox_run_gives_a_skill_exactly_the_egress_its_policy_declares() {
     let output = run_with_watchdog(command, Duration::from_secs(90));
     assert_eq!(output.code, 0, "{}", output.describe());
     let text = &output.stdout;
-    for line in [
-        "allowed.example resolves to 203.0.113.10",
-        "allowed name, allowed port: reached",
-        "allowed address, other port: refused",
-        "denied address inside the allowed cidr: refused",
-        "address no allowed name resolved to: refused",
-        "cloud metadata: refused",
-        "azure wireserver: refused",
-        "ibm cloud service network: refused",
-        "the node's own address: refused",
-        "other.example: not resolved",
-        "exfil: not resolved",
-    ] {
+    for line in PROBE_HELD {
         assert!(text.contains(line), "missing {line:?}:\n{}", output.describe());
     }
 
@@ -743,7 +750,7 @@ fn skillbox_run_through_the_pool_gets_the_same_egress_and_leaves_nothing() {
     require_sandbox_prerequisites();
     let mut fake = FakeInternet::start("pool");
     let uplink = node_with_forwarding(&fake);
-    fake.serve_http_in_internet("169.254.169.254", 80);
+    serve_what_the_probe_must_not_reach(&mut fake);
     let skill = Skill::sh("egress-pooled", POLICY, PROBE);
     let work = tempfile::tempdir().unwrap();
     // The pool and its runs share one node config: upstream and audit log
@@ -790,17 +797,7 @@ fn skillbox_run_through_the_pool_gets_the_same_egress_and_leaves_nothing() {
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
     assert_eq!(report["pooled"], true, "{}\n{}", output.describe(), pool.log());
-    for line in [
-        "allowed.example resolves to 203.0.113.10",
-        "allowed name, allowed port: reached",
-        "allowed address, other port: refused",
-        "denied address inside the allowed cidr: refused",
-        "address no allowed name resolved to: refused",
-        "cloud metadata: refused",
-        "the node's own address: refused",
-        "other.example: not resolved",
-        "exfil: not resolved",
-    ] {
+    for line in PROBE_HELD {
         assert!(
             output.stdout.contains(line),
             "missing {line:?}:\n{}",

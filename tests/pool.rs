@@ -6,7 +6,8 @@
 
 use std::fs;
 use std::io::Write;
-use std::process::Stdio;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use skillbox_test_support::pool::TestPool;
@@ -39,6 +40,21 @@ fn warm_options(skill: &Skill) -> Vec<std::ffi::OsString> {
     ]
 }
 
+/// `skillbox run` of `skill` as a client of `pool` (its socket and state
+/// directory), to add options and arguments to.
+fn pooled_run(skill: &Path, pool: &TestPool) -> Command {
+    let mut command = SKILLBOX.command();
+    command
+        .arg("run")
+        .arg(skill)
+        .arg("--base-rootfs")
+        .arg(busybox_rootfs())
+        .arg("--pool")
+        .arg(pool.socket())
+        .env("SKILLBOX_STATE_DIR", pool.state_dir());
+    command
+}
+
 /// `skillbox run` through `pool` (or cold), with `stdin` piped in.
 fn run_with_stdin(
     skill: &Skill,
@@ -47,21 +63,15 @@ fn run_with_stdin(
     stdin: &str,
 ) -> (std::process::Output, serde_json::Value) {
     let report = tempfile::NamedTempFile::new().unwrap();
-    let mut command = SKILLBOX.command();
+    let mut command = pooled_run(skill.path(), pool);
     command
-        .arg("run")
-        .arg(skill.path())
-        .arg("--base-rootfs")
-        .arg(busybox_rootfs())
         .arg("--report")
         .arg(report.path())
-        .env("SKILLBOX_STATE_DIR", pool.state_dir())
         .env("GREETING", "hi there")
         .env("NOT_PASSED", "secret");
-    match pooled {
-        true => command.arg("--pool").arg(pool.socket()),
-        false => command.arg("--no-pool"),
-    };
+    if !pooled {
+        command.arg("--no-pool");
+    }
     command.args(["--", "one", "two words"]);
     let mut child = command
         .stdin(Stdio::piped())
@@ -227,15 +237,7 @@ fn a_run_whose_client_vanishes_has_its_sandbox_killed() {
     let sleeper = Skill::sh("pooled-orphan", "", "echo started; sleep 30");
     let pool = TestPool::start(SKILLBOX, &warm_options(&sleeper));
     pool.wait_ready(1);
-    let mut client = SKILLBOX
-        .command()
-        .arg("run")
-        .arg(sleeper.path())
-        .arg("--base-rootfs")
-        .arg(busybox_rootfs())
-        .arg("--pool")
-        .arg(pool.socket())
-        .env("SKILLBOX_STATE_DIR", pool.state_dir())
+    let mut client = pooled_run(sleeper.path(), &pool)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -269,25 +271,8 @@ fn stopping_the_pool_removes_ready_and_running_sandboxes() {
     let sleeper = Skill::sh("pooled-stopped", "", "echo started; sleep 30");
     let pool = TestPool::start(SKILLBOX, &warm_options(&sleeper));
     pool.wait_ready(2);
-    let socket = pool.socket();
-    let state_dir = pool.state_dir();
-    let running = std::thread::spawn({
-        let skill = sleeper.path().to_owned();
-        move || {
-            SKILLBOX
-                .command()
-                .arg("run")
-                .arg(skill)
-                .arg("--base-rootfs")
-                .arg(busybox_rootfs())
-                .arg("--pool")
-                .arg(socket)
-                .env("SKILLBOX_STATE_DIR", state_dir)
-                .stdin(Stdio::null())
-                .output()
-                .unwrap()
-        }
-    });
+    let mut command = pooled_run(sleeper.path(), &pool);
+    let running = std::thread::spawn(move || command.stdin(Stdio::null()).output().unwrap());
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while pool.status()["running"] != 1 {
         assert!(std::time::Instant::now() < deadline, "{}", pool.log());

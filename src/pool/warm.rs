@@ -82,7 +82,9 @@ impl WarmSandbox {
     /// launcher) and the proportional share of `runsc run`, which waits
     /// outside the cgroup.
     pub fn memory_bytes(&self) -> u64 {
-        let runsc = self.running.execution.runsc_pid().map_or(0, proportional_bytes);
+        let runsc = self.running.execution.runsc_pid().map_or(0, |pid| {
+            crate::procfs::kib_field_bytes(Path::new(&format!("/proc/{pid}/smaps_rollup")), "Pss")
+        });
         self.running.prepared.sandbox.stats().memory_usage_bytes + runsc
     }
 
@@ -144,17 +146,6 @@ impl WarmSandbox {
             stdio: [stdin, stdout, stderr],
         })
     }
-}
-
-/// `Pss` of process `pid` (`/proc/<pid>/smaps_rollup`); 0 once it is gone.
-fn proportional_bytes(pid: u32) -> u64 {
-    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
-    rollup
-        .lines()
-        .find_map(|line| line.strip_prefix("Pss:"))
-        .and_then(|value| value.trim().strip_suffix("kB"))
-        .and_then(|kib| kib.trim().parse::<u64>().ok())
-        .map_or(0, |kib| kib * 1024)
 }
 
 impl Running {

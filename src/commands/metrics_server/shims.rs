@@ -45,13 +45,7 @@ fn is_shim(process: &Path) -> bool {
 
 /// `VmRSS` in bytes; 0 when the process has none (a zombie).
 fn resident_bytes(process: &Path) -> u64 {
-    let status = std::fs::read_to_string(process.join("status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().strip_suffix("kB"))
-        .and_then(|kib| kib.trim().parse::<u64>().ok())
-        .map_or(0, |kib| kib * 1024)
+    crate::procfs::kib_field_bytes(&process.join("status"), "VmRSS")
 }
 
 /// The shims among the processes under `proc_root` (`/proc`).
