@@ -119,7 +119,7 @@ wait "$pool_pid" || die "the pool did not stop cleanly: $(cat "$work/pool.log")"
     --warm "$work/hello" --base-rootfs "$rootfs" 2>"$work/pool.log" &
 pool_pid=$!
 wait_ready "$capacity"
-pool_status | jq -r '"\(.ready) ready sandboxes hold \(.ready_memory_bytes / 1048576 | floor) MiB (their cgroups): \(.ready_memory_bytes / .ready / 1048576 * 10 | floor / 10) MiB each"'
+pool_status | jq -r '"\(.ready) ready sandboxes hold \(.ready_memory_bytes / 1048576 | floor) MiB (their cgroups and the PSS of their runsc run): \(.ready_memory_bytes / .ready / 1048576 * 10 | floor / 10) MiB each"'
 
 section "(c) Sustained: $parallel clients back to back for $seconds_load s"
 client() {
