@@ -275,17 +275,12 @@ impl Pool {
             }
             match taken {
                 Some(warm) => Ok(warm),
-                None => {
-                    state.declined += 1;
-                    Err(match failure {
-                        Some(failure) => {
-                            format!("the pool's last boot of this skill failed ({failure}); it tries again")
-                        }
-                        None => {
-                            "no pre-booted sandbox of this skill is ready yet; the pool boots one".to_owned()
-                        }
-                    })
-                }
+                None => Err(match failure {
+                    Some(failure) => {
+                        format!("the pool's last boot of this skill failed ({failure}); it tries again")
+                    }
+                    None => "no pre-booted sandbox of this skill is ready yet; the pool boots one".to_owned(),
+                }),
             }
         };
         self.changed.notify_all();
@@ -342,12 +337,12 @@ impl Pool {
 
     fn decline(&self, stream: &UnixStream, reason: String) -> io::Result<()> {
         tracing::debug!(%reason, "run declined");
+        lock(&self.state).declined += 1;
         wire::send(stream, &Reply::Cold { reason })
     }
 
     fn serve_run(&self, stream: UnixStream, request: RunRequest) -> io::Result<()> {
         if let Some(reason) = self.declines(&request) {
-            lock(&self.state).declined += 1;
             return self.decline(&stream, reason);
         }
         // What a cold run reports better (a bad folder or policy) is left to it.
@@ -364,11 +359,14 @@ impl Pool {
             Err(err) => return self.decline(&stream, err.to_string()),
         };
         if package.digest != warm.skill_digest {
-            self.discard(&key);
-            return self.decline(
+            // Answered first: the run need not wait for the stale ones' teardown.
+            let replied = self.decline(
                 &stream,
                 "the skill changed since its sandboxes were booted".to_owned(),
             );
+            drop(warm);
+            self.discard(&key);
+            return replied;
         }
         let options = CompileOptions {
             node: &self.settings.node.config,
