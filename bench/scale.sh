@@ -2,7 +2,10 @@
 # Scale figures of `skillbox run` on this machine (root, release build):
 #
 #  (a) executions per second sustained: N runs of a /bin/true skill at
-#      parallelism 1, 4 and 8 (target >= 20/s on 2 cores);
+#      parallelism 1, 4 and 8 (target >= 20/s on 2 cores), against the
+#      baseline of raw `runsc run` of the same compiled bundle, N runs at
+#      the same parallelism in the same run (the ceiling any runtime that
+#      boots a sandbox per execution has here);
 #  (b) 100 concurrent sandboxes (a skill that prints `started` and sleeps):
 #      memory per sandbox, as the fall of MemAvailable while all 100 run
 #      divided by 100, and as the sum of their processes' PSS;
@@ -37,6 +40,7 @@ cleanup() {
     set +e
     jobs -p | xargs -r kill 2>/dev/null
     wait 2>/dev/null
+    runsc --root "$work/raw" list --quiet 2>/dev/null | xargs -r -n1 runsc --root "$work/raw" delete --force >/dev/null 2>&1
     "$skillbox" gc >/dev/null 2>&1
     rm -rf "$work"
 }
@@ -63,8 +67,14 @@ skill egress 'true' '  network:
 run_skill() {
     "$skillbox" run "$work/$1" --base-rootfs "$rootfs" >/dev/null 2>&1
 }
-export -f run_skill
-export skillbox work rootfs
+"$skillbox" compile "$work/true" --base-rootfs "$rootfs" -o "$work/true-bundle" >/dev/null
+platform="$(jq -r '.annotations["io.skillbox.runsc.flags"] | fromjson | .platform' "$work/true-bundle/config.json")"
+mkdir -p "$work/raw"
+raw_run() {
+    runsc --network=none --platform="$platform" --root "$work/raw" run --bundle "$work/true-bundle" "raw-$1" >/dev/null 2>&1
+}
+export -f run_skill raw_run
+export skillbox work rootfs platform
 
 latencies() {
     local i
@@ -75,12 +85,19 @@ latencies() {
 
 section "(a) Executions per second"
 run_skill true
-for parallel in 1 4 8; do
+# rate COMMAND PARALLEL: executions per second of $runs runs of COMMAND.
+rate() {
+    local start end
     start="${EPOCHREALTIME/[.,]/}"
-    seq "$runs" | xargs -P "$parallel" -I{} bash -c 'run_skill true' || die "a run failed"
+    seq "$runs" | xargs -P "$2" -I{} bash -c "$1 {}-$2" || die "a run of $1 failed"
     end="${EPOCHREALTIME/[.,]/}"
-    awk -v n="$runs" -v p="$parallel" -v us="$((end - start))" \
-        'BEGIN { printf "parallelism %d: %d runs in %.1f s = %.1f executions/s\n", p, n, us / 1e6, n / (us / 1e6) }' |
+    awk -v n="$runs" -v us="$((end - start))" 'BEGIN { printf "%.1f", n / (us / 1e6) }'
+}
+for parallel in 1 4 8; do
+    ours="$(rate 'run_skill true; :' "$parallel")"
+    raw="$(rate raw_run "$parallel")"
+    awk -v p="$parallel" -v ours="$ours" -v raw="$raw" -v n="$runs" \
+        'BEGIN { printf "parallelism %d (%d runs each): skillbox run %.1f executions/s, raw runsc run %.1f/s, ratio %.2f\n", p, n, ours, raw, ours / raw }' |
         tee -a "$work/throughput.txt"
 done
 
