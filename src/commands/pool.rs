@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, Context};
 
 use super::{absolute, base_rootfs_dir, emit, load_node, resolve_platform, runsc_binary, Failure};
 use crate::cli::{PoolCommand, PoolServeArgs, PoolStatusArgs};
@@ -22,9 +22,7 @@ pub fn pool(command: PoolCommand) -> Result<ExitCode, Failure> {
 
 fn serve(args: PoolServeArgs) -> Result<ExitCode, Failure> {
     if !nix::unistd::Uid::effective().is_root() {
-        return Err(
-            anyhow::anyhow!("skillbox pool serve needs root: it starts runsc and creates cgroups").into(),
-        );
+        return Err(anyhow!("skillbox pool serve needs root: it starts runsc and creates cgroups").into());
     }
     // What a pool killed before it could stop left behind.
     super::gc::collect_quietly(&args.runtime.state.state_dir);
@@ -34,7 +32,9 @@ fn serve(args: PoolServeArgs) -> Result<ExitCode, Failure> {
     let warm = match (&args.warm[..], &args.base_rootfs) {
         ([], _) => Vec::new(),
         (_, None) => {
-            bail_failure("--warm needs --base-rootfs (the root filesystem of the skills kept warm)")?
+            return Err(
+                anyhow!("--warm needs --base-rootfs (the root filesystem of the skills kept warm)").into(),
+            )
         }
         (dirs, Some(rootfs)) => {
             let base_rootfs = base_rootfs_dir(rootfs)?;
@@ -63,10 +63,6 @@ fn serve(args: PoolServeArgs) -> Result<ExitCode, Failure> {
         warm,
     })?;
     Ok(ExitCode::SUCCESS)
-}
-
-fn bail_failure<T>(message: &str) -> anyhow::Result<T> {
-    bail!("{message}")
 }
 
 fn status(args: PoolStatusArgs) -> Result<ExitCode, Failure> {
