@@ -67,8 +67,21 @@ pub fn effective_policy(
     Ok((resolution.policy, resolution.warnings))
 }
 
+/// The effective policy, its runsc flags and the warnings (the policy's,
+/// and each `env.pass` name the invoking environment does not set): what
+/// both `compile` and `process_of` start from.
+fn resolve_for_node(
+    package: &SkillPackage,
+    options: &CompileOptions<'_>,
+) -> Result<(EffectivePolicy, RunscFlags, Vec<String>)> {
+    let (policy, mut warnings) = effective_policy(package, options)?;
+    warnings.extend(unset_env_warnings(&policy, options.env));
+    let flags = runsc_flags(options.node, &policy);
+    Ok((policy, flags, warnings))
+}
+
 /// A warning for each name `policy` passes that `env` does not set.
-pub fn unset_env_warnings(policy: &EffectivePolicy, env: &BTreeMap<String, String>) -> Vec<String> {
+fn unset_env_warnings(policy: &EffectivePolicy, env: &BTreeMap<String, String>) -> Vec<String> {
     policy
         .env_pass
         .iter()
@@ -90,9 +103,7 @@ pub fn process_of(
     package: &SkillPackage,
     options: &CompileOptions<'_>,
 ) -> Result<(Vec<String>, Vec<String>, Vec<String>)> {
-    let (policy, mut warnings) = effective_policy(package, options)?;
-    warnings.extend(unset_env_warnings(&policy, options.env));
-    let flags = runsc_flags(options.node, &policy);
+    let (policy, flags, warnings) = resolve_for_node(package, options)?;
     let spec = spec_for(package, &policy, &flags, Path::new(bundle::SKILL_DIR), options)?;
     let process = spec.process().as_ref().ok_or(crate::Error::NoEntrypoint)?;
     let args = process.args().clone().unwrap_or_default();
@@ -105,9 +116,7 @@ pub fn process_of(
 /// to the bundle, so the same skill compiles to the same `config.json` in
 /// any directory.
 pub fn compile(package: &SkillPackage, bundle_dir: &Path, options: &CompileOptions<'_>) -> Result<Compiled> {
-    let (policy, mut warnings) = effective_policy(package, options)?;
-    let flags = runsc_flags(options.node, &policy);
-    warnings.extend(unset_env_warnings(&policy, options.env));
+    let (policy, flags, warnings) = resolve_for_node(package, options)?;
     bundle::prepare_dir(bundle_dir)?;
     bundle::copy_skill(bundle_dir, package)?;
     // Relative to the bundle (runsc resolves it so): config.json names no
