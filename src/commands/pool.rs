@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 
-use super::{absolute, base_rootfs_dir, emit, load_node, resolve_platform, runsc_binary, Failure};
+use super::{absolute, emit, load_node, resolve_platform, runsc_binary, Failure};
 use crate::cli::{PoolCommand, PoolServeArgs, PoolStatusArgs};
 use crate::pool::client;
 use crate::pool::service::{self, PoolSettings, WarmKey};
@@ -36,21 +36,10 @@ fn serve(args: PoolServeArgs) -> Result<ExitCode, Failure> {
                 anyhow!("--warm needs --base-rootfs (the root filesystem of the skills kept warm)").into(),
             )
         }
-        (dirs, Some(rootfs)) => {
-            let base_rootfs = base_rootfs_dir(rootfs)?;
-            dirs.iter()
-                .map(|dir| {
-                    Ok(WarmKey {
-                        skill_dir: dir
-                            .canonicalize()
-                            .with_context(|| format!("--warm {}: cannot resolve", dir.display()))?,
-                        base_rootfs: base_rootfs.clone(),
-                        inputs: false,
-                        output: false,
-                    })
-                })
-                .collect::<anyhow::Result<_>>()?
-        }
+        (dirs, Some(rootfs)) => dirs
+            .iter()
+            .map(|dir| WarmKey::new(dir, rootfs, false, false).context("--warm"))
+            .collect::<anyhow::Result<_>>()?,
     };
     service::serve(PoolSettings {
         socket: args.socket,

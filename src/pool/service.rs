@@ -61,16 +61,26 @@ pub struct WarmKey {
 }
 
 impl WarmKey {
-    fn of(request: &RunRequest) -> anyhow::Result<WarmKey> {
+    /// The key of `skill_dir` (resolved, so that every path to one folder
+    /// is one key) on `base_rootfs`, with or without inputs and output.
+    pub fn new(skill_dir: &Path, base_rootfs: &Path, inputs: bool, output: bool) -> anyhow::Result<WarmKey> {
         Ok(WarmKey {
-            skill_dir: request
-                .skill_dir
+            skill_dir: skill_dir
                 .canonicalize()
-                .with_context(|| format!("{}: cannot resolve", request.skill_dir.display()))?,
-            base_rootfs: base_rootfs_dir(&request.base_rootfs)?,
-            inputs: !request.inputs.is_empty(),
-            output: request.output.is_some(),
+                .with_context(|| format!("{}: cannot resolve", skill_dir.display()))?,
+            base_rootfs: base_rootfs_dir(base_rootfs)?,
+            inputs,
+            output,
         })
+    }
+
+    fn of(request: &RunRequest) -> anyhow::Result<WarmKey> {
+        WarmKey::new(
+            &request.skill_dir,
+            &request.base_rootfs,
+            !request.inputs.is_empty(),
+            request.output.is_some(),
+        )
     }
 }
 
@@ -400,7 +410,8 @@ impl Pool {
         // On failure the running sandbox is dropped: killed and torn down.
         wire::send_with_fds(&stream, &started, &fds)?;
         drop(handed.stdio);
-        let (interrupts, interrupter) = Interrupts::by_hand();
+        let interrupts = Interrupts::by_hand();
+        let interrupter = interrupts.waker();
         {
             let mut state = lock(&self.state);
             state.served += 1;

@@ -208,8 +208,8 @@ pub struct Interrupts {
     handle: Option<Handle>,
 }
 
-/// Interrupts an execution waiting on [`Interrupts::by_hand`] as if
-/// `signal` had reached it, or wakes [`Interrupts::next`].
+/// Interrupts an execution waiting on [`Interrupts`] as if `signal` had
+/// reached it, or wakes [`Interrupts::next`] ([`Interrupts::waker`]).
 #[derive(Clone)]
 pub struct Interrupter(mpsc::Sender<Event>);
 
@@ -263,15 +263,13 @@ impl Interrupts {
 
     /// Interrupts that no signal handler feeds: a service waiting for one
     /// of many executions interrupts it through the [`Interrupter`].
-    pub fn by_hand() -> (Interrupts, Interrupter) {
+    pub fn by_hand() -> Interrupts {
         let (sender, events) = mpsc::channel();
-        let interrupter = Interrupter(sender.clone());
-        let interrupts = Interrupts {
+        Interrupts {
             sender,
             events,
             handle: None,
-        };
-        (interrupts, interrupter)
+        }
     }
 }
 

@@ -74,11 +74,7 @@ pub fn with_relays() -> io::Result<([Stdio; 3], Relays)> {
             continue;
         }
         let (read, write): (OwnedFd, OwnedFd) = nix::unistd::pipe().map_err(io::Error::from)?;
-        let sender = sender.clone();
-        std::thread::spawn(move || {
-            relay(File::from(read), File::from(target));
-            let _ = sender.send(());
-        });
+        relay_reporting(read, target, &sender);
         count += 1;
         outputs.push(Stdio::from(write));
     }
@@ -94,15 +90,17 @@ pub fn relay_handed_out(stdin: OwnedFd, stdout: OwnedFd, stderr: OwnedFd) -> io:
     let own_stdin = io::stdin().as_fd().try_clone_to_owned()?;
     std::thread::spawn(move || relay(File::from(own_stdin), File::from(stdin)));
     let (sender, done) = mpsc::channel();
-    for (from, to) in [
-        (stdout, io::stdout().as_fd().try_clone_to_owned()?),
-        (stderr, io::stderr().as_fd().try_clone_to_owned()?),
-    ] {
-        let sender = sender.clone();
-        std::thread::spawn(move || {
-            relay(File::from(from), File::from(to));
-            let _ = sender.send(());
-        });
-    }
+    relay_reporting(stdout, io::stdout().as_fd().try_clone_to_owned()?, &sender);
+    relay_reporting(stderr, io::stderr().as_fd().try_clone_to_owned()?, &sender);
     Ok(Relays { done, count: 2 })
+}
+
+/// Relays `from` to `to` on a thread of its own, which says on `done` when
+/// it has copied everything ([`Relays::finish`] waits for that).
+fn relay_reporting(from: OwnedFd, to: OwnedFd, done: &mpsc::Sender<()>) {
+    let done = done.clone();
+    std::thread::spawn(move || {
+        relay(File::from(from), File::from(to));
+        let _ = done.send(());
+    });
 }
