@@ -166,13 +166,7 @@ fn skillbox_run_gives_a_skill_exactly_the_egress_its_policy_declares() {
         "namespace left behind: {:?}",
         netns_list()
     );
-    let ruleset = must(&["ip", "netns", "exec", node.as_str(), "nft", "list", "ruleset"]);
-    assert!(
-        !ruleset.contains("skillbox-") && !ruleset.contains("skillbox_nat"),
-        "nftables left behind:\n{ruleset}"
-    );
-    let links = must(&["ip", "-n", node.as_str(), "-o", "link"]);
-    assert!(!links.contains("sbxv"), "veth left behind:\n{links}");
+    assert_node_clean(&fake);
     drop(uplink);
 }
 
@@ -248,6 +242,18 @@ impl Run {
     }
 }
 
+/// Fails if a `skillbox-*` nftables table or a veth `sbxv*` is left in the
+/// fake node (its namespace is one test's alone).
+fn assert_node_clean(fake: &FakeInternet) {
+    let ruleset = must(&["ip", "netns", "exec", &fake.node, "nft", "list", "ruleset"]);
+    assert!(
+        !ruleset.contains("skillbox-") && !ruleset.contains("skillbox_nat"),
+        "nftables left behind:\n{ruleset}"
+    );
+    let links = must(&["ip", "-n", &fake.node, "-o", "link"]);
+    assert!(!links.contains("sbxv"), "veth left behind:\n{links}");
+}
+
 /// Fails if anything of the sandbox networks of `runs` is left: their
 /// namespaces, a veth `sbxv*` or a `skillbox-*` nftables table in the node.
 fn assert_nothing_left(fake: &FakeInternet, runs: &[&Run]) {
@@ -260,13 +266,7 @@ fn assert_nothing_left(fake: &FakeInternet, runs: &[&Run]) {
             "namespace of {execution} left behind: {namespaces:?}"
         );
     }
-    let ruleset = must(&["ip", "netns", "exec", &fake.node, "nft", "list", "ruleset"]);
-    assert!(
-        !ruleset.contains("skillbox-") && !ruleset.contains("skillbox_nat"),
-        "nftables left behind:\n{ruleset}"
-    );
-    let links = must(&["ip", "-n", &fake.node, "-o", "link"]);
-    assert!(!links.contains("sbxv"), "veth left behind:\n{links}");
+    assert_node_clean(fake);
 }
 
 /// A skill that, for about 12 s, resolves `own` through its proxy and
@@ -825,13 +825,7 @@ fn skillbox_run_through_the_pool_gets_the_same_egress_and_leaves_nothing() {
     assert_eq!(ready.len(), 2, "{ready:?}");
     assert!(netns_list().iter().any(|name| name.contains(&ready[0])));
     pool.stop();
-    let ruleset = must(&["ip", "netns", "exec", &fake.node, "nft", "list", "ruleset"]);
-    assert!(
-        !ruleset.contains("skillbox-") && !ruleset.contains("skillbox_nat"),
-        "nftables left behind:\n{ruleset}"
-    );
-    let links = must(&["ip", "-n", &fake.node, "-o", "link"]);
-    assert!(!links.contains("sbxv"), "veth left behind:\n{links}");
+    assert_node_clean(&fake);
     assert!(
         !netns_list()
             .iter()
