@@ -43,7 +43,7 @@ cleanup() {
     [ -n "$pool_pid" ] && kill -TERM "$pool_pid" 2>/dev/null && wait "$pool_pid" 2>/dev/null
     jobs -p | xargs -r kill 2>/dev/null
     wait 2>/dev/null
-    runsc --root "$work/raw" list --quiet 2>/dev/null | xargs -r -n1 runsc --root "$work/raw" delete --force >/dev/null 2>&1
+    remove_runsc_containers "$work/raw"
     "$skillbox" gc >/dev/null 2>&1
     rm -rf "$work"
 }
@@ -52,11 +52,9 @@ trap cleanup EXIT
 prepare_release_bench "$rootfs"
 mkdir -p "$state" "$work/raw"
 
-cp -r examples/hello "$work/hello"
-sed -i 's/cpus: 0.25/cpus: 2/' "$work/hello/SKILL.md"
-grep -q 'cpus: 2,' "$work/hello/SKILL.md" || die "examples/hello no longer declares cpus: 0.25"
+hello_with_full_cpus "$work/hello"
 "$skillbox" compile "$work/hello" --base-rootfs "$rootfs" -o "$work/bundle" -- world >/dev/null
-platform="$(jq -r '.annotations["io.skillbox.runsc.flags"] | fromjson | .platform' "$work/bundle/config.json")"
+platform="$(bundle_platform "$work/bundle")"
 echo "bundle runs on the $platform platform"
 
 pool_status() {

@@ -40,7 +40,7 @@ cleanup() {
     set +e
     jobs -p | xargs -r kill 2>/dev/null
     wait 2>/dev/null
-    runsc --root "$work/raw" list --quiet 2>/dev/null | xargs -r -n1 runsc --root "$work/raw" delete --force >/dev/null 2>&1
+    remove_runsc_containers "$work/raw"
     "$skillbox" gc >/dev/null 2>&1
     rm -rf "$work"
 }
@@ -68,7 +68,7 @@ run_skill() {
     "$skillbox" run "$work/$1" --base-rootfs "$rootfs" >/dev/null 2>&1
 }
 "$skillbox" compile "$work/true" --base-rootfs "$rootfs" -o "$work/true-bundle" >/dev/null
-platform="$(jq -r '.annotations["io.skillbox.runsc.flags"] | fromjson | .platform' "$work/true-bundle/config.json")"
+platform="$(bundle_platform "$work/true-bundle")"
 mkdir -p "$work/raw"
 raw_run() {
     runsc --network=none --platform="$platform" --root "$work/raw" run --bundle "$work/true-bundle" "raw-$1" >/dev/null 2>&1

@@ -107,9 +107,7 @@ echo "shims: $shim ($(stat -c %s "$shim") bytes), $(command -v containerd-shim-r
 # machine) instead of its 0.25, which would dominate start-up: our shim
 # enforces the policy's quota, so the one bundle all three paths run carries
 # it (the Go shim and raw runsc apply the spec's quota too).
-cp -r examples/hello "$work/hello-skill"
-sed -i 's/cpus: 0.25/cpus: 2/' "$work/hello-skill/SKILL.md"
-grep -q 'cpus: 2,' "$work/hello-skill/SKILL.md" || die "examples/hello no longer declares cpus: 0.25"
+hello_with_full_cpus "$work/hello-skill"
 "$skillbox" compile "$work/hello-skill" --base-rootfs "$rootfs" -o "$work/hello" --absolute-paths >/dev/null
 bundle="$work/bundle"
 mkdir -p "$bundle"

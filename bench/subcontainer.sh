@@ -26,17 +26,16 @@ root="$work/runsc"
 
 cleanup() {
     set +e
-    runsc --root "$root" list --quiet 2>/dev/null | xargs -r -n1 runsc --root "$root" delete --force >/dev/null 2>&1
+    remove_runsc_containers "$root"
     rm -rf "$work"
 }
 trap cleanup EXIT
 
 prepare_release_bench "$rootfs"
 mkdir -p "$root"
-cp -r examples/hello "$work/hello"
-sed -i 's/cpus: 0.25/cpus: 2/' "$work/hello/SKILL.md"
+hello_with_full_cpus "$work/hello"
 "$skillbox" compile "$work/hello" --base-rootfs "$rootfs" -o "$work/bundle" --absolute-paths >/dev/null
-platform="$(jq -r '.annotations["io.skillbox.runsc.flags"] | fromjson | .platform' "$work/bundle/config.json")"
+platform="$(bundle_platform "$work/bundle")"
 flags=(--network=none --platform="$platform" --root "$root")
 echo "bundle runs on the $platform platform"
 

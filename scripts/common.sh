@@ -120,6 +120,26 @@ prepare_release_bench() {
     echo "runsc: $(runsc --version | head -n 1)"
 }
 
+# hello_with_full_cpus DEST: a copy of examples/hello at DEST with `cpus: 2`
+# (the ceiling) instead of its 0.25: a quarter CPU quota would dominate
+# the start-up of every path a benchmark compares.
+hello_with_full_cpus() {
+    cp -r examples/hello "$1"
+    sed -i 's/cpus: 0.25/cpus: 2/' "$1/SKILL.md"
+    grep -q 'cpus: 2,' "$1/SKILL.md" || die "examples/hello no longer declares cpus: 0.25"
+}
+
+# bundle_platform BUNDLE: the runsc platform a compiled bundle runs on.
+bundle_platform() {
+    jq -r '.annotations["io.skillbox.runsc.flags"] | fromjson | .platform' "$1/config.json"
+}
+
+# remove_runsc_containers ROOT: force-deletes every container runsc lists
+# under the state root ROOT (a benchmark's raw runs).
+remove_runsc_containers() {
+    runsc --root "$1" list --quiet 2>/dev/null | xargs -r -n1 runsc --root "$1" delete --force >/dev/null 2>&1
+}
+
 time_ms() {
     local start end
     # EPOCHREALTIME without its dot: microseconds, read without a fork.

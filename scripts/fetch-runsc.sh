@@ -3,8 +3,8 @@
 # that runs on bookworm) without touching the system (`fetch_debian_package`
 # in common.sh): unpacked into target/skillbox-cache/runsc-trixie/, binary
 # at usr/bin/runsc. Idempotent: does nothing when the binary is already
-# there. The test suite runs again on it with SKILLBOX_RUNSC and
-# SKILLBOX_RUNSC_PLATFORM=systrap.
+# there. scripts/test.sh runs the workspace again with its usr/bin first on
+# PATH, where `[runsc] platform = "auto"` picks systrap.
 #
 #   bash scripts/fetch-runsc.sh
 set -euo pipefail
