@@ -14,7 +14,9 @@
 # build time), runc (the control runtime handler its pods run under besides
 # skillbox) and containernetworking-plugins (the bridge, host-local and
 # loopback CNI plugins containerd's CRI plugin gives every pod), and gcc
-# (already needed by cargo's linker) builds its static pause program.
+# (already needed by cargo's linker) builds its static pause program; the
+# pool's static launcher (launcher/build.rs) links against the same
+# libc6-dev's libc.a.
 # The Helm chart's tests (scripts/fetch-chart-tools.sh) need python3-venv
 # (a venv for kubernetes-validate); they also need npm, left out here
 # because Debian's npm package conflicts with the Node.js builds machines
