@@ -81,16 +81,20 @@ pub enum Subcommand {
     /// `kill --pid=<pid> <id> <signal>`: one process, numbered as in the
     /// sandbox's root pid namespace.
     KillProcess { id: String, pid: u32, signal: i32 },
-    /// `exec --detach --process=FILE --pid-file=FILE --internal-pid-file=FILE
-    /// [--console-socket=SOCK] <id>`: runsc forks a `runsc exec` child that
-    /// waits for the process and exits with its status; its host pid goes
-    /// to `pid_file`, the process's sandbox pid to `internal_pid_file`.
+    /// `exec [--detach] --process=FILE --pid-file=FILE
+    /// --internal-pid-file=FILE [--console-socket=SOCK] <id>`: the `runsc
+    /// exec` that waits for the process and exits with its status writes
+    /// its own host pid to `pid_file` once the process runs, and the
+    /// process's sandbox pid to `internal_pid_file` before that. With
+    /// `--detach` runsc forks that `runsc exec` as a child (making the
+    /// terminal for `--console-socket`) and returns.
     Exec {
         id: String,
         process: PathBuf,
         pid_file: PathBuf,
         internal_pid_file: PathBuf,
         console_socket: Option<PathBuf>,
+        detach: bool,
     },
     /// `delete [--force] <id>`.
     Delete { id: String, force: bool },
@@ -204,9 +208,12 @@ impl Subcommand {
                 pid_file,
                 internal_pid_file,
                 console_socket,
+                detach,
                 ..
             } => {
-                out.push("--detach".into());
+                if *detach {
+                    out.push("--detach".into());
+                }
                 out.push(flag_path("--process=", process));
                 out.push(flag_path("--pid-file=", pid_file));
                 out.push(flag_path("--internal-pid-file=", internal_pid_file));

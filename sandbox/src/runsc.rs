@@ -5,8 +5,11 @@ use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
+use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
 use runsc_config::{
     argv, GlobalOptions, HostCapabilities, ModeSupport, NetworkMode, PlatformSupport, RunscFlags,
     RunscVersion, Subcommand,
@@ -34,6 +37,8 @@ pub enum RunscError {
     },
     #[error("`{argv}` did not finish within {limit:?}; killed")]
     TimedOut { argv: String, limit: Duration },
+    #[error("`{argv}` did not start the process within {limit:?}; killed")]
+    NotStarted { argv: String, limit: Duration },
     #[error("cannot read `{argv}` output: {reason}")]
     Output { argv: String, reason: String },
     #[error("cannot parse `{argv}` output: {source}")]
@@ -205,9 +210,18 @@ impl Runsc {
         )
     }
 
-    /// `runsc exec --detach` of the process spec at `process`: returns once
-    /// the process runs. The `runsc exec` child left behind (pid in
-    /// `pid_file`) holds its stdio or terminal and exits with its status.
+    /// `runsc exec` of the process spec at `process`: returns once the
+    /// process runs. A `runsc exec` is left behind that holds the process's
+    /// stdio or terminal and exits with its status: the child started here
+    /// (its pid returned), or, with a terminal, the one runsc forks, which
+    /// `pid_files.0` names and the caller, a subreaper, inherits (`None`).
+    ///
+    /// With a terminal, runsc's `--detach` makes it. Without one, `runsc
+    /// exec` is started here and watched for its pid file: `--detach`'s
+    /// parent watches the same way but fails with status 128 (and reaps
+    /// the child, losing the process's status) when the child has already
+    /// exited, as a process as short as `true` can under load (see
+    /// docs/runsc-facts.md).
     pub fn exec(
         &self,
         id: &str,
@@ -215,17 +229,83 @@ impl Runsc {
         pid_files: (&Path, &Path),
         console_socket: Option<&Path>,
         stdio: [Stdio; 3],
-    ) -> Result<(), RunscError> {
-        self.run_with_stdio(
-            &Subcommand::Exec {
-                id: id.to_owned(),
-                process: process.to_owned(),
-                pid_file: pid_files.0.to_owned(),
-                internal_pid_file: pid_files.1.to_owned(),
-                console_socket: console_socket.map(Path::to_owned),
-            },
-            stdio,
-        )
+    ) -> Result<Option<u32>, RunscError> {
+        let sub = Subcommand::Exec {
+            id: id.to_owned(),
+            process: process.to_owned(),
+            pid_file: pid_files.0.to_owned(),
+            internal_pid_file: pid_files.1.to_owned(),
+            console_socket: console_socket.map(Path::to_owned),
+            detach: console_socket.is_some(),
+        };
+        if console_socket.is_some() {
+            return self.run_with_stdio(&sub, stdio).map(|()| None);
+        }
+        let mark = self.log_mark();
+        let result = self.exec_until_started(&sub, pid_files.0, stdio);
+        self.with_logged(mark, result).map(Some)
+    }
+
+    /// Starts `sub` (an exec without `--detach`) with the process's stdio
+    /// and returns its pid once runsc has written a pid to `pid_file`,
+    /// which it does when the process runs. The child is left unreaped for
+    /// the caller's reaper, also when it has already exited; one that exits
+    /// without writing the file failed, and is reaped here for its status.
+    fn exec_until_started(
+        &self,
+        sub: &Subcommand,
+        pid_file: &Path,
+        stdio: [Stdio; 3],
+    ) -> Result<u32, RunscError> {
+        let (mut command, argv) = self.command(sub);
+        let [stdin, stdout, stderr] = stdio;
+        command.stdin(stdin).stdout(stdout).stderr(stderr);
+        let spawned = command.spawn();
+        // Our copies of the process's stdio close with the command.
+        drop(command);
+        let mut child = spawned.map_err(|source| RunscError::Spawn {
+            argv: argv.clone(),
+            source,
+        })?;
+        let pid = child.id();
+        // runsc's own pid, or, behind a wrapper that does not exec runsc,
+        // a descendant's: either way the process runs.
+        let started =
+            || std::fs::read_to_string(pid_file).is_ok_and(|text| text.trim().parse::<u32>().is_ok());
+        let deadline = Instant::now() + EXEC_START_LIMIT;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            if started() {
+                return Ok(pid);
+            }
+            if has_exited(pid) {
+                // The pid file is written before the process can end.
+                if started() {
+                    return Ok(pid);
+                }
+                let status = child.wait().map_err(|source| RunscError::Spawn {
+                    argv: argv.clone(),
+                    source,
+                })?;
+                return Err(RunscError::Failed {
+                    argv,
+                    status,
+                    stdout: String::new(),
+                    stderr: "see the container's stderr".to_owned(),
+                    logged: Vec::new(),
+                });
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(RunscError::NotStarted {
+                    argv,
+                    limit: EXEC_START_LIMIT,
+                });
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(10));
+        }
     }
 
     /// Runs a subcommand whose stdio is the container's, so its errors go to
@@ -560,6 +640,19 @@ pub const TRIAL_LIMIT: Duration = Duration::from_secs(20);
 
 /// How long `runsc --version` gets.
 pub const VERSION_LIMIT: Duration = Duration::from_secs(10);
+
+/// How long `runsc exec` may take to start its process (runsc's own
+/// `--detach` waits as long).
+const EXEC_START_LIMIT: Duration = Duration::from_secs(10);
+
+/// Whether child `pid` has exited, leaving it to be reaped (`WNOWAIT`).
+fn has_exited(pid: u32) -> bool {
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    !matches!(
+        waitid(Id::Pid(Pid::from_raw(pid as i32)), flags),
+        Ok(WaitStatus::StillAlive) | Err(Errno::EINTR)
+    )
+}
 
 /// Runs `command` (stdin closed) to its end, or kills it at `limit`: its
 /// status (`None` when killed) and what it wrote. For commands that write

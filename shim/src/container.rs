@@ -215,7 +215,11 @@ impl Container {
             terminal,
             Streams::Init { id, namespace },
             &pid_file,
-            |console_socket, streams| runsc.create(bundle, id, &pid_file, console_socket, streams),
+            |console_socket, streams| {
+                runsc
+                    .create(bundle, id, &pid_file, console_socket, streams)
+                    .map(|()| None)
+            },
         )?;
         let (pid, state, causes) = (launched.pid, ProcessState::new(), Arc::new(EndCauses::default()));
         let (ended_sandbox, ended_causes) = (Arc::clone(&sandbox), Arc::clone(&causes));

@@ -1,9 +1,9 @@
 //! A process exec'd into a running container: added (Exec), started
-//! (Start: `runsc exec --detach`), reaped, deleted.
+//! (Start: `runsc exec`), reaped, deleted.
 //!
-//! `runsc exec --detach` leaves a `runsc exec` child that waits for the
-//! process inside the sandbox and exits with its status; the shim, a child
-//! subreaper, inherits and reaps it. Signals go to the process itself by its
+//! Start leaves a `runsc exec` child that waits for the process inside the
+//! sandbox and exits with its status (`Runsc::exec`); the shim, a child
+//! subreaper, reaps it. Signals go to the process itself by its
 //! sandbox pid (`runsc kill --pid`), as that child forwards none without a
 //! terminal.
 

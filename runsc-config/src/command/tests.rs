@@ -181,31 +181,32 @@ fn kill_one_process_names_its_sandbox_pid() {
 }
 
 #[test]
-fn exec_is_detached_with_both_pid_files_and_an_optional_console() {
-    let sub = |console_socket: Option<&str>| Subcommand::Exec {
+fn exec_has_both_pid_files_and_is_detached_only_when_asked() {
+    let sub = |console_socket: Option<&str>, detach: bool| Subcommand::Exec {
         id: "x".into(),
         process: "/b/p.json".into(),
         pid_file: "/b/p.pid".into(),
         internal_pid_file: "/b/p.ipid".into(),
         console_socket: console_socket.map(Into::into),
+        detach,
     };
-    let base = [
-        "exec",
-        "--detach",
+    let files = [
         "--process=/b/p.json",
         "--pid-file=/b/p.pid",
         "--internal-pid-file=/b/p.ipid",
     ];
-    let with_id = |extra: &[&str]| {
-        let mut args = base.to_vec();
+    let args = |detach: &[&str], extra: &[&str]| {
+        let mut args = vec!["exec"];
+        args.extend_from_slice(detach);
+        args.extend_from_slice(&files);
         args.extend_from_slice(extra);
         args.push("x");
         expect(&args)
     };
-    assert_eq!(render(sub(None)), with_id(&[]));
+    assert_eq!(render(sub(None, false)), args(&[], &[]));
     assert_eq!(
-        render(sub(Some("/s.sock"))),
-        with_id(&["--console-socket=/s.sock"])
+        render(sub(Some("/s.sock"), true)),
+        args(&["--detach"], &["--console-socket=/s.sock"])
     );
 }
 

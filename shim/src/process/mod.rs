@@ -7,7 +7,7 @@
 //! - [`io`]: a process's stdio or terminal, opened for runsc and attached
 //!   once runsc has started it;
 //! - [`template`]: one launch for every process runsc starts with a pid
-//!   file (init: `runsc create`; exec: `runsc exec --detach`), and one reaper.
+//!   file (init: `runsc create`; exec: `runsc exec`), and one reaper.
 //!
 //! A pod member has no host process of its own (its stdio goes to `runsc
 //! start`, its exit comes from `runsc wait`), so it uses the state alone.

@@ -1,6 +1,6 @@
 //! One way to start a process through runsc and to collect its exit, for
-//! the init process (`runsc create`) and every exec (`runsc exec
-//! --detach`): stdio opened → runsc → terminal attached → pid file read →
+//! the init process (`runsc create`) and every exec (`runsc exec`): stdio
+//! opened → runsc → terminal attached → pid file read →
 //! a thread that reaps the pid, drains the output and records the exit.
 
 use std::path::Path;
@@ -39,26 +39,30 @@ pub fn pid_from(path: &Path) -> Result<u32, ContainerError> {
 }
 
 /// Opens the process's stdio, lets `start` run runsc with the console
-/// socket (if any) and the streams, attaches the terminal and reads the
-/// pid runsc wrote to `pid_file`.
+/// socket (if any) and the streams, attaches the terminal, and takes the
+/// pid `start` returns or else the one runsc wrote to `pid_file`.
 pub fn launch(
     stdio: &StdioPaths,
     terminal: bool,
     kind: Streams<'_>,
     pid_file: &Path,
-    start: impl FnOnce(Option<&Path>, [Stdio; 3]) -> Result<(), RunscError>,
+    start: impl FnOnce(Option<&Path>, [Stdio; 3]) -> Result<Option<u32>, RunscError>,
 ) -> Result<Launched, ContainerError> {
     let mut io = PendingIo::open(stdio, terminal, kind)?;
     let streams = io.take_streams();
-    if let Err(err) = start(io.console_socket(), streams) {
-        io.abandon();
-        return Err(err.into());
-    }
+    let started = match start(io.console_socket(), streams) {
+        Ok(pid) => pid,
+        Err(err) => {
+            io.abandon();
+            return Err(err.into());
+        }
+    };
     let io = io.attach(stdio)?;
-    Ok(Launched {
-        pid: pid_from(pid_file)?,
-        io,
-    })
+    let pid = match started {
+        Some(pid) => pid,
+        None => pid_from(pid_file)?,
+    };
+    Ok(Launched { pid, io })
 }
 
 /// Reaps `pid` on a thread. Once it exited, its terminal output is drained
