@@ -1,9 +1,11 @@
 //! Exec, terminals and stdin through a private containerd: `ctr task exec`
 //! with and without `-t`, `ctr run -t` (console socket, resize) and
-//! `ctr run` with piped stdin (end of file through CloseIO).
+//! `ctr run` with piped stdin (end of file through CloseIO), and what many
+//! execs leave in the shim.
 
 use std::io::Write;
 use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 mod common;
 
@@ -174,4 +176,75 @@ fn piped_stdin_reaches_the_skill_and_ends() {
         ["500", "read-all"]
     );
     assert_no_leftovers(&containerd, namespace, id, "/skillbox-test-reader");
+}
+
+/// The shim's open files, its child processes and the task's processes as
+/// `ctr task ps` lists them: what an exec that was cleaned up leaves as it
+/// found it.
+#[derive(Debug, PartialEq)]
+struct ShimFootprint {
+    open_files: usize,
+    children: Vec<String>,
+    task_pids: Vec<String>,
+}
+
+fn shim_footprint(containerd: &Containerd, namespace: &str, id: &str, shim: i32) -> ShimFootprint {
+    let open_files = std::fs::read_dir(format!("/proc/{shim}/fd")).unwrap().count();
+    let mut children = Vec::new();
+    for thread in std::fs::read_dir(format!("/proc/{shim}/task")).unwrap() {
+        let listed = std::fs::read_to_string(thread.unwrap().path().join("children")).unwrap_or_default();
+        children.extend(listed.split_whitespace().map(str::to_owned));
+    }
+    children.sort();
+    let ps = containerd.ctr(namespace, &["tasks", "ps", id]);
+    assert!(ps.status.success(), "{}", text(&ps.stderr));
+    let task_pids = text(&ps.stdout).lines().skip(1).map(str::to_owned).collect();
+    ShimFootprint {
+        open_files,
+        children,
+        task_pids,
+    }
+}
+
+/// A shim lives as long as its task (a pod's, as long as the pod) and
+/// serves every exec into it: 20 execs, four at a time, all succeed, and
+/// once ended they leave its open files, its child processes and the
+/// task's process list as the first exec left them.
+#[test]
+fn ended_execs_leave_nothing_behind_in_the_shim() {
+    let containerd = Containerd::start();
+    let work = tempfile::tempdir().unwrap();
+    let namespace = "skillbox-test-exec-footprint";
+    let bundle = compile_skill(work.path(), "execed-often", "sleep 120");
+    let id = "execed-often-1";
+    let out = containerd.run_bundle(namespace, &bundle.join("config.json"), id, &["-d"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let exec = |n: usize| {
+        let exec_id = format!("exec-{n}");
+        let out = containerd.ctr(namespace, &["tasks", "exec", "--exec-id", &exec_id, id, "true"]);
+        assert!(out.status.success(), "exec {n}: {}", text(&out.stderr));
+    };
+
+    // The first exec may open what the shim keeps for later ones.
+    exec(0);
+    let shim = shim_pid(namespace, id).expect("no shim process for the task");
+    let first = shim_footprint(&containerd, namespace, id, shim);
+    // Four at a time, as clients of one pod do.
+    std::thread::scope(|scope| {
+        for first in 0..4 {
+            let exec = &exec;
+            scope.spawn(move || (0..5).for_each(|n| exec(1 + first * 5 + n)));
+        }
+    });
+    // An exec's exit is handled after ctr has its status: allow a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut after = shim_footprint(&containerd, namespace, id, shim);
+    while after != first && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        after = shim_footprint(&containerd, namespace, id, shim);
+    }
+    assert_eq!(after, first, "20 more execs changed what the shim holds");
+
+    kill_and_remove(&containerd, namespace, id);
+    assert_no_leftovers(&containerd, namespace, id, "/skillbox-test-execed-often");
 }
