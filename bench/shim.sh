@@ -11,18 +11,24 @@
 #      with median, p90 and min per path and the ratios of the medians
 #      (targets: ours/baseline ≤ 1.0, ours/raw ≤ 1.2);
 #  (c) executions per second through containerd (ctr run --rm at
-#      parallelism 4 and 8; target >= 20/s), against the runc shim at 8;
+#      parallelism 4 and 8; target >= 20/s), against the runc shim at 8,
+#      and what our shim's runs left: shim processes, runsc containers,
+#      audit files, cgroups, mounts;
 #  (b) the memory of each shim process (RSS and PSS from smaps_rollup) while
 #      a long-running task runs under it, after its metrics and processes
 #      were asked for as kubelet does (target: our RSS ≤ 4 MiB), and where
 #      our shim's RSS goes, by mapping.
+#  (d) what a shim holds after many execs into its task (`ctr tasks exec`,
+#      EXEC_RUNS of them at parallelism 4), ours and the runc shim's: open
+#      files, threads, RSS and anonymous memory before (after 10 execs) and
+#      after, which a leak per exec would make grow.
 #
 # All three paths run the same bundle: examples/hello compiled by
 # `skillbox compile`, with its CPU quota (cpus: 0.25) removed so that CFS
 # throttling adds no variance. Everything this script starts (containerd,
 # containers, tasks, sandboxes, temp dirs) is removed on exit.
 #
-#   bash bench/shim.sh            (env: RUNS=15 WARMUP=2 MEM_SAMPLES=3 THROUGHPUT_RUNS=100)
+#   bash bench/shim.sh            (env: RUNS=15 WARMUP=2 MEM_SAMPLES=3 THROUGHPUT_RUNS=100 EXEC_RUNS=1000)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/common.sh
@@ -33,6 +39,7 @@ runs="${RUNS:-15}"
 warmup="${WARMUP:-2}"
 mem_samples="${MEM_SAMPLES:-3}"
 throughput_runs="${THROUGHPUT_RUNS:-100}"
+exec_runs="${EXEC_RUNS:-1000}"
 repo="$PWD"
 skillbox="$repo/target/release/skillbox"
 # SHIM: another build of the shim to measure (default: the release build).
@@ -256,6 +263,14 @@ rate() {
 }
 ours_rate4="$(rate ours 4)"
 ours_rate8="$(rate ours 8)"
+# What the ctr run --rm through our shim left on the node, counted once
+# their shims have had a moment to exit.
+sleep 2
+ours_shims="$(pgrep -fc "containerd-shim-skillbox-v1 -namespace $ns " || true)"
+ours_runsc="$(runsc --root "/run/skillbox/shim/$ns" list --quiet 2>/dev/null | grep -c . || true)"
+ours_audit="$(find /run/skillbox/audit -maxdepth 1 -name "$ns.*" | wc -l)"
+ours_cgroups="$(find /sys/fs/cgroup -maxdepth 2 -name "${cgroup_hello#/}-ours-*" | wc -l)"
+ours_mounts="$(grep -c -e "$ctrd" -e "/run/skillbox/shim/$ns" /proc/self/mountinfo || true)"
 base_rate8="$(rate baseline 8)"
 
 section "(b) Shim memory while a task runs"
@@ -328,6 +343,43 @@ for i in $(seq 1 "$mem_samples"); do
         ctr_ containers delete "$id"
     done
 done
+section "(d) $exec_runs execs into one running task"
+# "open_files threads rss_kb anonymous_kb" of process $1.
+holdings_of() {
+    local files
+    files="$(find "/proc/$1/fd" -mindepth 1 -maxdepth 1 | wc -l)"
+    echo "$files $(awk '$1 == "Threads:" { print $2 }' "/proc/$1/status")" \
+        "$(awk '$1 == "Rss:" { r = $2 } $1 == "Anonymous:" { a = $2 } END { print r, a }' "/proc/$1/smaps_rollup")"
+}
+# One exec of `true` into task $1, exec id $2.
+exec_once() {
+    ctr_ tasks exec --exec-id "x-$2" "$1" true </dev/null
+}
+export -f exec_once
+for which in ours baseline; do
+    id="execs-$which"
+    case "$which" in
+        ours) ctr_ run --detach --runtime io.containerd.skillbox.v1 --config "$work/sleep/config-ours.json" "$id" </dev/null ;;
+        baseline) ctr_ run --detach --runc-binary "$wrapper" --runc-root "$runc_root" \
+            --config "$work/sleep/config-baseline.json" "$id" </dev/null ;;
+    esac
+    wait_running "$id"
+    for n in $(seq 1 10); do
+        exec_once "$id" "warm-$n" >/dev/null || die "exec into $id failed"
+    done
+    sleep 1
+    pid="$(shim_pid "$id")"
+    holdings_of "$pid" >"$work/$which.before"
+    start="${EPOCHREALTIME/[.,]/}"
+    seq "$exec_runs" | xargs -P 4 -I{} bash -c "exec_once $id {} >/dev/null" || die "an exec into $id failed"
+    end="${EPOCHREALTIME/[.,]/}"
+    awk -v n="$exec_runs" -v us="$((end - start))" 'BEGIN { printf "%.1f\n", n / (us / 1e6) }' >"$work/$which.exec-rate"
+    sleep 2
+    holdings_of "$pid" >"$work/$which.after"
+    ctr_ tasks delete --force "$id" >/dev/null 2>"$work/ctr.err" || die "ctr tasks delete --force $id: $(cat "$work/ctr.err")"
+    ctr_ containers delete "$id"
+done
+
 # Median of column $1 of file $2, rounded to an integer.
 column_median() {
     awk -v c="$1" '{ print $c }' "$2" | summary | awk '{ printf "%.0f\n", $1 }'
@@ -359,6 +411,8 @@ printf '%-46s %6s x  (%s the 1.0x target)\n' "ratio ours / baseline (medians)" "
 printf '%-46s %6s x  (%s the 1.2x target)\n' "ratio ours / raw (medians)" "$r_raw" "$(verdict "$r_raw" 1.2)"
 printf '%-46s %s\n' "executions/s through containerd ($throughput_runs runs)" \
     "ours: $ours_rate4 at parallelism 4, $ours_rate8 at 8; runc shim + runsc: $base_rate8 at 8 (target >= 20)"
+printf '%-46s %s\n' "left by those $((2 * throughput_runs)) runs through our shim" \
+    "shim processes $ours_shims, runsc containers $ours_runsc, audit files $ours_audit, cgroups $ours_cgroups, mounts $ours_mounts"
 echo
 printf '%-46s %9s %9s %8s\n' "shim memory while a task runs ($mem_samples samples)" "RSS" "PSS" "threads"
 printf '%-46s %6s kB %6s kB %8s\n' "ours: containerd-shim-skillbox-v1" "$ours_rss" "$ours_pss" "$ours_threads"
@@ -367,6 +421,15 @@ printf '%-46s %9s %9s\n' "ratio ours / baseline" "$(ratio "$ours_rss" "$base_rss
 printf '%-46s %6s kB  (%s the 4 MiB target)\n' "our RSS against 4 MiB = 4096 kB" "$ours_rss" "$(verdict "$ours_rss" 4096)"
 echo "our shim's RSS by mapping (kB, first sample):"
 sed 's/^/    /' "$work/ours.maps"
+echo
+printf '%-46s %s\n' "after $exec_runs execs into one task (before → after)" \
+    "open files, threads, RSS kB, anonymous kB"
+for which in ours baseline; do
+    read -r f0 t0 r0 a0 <"$work/$which.before"
+    read -r f1 t1 r1 a1 <"$work/$which.after"
+    printf '%-46s %s → %s, %s → %s, %s → %s, %s → %s  (%s execs/s)\n' "$which" \
+        "$f0" "$f1" "$t0" "$t1" "$r0" "$r1" "$a0" "$a1" "$(cat "$work/$which.exec-rate")"
+done
 echo
 for which in "${paths[@]}"; do
     printf '%-9s samples (ms): %s\n' "$which" "$(sort -g "$work/$which.ms" | tr '\n' ' ')"
