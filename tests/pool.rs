@@ -312,6 +312,40 @@ fn a_changed_skill_is_never_served_from_a_stale_sandbox() {
     pool.stop();
 }
 
+/// The pool lives for many executions: each served run closes what its
+/// sandbox held in the pool (pipes, sockets, the monitoring session), so
+/// with the same sandboxes ready its open files are those it had after the
+/// first.
+#[test]
+fn served_runs_leave_nothing_open_in_the_pool() {
+    let skill = Skill::sh("pooled-often", "", "echo served");
+    let mut options = warm_options(&skill);
+    options.extend(["--capacity".into(), "2".into(), "--per-skill".into(), "2".into()]);
+    let pool = TestPool::start(SKILLBOX, &options);
+    let serve = || {
+        pool.wait_ready(2);
+        let run = SkillRun::new(SKILLBOX, skill.path(), busybox_rootfs())
+            .pool(&pool)
+            .run();
+        assert_eq!(run.report()["pooled"], true, "{}\n{}", run.describe(), pool.log());
+        assert_eq!(run.output.stdout.trim(), "served", "{}", run.describe());
+    };
+    serve();
+    pool.wait_ready(2);
+    let first = pool.open_files();
+    for _ in 0..6 {
+        serve();
+    }
+    pool.wait_ready(2);
+    assert_eq!(
+        pool.open_files(),
+        first,
+        "6 more served runs changed the pool's open files"
+    );
+    assert_eq!(pool.status()["served"], 7);
+    pool.stop();
+}
+
 #[test]
 fn the_pool_is_bounded_and_keeps_the_most_recent_skills() {
     let first = Skill::sh("pooled-first", "", "echo first");

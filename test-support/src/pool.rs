@@ -86,6 +86,12 @@ impl TestPool {
         self.dir.path().join("pool.sock")
     }
 
+    /// The pool process's open files, counted in `/proc`.
+    pub fn open_files(&self) -> usize {
+        let pid = self.child.as_ref().expect("a running pool").id();
+        std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+    }
+
     pub fn state_dir(&self) -> PathBuf {
         self.dir.path().join("state")
     }
