@@ -412,12 +412,14 @@ impl Pool {
         drop(handed.stdio);
         let interrupts = Interrupts::by_hand();
         let interrupter = interrupts.waker();
+        // Before the execution is listed as running: a failure here returns
+        // with nothing listed for shutdown to wait on.
+        forward_interrupts(&stream, interrupter.clone())?;
         {
             let mut state = lock(&self.state);
             state.served += 1;
-            state.running.insert(execution_id.clone(), interrupter.clone());
+            state.running.insert(execution_id.clone(), interrupter);
         }
-        forward_interrupts(&stream, interrupter)?;
         let finished = handed
             .running
             .wait_and_finish(&interrupts, request.output.as_deref());
