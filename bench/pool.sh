@@ -12,7 +12,8 @@
 #  (c) sustained: PARALLEL clients running back to back for SECONDS_LOAD s
 #      through a pool of CAPACITY: executions per second and how many were
 #      served warm (a sandbox must boot for every execution, so sustained
-#      throughput stays bounded by boots, not by hand-outs).
+#      throughput stays bounded by boots, not by hand-outs), and the pool
+#      process's open files and RSS before and after, all ready again.
 #
 # The hello skill runs with `cpus: 2` (the ceiling) instead of its 0.25: a
 # quarter CPU quota would dominate the start-up of every path alike.
@@ -130,6 +131,12 @@ client() {
 }
 export -f client warm_once
 export skillbox socket work rootfs seconds_load
+# "open_files rss_kb" of the pool process, for what the load leaves in it.
+pool_holdings() {
+    echo "$(find "/proc/$pool_pid/fd" -mindepth 1 -maxdepth 1 | wc -l)" \
+        "$(awk '$1 == "Rss:" { print $2 }' "/proc/$pool_pid/smaps_rollup")"
+}
+read -r files_before rss_before < <(pool_holdings)
 before="$(pool_status | jq .served)"
 start="${EPOCHREALTIME/[.,]/}"
 total=0
@@ -140,6 +147,10 @@ for i in $(seq "$parallel"); do total=$((total + $(cat "$work/client-$i"))); don
 served=$(($(pool_status | jq .served) - before))
 awk -v n="$total" -v s="$served" -v us="$((end - start))" \
     'BEGIN { printf "%d executions in %.1f s = %.1f/s, %d of them (%.0f%%) served warm\n", n, us / 1e6, n / (us / 1e6), s, 100 * s / n }'
+wait_ready "$capacity"
+read -r files_after rss_after < <(pool_holdings)
+echo "the pool process, $capacity sandboxes ready before and after: open files $files_before → $files_after," \
+    "RSS $rss_before → $rss_after kB"
 
 section "Stop"
 kill -TERM "$pool_pid"
