@@ -238,6 +238,11 @@ impl Runsc {
             console_socket: console_socket.map(Path::to_owned),
             detach: console_socket.is_some(),
         };
+        // Files left by an earlier shim of the same bundle must not pass
+        // for this exec's.
+        for file in [pid_files.0, pid_files.1] {
+            let _ = std::fs::remove_file(file);
+        }
         if console_socket.is_some() {
             return self.run_with_stdio(&sub, stdio).map(|()| None);
         }
