@@ -117,6 +117,8 @@ fn exec_with_a_terminal_carries_output_and_status() {
 
 /// `ctr run -t`: the init process's terminal comes through runsc's console
 /// socket, sized like the client's, and its output is complete at exit.
+/// ctr sizes the terminal only after Start, so the skill asks until it sees
+/// the size (busybox `stty size` exits 0 even when it cannot tell).
 #[test]
 fn run_with_a_terminal_gets_a_console_of_the_clients_size() {
     let containerd = Containerd::start();
@@ -125,14 +127,14 @@ fn run_with_a_terminal_gets_a_console_of_the_clients_size() {
     let bundle = compile_skill(
         work.path(),
         "ttyrun",
-        "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15; do stty size && break; sleep 0.2; done; i=0; while [ $i -lt 300 ]; do echo line-$i; i=$((i+1)); done; exit 6",
+        "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15; do s=$(stty size 2>&1); [ \"$s\" = \"40 120\" ] && break; sleep 0.2; done; echo size=$s; i=0; while [ $i -lt 300 ]; do echo line-$i; i=$((i+1)); done; exit 6",
     );
     let id = "ttyrun-1";
     let args = containerd.run_bundle_args(&bundle.join("config.json"), id, &["-t", "--rm"]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let run = containerd.ctr_in_terminal(namespace, &args, (40, 120));
     let output = text(&run.stdout);
-    assert!(output.contains("40 120"), "{output}\n{}", text(&run.stderr));
+    assert!(output.contains("size=40 120"), "{output}\n{}", text(&run.stderr));
     assert!(output.contains("line-299"), "output lost at exit:\n{output}");
     assert_eq!(run.status.code(), Some(6), "{output}");
     assert_no_leftovers(&containerd, namespace, id, "/skillbox-test-ttyrun");
