@@ -43,4 +43,27 @@ fn probe_finds_a_working_network_none_mode() {
     assert!(leftovers.is_empty(), "probe left processes behind: {leftovers:?}");
     let entries: Vec<_> = std::fs::read_dir(state.path()).unwrap().collect();
     assert!(entries.is_empty(), "probe left state behind: {entries:?}");
+    let cgroups = probe_cgroups();
+    assert!(cgroups.is_empty(), "probe left cgroups behind: {cgroups:?}");
+}
+
+/// Cgroups named like the probe's trial sandboxes, in any hierarchy (the
+/// v2 root, or a v1 controller's).
+fn probe_cgroups() -> Vec<std::path::PathBuf> {
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    let mut dirs = vec![root.to_owned()];
+    dirs.extend(
+        std::fs::read_dir(root)
+            .unwrap()
+            .flatten()
+            .map(|entry| entry.path()),
+    );
+    dirs.iter()
+        .filter_map(|dir| std::fs::read_dir(dir).ok())
+        .flat_map(|entries| entries.flatten().map(|entry| entry.path()))
+        .filter(|path| {
+            path.file_name()
+                .is_some_and(|name| name.to_string_lossy().starts_with("skillbox-probe-"))
+        })
+        .collect()
 }

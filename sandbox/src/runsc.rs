@@ -632,6 +632,11 @@ impl Runsc {
             let _ = runsc.kill(&id, nix::sys::signal::Signal::SIGKILL as i32);
         }
         let _ = runsc.delete_force(&id);
+        // runsc leaves the trial's cgroup (named after the container) when
+        // the platform fails early, as kvm does where it cannot run.
+        if let Ok(cgroups) = crate::cgroup::CgroupFs::detect() {
+            cgroups.remove_if_empty(&[PathBuf::from(&id)]);
+        }
         Ok(Trial {
             success: status.is_some_and(|status| status.success()),
             timed_out,
