@@ -14,6 +14,9 @@ use skillbox_test_support::{busybox_rootfs, example_dir, require, Cli};
 
 const SKILLBOX: Cli = Cli::new(env!("CARGO_BIN_EXE_skillbox"));
 
+/// The containerd namespace the tests import and run images in.
+const NAMESPACE: &str = "skillbox-image";
+
 /// A containerd of this test's own (config, root, state and socket in a
 /// temp dir, no CRI), stopped on drop.
 struct Containerd {
@@ -68,12 +71,12 @@ impl Containerd {
         std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
     }
 
-    /// `ctr -n skillbox-image <args>`, which must succeed; its stdout.
+    /// `ctr -n <NAMESPACE> <args>`, which must succeed; its stdout.
     fn ctr(&self, args: &[&str]) -> String {
         let out = Command::new("ctr")
             .arg("--address")
             .arg(self.dir.path().join("containerd.sock"))
-            .args(["--namespace", "skillbox-image"])
+            .args(["--namespace", NAMESPACE])
             .args(args)
             .current_dir("/")
             .stdin(Stdio::null())
@@ -98,6 +101,14 @@ impl Drop for Containerd {
         let pid = nix::unistd::Pid::from_raw(self.process.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGTERM);
         let _ = self.process.wait();
+        // runc removes a container's cgroup (containerd's default path is
+        // `/<namespace>/<id>`) but not the namespace's, left empty in every
+        // hierarchy (v1 controllers, and v2's, at the root or `unified/`).
+        let root = Path::new("/sys/fs/cgroup");
+        let hierarchies = std::fs::read_dir(root).into_iter().flatten().flatten();
+        for hierarchy in hierarchies.map(|entry| entry.path()).chain([root.to_owned()]) {
+            let _ = std::fs::remove_dir(hierarchy.join(NAMESPACE));
+        }
     }
 }
 
