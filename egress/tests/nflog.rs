@@ -188,13 +188,14 @@ fn each_connection_attempt_is_one_event_naming_verdict_and_rule() {
 fn a_group_another_socket_holds_is_refused_naming_it() {
     let node = Netns::new("nflog-busy");
     let group = group_for_slot(5).unwrap();
-    let sink = || {
-        let dir = tempfile::tempdir().unwrap().keep();
-        let writer = JsonLinesWriter::open(&dir.join("egress.jsonl"), identity()).unwrap();
+    // One events file per log, all removed with the test's directory.
+    let dir = tempfile::tempdir().unwrap();
+    let sink = |name: &str| {
+        let writer = JsonLinesWriter::open(&dir.path().join(name), identity()).unwrap();
         Arc::new(ResolvedRules::new(Arc::new(writer)))
     };
-    let first = ConnectionLog::start(Some(&path(&node)), group, Vec::new(), sink()).unwrap();
-    let err = ConnectionLog::start(Some(&path(&node)), group, Vec::new(), sink()).unwrap_err();
+    let first = ConnectionLog::start(Some(&path(&node)), group, Vec::new(), sink("first.jsonl")).unwrap();
+    let err = ConnectionLog::start(Some(&path(&node)), group, Vec::new(), sink("second.jsonl")).unwrap_err();
     assert!(
         matches!(err, NflogError::Bind { group: g, .. } if g == group),
         "{err:?}"
@@ -205,7 +206,7 @@ fn a_group_another_socket_holds_is_refused_naming_it() {
     assert!(err.to_string().contains(&group.to_string()), "{err}");
     drop(first);
     // Once the first is gone, the group is free again.
-    ConnectionLog::start(Some(&path(&node)), group, Vec::new(), sink())
+    ConnectionLog::start(Some(&path(&node)), group, Vec::new(), sink("third.jsonl"))
         .unwrap()
         .stop();
     assert_eq!(instances(&node), []);
