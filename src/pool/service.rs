@@ -552,6 +552,12 @@ pub fn serve(settings: PoolSettings) -> anyhow::Result<()> {
     std::fs::create_dir_all(&settings.state_dir)
         .with_context(|| format!("{}: cannot create", settings.state_dir.display()))?;
     remove_stale_launchers(&settings.state_dir);
+    // Caught before the socket exists: whoever sees the socket may stop the
+    // pool at once, and a signal must not end it without its cleanup. The
+    // thread that takes them starts once the socket exists, so that it can
+    // always wake the accept below through it.
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("cannot catch signals")?;
     let listener = listen(&settings.socket)?;
     let socket = settings.socket.clone();
     let launcher_dir = install_launcher(&settings.state_dir)?;
@@ -564,8 +570,6 @@ pub fn serve(settings: PoolSettings) -> anyhow::Result<()> {
         })
         .context("cannot start the booting thread")?;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut signals =
-        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("cannot catch signals")?;
     std::thread::spawn({
         let (stop, socket) = (Arc::clone(&stop), socket.clone());
         move || {
