@@ -131,12 +131,8 @@ client() {
 }
 export -f client warm_once
 export skillbox socket work rootfs seconds_load
-# "open_files rss_kb" of the pool process, for what the load leaves in it.
-pool_holdings() {
-    echo "$(find "/proc/$pool_pid/fd" -mindepth 1 -maxdepth 1 | wc -l)" \
-        "$(awk '$1 == "Rss:" { print $2 }' "/proc/$pool_pid/smaps_rollup")"
-}
-read -r files_before rss_before < <(pool_holdings)
+# What the load leaves in the pool process.
+read -r files_before _ rss_before _ < <(process_holdings "$pool_pid")
 before="$(pool_status | jq .served)"
 start="${EPOCHREALTIME/[.,]/}"
 total=0
@@ -148,7 +144,7 @@ served=$(($(pool_status | jq .served) - before))
 awk -v n="$total" -v s="$served" -v us="$((end - start))" \
     'BEGIN { printf "%d executions in %.1f s = %.1f/s, %d of them (%.0f%%) served warm\n", n, us / 1e6, n / (us / 1e6), s, 100 * s / n }'
 wait_ready "$capacity"
-read -r files_after rss_after < <(pool_holdings)
+read -r files_after _ rss_after _ < <(process_holdings "$pool_pid")
 echo "the pool process, $capacity sandboxes ready before and after: open files $files_before → $files_after," \
     "RSS $rss_before → $rss_after kB"
 

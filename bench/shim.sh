@@ -316,13 +316,28 @@ wait_running() {
     die "task $1 did not reach RUNNING"
 }
 
+# Starts the sleeping task $2 under shim $1 (ours or baseline), detached.
+start_sleeper() {
+    case "$1" in
+        ours) ctr_ run --detach --runtime io.containerd.skillbox.v1 --config "$work/sleep/config-ours.json" "$2" </dev/null ;;
+        baseline) ctr_ run --detach --runc-binary "$wrapper" --runc-root "$runc_root" \
+            --config "$work/sleep/config-baseline.json" "$2" </dev/null ;;
+    esac
+}
+# Kills and deletes task $1 and its container.
+remove_task() {
+    # (ctr warns that the task exited 137: it was killed, as intended.)
+    ctr_ tasks delete --force "$1" >/dev/null 2>"$work/ctr.err" ||
+        die "ctr tasks delete --force $1: $(cat "$work/ctr.err")"
+    ctr_ containers delete "$1"
+}
+
 echo "each shim serves $work/sleep (sleep 600), in its own cgroup; read 1 s after the task is RUNNING"
 : >"$work/ours.mem"
 : >"$work/baseline.mem"
 for i in $(seq 1 "$mem_samples"); do
-    ctr_ run --detach --runtime io.containerd.skillbox.v1 --config "$work/sleep/config-ours.json" "mem-ours-$i" </dev/null
-    ctr_ run --detach --runc-binary "$wrapper" --runc-root "$runc_root" --config "$work/sleep/config-baseline.json" \
-        "mem-baseline-$i" </dev/null
+    start_sleeper ours "mem-ours-$i"
+    start_sleeper baseline "mem-baseline-$i"
     wait_running "mem-ours-$i"
     wait_running "mem-baseline-$i"
     # As kubelet does, ask each shim for the task's state and metrics.
@@ -336,21 +351,10 @@ for i in $(seq 1 "$mem_samples"); do
     [ "$i" -gt 1 ] || rss_by_mapping "$pid" >"$work/ours.maps"
     pid="$(shim_pid "mem-baseline-$i")"
     memory_of "$pid" >>"$work/baseline.mem"
-    for id in "mem-ours-$i" "mem-baseline-$i"; do
-        # (ctr warns that the task exited 137: it was killed, as intended.)
-        ctr_ tasks delete --force "$id" >/dev/null 2>"$work/ctr.err" ||
-            die "ctr tasks delete --force $id: $(cat "$work/ctr.err")"
-        ctr_ containers delete "$id"
-    done
+    remove_task "mem-ours-$i"
+    remove_task "mem-baseline-$i"
 done
 section "(d) $exec_runs execs into one running task"
-# "open_files threads rss_kb anonymous_kb" of process $1.
-holdings_of() {
-    local files
-    files="$(find "/proc/$1/fd" -mindepth 1 -maxdepth 1 | wc -l)"
-    echo "$files $(awk '$1 == "Threads:" { print $2 }' "/proc/$1/status")" \
-        "$(awk '$1 == "Rss:" { r = $2 } $1 == "Anonymous:" { a = $2 } END { print r, a }' "/proc/$1/smaps_rollup")"
-}
 # One exec of `true` into task $1, exec id $2.
 exec_once() {
     ctr_ tasks exec --exec-id "x-$2" "$1" true </dev/null
@@ -358,26 +362,21 @@ exec_once() {
 export -f exec_once
 for which in ours baseline; do
     id="execs-$which"
-    case "$which" in
-        ours) ctr_ run --detach --runtime io.containerd.skillbox.v1 --config "$work/sleep/config-ours.json" "$id" </dev/null ;;
-        baseline) ctr_ run --detach --runc-binary "$wrapper" --runc-root "$runc_root" \
-            --config "$work/sleep/config-baseline.json" "$id" </dev/null ;;
-    esac
+    start_sleeper "$which" "$id"
     wait_running "$id"
     for n in $(seq 1 10); do
         exec_once "$id" "warm-$n" >/dev/null || die "exec into $id failed"
     done
     sleep 1
     pid="$(shim_pid "$id")"
-    holdings_of "$pid" >"$work/$which.before"
+    process_holdings "$pid" >"$work/$which.before"
     start="${EPOCHREALTIME/[.,]/}"
     seq "$exec_runs" | xargs -P 4 -I{} bash -c "exec_once $id {} >/dev/null" || die "an exec into $id failed"
     end="${EPOCHREALTIME/[.,]/}"
     awk -v n="$exec_runs" -v us="$((end - start))" 'BEGIN { printf "%.1f\n", n / (us / 1e6) }' >"$work/$which.exec-rate"
     sleep 2
-    holdings_of "$pid" >"$work/$which.after"
-    ctr_ tasks delete --force "$id" >/dev/null 2>"$work/ctr.err" || die "ctr tasks delete --force $id: $(cat "$work/ctr.err")"
-    ctr_ containers delete "$id"
+    process_holdings "$pid" >"$work/$which.after"
+    remove_task "$id"
 done
 
 # Median of column $1 of file $2, rounded to an integer.

@@ -142,6 +142,14 @@ remove_runsc_containers() {
     runsc --root "$1" list --quiet 2>/dev/null | xargs -r -n1 runsc --root "$1" delete --force >/dev/null 2>&1
 }
 
+# process_holdings PID: "open_files threads rss_kb anonymous_kb" of a
+# long-lived process, compared before and after a load to show what it kept.
+process_holdings() {
+    echo "$(find "/proc/$1/fd" -mindepth 1 -maxdepth 1 | wc -l)" \
+        "$(awk '$1 == "Threads:" { print $2 }' "/proc/$1/status")" \
+        "$(awk '$1 == "Rss:" { r = $2 } $1 == "Anonymous:" { a = $2 } END { print r, a }' "/proc/$1/smaps_rollup")"
+}
+
 time_ms() {
     local start end
     # EPOCHREALTIME without its dot: microseconds, read without a fork.
