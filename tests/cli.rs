@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use skillbox_test_support::sandbox::processes_mentioning;
-use skillbox_test_support::{busybox_rootfs, run_with_watchdog, workspace_dir, Cli};
+use skillbox_test_support::{busybox_rootfs, cgroup_hierarchies, run_with_watchdog, workspace_dir, Cli};
 
 const SKILLBOX: Cli = Cli::new(env!("CARGO_BIN_EXE_skillbox"));
 
@@ -47,18 +47,10 @@ fn probe_finds_a_working_network_none_mode() {
     assert!(cgroups.is_empty(), "probe left cgroups behind: {cgroups:?}");
 }
 
-/// Cgroups named like the probe's trial sandboxes, in any hierarchy (the
-/// v2 root, or a v1 controller's).
+/// Cgroups named like the probe's trial sandboxes, in any hierarchy.
 fn probe_cgroups() -> Vec<std::path::PathBuf> {
-    let root = std::path::Path::new("/sys/fs/cgroup");
-    let mut dirs = vec![root.to_owned()];
-    dirs.extend(
-        std::fs::read_dir(root)
-            .unwrap()
-            .flatten()
-            .map(|entry| entry.path()),
-    );
-    dirs.iter()
+    cgroup_hierarchies()
+        .iter()
         .filter_map(|dir| std::fs::read_dir(dir).ok())
         .flat_map(|entries| entries.flatten().map(|entry| entry.path()))
         .filter(|path| {

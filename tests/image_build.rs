@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use skillbox_test_support::{busybox_rootfs, example_dir, require, Cli};
+use skillbox_test_support::{busybox_rootfs, cgroup_hierarchies, example_dir, require, Cli};
 
 const SKILLBOX: Cli = Cli::new(env!("CARGO_BIN_EXE_skillbox"));
 
@@ -103,10 +103,8 @@ impl Drop for Containerd {
         let _ = self.process.wait();
         // runc removes a container's cgroup (containerd's default path is
         // `/<namespace>/<id>`) but not the namespace's, left empty in every
-        // hierarchy (v1 controllers, and v2's, at the root or `unified/`).
-        let root = Path::new("/sys/fs/cgroup");
-        let hierarchies = std::fs::read_dir(root).into_iter().flatten().flatten();
-        for hierarchy in hierarchies.map(|entry| entry.path()).chain([root.to_owned()]) {
+        // hierarchy.
+        for hierarchy in cgroup_hierarchies() {
             let _ = std::fs::remove_dir(hierarchy.join(NAMESPACE));
         }
     }

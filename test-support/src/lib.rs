@@ -233,6 +233,17 @@ fn command_works(program: &str, arg: &str) -> bool {
 
 /// Where `program` is on `PATH`; panics, naming the Debian package to
 /// install, when it is not there.
+/// Every cgroup hierarchy's root directory: `/sys/fs/cgroup` itself (cgroup
+/// v2) and each directory in it (v1 controllers, and v2's `unified` on a
+/// hybrid host), for looking up or removing one cgroup path in all of them.
+pub fn cgroup_hierarchies() -> Vec<PathBuf> {
+    let root = Path::new("/sys/fs/cgroup");
+    let mut hierarchies = vec![root.to_owned()];
+    let entries = std::fs::read_dir(root).into_iter().flatten().flatten();
+    hierarchies.extend(entries.map(|entry| entry.path()).filter(|path| path.is_dir()));
+    hierarchies
+}
+
 pub fn require(program: &str, package: &str) -> PathBuf {
     std::env::var_os("PATH")
         .and_then(|path| {
