@@ -230,20 +230,21 @@ impl Runsc {
         console_socket: Option<&Path>,
         stdio: [Stdio; 3],
     ) -> Result<Option<u32>, RunscError> {
+        let detach = console_socket.is_some();
         let sub = Subcommand::Exec {
             id: id.to_owned(),
             process: process.to_owned(),
             pid_file: pid_files.0.to_owned(),
             internal_pid_file: pid_files.1.to_owned(),
             console_socket: console_socket.map(Path::to_owned),
-            detach: console_socket.is_some(),
+            detach,
         };
         // Files left by an earlier shim of the same bundle must not pass
         // for this exec's.
         for file in [pid_files.0, pid_files.1] {
             let _ = std::fs::remove_file(file);
         }
-        if console_socket.is_some() {
+        if detach {
             return self.run_with_stdio(&sub, stdio).map(|()| None);
         }
         let mark = self.log_mark();
